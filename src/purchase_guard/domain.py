@@ -1,0 +1,290 @@
+"""Domain values shared by every package: frozen dataclasses and enums, no I/O.
+
+These are the values the pure core (policy engine, verdict rule, challenge rules) takes
+and returns. The gRPC layer converts protobuf messages to and from them; nothing below
+`api/` sees a protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Role(enum.Enum):
+    ADULT = "ADULT"
+    TEEN = "TEEN"
+    CHILD = "CHILD"
+    GUEST = "GUEST"
+
+
+class Outcome(enum.Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    CHALLENGE = "CHALLENGE"
+
+
+class ReasonCode(enum.Enum):
+    """Machine-readable reasons; names match the proto enum one to one."""
+
+    SPEAKER_VERIFIED = "SPEAKER_VERIFIED"
+    SPEAKER_UNKNOWN = "SPEAKER_UNKNOWN"
+    SPEAKER_CHILD = "SPEAKER_CHILD"
+    ROLE_NOT_ALLOWED = "ROLE_NOT_ALLOWED"
+    AMOUNT_OVER_LIMIT = "AMOUNT_OVER_LIMIT"
+    DAILY_LIMIT_REACHED = "DAILY_LIMIT_REACHED"
+    MONTHLY_LIMIT_REACHED = "MONTHLY_LIMIT_REACHED"
+    CATEGORY_BLOCKED = "CATEGORY_BLOCKED"
+    QUIET_HOURS = "QUIET_HOURS"
+    AUDIO_UNUSABLE = "AUDIO_UNUSABLE"
+    PIN_INCORRECT = "PIN_INCORRECT"
+    CHALLENGE_EXPIRED = "CHALLENGE_EXPIRED"
+    CHALLENGE_LOCKED = "CHALLENGE_LOCKED"
+    ORDER_MISMATCH = "ORDER_MISMATCH"
+    APPROVAL_REJECTED = "APPROVAL_REJECTED"
+    GUARD_ERROR = "GUARD_ERROR"
+    CHALLENGE_REQUIRED = "CHALLENGE_REQUIRED"
+    LOW_VALUE_EXEMPT = "LOW_VALUE_EXEMPT"
+    POLICY_ALLOWED = "POLICY_ALLOWED"
+    CHALLENGE_PASSED = "CHALLENGE_PASSED"
+    APPROVAL_GRANTED = "APPROVAL_GRANTED"
+    CHALLENGE_CLOSED = "CHALLENGE_CLOSED"
+    SPEAKER_MISMATCH = "SPEAKER_MISMATCH"
+    PIN_THROTTLED = "PIN_THROTTLED"
+    CHALLENGE_UNAVAILABLE = "CHALLENGE_UNAVAILABLE"
+    CHILD_VOICE = "CHILD_VOICE"
+    KNOWN_BROADCAST = "KNOWN_BROADCAST"
+    BROADCAST_MATCH = "BROADCAST_MATCH"
+
+
+class ChallengeMethod(enum.Enum):
+    SPOKEN_PIN = "SPOKEN_PIN"
+    RANDOM_DIGITS = "RANDOM_DIGITS"
+    PARENT_APPROVAL = "PARENT_APPROVAL"
+
+
+class PurchaseMode(enum.Enum):
+    ALLOWED = "ALLOWED"
+    WITH_CHALLENGE = "WITH_CHALLENGE"
+    NEVER = "NEVER"
+
+
+class LimitAction(enum.Enum):
+    CHALLENGE = "CHALLENGE"
+    DENY = "DENY"
+
+
+class ChallengeStatus(enum.Enum):
+    PENDING = "PENDING"
+    PASSED = "PASSED"  # answered correctly or approved; single use, so closed
+    APPROVED = "APPROVED"  # parent approved; the next Confirm turns it into PASSED
+    REJECTED = "REJECTED"
+    LOCKED = "LOCKED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    minor_units: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    sku: str
+    title: str
+    category: str
+    quantity: int
+    unit_price: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    items: tuple[LineItem, ...]
+    total: Money
+    merchant: str
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(item.category.strip().lower() for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Household:
+    household_id: str
+    name: str
+    time_zone: str
+    currency: str
+    retain_audio: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    member_id: str
+    household_id: str
+    display_name: str
+    role: Role
+    is_parent: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Voiceprint:
+    """A member's enrolled centroid. The embedding never leaves the process in logs or records."""
+
+    member_id: str
+    household_id: str
+    encoder: str  # name/version; a print is only ever scored by the encoder that made it
+    embedding: tuple[float, ...] = field(repr=False)
+    n_utterances: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRule:
+    role: Role
+    mode: PurchaseMode
+    max_order_minor: int = 0  # 0: no maximum
+    daily_cap_minor: int = 0
+    monthly_cap_minor: int = 0
+    on_limit: LimitAction = LimitAction.DENY
+    challenge_method: ChallengeMethod = ChallengeMethod.SPOKEN_PIN
+    blocked_categories: frozenset[str] = frozenset()
+    allowed_categories: frozenset[str] = frozenset()  # empty: every category not blocked
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    start_minute: int
+    end_minute: int
+    action: LimitAction = LimitAction.DENY
+
+
+@dataclass(frozen=True, slots=True)
+class LowValueExemption:
+    per_order_max_minor: int
+    cumulative_max_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: tuple[RoleRule, ...]
+    household_daily_cap_minor: int = 0
+    household_monthly_cap_minor: int = 0
+    blocked_categories: frozenset[str] = frozenset()
+    quiet_hours: QuietHours | None = None
+    low_value_exemption: LowValueExemption | None = None
+    revision: int = 0
+
+    def rule_for(self, role: Role) -> RoleRule | None:
+        for rule in self.rules:
+            if rule.role is role:
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSnapshot:
+    """Spend already committed in the rolling windows, read from the store before deciding."""
+
+    member_daily_minor: int = 0
+    member_monthly_minor: int = 0
+    household_daily_minor: int = 0
+    household_monthly_minor: int = 0
+    exempt_since_last_challenge_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    message: str
+    detail: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerResult:
+    """Outcome of speaker verification; scores only, never the embedding."""
+
+    member_id: str | None
+    role: Role | None
+    score: float
+    threshold: float
+    verified: bool
+    child_likelihood: float  # -1 when no detector ran
+    encoder: str
+    usable: bool = True  # False when the audio had too little speech to judge
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeInfo:
+    challenge_id: str
+    method: ChallengeMethod
+    prompt: str
+    digits_to_repeat: str
+    expires_at: datetime
+    attempts_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A challenge as stored. Holds digests only: never the PIN or the expected digits in clear."""
+
+    challenge_id: str
+    household_id: str
+    decision_id: str
+    method: ChallengeMethod
+    order_digest: str
+    order: Order
+    member_id: str | None
+    status: ChallengeStatus
+    attempts_left: int
+    expires_at: datetime
+    created_at: datetime
+    expected_digits_hash: str = ""  # RANDOM_DIGITS: salted sha256 of the digits
+    digits_to_repeat: str = ""  # RANDOM_DIGITS: kept so the prompt can be repeated
+    resolved_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    household_id: str
+    kind: str  # "evaluate" | "confirm"
+    request_id: str
+    device_id: str
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    speaker: SpeakerResult | None
+    policy_revision: int
+    total: Money
+    decided_at: datetime
+    challenge: ChallengeInfo | None = None
+    member_id: str | None = None
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(r.code for r in self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    notification_id: str
+    household_id: str
+    kind: str
+    message: str
+    challenge_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PinState:
+    """The household PIN: an argon2id hash plus the throttle that grows with failures."""
+
+    household_id: str
+    pin_hash: str = field(repr=False)
+    lockouts: int  # how many challenges have locked; drives the growing back-off
+    throttled_until: datetime | None
+    set_at: datetime

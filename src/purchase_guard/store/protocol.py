@@ -1,0 +1,146 @@
+"""The store protocol: everything the guard persists, behind one small interface.
+
+Every method that reads or writes household data takes the household id and filters by
+it in the query itself, so one household's rows can never come back for another.
+Implementations: `SqliteStore` (embedded default). The schema is plain SQL with text ids,
+integer minor units and ISO timestamps so that a PostgreSQL backend can follow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from purchase_guard.domain import (
+    Challenge,
+    ChallengeStatus,
+    Decision,
+    Household,
+    Member,
+    Notification,
+    PinState,
+    Policy,
+    Voiceprint,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendEntry:
+    household_id: str
+    member_id: str | None
+    amount_minor: int
+    decision_id: str
+    at: datetime
+    exempt: bool  # counted against the low-value exemption's cumulative threshold
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    household_id: str
+    seq: int
+    decision_id: str
+    at: datetime
+    body: str  # canonical JSON of the masked decision record
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    decision: Decision
+    request_digest: str
+
+
+class Store(Protocol):
+    # --- households and credentials -------------------------------------------------
+    def create_household(self, household: Household, admin_token_hash: str) -> None: ...
+
+    def get_household(self, household_id: str) -> Household:
+        """Raises NotFound."""
+        ...
+
+    def household_for_token_hash(self, token_hash: str) -> str | None: ...
+
+    # --- members and voiceprints ----------------------------------------------------
+    def add_member(self, member: Member) -> None: ...
+
+    def get_member(self, household_id: str, member_id: str) -> Member:
+        """Raises NotFound."""
+        ...
+
+    def list_members(self, household_id: str) -> list[Member]: ...
+
+    def remove_member(self, household_id: str, member_id: str) -> None:
+        """Removes the member and their voiceprint. Raises NotFound."""
+        ...
+
+    def put_voiceprint(self, voiceprint: Voiceprint) -> None:
+        """Replaces any earlier voiceprint of that member."""
+        ...
+
+    def list_voiceprints(self, household_id: str) -> list[Voiceprint]: ...
+
+    # --- policy and PIN -------------------------------------------------------------
+    def put_policy(self, household_id: str, policy: Policy, at: datetime) -> Policy:
+        """Stores the policy as the next revision and returns it with that revision."""
+        ...
+
+    def get_policy(self, household_id: str) -> Policy | None: ...
+
+    def put_pin(self, state: PinState) -> None: ...
+
+    def get_pin(self, household_id: str) -> PinState | None: ...
+
+    # --- decisions, spend and audit (written together, atomically) ------------------
+    def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None: ...
+
+    def record_decision(
+        self,
+        decision: Decision,
+        request_digest: str,
+        audit_body: str,
+        spend: SpendEntry | None = None,
+        challenge: Challenge | None = None,
+    ) -> Decision:
+        """Atomically: store the decision, append its audit entry to the household's chain,
+        add the spend entry and insert or update the challenge. If a decision with the same
+        (household, kind, request_id) exists already, nothing is written and the stored
+        one is returned (idempotent retries under concurrency)."""
+        ...
+
+    def list_decisions(self, household_id: str, limit: int) -> list[Decision]: ...
+
+    def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
+        """Sum of committed spend since `since`; for one member, or the household if None."""
+        ...
+
+    def exempt_spend_since_last_challenge(self, household_id: str) -> int:
+        """Sum of low-value-exempt spend after the last passed challenge."""
+        ...
+
+    def audit_entries(self, household_id: str) -> list[AuditEntry]: ...
+
+    # --- challenges -----------------------------------------------------------------
+    def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:
+        """Raises NotFound."""
+        ...
+
+    def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
+        """Compare-and-set on status and attempts: writes only if the stored status is still
+        `expected_status`; returns whether it wrote. Guards against two concurrent answers."""
+        ...
+
+    def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]: ...
+
+    # --- notifications --------------------------------------------------------------
+    def add_notification(self, notification: Notification) -> None: ...
+
+    def list_notifications(self, household_id: str) -> list[Notification]: ...
+
+    # --- lifecycle ------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises Unavailable when the store cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
