@@ -288,3 +288,16 @@ class PinState:
     lockouts: int  # how many challenges have locked; drives the growing back-off
     throttled_until: datetime | None
     set_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInput:
+    """Audio as received: an encoded container, or raw PCM16 with its rate. Never logged."""
+
+    encoded: bytes | None = field(default=None, repr=False)
+    pcm16: bytes | None = field(default=None, repr=False)
+    sample_rate_hz: int | None = None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.encoded) or bool(self.pcm16)

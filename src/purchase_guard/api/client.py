@@ -1,0 +1,147 @@
+"""A small gRPC client for the CLI and tools; answers are plain dicts (proto JSON mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, common_pb2, guard_pb2, guard_pb2_grpc
+
+
+def _dict(msg: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def audio_pb(data: bytes) -> common_pb2.Audio:
+    return common_pb2.Audio(encoded=data)
+
+
+class GuardClient:
+    """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls."""
+
+    def __init__(self, target: str, token: str = "", timeout: float = 60.0) -> None:
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        )
+        self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)
+        self._admin = admin_pb2_grpc.HouseholdAdminStub(self._channel)
+        self._token = token
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def with_token(self, token: str) -> GuardClient:
+        other = GuardClient.__new__(GuardClient)
+        other.__dict__.update(self.__dict__)
+        other._token = token
+        return other
+
+    def _meta(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._token}"),) if self._token else ()
+
+    def _call(self, method: str, request: Message) -> dict[str, Any]:
+        fn = getattr(self._admin, method)
+        return _dict(fn(request, metadata=self._meta(), timeout=self._timeout))
+
+    # ---------------------------------------------------------------- admin
+    def create_household(self, name: str, time_zone: str, currency: str, retain_audio: bool = False) -> dict[str, Any]:
+        return self._call(
+            "CreateHousehold",
+            admin_pb2.CreateHouseholdRequest(name=name, time_zone=time_zone, currency=currency, retain_audio=retain_audio),
+        )
+
+    def get_household(self, household_id: str) -> dict[str, Any]:
+        return self._call("GetHousehold", admin_pb2.GetHouseholdRequest(household_id=household_id))
+
+    def add_member(self, household_id: str, name: str, role: str, is_parent: bool = False) -> dict[str, Any]:
+        return self._call(
+            "AddMember",
+            admin_pb2.AddMemberRequest(
+                household_id=household_id, display_name=name, role=common_pb2.Role.Value(role), is_parent=is_parent
+            ),
+        )
+
+    def list_members(self, household_id: str) -> dict[str, Any]:
+        return self._call("ListMembers", admin_pb2.ListMembersRequest(household_id=household_id))
+
+    def remove_member(self, household_id: str, member_id: str) -> dict[str, Any]:
+        return self._call("RemoveMember", admin_pb2.RemoveMemberRequest(household_id=household_id, member_id=member_id))
+
+    def enroll(self, household_id: str, member_id: str, takes: Sequence[bytes]) -> dict[str, Any]:
+        return self._call(
+            "EnrollVoice",
+            admin_pb2.EnrollVoiceRequest(
+                household_id=household_id, member_id=member_id, utterances=[audio_pb(t) for t in takes]
+            ),
+        )
+
+    def set_policy(self, household_id: str, policy: dict[str, Any]) -> dict[str, Any]:
+        pb = json_format.ParseDict(policy, admin_pb2.Policy())
+        return self._call("SetPolicy", admin_pb2.SetPolicyRequest(household_id=household_id, policy=pb))
+
+    def get_policy(self, household_id: str) -> dict[str, Any]:
+        return self._call("GetPolicy", admin_pb2.GetPolicyRequest(household_id=household_id))
+
+    def set_pin(self, household_id: str, pin: str) -> dict[str, Any]:
+        return self._call("SetPin", admin_pb2.SetPinRequest(household_id=household_id, pin=pin))
+
+    def list_decisions(self, household_id: str, limit: int = 50) -> dict[str, Any]:
+        return self._call("ListDecisions", admin_pb2.ListDecisionsRequest(household_id=household_id, limit=limit))
+
+    def list_notifications(self, household_id: str) -> dict[str, Any]:
+        return self._call("ListNotifications", admin_pb2.ListNotificationsRequest(household_id=household_id))
+
+    def pending_approvals(self, household_id: str) -> dict[str, Any]:
+        return self._call("ListPendingApprovals", admin_pb2.ListPendingApprovalsRequest(household_id=household_id))
+
+    def resolve_approval(self, household_id: str, challenge_id: str, parent_member_id: str, approve: bool) -> dict[str, Any]:
+        return self._call(
+            "ResolveApproval",
+            admin_pb2.ResolveApprovalRequest(
+                household_id=household_id, challenge_id=challenge_id, parent_member_id=parent_member_id, approve=approve
+            ),
+        )
+
+    def verify_audit(self, household_id: str) -> dict[str, Any]:
+        return self._call("VerifyAudit", admin_pb2.VerifyAuditRequest(household_id=household_id))
+
+    # ---------------------------------------------------------------- guard
+    def evaluate(
+        self, request_id: str, household_id: str, device_id: str, order: dict[str, Any], audio: bytes, transcript: str = ""
+    ) -> dict[str, Any]:
+        req = guard_pb2.EvaluateRequest(
+            request_id=request_id,
+            household_id=household_id,
+            device_id=device_id,
+            order=json_format.ParseDict(order, common_pb2.Order()),
+            audio=audio_pb(audio),
+            transcript=transcript,
+        )
+        return _dict(self._guard.Evaluate(req, timeout=self._timeout))
+
+    def confirm(
+        self,
+        request_id: str,
+        household_id: str,
+        challenge_id: str,
+        order: dict[str, Any],
+        spoken_digits: str,
+        audio: bytes | None,
+        device_id: str = "",
+    ) -> dict[str, Any]:
+        req = guard_pb2.ConfirmRequest(
+            request_id=request_id,
+            household_id=household_id,
+            challenge_id=challenge_id,
+            order=json_format.ParseDict(order, common_pb2.Order()),
+            spoken_digits=spoken_digits,
+            device_id=device_id,
+        )
+        if audio:
+            req.audio.CopyFrom(audio_pb(audio))
+        return _dict(self._guard.Confirm(req, timeout=self._timeout))

@@ -1,0 +1,305 @@
+"""Protobuf <-> domain conversion. The only place (with the servicers) that sees generated code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from purchase_guard._gen.purchaseguard.v1 import admin_pb2, common_pb2
+from purchase_guard.domain import (
+    AudioInput,
+    Challenge,
+    ChallengeInfo,
+    ChallengeMethod,
+    Decision,
+    Household,
+    LimitAction,
+    LineItem,
+    LowValueExemption,
+    Member,
+    Money,
+    Notification,
+    Order,
+    Outcome,
+    Policy,
+    PurchaseMode,
+    QuietHours,
+    Reason,
+    ReasonCode,
+    Role,
+    RoleRule,
+    SpeakerResult,
+)
+from purchase_guard.errors import InvalidArgument
+
+_OUTCOME_TO_PB = {
+    Outcome.ALLOW: common_pb2.ALLOW,
+    Outcome.DENY: common_pb2.DENY,
+    Outcome.CHALLENGE: common_pb2.CHALLENGE,
+}
+_OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
+_ROLE_TO_PB = {Role.ADULT: common_pb2.ADULT, Role.TEEN: common_pb2.TEEN, Role.CHILD: common_pb2.CHILD, Role.GUEST: common_pb2.GUEST}
+_ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
+_METHOD_TO_PB = {
+    ChallengeMethod.SPOKEN_PIN: common_pb2.SPOKEN_PIN,
+    ChallengeMethod.RANDOM_DIGITS: common_pb2.RANDOM_DIGITS,
+    ChallengeMethod.PARENT_APPROVAL: common_pb2.PARENT_APPROVAL,
+}
+_METHOD_FROM_PB = {v: k for k, v in _METHOD_TO_PB.items()}
+_MODE_TO_PB = {
+    PurchaseMode.ALLOWED: admin_pb2.PURCHASE_ALLOWED,
+    PurchaseMode.WITH_CHALLENGE: admin_pb2.PURCHASE_WITH_CHALLENGE,
+    PurchaseMode.NEVER: admin_pb2.PURCHASE_NEVER,
+}
+_MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
+_ACTION_TO_PB = {LimitAction.CHALLENGE: admin_pb2.LIMIT_CHALLENGE, LimitAction.DENY: admin_pb2.LIMIT_DENY}
+_ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
+
+
+def ts(when: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(when.astimezone(UTC))
+    return out
+
+
+def from_ts(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- requests -> domain
+def money_from_pb(pb: common_pb2.Money, field: str) -> Money:
+    if pb.minor_units < 0:
+        raise InvalidArgument(f"{field}.minor_units must not be negative, got {pb.minor_units}")
+    return Money(pb.minor_units, pb.currency.strip().upper())
+
+
+def order_from_pb(pb: common_pb2.Order, field: str = "order") -> Order:
+    items = tuple(
+        LineItem(
+            sku=item.sku,
+            title=item.title,
+            category=item.category,
+            quantity=item.quantity,
+            unit_price=money_from_pb(item.unit_price, f"{field}.items[{i}].unit_price"),
+        )
+        for i, item in enumerate(pb.items)
+    )
+    return Order(items=items, total=money_from_pb(pb.total, f"{field}.total"), merchant=pb.merchant)
+
+
+def audio_from_pb(pb: common_pb2.Audio) -> AudioInput:
+    which = pb.WhichOneof("payload")
+    if which == "encoded":
+        return AudioInput(encoded=pb.encoded)
+    if which == "pcm16":
+        return AudioInput(pcm16=pb.pcm16.samples, sample_rate_hz=pb.pcm16.sample_rate_hz)
+    return AudioInput()
+
+
+def role_from_pb(value: int) -> Role:
+    try:
+        return _ROLE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST") from None
+
+
+def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
+    rules = []
+    for i, rule in enumerate(pb.rules):
+        where = f"policy.rules[{i}]"
+        if rule.mode not in _MODE_FROM_PB:
+            raise InvalidArgument(f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER")
+        if rule.challenge_method not in _METHOD_FROM_PB:
+            raise InvalidArgument(f"{where}.challenge_method must be set")
+        if rule.on_limit not in _ACTION_FROM_PB:
+            raise InvalidArgument(f"{where}.on_limit must be LIMIT_CHALLENGE or LIMIT_DENY")
+        rules.append(
+            RoleRule(
+                role=role_from_pb(rule.role),
+                mode=_MODE_FROM_PB[rule.mode],
+                max_order_minor=rule.max_order_minor,
+                daily_cap_minor=rule.daily_cap_minor,
+                monthly_cap_minor=rule.monthly_cap_minor,
+                on_limit=_ACTION_FROM_PB[rule.on_limit],
+                challenge_method=_METHOD_FROM_PB[rule.challenge_method],
+                blocked_categories=frozenset(rule.blocked_categories),
+                allowed_categories=frozenset(rule.allowed_categories),
+            )
+        )
+    quiet = None
+    if pb.HasField("quiet_hours"):
+        if pb.quiet_hours.action not in _ACTION_FROM_PB:
+            raise InvalidArgument("policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY")
+        quiet = QuietHours(pb.quiet_hours.start_minute, pb.quiet_hours.end_minute, _ACTION_FROM_PB[pb.quiet_hours.action])
+    exemption = None
+    if pb.HasField("low_value_exemption"):
+        exemption = LowValueExemption(
+            pb.low_value_exemption.per_order_max_minor, pb.low_value_exemption.cumulative_max_minor
+        )
+    return Policy(
+        rules=tuple(rules),
+        household_daily_cap_minor=pb.household_daily_cap_minor,
+        household_monthly_cap_minor=pb.household_monthly_cap_minor,
+        blocked_categories=frozenset(pb.blocked_categories),
+        quiet_hours=quiet,
+        low_value_exemption=exemption,
+    )
+
+
+# ---------------------------------------------------------------- domain -> responses
+def money_to_pb(money: Money) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=money.minor_units, currency=money.currency)
+
+
+def order_to_pb(order: Order) -> common_pb2.Order:
+    return common_pb2.Order(
+        items=[
+            common_pb2.LineItem(
+                sku=i.sku, title=i.title, category=i.category, quantity=i.quantity, unit_price=money_to_pb(i.unit_price)
+            )
+            for i in order.items
+        ],
+        total=money_to_pb(order.total),
+        merchant=order.merchant,
+    )
+
+
+def outcome_to_pb(outcome: Outcome) -> common_pb2.Outcome.ValueType:
+    return _OUTCOME_TO_PB[outcome]
+
+
+def outcome_from_pb(value: int) -> Outcome | None:
+    return _OUTCOME_FROM_PB.get(value)  # type: ignore[call-overload]
+
+
+def reasons_to_pb(reasons: Iterable[Reason]) -> list[common_pb2.Reason]:
+    return [
+        common_pb2.Reason(code=common_pb2.ReasonCode.Value(r.code.value), message=r.message, detail=dict(r.detail))
+        for r in reasons
+    ]
+
+
+def reason_code_from_pb(value: int) -> ReasonCode:
+    return ReasonCode(common_pb2.ReasonCode.Name(value))  # type: ignore[arg-type]
+
+
+def speaker_to_pb(result: SpeakerResult | None) -> common_pb2.SpeakerMatch:
+    if result is None:
+        return common_pb2.SpeakerMatch(child_likelihood=-1.0)
+    return common_pb2.SpeakerMatch(
+        member_id=result.member_id or "",
+        role=_ROLE_TO_PB.get(result.role, common_pb2.ROLE_UNSPECIFIED) if result.role else common_pb2.ROLE_UNSPECIFIED,
+        score=result.score,
+        threshold=result.threshold,
+        verified=result.verified,
+        child_likelihood=result.child_likelihood,
+        encoder=result.encoder,
+    )
+
+
+def challenge_to_pb(info: ChallengeInfo | None) -> common_pb2.Challenge | None:
+    if info is None:
+        return None
+    return common_pb2.Challenge(
+        challenge_id=info.challenge_id,
+        method=_METHOD_TO_PB[info.method],
+        prompt=info.prompt,
+        digits_to_repeat=info.digits_to_repeat,
+        expires_at=ts(info.expires_at),
+        attempts_left=info.attempts_left,
+    )
+
+
+def household_to_pb(h: Household) -> admin_pb2.Household:
+    return admin_pb2.Household(
+        household_id=h.household_id,
+        name=h.name,
+        time_zone=h.time_zone,
+        currency=h.currency,
+        retain_audio=h.retain_audio,
+        created_at=ts(h.created_at),
+    )
+
+
+def member_to_pb(m: Member, encoder: str | None) -> admin_pb2.Member:
+    return admin_pb2.Member(
+        member_id=m.member_id,
+        display_name=m.display_name,
+        role=_ROLE_TO_PB[m.role],
+        is_parent=m.is_parent,
+        voice_enrolled=encoder is not None,
+        voice_encoder=encoder or "",
+    )
+
+
+def policy_to_pb(p: Policy) -> admin_pb2.Policy:
+    out = admin_pb2.Policy(
+        rules=[
+            admin_pb2.RoleRule(
+                role=_ROLE_TO_PB[r.role],
+                mode=_MODE_TO_PB[r.mode],
+                max_order_minor=r.max_order_minor,
+                daily_cap_minor=r.daily_cap_minor,
+                monthly_cap_minor=r.monthly_cap_minor,
+                on_limit=_ACTION_TO_PB[r.on_limit],
+                challenge_method=_METHOD_TO_PB[r.challenge_method],
+                blocked_categories=sorted(r.blocked_categories),
+                allowed_categories=sorted(r.allowed_categories),
+            )
+            for r in p.rules
+        ],
+        household_daily_cap_minor=p.household_daily_cap_minor,
+        household_monthly_cap_minor=p.household_monthly_cap_minor,
+        blocked_categories=sorted(p.blocked_categories),
+        revision=p.revision,
+    )
+    if p.quiet_hours is not None:
+        out.quiet_hours.CopyFrom(
+            admin_pb2.QuietHours(
+                start_minute=p.quiet_hours.start_minute,
+                end_minute=p.quiet_hours.end_minute,
+                action=_ACTION_TO_PB[p.quiet_hours.action],
+            )
+        )
+    if p.low_value_exemption is not None:
+        out.low_value_exemption.CopyFrom(
+            admin_pb2.LowValueExemption(
+                per_order_max_minor=p.low_value_exemption.per_order_max_minor,
+                cumulative_max_minor=p.low_value_exemption.cumulative_max_minor,
+            )
+        )
+    return out
+
+
+def decision_record_to_pb(d: Decision) -> admin_pb2.DecisionRecord:
+    return admin_pb2.DecisionRecord(
+        decision_id=d.decision_id,
+        kind=d.kind,
+        request_id=d.request_id,
+        outcome=_OUTCOME_TO_PB[d.outcome],
+        reasons=reasons_to_pb(d.reasons),
+        speaker=speaker_to_pb(d.speaker),
+        policy_revision=d.policy_revision,
+        total=money_to_pb(d.total),
+        device_id=d.device_id,
+        decided_at=ts(d.decided_at),
+        challenge_id=d.challenge.challenge_id if d.challenge else "",
+    )
+
+
+def notification_to_pb(n: Notification) -> admin_pb2.Notification:
+    return admin_pb2.Notification(
+        notification_id=n.notification_id,
+        kind=n.kind,
+        message=n.message,
+        challenge_id=n.challenge_id or "",
+        created_at=ts(n.created_at),
+    )
+
+
+def pending_to_pb(c: Challenge) -> admin_pb2.PendingApproval:
+    return admin_pb2.PendingApproval(
+        challenge_id=c.challenge_id, order=order_to_pb(c.order), member_id=c.member_id or "", expires_at=ts(c.expires_at)
+    )

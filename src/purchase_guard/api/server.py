@@ -1,0 +1,89 @@
+"""Server factory: gRPC server with health, reflection, the error interceptor; graceful stop."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
+from purchase_guard.api.errors import ErrorInterceptor
+from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
+from purchase_guard.app import App
+from purchase_guard.logs import get_logger
+
+log = get_logger("purchase_guard.server")
+
+SERVICES = (
+    guard_pb2.DESCRIPTOR.services_by_name["PurchaseGuard"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["HouseholdAdmin"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    app: App
+    _stop_probe: threading.Event
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICES):
+            self.health.set(name, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING first so load balancers drain, then in-flight calls get `grace` seconds."""
+        self._stop_probe.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.app.settings.grace_seconds if grace is None else grace).wait()
+        self.app.store.close()
+
+
+def build_server(app: App) -> RunningServer:
+    settings = app.settings
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="guard"),
+        interceptors=[ErrorInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=settings.workers * 8,
+    )
+    guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
+    admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise RuntimeError(f"could not bind {settings.listen}")
+    stop = threading.Event()
+    running = RunningServer(server, port, health_servicer, app, stop)
+    running.set_serving(True)
+    threading.Thread(target=_probe, args=(running,), name="health-probe", daemon=True).start()
+    server.start()
+    log.info("server_started", port=port, encoder=app.verifier.encoder.name)
+    return running
+
+
+def _probe(running: RunningServer, every: float = 2.0) -> None:
+    """Report NOT_SERVING while the store is unreachable, SERVING again once it answers."""
+    serving = True
+    while not running._stop_probe.wait(every):
+        try:
+            running.app.store.ping()
+            ok = True
+        except Exception:
+            ok = False
+        if ok != serving:
+            serving = ok
+            running.set_serving(ok)
+            log.warning("health_changed", serving=ok)

@@ -1,0 +1,85 @@
+"""Wiring: builds the real backends from settings. The only place that picks implementations."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
+from purchase_guard.config import Settings
+from purchase_guard.household.service import HouseholdService
+from purchase_guard.logs import get_logger
+from purchase_guard.pipeline.guard import Guard
+from purchase_guard.pipeline.ports import NoBroadcastDefence
+from purchase_guard.store.protocol import Store
+from purchase_guard.store.sqlite import SqliteStore
+from purchase_guard.voice.encoder import SpeakerEncoder
+from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
+
+log = get_logger("purchase_guard.app")
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    verifier: VoiceVerifier
+    guard: Guard
+    households: HouseholdService
+    clock: Clock
+    operator_token: str
+
+
+def build_encoder(settings: Settings) -> SpeakerEncoder:
+    if settings.encoder == "fake":
+        from purchase_guard.voice.encoder import FakeEncoder
+
+        return FakeEncoder()
+    from purchase_guard.voice.ge2e import Ge2eEncoder
+
+    return Ge2eEncoder(settings.ge2e_weights)
+
+
+def resolve_operator_token(settings: Settings) -> str:
+    """The operator token from settings, else from the token file, else a new one written there (0600)."""
+    if settings.operator_token:
+        return settings.operator_token
+    path = Path(settings.operator_token_file)
+    if path.is_file():
+        token = path.read_text().strip()
+        if len(token) >= 24:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "pgo_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.info("operator_token_created", path=str(path))
+    return token
+
+
+def build_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    encoder: SpeakerEncoder | None = None,
+    clock: Clock | None = None,
+    ids: IdSource | None = None,
+    pins: PinHasher | None = None,
+) -> App:
+    if store is None:
+        Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(settings.sqlite_path)
+    if clock is None:
+        clock = OffsetClock() if settings.test_mode else SystemClock()
+    ids = ids or RandomIds()
+    pins = pins or PinHasher()
+    encoder = encoder or build_encoder(settings)
+    verifier = VoiceVerifier(encoder, Thresholds.load(encoder.name, settings.thresholds_file))
+    token = resolve_operator_token(settings)
+    guard = Guard(settings, store, verifier, NoBroadcastDefence(), pins, clock, ids)
+    households = HouseholdService(settings, store, verifier, pins, clock, ids, token)
+    return App(settings, store, verifier, guard, households, clock, token)

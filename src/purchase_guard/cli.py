@@ -1,0 +1,254 @@
+"""Command line: serve | admin ... | guard ... | eval speakers.
+
+`serve` runs the guard on its embedded defaults. `admin` and `guard` drive a running
+guard over gRPC, for parents, operators and QA. `eval` measures the speaker decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from purchase_guard.config import ConfigError, load_settings
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _serve(_: argparse.Namespace) -> int:
+    from purchase_guard.logs import configure_logging, get_logger
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"purchase-guard: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    log = get_logger("purchase_guard.cli")
+
+    from prometheus_client import start_http_server
+
+    from purchase_guard.api.server import build_server
+    from purchase_guard.app import build_app
+
+    app = build_app(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    running = build_server(app)
+    print(
+        f"purchase-guard listening on {settings.listen.rsplit(':', 1)[0]}:{running.port} "
+        f"(encoder {app.verifier.encoder.name}, store {settings.sqlite_path}, "
+        f"operator token in {settings.operator_token_file if not settings.operator_token else 'settings'})",
+        flush=True,
+    )
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("shutdown_requested", signal=signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    done.wait()
+    running.stop()
+    log.info("server_stopped")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token:
+        return str(args.token)
+    env = os.environ.get("PURCHASE_GUARD_ADMIN_TOKEN")
+    if env:
+        return env
+    path = Path(os.environ.get("PURCHASE_GUARD_OPERATOR_TOKEN_FILE", "var/operator-token"))
+    if path.is_file():
+        return path.read_text().strip()
+    return ""
+
+
+def _load_structured(path: str) -> Any:
+    text = Path(path).read_text()
+    return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    import grpc
+
+    from purchase_guard.api.client import GuardClient
+
+    client = GuardClient(args.target, _token(args))
+    try:
+        out = _admin_call(client, args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _admin_call(client: Any, a: argparse.Namespace) -> Any:
+    cmd = a.admin_cmd
+    if cmd == "create-household":
+        return client.create_household(a.name, a.time_zone, a.currency, a.retain_audio)
+    if cmd == "get-household":
+        return client.get_household(a.household)
+    if cmd == "add-member":
+        return client.add_member(a.household, a.name, a.role.upper(), a.parent)
+    if cmd == "members":
+        return client.list_members(a.household)
+    if cmd == "remove-member":
+        return client.remove_member(a.household, a.member)
+    if cmd == "enroll":
+        return client.enroll(a.household, a.member, [Path(f).read_bytes() for f in a.files])
+    if cmd == "set-policy":
+        return client.set_policy(a.household, _load_structured(a.file))
+    if cmd == "get-policy":
+        return client.get_policy(a.household)
+    if cmd == "set-pin":
+        # Read from the terminal (or stdin), never from argv: argv shows up in `ps` and shell history.
+        pin = getpass.getpass("New PIN: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+        return client.set_pin(a.household, pin)
+    if cmd == "decisions":
+        return client.list_decisions(a.household, a.limit)
+    if cmd == "notifications":
+        return client.list_notifications(a.household)
+    if cmd == "approvals":
+        return client.pending_approvals(a.household)
+    if cmd in ("approve", "reject"):
+        return client.resolve_approval(a.household, a.challenge, a.parent_member, cmd == "approve")
+    if cmd == "verify-audit":
+        return client.verify_audit(a.household)
+    raise SystemExit(f"unknown admin command {cmd}")
+
+
+def _guard(args: argparse.Namespace) -> int:
+    import grpc
+
+    from purchase_guard.api.client import GuardClient
+
+    client = GuardClient(args.target)
+    order = _load_structured(args.order)
+    try:
+        if args.guard_cmd == "evaluate":
+            out = client.evaluate(
+                args.request_id or uuid.uuid4().hex,
+                args.household,
+                args.device,
+                order,
+                Path(args.audio).read_bytes(),
+                args.transcript,
+            )
+        else:
+            out = client.confirm(
+                args.request_id or uuid.uuid4().hex,
+                args.household,
+                args.challenge,
+                order,
+                args.digits,
+                Path(args.audio).read_bytes() if args.audio else None,
+                args.device,
+            )
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from purchase_guard.voice import evaluation
+
+    return int(evaluation.main(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="purchase-guard", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC server (settings from PURCHASE_GUARD_* variables)")
+    s.set_defaults(func=_serve)
+
+    adm = sub.add_parser("admin", help="household administration over gRPC")
+    adm.add_argument("--target", default=DEFAULT_TARGET)
+    adm.add_argument("--token", help="household or operator token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then var/operator-token)")
+    asub = adm.add_subparsers(dest="admin_cmd", required=True)
+    c = asub.add_parser("create-household")
+    c.add_argument("--name", required=True)
+    c.add_argument("--time-zone", required=True)
+    c.add_argument("--currency", required=True)
+    c.add_argument("--retain-audio", action="store_true")
+    for name in ("get-household", "members", "get-policy", "set-pin", "notifications", "approvals", "verify-audit"):
+        x = asub.add_parser(name)
+        x.add_argument("--household", required=True)
+    m = asub.add_parser("add-member")
+    m.add_argument("--household", required=True)
+    m.add_argument("--name", required=True)
+    m.add_argument("--role", required=True, choices=["adult", "teen", "child", "guest"])
+    m.add_argument("--parent", action="store_true")
+    r = asub.add_parser("remove-member")
+    r.add_argument("--household", required=True)
+    r.add_argument("--member", required=True)
+    e = asub.add_parser("enroll", help="enroll a voice from 3 or more WAV/FLAC files")
+    e.add_argument("--household", required=True)
+    e.add_argument("--member", required=True)
+    e.add_argument("files", nargs="+")
+    sp = asub.add_parser("set-policy", help="set the policy from a YAML or JSON file (proto JSON mapping)")
+    sp.add_argument("--household", required=True)
+    sp.add_argument("file")
+    d = asub.add_parser("decisions")
+    d.add_argument("--household", required=True)
+    d.add_argument("--limit", type=int, default=50)
+    for name in ("approve", "reject"):
+        x = asub.add_parser(name)
+        x.add_argument("--household", required=True)
+        x.add_argument("--challenge", required=True)
+        x.add_argument("--parent-member", required=True)
+    adm.set_defaults(func=_admin)
+
+    g = sub.add_parser("guard", help="call Evaluate or Confirm (for QA and smoke tests)")
+    g.add_argument("--target", default=DEFAULT_TARGET)
+    gsub = g.add_subparsers(dest="guard_cmd", required=True)
+    ev = gsub.add_parser("evaluate")
+    ev.add_argument("--household", required=True)
+    ev.add_argument("--device", required=True)
+    ev.add_argument("--order", required=True, help="order as YAML/JSON (proto JSON mapping)")
+    ev.add_argument("--audio", required=True)
+    ev.add_argument("--transcript", default="")
+    ev.add_argument("--request-id", default="")
+    cf = gsub.add_parser("confirm")
+    cf.add_argument("--household", required=True)
+    cf.add_argument("--challenge", required=True)
+    cf.add_argument("--order", required=True)
+    cf.add_argument("--digits", default="")
+    cf.add_argument("--audio")
+    cf.add_argument("--device", default="")
+    cf.add_argument("--request-id", default="")
+    g.set_defaults(func=_guard)
+
+    ev2 = sub.add_parser("eval", help="evaluation commands: `eval speakers --data DIR --out DIR`")
+    ev2.add_argument("rest", nargs=argparse.REMAINDER)
+    ev2.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""One settings object, read from the environment once and validated at start.
+
+Every setting is `PURCHASE_GUARD_<NAME>` in the environment. A bad value stops the
+server before it listens, with a message naming the variable, instead of surfacing
+later as a wrong decision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PURCHASE_GUARD_"
+ENCODERS = ("ge2e", "fake")
+STORES = ("sqlite",)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; raised at start, never while serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where the server listens. Port 0 picks a free port (tests).
+    listen: str = "127.0.0.1:50051"
+    # Prometheus metrics on this port; 0 disables the endpoint.
+    metrics_port: int = 9464
+    store: str = "sqlite"
+    sqlite_path: Path = Path("var/purchase-guard.db")
+    # "ge2e" runs the real pretrained weights; "fake" exists for unit tests only and is
+    # refused unless test_mode is on, so a misconfigured server cannot fake verification.
+    encoder: str = "ge2e"
+    ge2e_weights: Path | None = None
+    thresholds_file: Path | None = None
+    operator_token: str = field(default="", repr=False)
+    operator_token_file: Path = Path("var/operator-token")
+    max_audio_seconds: float = 30.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_enroll_takes: int = 10
+    challenge_expiry: timedelta = timedelta(minutes=2)
+    approval_expiry: timedelta = timedelta(hours=24)
+    max_attempts: int = 5
+    random_digits: int = 4
+    # Test mode enables the controllable clock (replay `wait` steps) and the fake encoder.
+    test_mode: bool = False
+    log_level: str = "info"
+    workers: int = 8
+    grace_seconds: float = 5.0
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def validated(self) -> Settings:
+        if ":" not in self.listen:
+            raise ConfigError(f"{ENV_PREFIX}LISTEN must be host:port, got {self.listen!r}")
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{ENV_PREFIX}LISTEN must be host:port with a port 0-65535, got {self.listen!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{ENV_PREFIX}METRICS_PORT must be 0-65535, got {self.metrics_port}")
+        if self.store not in STORES:
+            raise ConfigError(f"{ENV_PREFIX}STORE must be one of {STORES}, got {self.store!r}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "fake" and not self.test_mode:
+            raise ConfigError(f"{ENV_PREFIX}ENCODER=fake is only allowed with {ENV_PREFIX}TEST_MODE=1")
+        if self.ge2e_weights is not None and not self.ge2e_weights.is_file():
+            raise ConfigError(f"{ENV_PREFIX}GE2E_WEIGHTS: no file at {self.ge2e_weights}")
+        if self.thresholds_file is not None and not self.thresholds_file.is_file():
+            raise ConfigError(f"{ENV_PREFIX}THRESHOLDS_FILE: no file at {self.thresholds_file}")
+        if self.operator_token and len(self.operator_token) < 24:
+            raise ConfigError(f"{ENV_PREFIX}OPERATOR_TOKEN must be at least 24 characters")
+        if not 1.0 <= self.max_audio_seconds <= 120.0:
+            raise ConfigError(f"{ENV_PREFIX}MAX_AUDIO_SECONDS must be 1-120, got {self.max_audio_seconds}")
+        if not 64 * 1024 <= self.max_message_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(f"{ENV_PREFIX}MAX_MESSAGE_BYTES must be 64 KiB-64 MiB")
+        if not 3 <= self.max_enroll_takes <= 20:
+            raise ConfigError(f"{ENV_PREFIX}MAX_ENROLL_TAKES must be 3-20")
+        if not timedelta(seconds=10) <= self.challenge_expiry <= timedelta(minutes=30):
+            raise ConfigError(f"{ENV_PREFIX}CHALLENGE_EXPIRY_SECONDS must be 10-1800")
+        if not timedelta(minutes=1) <= self.approval_expiry <= timedelta(days=7):
+            raise ConfigError(f"{ENV_PREFIX}APPROVAL_EXPIRY_SECONDS must be 60-604800")
+        if not 1 <= self.max_attempts <= 10:
+            raise ConfigError(f"{ENV_PREFIX}MAX_ATTEMPTS must be 1-10")
+        if not 4 <= self.random_digits <= 8:
+            raise ConfigError(f"{ENV_PREFIX}RANDOM_DIGITS must be 4-8")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"{ENV_PREFIX}WORKERS must be 1-256")
+        return self
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes).validated()
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    env = ENV_PREFIX + name.upper()
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, timedelta):
+            return timedelta(seconds=float(raw))
+        if isinstance(default, Path) or name in ("ge2e_weights", "thresholds_file"):
+            return Path(raw) if raw else None
+    except ValueError as exc:
+        raise ConfigError(f"{env}: cannot parse {raw!r}") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        key = ENV_PREFIX + f.name.upper()
+        if f.name in ("challenge_expiry", "approval_expiry"):
+            key += "_SECONDS"
+        if key in env:
+            default = Settings.__dataclass_fields__[f.name].default
+            values[f.name] = _parse(f.name, env[key], default)
+    unknown = sorted(
+        k for k in env if k.startswith(ENV_PREFIX) and k not in _known_env_names() and not _is_external(k)
+    )
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)} (typo?)")
+    return Settings(**values).validated()  # type: ignore[arg-type]
+
+
+def _known_env_names() -> set[str]:
+    names = set()
+    for f in fields(Settings):
+        key = ENV_PREFIX + f.name.upper()
+        names.add(key + "_SECONDS" if f.name in ("challenge_expiry", "approval_expiry") else key)
+    return names
+
+
+def _is_external(key: str) -> bool:
+    # Variables read by tests and tools, not by the server.
+    return key in (ENV_PREFIX + "DATA_DIR", ENV_PREFIX + "REQUIRE_DATA")

@@ -1,0 +1,487 @@
+"""The decision pipeline: gathers facts (store, voice, broadcast), applies the pure rules, records.
+
+Order of work in Evaluate: validate input (bad input is an error status, not a DENY),
+answer idempotent retries from the store, run the checks, each in its own try block so
+that a failing check becomes GUARD_ERROR (never ALLOW), evaluate policy, apply the
+verdict rule, and write decision + audit entry + spend + challenge in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from purchase_guard.audit.records import audit_body
+from purchase_guard.challenge.digest import digits_digest, digits_match, order_digest
+from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.challenge.rules import (
+    AnswerVerdict,
+    approval_state,
+    normalise_digits,
+    order_mismatch,
+    state_check,
+    voice_answer,
+)
+from purchase_guard.challenge.throttle import pin_backoff
+from purchase_guard.clock import Clock, IdSource
+from purchase_guard.config import Settings
+from purchase_guard.domain import (
+    AudioInput,
+    Challenge,
+    ChallengeInfo,
+    ChallengeMethod,
+    ChallengeStatus,
+    Decision,
+    Household,
+    Member,
+    Notification,
+    Order,
+    Outcome,
+    Reason,
+    ReasonCode,
+    Role,
+    SpeakerResult,
+    SpendSnapshot,
+)
+from purchase_guard.errors import AlreadyExists, InvalidArgument
+from purchase_guard.logs import get_logger
+from purchase_guard.metrics import CHECK_ERRORS, DECISIONS, LATENCY, REASONS
+from purchase_guard.money import format_money
+from purchase_guard.pipeline.ports import BroadcastDefence, SpeakerVerifier
+from purchase_guard.pipeline.validate import request_digest, validate_id, validate_order
+from purchase_guard.pipeline.verdict import (
+    DEFAULT_CHILD_THRESHOLD,
+    BroadcastCheck,
+    ChallengeOptions,
+    VoiceCheck,
+    decide,
+    is_child_like,
+    policy_role,
+)
+from purchase_guard.policy.engine import evaluate_policy
+from purchase_guard.store.protocol import SpendEntry, Store
+from purchase_guard.voice.audio import Pcm, decode_audio
+
+log = get_logger("purchase_guard.pipeline")
+
+DAY = timedelta(days=1)
+MONTH = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateInput:
+    request_id: str
+    household_id: str
+    device_id: str
+    order: Order
+    audio: AudioInput
+    transcript: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmInput:
+    request_id: str
+    household_id: str
+    challenge_id: str
+    order: Order
+    spoken_digits: str
+    audio: AudioInput
+    device_id: str = ""
+
+
+@contextmanager
+def _decision_context(decision_id: str, rpc: str, household_id: str) -> Iterator[None]:
+    with structlog.contextvars.bound_contextvars(decision_id=decision_id, rpc=rpc, household_id=household_id):
+        yield
+
+
+class Guard:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        verifier: SpeakerVerifier,
+        broadcast: BroadcastDefence,
+        pins: PinHasher,
+        clock: Clock,
+        ids: IdSource,
+        child_threshold: float = DEFAULT_CHILD_THRESHOLD,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._verifier = verifier
+        self._broadcast = broadcast
+        self._pins = pins
+        self._clock = clock
+        self._ids = ids
+        self._child_threshold = child_threshold
+
+    # ------------------------------------------------------------------ Evaluate
+    def evaluate(self, req: EvaluateInput) -> Decision:
+        started = time.perf_counter()
+        validate_id(req.request_id, "request_id")
+        validate_id(req.household_id, "household_id")
+        validate_id(req.device_id, "device_id")
+        if len(req.transcript) > 2000:
+            raise InvalidArgument("transcript is longer than 2000 characters")
+        household = self._store.get_household(req.household_id)
+        validate_order(req.order, household.currency)
+        digest = request_digest("evaluate", req.household_id, req.device_id, req.order, req.audio)
+        replayed = self._replay("evaluate", req.household_id, req.request_id, digest)
+        if replayed is not None:
+            return replayed
+        pcm = self._decode(req.audio)
+
+        now = self._clock.now()
+        decision_id = self._ids.new_id("dec")
+        with _decision_context(decision_id, "evaluate", household.household_id):
+            decision, spend, challenge = self._decide(household, req, pcm, now, decision_id)
+            body = audit_body(decision, req.order, {"device_id": req.device_id})
+            stored = self._store.record_decision(decision, digest, body, spend=spend, challenge=challenge)
+            if stored.decision_id == decision_id and challenge is not None:
+                self._after_challenge_issued(challenge, now)
+            self._observe("evaluate", stored, started)
+            return stored
+
+    def _decide(
+        self, household: Household, req: EvaluateInput, pcm: Pcm, now: datetime, decision_id: str
+    ) -> tuple[Decision, SpendEntry | None, Challenge | None]:
+        hh = household.household_id
+        members: dict[str, Member] = {}
+        voice = self._check_voice(hh, pcm, members)
+        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
+        role = policy_role(voice)
+        member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
+        try:
+            policy = self._store.get_policy(hh)
+            spend = self._spend_snapshot(hh, member_id, now)
+            options = self._challenge_options(hh, members, now)
+        except Exception as exc:
+            CHECK_ERRORS.labels("policy").inc()
+            log.warning("policy_facts_failed", error=type(exc).__name__)
+            return self._error_decision(household, req, decision_id, now, voice, "policy data unavailable"), None, None
+        policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
+        verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
+
+        challenge: Challenge | None = None
+        info: ChallengeInfo | None = None
+        if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
+            challenge = self._new_challenge(hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now)
+            info = challenge_info(challenge)
+        decision = Decision(
+            decision_id=decision_id,
+            household_id=hh,
+            kind="evaluate",
+            request_id=req.request_id,
+            device_id=req.device_id,
+            outcome=verdict.outcome,
+            reasons=verdict.reasons,
+            speaker=voice.result,
+            policy_revision=policy.revision if policy is not None else 0,
+            total=req.order.total,
+            decided_at=now,
+            challenge=info,
+            member_id=verdict.member_id,
+        )
+        spend_entry = None
+        if verdict.outcome is Outcome.ALLOW:
+            spend_entry = SpendEntry(hh, verdict.member_id, req.order.total.minor_units, decision_id, now, verdict.low_value_exempt)
+        return decision, spend_entry, challenge
+
+    def _error_decision(
+        self, household: Household, req: EvaluateInput, decision_id: str, now: datetime, voice: VoiceCheck, what: str
+    ) -> Decision:
+        return Decision(
+            decision_id=decision_id,
+            household_id=household.household_id,
+            kind="evaluate",
+            request_id=req.request_id,
+            device_id=req.device_id,
+            outcome=Outcome.DENY,
+            reasons=(Reason(ReasonCode.GUARD_ERROR, f"The guard could not decide safely: {what}."),),
+            speaker=voice.result,
+            policy_revision=0,
+            total=req.order.total,
+            decided_at=now,
+        )
+
+    def _check_voice(self, household_id: str, pcm: Pcm, members_out: dict[str, Member]) -> VoiceCheck:
+        try:
+            members = self._store.list_members(household_id)
+            members_out.update({m.member_id: m for m in members})
+            prints = self._store.list_voiceprints(household_id)
+            roles = {m.member_id: m.role for m in members}
+            return VoiceCheck(self._verifier.verify(pcm, prints, roles))
+        except Exception as exc:
+            CHECK_ERRORS.labels("voice").inc()
+            log.warning("voice_check_failed", error=type(exc).__name__)
+            return VoiceCheck(None, error="the speaker check raised an internal error")
+
+    def _check_broadcast(self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+        try:
+            return self._broadcast.check(hh, device_id, decision_id, pcm, now)
+        except Exception as exc:
+            CHECK_ERRORS.labels("broadcast").inc()
+            log.warning("broadcast_check_failed", error=type(exc).__name__)
+            return BroadcastCheck(error="the broadcast check raised an internal error")
+
+    def _spend_snapshot(self, hh: str, member_id: str | None, now: datetime) -> SpendSnapshot:
+        store = self._store
+        return SpendSnapshot(
+            member_daily_minor=store.spend_since(hh, member_id, now - DAY) if member_id else 0,
+            member_monthly_minor=store.spend_since(hh, member_id, now - MONTH) if member_id else 0,
+            household_daily_minor=store.spend_since(hh, None, now - DAY),
+            household_monthly_minor=store.spend_since(hh, None, now - MONTH),
+            exempt_since_last_challenge_minor=store.exempt_spend_since_last_challenge(hh),
+        )
+
+    def _challenge_options(self, hh: str, members: Mapping[str, Member], now: datetime) -> ChallengeOptions:
+        pin = self._store.get_pin(hh)
+        enrolled = {vp.member_id for vp in self._store.list_voiceprints(hh) if vp.encoder == self._verifier.encoder.name}
+        return ChallengeOptions(
+            has_pin=pin is not None,
+            pin_throttled=pin is not None and pin.throttled_until is not None and now < pin.throttled_until,
+            has_enrolled_adult=any(m.role is Role.ADULT and m.member_id in enrolled for m in members.values()),
+            has_parent=any(m.is_parent for m in members.values()),
+        )
+
+    def _new_challenge(
+        self, hh: str, decision_id: str, order: Order, member_id: str | None, method: ChallengeMethod, now: datetime
+    ) -> Challenge:
+        challenge_id = self._ids.new_id("chl")
+        expiry = self._settings.approval_expiry if method is ChallengeMethod.PARENT_APPROVAL else self._settings.challenge_expiry
+        digits = self._ids.digits(self._settings.random_digits) if method is ChallengeMethod.RANDOM_DIGITS else ""
+        return Challenge(
+            challenge_id=challenge_id,
+            household_id=hh,
+            decision_id=decision_id,
+            method=method,
+            order_digest=order_digest(hh, order),
+            order=order,
+            member_id=member_id,
+            status=ChallengeStatus.PENDING,
+            attempts_left=self._settings.max_attempts,
+            expires_at=now + expiry,
+            created_at=now,
+            expected_digits_hash=digits_digest(challenge_id, digits) if digits else "",
+            digits_to_repeat=digits,
+        )
+
+    def _after_challenge_issued(self, challenge: Challenge, now: datetime) -> None:
+        if challenge.method is ChallengeMethod.PARENT_APPROVAL:
+            total = format_money(challenge.order.total)
+            self._store.add_notification(
+                Notification(
+                    notification_id=self._ids.new_id("ntf"),
+                    household_id=challenge.household_id,
+                    kind="approval_requested",
+                    message=f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval.",
+                    challenge_id=challenge.challenge_id,
+                    created_at=now,
+                )
+            )
+
+    # ------------------------------------------------------------------ Confirm
+    def confirm(self, req: ConfirmInput) -> Decision:
+        started = time.perf_counter()
+        validate_id(req.request_id, "request_id")
+        validate_id(req.household_id, "household_id")
+        validate_id(req.challenge_id, "challenge_id")
+        if req.device_id:
+            validate_id(req.device_id, "device_id")
+        if len(req.spoken_digits) > 200:
+            raise InvalidArgument("spoken_digits is longer than 200 characters")
+        household = self._store.get_household(req.household_id)
+        validate_order(req.order, household.currency)
+        digest = request_digest(
+            "confirm", req.household_id, req.device_id, req.order, req.audio, req.challenge_id + "|" + req.spoken_digits
+        )
+        replayed = self._replay("confirm", req.household_id, req.request_id, digest)
+        if replayed is not None:
+            return replayed
+        challenge = self._store.get_challenge(req.household_id, req.challenge_id)
+        pcm = self._decode(req.audio) if req.audio.present else None
+        if pcm is None and challenge.method is not ChallengeMethod.PARENT_APPROVAL:
+            raise InvalidArgument("audio is required to answer a spoken challenge")
+
+        decision_id = self._ids.new_id("dec")
+        with _decision_context(decision_id, "confirm", household.household_id):
+            for _ in range(3):
+                now = self._clock.now()
+                verdict, speaker = self._judge(household, challenge, req, pcm, now)
+                if verdict.challenge == challenge or self._store.update_challenge(verdict.challenge, challenge.status):
+                    break
+                # Another answer to the same challenge landed first; judge again on fresh state.
+                challenge = self._store.get_challenge(req.household_id, req.challenge_id)
+            else:
+                verdict = AnswerVerdict(
+                    Outcome.DENY,
+                    (Reason(ReasonCode.CHALLENGE_CLOSED, "The challenge changed while this answer was checked."),),
+                    challenge,
+                )
+                speaker = None
+            if verdict.locked_now:
+                self._on_locked(verdict.challenge, now)
+            stored = self._record_confirm(req, household, decision_id, verdict, speaker, now, digest)
+            self._observe("confirm", stored, started)
+            return stored
+
+    def _judge(
+        self, household: Household, challenge: Challenge, req: ConfirmInput, pcm: Pcm | None, now: datetime
+    ) -> tuple[AnswerVerdict, SpeakerResult | None]:
+        closed = state_check(challenge, now)
+        if closed is not None:
+            return closed, None
+        if order_digest(household.household_id, req.order) != challenge.order_digest:
+            return order_mismatch(challenge), None
+        if challenge.method is ChallengeMethod.PARENT_APPROVAL:
+            return approval_state(challenge), None
+        assert pcm is not None  # checked by the caller for spoken methods
+        hh = household.household_id
+        pin_state = None
+        if challenge.method is ChallengeMethod.SPOKEN_PIN:
+            pin_state = self._store.get_pin(hh)
+            if pin_state is None:
+                return AnswerVerdict(
+                    Outcome.DENY,
+                    (Reason(ReasonCode.CHALLENGE_UNAVAILABLE, "The household has no PIN set."),),
+                    challenge,
+                ), None
+            if pin_state.throttled_until is not None and now < pin_state.throttled_until:
+                until = pin_state.throttled_until.isoformat(timespec="seconds")
+                return AnswerVerdict(
+                    Outcome.DENY,
+                    (Reason(ReasonCode.PIN_THROTTLED, f"PIN answers are blocked until {until} after repeated failures."),),
+                    challenge,
+                ), None
+        members: dict[str, Member] = {}
+        voice = self._check_voice(hh, pcm, members)
+        result = voice.result
+        speaker_ok = (
+            voice.error is None
+            and result is not None
+            and result.verified
+            and result.role is Role.ADULT
+            and not is_child_like(result, self._child_threshold)
+        )
+        digits_ok = False
+        if speaker_ok:
+            spoken = normalise_digits(req.spoken_digits)
+            if challenge.method is ChallengeMethod.SPOKEN_PIN and pin_state is not None:
+                digits_ok = self._pins.verify(pin_state.pin_hash, spoken)
+            elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
+                digits_ok = digits_match(challenge.challenge_id, challenge.expected_digits_hash, spoken)
+        return voice_answer(challenge, speaker_ok=speaker_ok, digits_ok=digits_ok), result
+
+    def _on_locked(self, challenge: Challenge, now: datetime) -> None:
+        hh = challenge.household_id
+        pin = self._store.get_pin(hh)
+        if pin is not None and challenge.method is ChallengeMethod.SPOKEN_PIN:
+            lockouts = pin.lockouts + 1
+            self._store.put_pin(replace(pin, lockouts=lockouts, throttled_until=now + pin_backoff(lockouts)))
+        log.warning("challenge_locked", challenge_id=challenge.challenge_id)
+        self._store.add_notification(
+            Notification(
+                notification_id=self._ids.new_id("ntf"),
+                household_id=hh,
+                kind="challenge_locked",
+                message=(
+                    f"Someone answered a purchase challenge wrongly {self._settings.max_attempts} times "
+                    f"({format_money(challenge.order.total)} from {challenge.order.merchant}); it is now locked."
+                ),
+                challenge_id=challenge.challenge_id,
+                created_at=now,
+            )
+        )
+
+    def _record_confirm(
+        self,
+        req: ConfirmInput,
+        household: Household,
+        decision_id: str,
+        verdict: AnswerVerdict,
+        speaker: SpeakerResult | None,
+        now: datetime,
+        digest: str,
+    ) -> Decision:
+        challenge = verdict.challenge
+        decision = Decision(
+            decision_id=decision_id,
+            household_id=household.household_id,
+            kind="confirm",
+            request_id=req.request_id,
+            device_id=req.device_id,
+            outcome=verdict.outcome,
+            reasons=verdict.reasons,
+            speaker=speaker,
+            policy_revision=0,
+            total=req.order.total,
+            decided_at=now,
+            challenge=challenge_info(challenge),
+            member_id=challenge.member_id,
+        )
+        spend = None
+        if verdict.passed:
+            spend = SpendEntry(household.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False)
+        body = audit_body(decision, req.order, {"challenge_method": challenge.method.value})
+        return self._store.record_decision(decision, digest, body, spend=spend)
+
+    # ------------------------------------------------------------------ shared
+    def _replay(self, kind: str, household_id: str, request_id: str, digest: str) -> Decision | None:
+        stored = self._store.get_decision(household_id, kind, request_id)
+        if stored is None:
+            return None
+        if stored.request_digest != digest:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used for a different {kind} request; use a new request_id"
+            )
+        return stored.decision
+
+    def _decode(self, audio: AudioInput) -> Pcm:
+        if not audio.present:
+            raise InvalidArgument("audio is required: send WAV or FLAC bytes, or PCM16 with its sample rate")
+        return decode_audio(
+            encoded=audio.encoded,
+            pcm16=audio.pcm16,
+            sample_rate_hz=audio.sample_rate_hz,
+            max_seconds=self._settings.max_audio_seconds,
+        )
+
+    def _observe(self, rpc: str, decision: Decision, started: float) -> None:
+        LATENCY.labels(rpc).observe(time.perf_counter() - started)
+        DECISIONS.labels(rpc, decision.outcome.value).inc()
+        for reason in decision.reasons:
+            REASONS.labels(rpc, reason.code.value).inc()
+        log.info(
+            "decision",
+            outcome=decision.outcome.value,
+            reasons=[r.code.value for r in decision.reasons],
+            score=round(decision.speaker.score, 4) if decision.speaker else None,
+            policy_revision=decision.policy_revision,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+def challenge_info(challenge: Challenge) -> ChallengeInfo:
+    if challenge.method is ChallengeMethod.SPOKEN_PIN:
+        prompt = f"To confirm {format_money(challenge.order.total)} from {challenge.order.merchant}, say your household PIN."
+    elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
+        spaced = " ".join(challenge.digits_to_repeat)
+        prompt = f"To confirm {format_money(challenge.order.total)}, please repeat these digits: {spaced}."
+    else:
+        prompt = "I've asked a parent to approve this purchase on their phone."
+    return ChallengeInfo(
+        challenge_id=challenge.challenge_id,
+        method=challenge.method,
+        prompt=prompt,
+        digits_to_repeat=challenge.digits_to_repeat,
+        expires_at=challenge.expires_at,
+        attempts_left=challenge.attempts_left,
+    )
+
+

@@ -1,0 +1,32 @@
+"""The backends the decision pipeline talks to, as small protocols (real ones live in their domains)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from purchase_guard.domain import Role, SpeakerResult, Voiceprint
+from purchase_guard.pipeline.verdict import BroadcastCheck
+from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.encoder import SpeakerEncoder
+
+
+class SpeakerVerifier(Protocol):
+    @property
+    def encoder(self) -> SpeakerEncoder: ...
+
+    def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult: ...
+
+
+class BroadcastDefence(Protocol):
+    def check(self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+        """Match the utterance against known clips and the fleet window; also records it in the window."""
+        ...
+
+
+class NoBroadcastDefence:
+    """Used when broadcast defence is switched off in settings; reports nothing."""
+
+    def check(self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+        return BroadcastCheck()

@@ -1,0 +1,26 @@
+"""Shared test support: where ../shared/data is, and whether its absence is a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    path = Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data"))
+    return path if (path / "fsdd" / "recordings").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data, or a skip; under PURCHASE_GUARD_REQUIRE_DATA=1 (CI) a missing folder fails."""
+    path = shared_data_dir()
+    if path is None:
+        if os.environ.get("PURCHASE_GUARD_REQUIRE_DATA") == "1":
+            pytest.fail("../shared/data is required (PURCHASE_GUARD_REQUIRE_DATA=1) but was not found")
+        pytest.skip("../shared/data not found; set PURCHASE_GUARD_DATA_DIR")
+    return path

@@ -1,0 +1,52 @@
+"""Helpers for integration tests: a real server on port 0 and real audio from ../shared/data."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+DIGIT_GAP_S = 0.2
+
+
+def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+def fsdd_join(data: Path, speaker: str, digits: str, take: int) -> tuple[np.ndarray, int]:
+    """Join single-digit FSDD takes of one speaker into a spoken PIN, as a person would say it."""
+    parts: list[np.ndarray] = []
+    rate = 8000
+    for i, d in enumerate(digits):
+        samples, rate = sf.read(data / "fsdd" / "recordings" / f"{d}_{speaker}_{(take + i * 7) % 50}.flac", dtype="float32")
+        parts.append(samples)
+        parts.append(np.zeros(int(DIGIT_GAP_S * rate), dtype=np.float32))
+    return np.concatenate(parts), rate
+
+
+def fsdd_wav(data: Path, speaker: str, digits: str, take: int) -> bytes:
+    samples, rate = fsdd_join(data, speaker, digits, take)
+    return wav_bytes(samples, rate)
+
+
+def long_utterance(data: Path, speaker: str, digit_sets: Sequence[str], take: int) -> bytes:
+    """About 3 s of one FSDD speaker: several digit strings in a row (a 'command'-length utterance)."""
+    parts = []
+    for k, digits in enumerate(digit_sets):
+        samples, rate = fsdd_join(data, speaker, digits, take + k * 3)
+        parts.append(samples)
+    return wav_bytes(np.concatenate(parts), 8000)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    household_id: str
+    token: str
+    adult_id: str
+    child_id: str

@@ -1,0 +1,123 @@
+"""The verdict rule: what can and cannot lead to ALLOW."""
+
+from __future__ import annotations
+
+import pytest
+
+from purchase_guard.domain import ChallengeMethod, Outcome, Reason, ReasonCode, Role, SpeakerResult
+from purchase_guard.pipeline.verdict import (
+    BroadcastCheck,
+    ChallengeOptions,
+    VoiceCheck,
+    decide,
+    policy_role,
+)
+from purchase_guard.policy.engine import PolicyVerdict
+
+ALLOW = PolicyVerdict(Outcome.ALLOW, (Reason(ReasonCode.POLICY_ALLOWED, "ok"),), None, False)
+CHALLENGE_PIN = PolicyVerdict(
+    Outcome.CHALLENGE, (Reason(ReasonCode.AMOUNT_OVER_LIMIT, "over"),), ChallengeMethod.SPOKEN_PIN, False
+)
+DENY = PolicyVerdict(Outcome.DENY, (Reason(ReasonCode.CATEGORY_BLOCKED, "blocked"),), None, False)
+FULL = ChallengeOptions(has_pin=True, pin_throttled=False, has_enrolled_adult=True, has_parent=True)
+
+
+def speaker(role: Role | None, *, verified: bool = True, child: float = -1.0, usable: bool = True) -> VoiceCheck:
+    return VoiceCheck(
+        SpeakerResult(
+            member_id="mem_1" if role else None,
+            role=role,
+            score=0.9 if verified else 0.3,
+            threshold=0.75,
+            verified=verified,
+            child_likelihood=child,
+            encoder="fake/1",
+            usable=usable,
+            problem="" if usable else "only 0.2 s of speech",
+        )
+    )
+
+
+def test_verified_adult_within_policy_is_allowed() -> None:
+    """A verified adult whose policy allows the order gets ALLOW with SPEAKER_VERIFIED."""
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), ALLOW, FULL)
+    assert v.outcome is Outcome.ALLOW
+    assert ReasonCode.SPEAKER_VERIFIED in {r.code for r in v.reasons}
+    assert v.member_id == "mem_1"
+
+
+@pytest.mark.parametrize(
+    ("voice", "code"),
+    [
+        (speaker(None, verified=False), ReasonCode.SPEAKER_UNKNOWN),
+        (speaker(Role.CHILD), ReasonCode.SPEAKER_CHILD),
+        (speaker(Role.GUEST), ReasonCode.SPEAKER_VERIFIED),
+        (speaker(Role.ADULT, child=0.9), ReasonCode.CHILD_VOICE),
+        (speaker(None, verified=False, usable=False), ReasonCode.AUDIO_UNUSABLE),
+    ],
+)
+def test_facts_that_never_allow_turn_allow_into_challenge(voice: VoiceCheck, code: ReasonCode) -> None:
+    """Unknown, child, guest, child-like or unusable voices never get ALLOW even when policy allows."""
+    v = decide(voice, BroadcastCheck(), ALLOW, FULL)
+    assert v.outcome is Outcome.CHALLENGE
+    assert code in {r.code for r in v.reasons}
+
+
+def test_child_voice_is_challenged_by_parent_approval_not_pin() -> None:
+    """A child cannot confirm their own purchase with a PIN: the challenge goes to a parent."""
+    v = decide(speaker(Role.CHILD), BroadcastCheck(), CHALLENGE_PIN, FULL)
+    assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
+    v2 = decide(speaker(Role.ADULT, child=0.95), BroadcastCheck(), CHALLENGE_PIN, FULL)
+    assert v2.challenge_method is ChallengeMethod.PARENT_APPROVAL
+
+
+def test_policy_deny_wins_over_everything() -> None:
+    """A forbid from policy is a DENY even for a verified adult, with the forbid listed first."""
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), DENY, FULL)
+    assert v.outcome is Outcome.DENY
+    assert v.reasons[0].code is ReasonCode.CATEGORY_BLOCKED
+
+
+def test_voice_check_error_fails_closed() -> None:
+    """An exception in speaker verification gives DENY with GUARD_ERROR, never ALLOW."""
+    v = decide(VoiceCheck(None, error="boom"), BroadcastCheck(), ALLOW, FULL)
+    assert v.outcome is Outcome.DENY
+    assert ReasonCode.GUARD_ERROR in {r.code for r in v.reasons}
+
+
+def test_broadcast_match_and_broadcast_error_deny() -> None:
+    """Broadcast audio, or a failing broadcast check, is DENY whatever the voice and policy."""
+    hit = BroadcastCheck(reasons=(Reason(ReasonCode.BROADCAST_MATCH, "tv"),))
+    assert decide(speaker(Role.ADULT), hit, ALLOW, FULL).outcome is Outcome.DENY
+    err = BroadcastCheck(error="redis down")
+    assert decide(speaker(Role.ADULT), err, ALLOW, FULL).outcome is Outcome.DENY
+
+
+def test_pin_method_falls_back_when_no_pin_is_set() -> None:
+    """Without a PIN, a SPOKEN_PIN challenge becomes RANDOM_DIGITS (an enrolled adult can still answer)."""
+    opts = ChallengeOptions(has_pin=False, pin_throttled=False, has_enrolled_adult=True, has_parent=True)
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), CHALLENGE_PIN, opts)
+    assert v.challenge_method is ChallengeMethod.RANDOM_DIGITS
+
+
+def test_throttled_pin_falls_back_and_says_so() -> None:
+    """A throttled PIN is not offered; the challenge moves on and PIN_THROTTLED is reported."""
+    opts = ChallengeOptions(has_pin=True, pin_throttled=True, has_enrolled_adult=True, has_parent=True)
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), CHALLENGE_PIN, opts)
+    assert v.challenge_method is ChallengeMethod.RANDOM_DIGITS
+    assert ReasonCode.PIN_THROTTLED in {r.code for r in v.reasons}
+
+
+def test_no_way_to_answer_means_deny() -> None:
+    """With no PIN, no enrolled adult and no parent, a needed challenge cannot be issued: DENY."""
+    none = ChallengeOptions(has_pin=False, pin_throttled=False, has_enrolled_adult=False, has_parent=False)
+    v = decide(speaker(None, verified=False), BroadcastCheck(), ALLOW, none)
+    assert v.outcome is Outcome.DENY
+    assert ReasonCode.CHALLENGE_UNAVAILABLE in {r.code for r in v.reasons}
+
+
+def test_policy_role_is_guest_for_unverified_voices() -> None:
+    """The policy rule applied to an unverified voice is GUEST's, never a member's."""
+    assert policy_role(speaker(Role.ADULT, verified=False)) is Role.GUEST
+    assert policy_role(VoiceCheck(None, error="x")) is Role.GUEST
+    assert policy_role(speaker(Role.TEEN)) is Role.TEEN
