@@ -106,7 +106,9 @@ class Store(Protocol):
         """Atomically: store the decision, append its audit entry to the household's chain,
         add the spend entry and insert or update the challenge. If a decision with the same
         (household, kind, request_id) exists already, nothing is written and the stored
-        one is returned (idempotent retries under concurrency)."""
+        one is returned (idempotent retries under concurrency); if that stored decision has
+        a different request_digest, AlreadyExists is raised instead (request id reused).
+        Raises NotFound for an unknown household."""
         ...
 
     def list_decisions(self, household_id: str, limit: int) -> list[Decision]: ...
@@ -128,10 +130,18 @@ class Store(Protocol):
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
         """Compare-and-set on status and attempts: writes only if the stored status is still
-        `expected_status`; returns whether it wrote. Guards against two concurrent answers."""
+        `expected_status`; returns whether it wrote. Guards against two concurrent answers.
+
+        Attempts rule (no lost decrements): every write consumes at most one attempt, so the
+        stored attempts_left must be `challenge.attempts_left + 1` (this write uses one
+        attempt) or, only when the write changes the status, `challenge.attempts_left` (a
+        transition that uses none). A write that keeps the status must therefore decrement
+        attempts_left by exactly one. Raises NotFound if the challenge is not in its household."""
         ...
 
-    def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]: ...
+    def list_challenges(
+        self, household_id: str, status: ChallengeStatus | None = None
+    ) -> list[Challenge]: ...
 
     # --- notifications --------------------------------------------------------------
     def add_notification(self, notification: Notification) -> None: ...

@@ -1,0 +1,386 @@
+"""JSON (de)serialisation of domain values for the store, plus the one timestamp format.
+
+Every value round-trips exactly: `X_from_json(X_to_json(x)) == x`. Datetimes must be
+timezone-aware; they are stored in UTC with microseconds in a fixed-width form
+(`2026-05-09T07:35:25.000000Z`) so that text comparison orders them correctly in SQLite
+and PostgreSQL alike. Frozensets are written as sorted lists so equal values give equal
+JSON. Embeddings are never part of these records: voiceprints have their own binary column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from purchase_guard.domain import (
+    Challenge,
+    ChallengeInfo,
+    ChallengeMethod,
+    ChallengeStatus,
+    Decision,
+    LimitAction,
+    LineItem,
+    LowValueExemption,
+    Money,
+    Order,
+    Outcome,
+    Policy,
+    PurchaseMode,
+    QuietHours,
+    Reason,
+    ReasonCode,
+    Role,
+    RoleRule,
+    SpeakerResult,
+)
+
+JsonDict = dict[str, Any]
+
+# --- timestamps ---------------------------------------------------------------------
+
+
+def format_ts(when: datetime) -> str:
+    """Fixed-width ISO-8601 UTC with microseconds; text order equals time order."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware")
+    u = when.astimezone(UTC)
+    # Built by hand: strftime("%Y") does not zero-pad years below 1000 on every platform.
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond:06d}Z"
+    )
+
+
+def parse_ts(text: str) -> datetime:
+    """Inverse of `format_ts`; rejects timestamps without an offset."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _opt_ts(when: datetime | None) -> str | None:
+    return None if when is None else format_ts(when)
+
+
+def _opt_parse_ts(text: str | None) -> datetime | None:
+    return None if text is None else parse_ts(text)
+
+
+def dumps(obj: object) -> str:
+    """Compact, key-sorted, strict JSON (no NaN/Infinity, which PostgreSQL's JSON rejects)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _loads(text: str) -> JsonDict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError("expected a JSON object")
+    return value
+
+
+# --- money and orders -----------------------------------------------------------------
+
+
+def money_to_dict(money: Money) -> JsonDict:
+    return {"minor_units": money.minor_units, "currency": money.currency}
+
+
+def money_from_dict(d: Mapping[str, Any]) -> Money:
+    return Money(minor_units=int(d["minor_units"]), currency=str(d["currency"]))
+
+
+def line_item_to_dict(item: LineItem) -> JsonDict:
+    return {
+        "sku": item.sku,
+        "title": item.title,
+        "category": item.category,
+        "quantity": item.quantity,
+        "unit_price": money_to_dict(item.unit_price),
+    }
+
+
+def line_item_from_dict(d: Mapping[str, Any]) -> LineItem:
+    return LineItem(
+        sku=str(d["sku"]),
+        title=str(d["title"]),
+        category=str(d["category"]),
+        quantity=int(d["quantity"]),
+        unit_price=money_from_dict(d["unit_price"]),
+    )
+
+
+def order_to_dict(order: Order) -> JsonDict:
+    return {
+        "items": [line_item_to_dict(i) for i in order.items],
+        "total": money_to_dict(order.total),
+        "merchant": order.merchant,
+    }
+
+
+def order_from_dict(d: Mapping[str, Any]) -> Order:
+    return Order(
+        items=tuple(line_item_from_dict(i) for i in d["items"]),
+        total=money_from_dict(d["total"]),
+        merchant=str(d["merchant"]),
+    )
+
+
+# --- reasons, speaker, challenge info ---------------------------------------------------
+
+
+def reason_to_dict(reason: Reason) -> JsonDict:
+    # Detail is an ordered tuple of pairs (keys may repeat), so it stays a list of pairs.
+    return {
+        "code": reason.code.value,
+        "message": reason.message,
+        "detail": [[k, v] for k, v in reason.detail],
+    }
+
+
+def reason_from_dict(d: Mapping[str, Any]) -> Reason:
+    return Reason(
+        code=ReasonCode(d["code"]),
+        message=str(d["message"]),
+        detail=tuple((str(k), str(v)) for k, v in d.get("detail", [])),
+    )
+
+
+def speaker_to_dict(s: SpeakerResult) -> JsonDict:
+    return {
+        "member_id": s.member_id,
+        "role": None if s.role is None else s.role.value,
+        "score": s.score,
+        "threshold": s.threshold,
+        "verified": s.verified,
+        "child_likelihood": s.child_likelihood,
+        "encoder": s.encoder,
+        "usable": s.usable,
+        "problem": s.problem,
+    }
+
+
+def speaker_from_dict(d: Mapping[str, Any]) -> SpeakerResult:
+    role = d.get("role")
+    return SpeakerResult(
+        member_id=d.get("member_id"),
+        role=None if role is None else Role(role),
+        score=float(d["score"]),
+        threshold=float(d["threshold"]),
+        verified=bool(d["verified"]),
+        child_likelihood=float(d["child_likelihood"]),
+        encoder=str(d["encoder"]),
+        usable=bool(d.get("usable", True)),
+        problem=str(d.get("problem", "")),
+    )
+
+
+def challenge_info_to_dict(c: ChallengeInfo) -> JsonDict:
+    return {
+        "challenge_id": c.challenge_id,
+        "method": c.method.value,
+        "prompt": c.prompt,
+        "digits_to_repeat": c.digits_to_repeat,
+        "expires_at": format_ts(c.expires_at),
+        "attempts_left": c.attempts_left,
+    }
+
+
+def challenge_info_from_dict(d: Mapping[str, Any]) -> ChallengeInfo:
+    return ChallengeInfo(
+        challenge_id=str(d["challenge_id"]),
+        method=ChallengeMethod(d["method"]),
+        prompt=str(d["prompt"]),
+        digits_to_repeat=str(d["digits_to_repeat"]),
+        expires_at=parse_ts(d["expires_at"]),
+        attempts_left=int(d["attempts_left"]),
+    )
+
+
+# --- decisions ------------------------------------------------------------------------
+
+
+def decision_to_dict(d: Decision) -> JsonDict:
+    return {
+        "decision_id": d.decision_id,
+        "household_id": d.household_id,
+        "kind": d.kind,
+        "request_id": d.request_id,
+        "device_id": d.device_id,
+        "outcome": d.outcome.value,
+        "reasons": [reason_to_dict(r) for r in d.reasons],
+        "speaker": None if d.speaker is None else speaker_to_dict(d.speaker),
+        "policy_revision": d.policy_revision,
+        "total": money_to_dict(d.total),
+        "decided_at": format_ts(d.decided_at),
+        "challenge": None if d.challenge is None else challenge_info_to_dict(d.challenge),
+        "member_id": d.member_id,
+    }
+
+
+def decision_from_dict(d: Mapping[str, Any]) -> Decision:
+    speaker = d.get("speaker")
+    challenge = d.get("challenge")
+    return Decision(
+        decision_id=str(d["decision_id"]),
+        household_id=str(d["household_id"]),
+        kind=str(d["kind"]),
+        request_id=str(d["request_id"]),
+        device_id=str(d["device_id"]),
+        outcome=Outcome(d["outcome"]),
+        reasons=tuple(reason_from_dict(r) for r in d["reasons"]),
+        speaker=None if speaker is None else speaker_from_dict(speaker),
+        policy_revision=int(d["policy_revision"]),
+        total=money_from_dict(d["total"]),
+        decided_at=parse_ts(d["decided_at"]),
+        challenge=None if challenge is None else challenge_info_from_dict(challenge),
+        member_id=d.get("member_id"),
+    )
+
+
+def decision_to_json(d: Decision) -> str:
+    return dumps(decision_to_dict(d))
+
+
+def decision_from_json(text: str) -> Decision:
+    return decision_from_dict(_loads(text))
+
+
+# --- policies -------------------------------------------------------------------------
+
+
+def _sorted(values: frozenset[str]) -> list[str]:
+    return sorted(values)
+
+
+def role_rule_to_dict(r: RoleRule) -> JsonDict:
+    return {
+        "role": r.role.value,
+        "mode": r.mode.value,
+        "max_order_minor": r.max_order_minor,
+        "daily_cap_minor": r.daily_cap_minor,
+        "monthly_cap_minor": r.monthly_cap_minor,
+        "on_limit": r.on_limit.value,
+        "challenge_method": r.challenge_method.value,
+        "blocked_categories": _sorted(r.blocked_categories),
+        "allowed_categories": _sorted(r.allowed_categories),
+    }
+
+
+def role_rule_from_dict(d: Mapping[str, Any]) -> RoleRule:
+    return RoleRule(
+        role=Role(d["role"]),
+        mode=PurchaseMode(d["mode"]),
+        max_order_minor=int(d["max_order_minor"]),
+        daily_cap_minor=int(d["daily_cap_minor"]),
+        monthly_cap_minor=int(d["monthly_cap_minor"]),
+        on_limit=LimitAction(d["on_limit"]),
+        challenge_method=ChallengeMethod(d["challenge_method"]),
+        blocked_categories=frozenset(str(c) for c in d["blocked_categories"]),
+        allowed_categories=frozenset(str(c) for c in d["allowed_categories"]),
+    )
+
+
+def policy_to_dict(p: Policy) -> JsonDict:
+    qh = p.quiet_hours
+    lve = p.low_value_exemption
+    return {
+        "rules": [role_rule_to_dict(r) for r in p.rules],
+        "household_daily_cap_minor": p.household_daily_cap_minor,
+        "household_monthly_cap_minor": p.household_monthly_cap_minor,
+        "blocked_categories": _sorted(p.blocked_categories),
+        "quiet_hours": None
+        if qh is None
+        else {"start_minute": qh.start_minute, "end_minute": qh.end_minute, "action": qh.action.value},
+        "low_value_exemption": None
+        if lve is None
+        else {
+            "per_order_max_minor": lve.per_order_max_minor,
+            "cumulative_max_minor": lve.cumulative_max_minor,
+        },
+        "revision": p.revision,
+    }
+
+
+def policy_from_dict(d: Mapping[str, Any]) -> Policy:
+    qh = d.get("quiet_hours")
+    lve = d.get("low_value_exemption")
+    return Policy(
+        rules=tuple(role_rule_from_dict(r) for r in d["rules"]),
+        household_daily_cap_minor=int(d["household_daily_cap_minor"]),
+        household_monthly_cap_minor=int(d["household_monthly_cap_minor"]),
+        blocked_categories=frozenset(str(c) for c in d["blocked_categories"]),
+        quiet_hours=None
+        if qh is None
+        else QuietHours(
+            start_minute=int(qh["start_minute"]),
+            end_minute=int(qh["end_minute"]),
+            action=LimitAction(qh["action"]),
+        ),
+        low_value_exemption=None
+        if lve is None
+        else LowValueExemption(
+            per_order_max_minor=int(lve["per_order_max_minor"]),
+            cumulative_max_minor=int(lve["cumulative_max_minor"]),
+        ),
+        revision=int(d["revision"]),
+    )
+
+
+def policy_to_json(p: Policy) -> str:
+    return dumps(policy_to_dict(p))
+
+
+def policy_from_json(text: str) -> Policy:
+    return policy_from_dict(_loads(text))
+
+
+# --- challenges -----------------------------------------------------------------------
+
+
+def challenge_to_dict(c: Challenge) -> JsonDict:
+    return {
+        "challenge_id": c.challenge_id,
+        "household_id": c.household_id,
+        "decision_id": c.decision_id,
+        "method": c.method.value,
+        "order_digest": c.order_digest,
+        "order": order_to_dict(c.order),
+        "member_id": c.member_id,
+        "status": c.status.value,
+        "attempts_left": c.attempts_left,
+        "expires_at": format_ts(c.expires_at),
+        "created_at": format_ts(c.created_at),
+        "expected_digits_hash": c.expected_digits_hash,
+        "digits_to_repeat": c.digits_to_repeat,
+        "resolved_by": c.resolved_by,
+    }
+
+
+def challenge_from_dict(d: Mapping[str, Any]) -> Challenge:
+    return Challenge(
+        challenge_id=str(d["challenge_id"]),
+        household_id=str(d["household_id"]),
+        decision_id=str(d["decision_id"]),
+        method=ChallengeMethod(d["method"]),
+        order_digest=str(d["order_digest"]),
+        order=order_from_dict(d["order"]),
+        member_id=d.get("member_id"),
+        status=ChallengeStatus(d["status"]),
+        attempts_left=int(d["attempts_left"]),
+        expires_at=parse_ts(d["expires_at"]),
+        created_at=parse_ts(d["created_at"]),
+        expected_digits_hash=str(d.get("expected_digits_hash", "")),
+        digits_to_repeat=str(d.get("digits_to_repeat", "")),
+        resolved_by=d.get("resolved_by"),
+    )
+
+
+def challenge_to_json(c: Challenge) -> str:
+    return dumps(challenge_to_dict(c))
+
+
+def challenge_from_json(text: str) -> Challenge:
+    return challenge_from_dict(_loads(text))

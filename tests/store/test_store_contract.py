@@ -1,0 +1,634 @@
+"""The Store contract: behaviour every backend must show. Runs once per backend (conftest)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pytest
+
+from purchase_guard.audit.chain import GENESIS, verify_chain
+from purchase_guard.domain import (
+    Challenge,
+    ChallengeInfo,
+    ChallengeMethod,
+    ChallengeStatus,
+    Household,
+    Member,
+    Outcome,
+    PinState,
+    Policy,
+    PurchaseMode,
+    Role,
+    RoleRule,
+    Voiceprint,
+)
+from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from purchase_guard.store.protocol import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import Backend, Make
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)  # same instant as conftest.T0
+
+
+def _race(*calls: Callable[[], object]) -> list[object]:
+    """Runs the callables at once (released by a barrier) and returns results or exceptions."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int, fn: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+# --- households --------------------------------------------------------------------------
+
+
+def test_household_round_trips(store: Store, make: Make) -> None:
+    """A created household reads back field for field."""
+    household = make.household(store, "hh_one")
+    assert store.get_household("hh_one") == household
+
+
+def test_unknown_household_is_not_found_naming_the_kind(store: Store) -> None:
+    """Reading an unknown household raises NotFound whose message names the household id."""
+    with pytest.raises(NotFound, match="household 'hh_x' not found"):
+        store.get_household("hh_x")
+
+
+def test_household_times_normalise_to_utc(store: Store) -> None:
+    """A created_at in another zone reads back as the same instant, in UTC."""
+    at = T0.astimezone(timezone(timedelta(hours=2)))
+    store.create_household(Household("hh_tz", "H", "Europe/Berlin", "EUR", True, at), "tok")
+    got = store.get_household("hh_tz")
+    assert got.created_at == T0
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert got.retain_audio is True
+
+
+def test_duplicate_household_id_or_token_is_rejected(store: Store, make: Make) -> None:
+    """A second household with the same id, or with the same admin token hash, is AlreadyExists."""
+    make.household(store, "hh_a")
+    with pytest.raises(AlreadyExists):
+        store.create_household(Household("hh_a", "X", "UTC", "EUR", False, T0), "other-hash")
+    with pytest.raises(AlreadyExists):
+        store.create_household(Household("hh_b", "X", "UTC", "EUR", False, T0), "hash-of-hh_a")
+
+
+def test_token_hash_resolves_to_its_household(store: Store, make: Make) -> None:
+    """household_for_token_hash finds the household of a known hash and None for an unknown one."""
+    make.household(store, "hh_a")
+    assert store.household_for_token_hash("hash-of-hh_a") == "hh_a"
+    assert store.household_for_token_hash("nope") is None
+
+
+# --- members and voiceprints ---------------------------------------------------------------
+
+
+def test_members_round_trip_in_creation_order(store: Store, make: Make) -> None:
+    """Members read back equal to what was added, listed in creation order."""
+    hh = make.household(store)
+    first = make.member(store, hh.household_id, "Ada")
+    second = Member("mem_z", hh.household_id, "Bo", Role.CHILD, False, T0 + timedelta(seconds=1))
+    store.add_member(second)
+    assert store.get_member(hh.household_id, first.member_id) == first
+    assert store.list_members(hh.household_id) == [first, second]
+
+
+def test_member_errors(store: Store, make: Make) -> None:
+    """Unknown member or household: NotFound naming it; duplicate member id: AlreadyExists."""
+    hh = make.household(store)
+    member = make.member(store, hh.household_id)
+    with pytest.raises(NotFound, match="member 'mem_x' not found"):
+        store.get_member(hh.household_id, "mem_x")
+    with pytest.raises(NotFound, match="household 'hh_x' not found"):
+        store.add_member(replace(member, member_id="mem_new", household_id="hh_x"))
+    with pytest.raises(AlreadyExists):
+        store.add_member(member)
+    with pytest.raises(NotFound):
+        store.remove_member(hh.household_id, "mem_x")
+
+
+def test_voiceprint_round_trips_as_float32_and_replaces(store: Store, make: Make) -> None:
+    """A voiceprint reads back with float32 values; a second put for the member replaces the first."""
+    hh = make.household(store)
+    member = make.member(store, hh.household_id)
+    vp = Voiceprint(member.member_id, hh.household_id, "ge2e-v1", (0.5, -0.25, 1.0), 4, T0)
+    store.put_voiceprint(vp)
+    assert store.list_voiceprints(hh.household_id) == [vp]
+    newer = replace(vp, encoder="ecapa-v1", embedding=(0.1, 0.2), n_utterances=6)
+    store.put_voiceprint(newer)
+    (got,) = store.list_voiceprints(hh.household_id)
+    assert got.encoder == "ecapa-v1"
+    assert got.n_utterances == 6
+    assert got.embedding == pytest.approx((0.1, 0.2), abs=1e-7)
+    assert got.embedding != (0.1, 0.2)  # float32 storage, not float64
+
+
+def test_voiceprint_needs_a_member_of_that_household(store: Store, make: Make) -> None:
+    """A voiceprint for a member of another household is NotFound, and nothing is stored."""
+    a = make.household(store)
+    b = make.household(store)
+    member_a = make.member(store, a.household_id)
+    with pytest.raises(NotFound):
+        store.put_voiceprint(Voiceprint(member_a.member_id, b.household_id, "ge2e-v1", (1.0,), 1, T0))
+    assert store.list_voiceprints(b.household_id) == []
+
+
+def test_removing_a_member_removes_their_voiceprint(store: Store, make: Make) -> None:
+    """remove_member deletes the member and their voiceprint; other members keep theirs."""
+    hh = make.household(store)
+    gone = make.member(store, hh.household_id)
+    kept = make.member(store, hh.household_id)
+    for m in (gone, kept):
+        store.put_voiceprint(Voiceprint(m.member_id, hh.household_id, "ge2e-v1", (1.0, 0.0), 3, T0))
+    store.remove_member(hh.household_id, gone.member_id)
+    with pytest.raises(NotFound):
+        store.get_member(hh.household_id, gone.member_id)
+    assert [v.member_id for v in store.list_voiceprints(hh.household_id)] == [kept.member_id]
+
+
+# --- policy and PIN ------------------------------------------------------------------------
+
+
+def _policy() -> Policy:
+    rule = RoleRule(Role.CHILD, PurchaseMode.WITH_CHALLENGE, blocked_categories=frozenset({"games"}))
+    return Policy(rules=(rule,), household_daily_cap_minor=10_000, revision=99)
+
+
+def test_policy_revisions_count_up(store: Store, make: Make) -> None:
+    """Each put_policy stores the next revision (1, 2, ...) and get_policy returns the latest."""
+    hh = make.household(store)
+    assert store.get_policy(hh.household_id) is None
+    first = store.put_policy(hh.household_id, _policy(), T0)
+    second = store.put_policy(hh.household_id, replace(_policy(), household_daily_cap_minor=5), T0)
+    assert (first.revision, second.revision) == (1, 2)
+    assert store.get_policy(hh.household_id) == second
+
+
+def test_policy_for_unknown_household_is_not_found(store: Store) -> None:
+    """put_policy for an unknown household raises NotFound."""
+    with pytest.raises(NotFound):
+        store.put_policy("hh_x", _policy(), T0)
+
+
+def test_pin_round_trips_and_is_replaced(store: Store, make: Make) -> None:
+    """put_pin stores the PIN state; a later put replaces it; no PIN reads as None."""
+    hh = make.household(store)
+    assert store.get_pin(hh.household_id) is None
+    state = PinState(hh.household_id, "argon2id$...", 0, None, T0)
+    store.put_pin(state)
+    assert store.get_pin(hh.household_id) == state
+    throttled = replace(state, lockouts=2, throttled_until=T0 + timedelta(minutes=10))
+    store.put_pin(throttled)
+    assert store.get_pin(hh.household_id) == throttled
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+def test_decision_is_stored_with_its_digest(store: Store, make: Make) -> None:
+    """record_decision stores the decision; get_decision returns it with its request digest."""
+    hh = make.household(store)
+    info = ChallengeInfo("chl_1", ChallengeMethod.RANDOM_DIGITS, "Say 4 8 2 1", "4821", T0, 3)
+    decision = make.decision(hh.household_id, request_id="r1", outcome=Outcome.CHALLENGE, challenge=info)
+    assert store.record_decision(decision, "dg1", "{}") == decision
+    stored = store.get_decision(hh.household_id, "evaluate", "r1")
+    assert stored is not None
+    assert stored.decision == decision
+    assert stored.request_digest == "dg1"
+    assert store.get_decision(hh.household_id, "confirm", "r1") is None
+
+
+def test_record_decision_is_idempotent(store: Store, make: Make) -> None:
+    """A retry with the same request id writes nothing and returns the first decision."""
+    hh = make.household(store)
+    first = make.decision(hh.household_id, request_id="r1")
+    retry = make.decision(hh.household_id, request_id="r1")
+    store.record_decision(first, "dg", "{}", spend=make.spend(first))
+    assert store.record_decision(retry, "dg", "{}", spend=make.spend(retry)) == first
+    assert store.list_decisions(hh.household_id, 10) == [first]
+    assert len(store.audit_entries(hh.household_id)) == 1
+    assert store.spend_since(hh.household_id, None, T0) == first.total.minor_units
+
+
+def test_request_id_reused_for_another_request_is_rejected(store: Store, make: Make) -> None:
+    """The same request id with a different request digest raises AlreadyExists and writes nothing."""
+    hh = make.household(store)
+    store.record_decision(make.decision(hh.household_id, request_id="r1"), "dg-a", "{}")
+    with pytest.raises(AlreadyExists):
+        store.record_decision(make.decision(hh.household_id, request_id="r1"), "dg-b", "{}")
+    assert len(store.audit_entries(hh.household_id)) == 1
+
+
+def test_request_ids_are_scoped_by_kind_and_household(store: Store, make: Make) -> None:
+    """The same request id under another kind, or in another household, is a separate decision."""
+    a = make.household(store)
+    b = make.household(store)
+    store.record_decision(make.decision(a.household_id, request_id="r1"), "dg", "{}")
+    store.record_decision(make.decision(a.household_id, request_id="r1", kind="confirm"), "dg", "{}")
+    store.record_decision(make.decision(b.household_id, request_id="r1"), "dg", "{}")
+    assert len(store.list_decisions(a.household_id, 10)) == 2
+    assert len(store.list_decisions(b.household_id, 10)) == 1
+
+
+def test_decision_for_unknown_household_is_not_found(store: Store, make: Make) -> None:
+    """record_decision for an unknown household raises NotFound."""
+    with pytest.raises(NotFound, match="household 'hh_x' not found"):
+        store.record_decision(make.decision("hh_x"), "dg", "{}")
+
+
+def test_mismatched_spend_is_refused(store: Store, make: Make) -> None:
+    """A spend entry for another decision is InvalidArgument and nothing is written."""
+    hh = make.household(store)
+    decision = make.decision(hh.household_id)
+    other = make.decision(hh.household_id)
+    with pytest.raises(InvalidArgument):
+        store.record_decision(decision, "dg", "{}", spend=make.spend(other))
+    assert store.list_decisions(hh.household_id, 10) == []
+
+
+def test_list_decisions_is_newest_first_and_limited(store: Store, make: Make) -> None:
+    """list_decisions returns the most recent first, at most `limit` of them."""
+    hh = make.household(store)
+    decisions = [make.decision(hh.household_id, at=T0 + timedelta(seconds=i)) for i in range(4)]
+    for d in decisions:
+        store.record_decision(d, "dg", "{}")
+    assert store.list_decisions(hh.household_id, 2) == [decisions[3], decisions[2]]
+    assert store.list_decisions(hh.household_id, 0) == []
+
+
+def test_racing_retries_store_exactly_one_decision(backend: Backend, make: Make) -> None:
+    """Two threads (own connections where the backend has them) racing one request id store one decision."""
+    first, second = backend.open(), backend.open()
+    hh = make.household(first)
+    for _ in range(5):
+        request_id = make._id("race")
+        a = make.decision(hh.household_id, request_id=request_id)
+        b = make.decision(hh.household_id, request_id=request_id)
+        results = _race(
+            lambda a=a: first.record_decision(a, "dg", "{}", spend=make.spend(a)),
+            lambda b=b: second.record_decision(b, "dg", "{}", spend=make.spend(b)),
+        )
+        assert results[0] == results[1]
+        assert results[0] in (a, b)
+    assert len(first.list_decisions(hh.household_id, 100)) == 5
+    assert verify_chain(first.audit_entries(hh.household_id)).ok
+    assert first.spend_since(hh.household_id, None, T0) == 5 * 1999
+
+
+def test_failed_record_writes_nothing(store: Store, make: Make) -> None:
+    """When part of record_decision fails (challenge id of another household), no part is kept."""
+    a = make.household(store)
+    b = make.household(store)
+    decision_a = make.decision(a.household_id)
+    challenge_a = make.challenge(a.household_id, decision_a.decision_id)
+    store.record_decision(decision_a, "dg", "{}", challenge=challenge_a)
+    decision_b = make.decision(b.household_id)
+    stolen = replace(challenge_a, household_id=b.household_id, decision_id=decision_b.decision_id)
+    with pytest.raises(NotFound):
+        store.record_decision(decision_b, "dg", "{}", spend=make.spend(decision_b), challenge=stolen)
+    assert store.list_decisions(b.household_id, 10) == []
+    assert store.audit_entries(b.household_id) == []
+    assert store.spend_since(b.household_id, None, T0) == 0
+    assert store.get_challenge(a.household_id, challenge_a.challenge_id) == challenge_a
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def test_audit_chain_grows_and_verifies(store: Store, make: Make) -> None:
+    """Each decision appends one entry: seq 1, 2, 3 linked by hashes from the genesis; the chain verifies."""
+    hh = make.household(store)
+    decisions = [make.decision(hh.household_id, at=T0 + timedelta(seconds=i)) for i in range(3)]
+    for i, d in enumerate(decisions):
+        store.record_decision(d, "dg", f'{{"n":{i}}}')
+    entries = store.audit_entries(hh.household_id)
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert [e.decision_id for e in entries] == [d.decision_id for d in decisions]
+    assert entries[0].prev_hash == GENESIS
+    assert [e.prev_hash for e in entries[1:]] == [e.entry_hash for e in entries[:-1]]
+    assert entries[1].body == '{"n":1}'
+    assert entries[2].at == decisions[2].decided_at
+    report = verify_chain(entries)
+    assert (report.ok, report.entries, report.first_bad_seq) == (True, 3, None)
+
+
+def test_each_household_has_its_own_chain(store: Store, make: Make) -> None:
+    """Chains are per household: both start at seq 1 from the genesis hash."""
+    a = make.household(store)
+    b = make.household(store)
+    store.record_decision(make.decision(a.household_id), "dg", "{}")
+    store.record_decision(make.decision(a.household_id), "dg", "{}")
+    store.record_decision(make.decision(b.household_id), "dg", "{}")
+    (only_b,) = store.audit_entries(b.household_id)
+    assert only_b.seq == 1
+    assert only_b.prev_hash == GENESIS
+    assert verify_chain(store.audit_entries(a.household_id)).ok
+
+
+def _three_entries(store: Store, make: Make) -> str:
+    hh = make.household(store)
+    for i in range(3):
+        store.record_decision(make.decision(hh.household_id), "dg", f'{{"n":{i}}}')
+    return hh.household_id
+
+
+def test_edited_audit_body_is_detected(backend: Backend, store: Store, make: Make) -> None:
+    """Rewriting the body of entry 2 behind the store's back makes verification fail at seq 2."""
+    hid = _three_entries(store, make)
+    backend.tamper_audit_body(store, hid, 2, '{"n":"edited"}')
+    report = verify_chain(store.audit_entries(hid))
+    assert not report.ok
+    assert report.first_bad_seq == 2
+
+
+def test_deleted_audit_entry_is_detected(backend: Backend, store: Store, make: Make) -> None:
+    """Deleting entry 2 makes verification fail at the missing seq."""
+    hid = _three_entries(store, make)
+    backend.tamper_delete_audit(store, hid, 2)
+    report = verify_chain(store.audit_entries(hid))
+    assert not report.ok
+    assert report.first_bad_seq == 2
+
+
+# --- spend ---------------------------------------------------------------------------------
+
+
+def test_spend_since_sums_the_window(store: Store, make: Make) -> None:
+    """spend_since counts spend at or after `since`, per member or for the whole household."""
+    hh = make.household(store)
+    ada = make.member(store, hh.household_id)
+    bo = make.member(store, hh.household_id)
+    for offset, who, amount in [(0, ada, 100), (60, ada, 200), (120, bo, 400), (180, None, 800)]:
+        d = make.decision(
+            hh.household_id,
+            at=T0 + timedelta(minutes=offset),
+            amount=amount,
+            member_id=None if who is None else who.member_id,
+        )
+        store.record_decision(d, "dg", "{}", spend=make.spend(d))
+    assert store.spend_since(hh.household_id, None, T0) == 1500
+    assert store.spend_since(hh.household_id, None, T0 + timedelta(minutes=60)) == 1400  # inclusive
+    assert store.spend_since(hh.household_id, None, T0 + timedelta(minutes=61)) == 1200
+    assert store.spend_since(hh.household_id, ada.member_id, T0) == 300
+    assert store.spend_since(hh.household_id, bo.member_id, T0 + timedelta(minutes=121)) == 0
+    assert store.spend_since(hh.household_id, None, T0 + timedelta(days=1)) == 0
+
+
+def test_spend_window_compares_instants_across_zones(store: Store, make: Make) -> None:
+    """A `since` given in another zone selects by instant, not by wall-clock text."""
+    hh = make.household(store)
+    d = make.decision(hh.household_id, at=T0)
+    store.record_decision(d, "dg", "{}", spend=make.spend(d))
+    plus_two = timezone(timedelta(hours=2))
+    assert store.spend_since(hh.household_id, None, (T0 - timedelta(seconds=1)).astimezone(plus_two)) == 1999
+    assert store.spend_since(hh.household_id, None, (T0 + timedelta(seconds=1)).astimezone(plus_two)) == 0
+
+
+def _spend(store: Store, make: Make, hid: str, amount: int, *, exempt: bool) -> None:
+    d = make.decision(hid, amount=amount)
+    store.record_decision(d, "dg", "{}", spend=make.spend(d, exempt=exempt))
+
+
+def test_exempt_spend_resets_after_a_passed_challenge(store: Store, make: Make) -> None:
+    """Exempt spend accumulates; a challenge passed in a recorded decision resets the count."""
+    hh = make.household(store)
+    hid = hh.household_id
+    _spend(store, make, hid, 300, exempt=True)
+    _spend(store, make, hid, 5000, exempt=False)
+    _spend(store, make, hid, 200, exempt=True)
+    assert store.exempt_spend_since_last_challenge(hid) == 500
+    evaluate = make.decision(hid, outcome=Outcome.CHALLENGE)
+    challenge = make.challenge(hid, evaluate.decision_id)
+    store.record_decision(evaluate, "dg", "{}", challenge=challenge)
+    assert store.exempt_spend_since_last_challenge(hid) == 500  # pending does not reset
+    confirm = make.decision(hid, kind="confirm")
+    passed = replace(challenge, status=ChallengeStatus.PASSED, resolved_by="ada")
+    store.record_decision(confirm, "dg", "{}", spend=make.spend(confirm), challenge=passed)
+    assert store.exempt_spend_since_last_challenge(hid) == 0
+    _spend(store, make, hid, 150, exempt=True)
+    assert store.exempt_spend_since_last_challenge(hid) == 150
+
+
+def test_exempt_spend_resets_when_update_challenge_passes_it(store: Store, make: Make) -> None:
+    """A challenge moved to PASSED by update_challenge also resets the exempt count."""
+    hid = make.household(store).household_id
+    evaluate = make.decision(hid, outcome=Outcome.CHALLENGE)
+    challenge = make.challenge(hid, evaluate.decision_id)
+    store.record_decision(evaluate, "dg", "{}", challenge=challenge)
+    _spend(store, make, hid, 400, exempt=True)
+    assert store.update_challenge(replace(challenge, status=ChallengeStatus.PASSED), ChallengeStatus.PENDING)
+    assert store.exempt_spend_since_last_challenge(hid) == 0
+    _spend(store, make, hid, 70, exempt=True)
+    assert store.exempt_spend_since_last_challenge(hid) == 70
+
+
+def test_exempt_spend_is_per_household(store: Store, make: Make) -> None:
+    """Another household's exempt spend and passed challenges do not affect this one's count."""
+    a = make.household(store).household_id
+    b = make.household(store).household_id
+    _spend(store, make, a, 300, exempt=True)
+    evaluate = make.decision(b, outcome=Outcome.CHALLENGE)
+    passed = make.challenge(b, evaluate.decision_id, status=ChallengeStatus.PASSED)
+    store.record_decision(evaluate, "dg", "{}", challenge=passed)
+    _spend(store, make, b, 20, exempt=True)
+    assert store.exempt_spend_since_last_challenge(a) == 300
+    assert store.exempt_spend_since_last_challenge(b) == 20
+
+
+# --- challenges ----------------------------------------------------------------------------
+
+
+def _pending(store: Store, make: Make, attempts: int = 3) -> tuple[str, Challenge]:
+    hid = make.household(store).household_id
+    evaluate = make.decision(hid, outcome=Outcome.CHALLENGE)
+    challenge = make.challenge(hid, evaluate.decision_id, attempts=attempts)
+    store.record_decision(evaluate, "dg", "{}", challenge=challenge)
+    return hid, challenge
+
+
+def test_challenge_round_trips_and_lists_by_status(store: Store, make: Make) -> None:
+    """A challenge written with its decision reads back exactly, order included, and lists by status."""
+    hid = make.household(store).household_id
+    d1 = make.decision(hid, outcome=Outcome.CHALLENGE)
+    c1 = make.challenge(hid, d1.decision_id)
+    store.record_decision(d1, "dg", "{}", challenge=c1)
+    d2 = make.decision(hid, outcome=Outcome.CHALLENGE)
+    c2 = make.challenge(hid, d2.decision_id, status=ChallengeStatus.LOCKED, at=T0 + timedelta(seconds=1))
+    store.record_decision(d2, "dg", "{}", challenge=c2)
+    assert store.get_challenge(hid, c1.challenge_id) == c1
+    assert store.list_challenges(hid) == [c1, c2]
+    assert store.list_challenges(hid, ChallengeStatus.PENDING) == [c1]
+    assert store.list_challenges(hid, ChallengeStatus.PASSED) == []
+    with pytest.raises(NotFound, match="challenge 'chl_x' not found"):
+        store.get_challenge(hid, "chl_x")
+
+
+def test_update_challenge_is_compare_and_set_on_status(store: Store, make: Make) -> None:
+    """The update writes only while the stored status is the expected one."""
+    hid, challenge = _pending(store, make)
+    approved = replace(challenge, status=ChallengeStatus.APPROVED, resolved_by="parent")
+    assert not store.update_challenge(approved, ChallengeStatus.APPROVED)
+    assert store.update_challenge(approved, ChallengeStatus.PENDING)
+    assert store.get_challenge(hid, challenge.challenge_id) == approved
+    passed = replace(approved, status=ChallengeStatus.PASSED)
+    assert not store.update_challenge(passed, ChallengeStatus.PENDING)
+    assert store.update_challenge(passed, ChallengeStatus.APPROVED)
+    assert store.list_challenges(hid, ChallengeStatus.PASSED) == [passed]
+
+
+def test_update_challenge_never_loses_an_attempt(store: Store, make: Make) -> None:
+    """Two wrong answers read at 3 attempts both write 2: only the first wins, so no attempt is lost."""
+    hid, challenge = _pending(store, make, attempts=3)
+    wrong = replace(challenge, attempts_left=2)
+    assert store.update_challenge(wrong, ChallengeStatus.PENDING)
+    assert not store.update_challenge(wrong, ChallengeStatus.PENDING)
+    # Re-read at 2, the next wrong answer goes through.
+    assert store.update_challenge(replace(challenge, attempts_left=1), ChallengeStatus.PENDING)
+    assert store.get_challenge(hid, challenge.challenge_id).attempts_left == 1
+
+
+def test_update_challenge_attempts_rule(store: Store, make: Make) -> None:
+    """A status change may keep or use one attempt; no write may use two, add one, or change nothing."""
+    _hid, challenge = _pending(store, make, attempts=3)
+    pending = ChallengeStatus.PENDING
+    assert not store.update_challenge(challenge, pending)  # no change at all
+    assert not store.update_challenge(replace(challenge, attempts_left=4), pending)
+    assert not store.update_challenge(replace(challenge, attempts_left=1), pending)
+    assert not store.update_challenge(
+        replace(challenge, status=ChallengeStatus.LOCKED, attempts_left=1), pending
+    )
+    assert store.update_challenge(replace(challenge, status=ChallengeStatus.CANCELLED), pending)
+    _, other = _pending(store, make, attempts=1)
+    assert store.update_challenge(replace(other, status=ChallengeStatus.LOCKED, attempts_left=0), pending)
+
+
+def test_concurrent_answers_only_one_wins(backend: Backend, make: Make) -> None:
+    """Two concurrent updates from PENDING (pass and lock) through separate handles: exactly one writes."""
+    first, second = backend.open(), backend.open()
+    hid, challenge = _pending(first, make, attempts=1)
+    passed = replace(challenge, status=ChallengeStatus.PASSED)
+    locked = replace(challenge, status=ChallengeStatus.LOCKED, attempts_left=0)
+    results = _race(
+        lambda: first.update_challenge(passed, ChallengeStatus.PENDING),
+        lambda: second.update_challenge(locked, ChallengeStatus.PENDING),
+    )
+    assert sorted(results, key=bool) == [False, True]
+    winner = passed if results[0] else locked
+    assert first.get_challenge(hid, challenge.challenge_id) == winner
+
+
+def test_update_of_unknown_challenge_is_not_found(store: Store, make: Make) -> None:
+    """Updating a challenge that is not in its household raises NotFound."""
+    _hid, challenge = _pending(store, make)
+    with pytest.raises(NotFound):
+        store.update_challenge(replace(challenge, challenge_id="chl_x"), ChallengeStatus.PENDING)
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+def test_notifications_round_trip_in_order(store: Store, make: Make) -> None:
+    """Notifications list in creation order; a duplicate id is AlreadyExists; unknown household NotFound."""
+    hid = make.household(store).household_id
+    later = make.notification(hid, T0 + timedelta(minutes=1), challenge_id="chl_1")
+    earlier = make.notification(hid, T0)
+    store.add_notification(later)
+    store.add_notification(earlier)
+    assert store.list_notifications(hid) == [earlier, later]
+    with pytest.raises(AlreadyExists):
+        store.add_notification(later)
+    with pytest.raises(NotFound):
+        store.add_notification(make.notification("hh_x"))
+
+
+# --- isolation -----------------------------------------------------------------------------
+
+
+def test_households_are_isolated(store: Store, make: Make) -> None:
+    """Nothing of household A comes back from any query for household B, and A's ids are NotFound via B."""
+    a = make.household(store, name="Secret Family A").household_id
+    b = make.household(store).household_id
+    member = make.member(store, a, name="Alice A")
+    store.put_voiceprint(Voiceprint(member.member_id, a, "ge2e-v1", (1.0,), 3, T0))
+    store.put_policy(a, _policy(), T0)
+    store.put_pin(PinState(a, "hash", 0, None, T0))
+    d = make.decision(a, request_id="r-a", member_id=member.member_id)
+    challenge = make.challenge(a, d.decision_id)
+    store.record_decision(d, "dg", "{}", spend=make.spend(d, exempt=True), challenge=challenge)
+    store.add_notification(make.notification(a, challenge_id=challenge.challenge_id))
+
+    assert store.list_members(b) == []
+    assert store.list_voiceprints(b) == []
+    assert store.get_policy(b) is None
+    assert store.get_pin(b) is None
+    assert store.get_decision(b, "evaluate", "r-a") is None
+    assert store.list_decisions(b, 100) == []
+    assert store.spend_since(b, None, T0 - timedelta(days=1)) == 0
+    assert store.spend_since(b, member.member_id, T0 - timedelta(days=1)) == 0
+    assert store.exempt_spend_since_last_challenge(b) == 0
+    assert store.audit_entries(b) == []
+    assert store.list_challenges(b) == []
+    assert store.list_notifications(b) == []
+    for call in (
+        lambda: store.get_member(b, member.member_id),
+        lambda: store.remove_member(b, member.member_id),
+        lambda: store.get_challenge(b, challenge.challenge_id),
+        lambda: store.update_challenge(replace(challenge, household_id=b), ChallengeStatus.PENDING),
+    ):
+        with pytest.raises(NotFound) as caught:
+            call()
+        assert "Secret Family A" not in str(caught.value)
+        assert "Alice A" not in str(caught.value)
+        assert a not in str(caught.value)
+    # A's data is untouched by B's attempts.
+    assert store.get_member(a, member.member_id) == member
+    assert store.get_challenge(a, challenge.challenge_id) == challenge
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def test_ping_works_until_closed(backend: Backend) -> None:
+    """ping succeeds on an open store and raises Unavailable once it is closed."""
+    store = backend.open()
+    store.ping()
+    store.close()
+    with pytest.raises(Unavailable):
+        store.ping()
+
+
+def test_data_survives_reopen(backend: Backend, make: Make) -> None:
+    """Everything written is there after close and a fresh open (persistent backends)."""
+    if not backend.persistent:
+        pytest.skip(f"{backend.name} keeps nothing after close")
+    store = backend.open()
+    hid = make.household(store).household_id
+    member = make.member(store, hid)
+    d = make.decision(hid)
+    store.record_decision(d, "dg", "{}", spend=make.spend(d))
+    store.close()
+    again = backend.open()
+    assert again.get_member(hid, member.member_id) == member
+    assert again.list_decisions(hid, 10) == [d]
+    assert verify_chain(again.audit_entries(hid)).ok
+    # Appending after a reopen continues the same chain.
+    again.record_decision(make.decision(hid), "dg", "{}")
+    assert [e.seq for e in again.audit_entries(hid)] == [1, 2]
+    assert verify_chain(again.audit_entries(hid)).ok
