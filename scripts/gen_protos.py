@@ -34,7 +34,9 @@ def generate(out: Path) -> None:
             f"--python_out={out}",
             f"--grpc_python_out={out}",
             f"--plugin=protoc-gen-mypy={Path(sys.executable).parent / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
             f"--mypy_out={out}",
+            f"--mypy_grpc_out={out}",
             *files,
         ]
     )

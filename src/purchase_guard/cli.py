@@ -184,14 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     adm = sub.add_parser("admin", help="household administration over gRPC")
     adm.add_argument("--target", default=DEFAULT_TARGET)
-    adm.add_argument("--token", help="household or operator token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then var/operator-token)")
+    adm.add_argument(
+        "--token",
+        help="household or operator token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then var/operator-token)",
+    )
     asub = adm.add_subparsers(dest="admin_cmd", required=True)
     c = asub.add_parser("create-household")
     c.add_argument("--name", required=True)
     c.add_argument("--time-zone", required=True)
     c.add_argument("--currency", required=True)
     c.add_argument("--retain-audio", action="store_true")
-    for name in ("get-household", "members", "get-policy", "set-pin", "notifications", "approvals", "verify-audit"):
+    for name in (
+        "get-household",
+        "members",
+        "get-policy",
+        "set-pin",
+        "notifications",
+        "approvals",
+        "verify-audit",
+    ):
         x = asub.add_parser(name)
         x.add_argument("--household", required=True)
     m = asub.add_parser("add-member")

@@ -16,7 +16,8 @@ from typing import Any
 
 ENV_PREFIX = "PURCHASE_GUARD_"
 ENCODERS = ("ge2e", "fake")
-STORES = ("sqlite",)
+STORES = ("sqlite", "postgres")
+WINDOWS = ("memory", "redis")
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,20 @@ class Settings:
     metrics_port: int = 9464
     store: str = "sqlite"
     sqlite_path: Path = Path("var/purchase-guard.db")
+    # libpq connection string, required when store is "postgres".
+    postgres_dsn: str = field(default="", repr=False)
+    postgres_pool_size: int = 10
+    # Redis for state shared between replicas (broadcast window, rate limits).
+    redis_url: str = field(default="", repr=False)
+    broadcast_enabled: bool = True
+    broadcast_window: str = "memory"
+    broadcast_window_seconds: float = 600.0
+    # An utterance is a broadcast when it matches utterances from this many *other* households.
+    broadcast_min_other_households: int = 2
+    broadcast_promote_hours: float = 48.0
+    # OpenTelemetry tracing of decision steps; off unless switched on.
+    otel_enabled: bool = False
+    otel_endpoint: str = ""
     # "ge2e" runs the real pretrained weights; "fake" exists for unit tests only and is
     # refused unless test_mode is on, so a misconfigured server cannot fake verification.
     encoder: str = "ge2e"
@@ -60,11 +75,27 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}LISTEN must be host:port, got {self.listen!r}")
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"{ENV_PREFIX}LISTEN must be host:port with a port 0-65535, got {self.listen!r}")
+            raise ConfigError(
+                f"{ENV_PREFIX}LISTEN must be host:port with a port 0-65535, got {self.listen!r}"
+            )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"{ENV_PREFIX}METRICS_PORT must be 0-65535, got {self.metrics_port}")
         if self.store not in STORES:
             raise ConfigError(f"{ENV_PREFIX}STORE must be one of {STORES}, got {self.store!r}")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise ConfigError(f"{ENV_PREFIX}POSTGRES_DSN is required when {ENV_PREFIX}STORE=postgres")
+        if not 1 <= self.postgres_pool_size <= 200:
+            raise ConfigError(f"{ENV_PREFIX}POSTGRES_POOL_SIZE must be 1-200")
+        if self.broadcast_window not in WINDOWS:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_WINDOW must be one of {WINDOWS}")
+        if self.broadcast_window == "redis" and not self.redis_url:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_URL is required when {ENV_PREFIX}BROADCAST_WINDOW=redis")
+        if not 10.0 <= self.broadcast_window_seconds <= 86400.0:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_WINDOW_SECONDS must be 10-86400")
+        if not 1 <= self.broadcast_min_other_households <= 100:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_OTHER_HOUSEHOLDS must be 1-100")
+        if not 0.0 <= self.broadcast_promote_hours <= 24.0 * 30:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_PROMOTE_HOURS must be 0-720")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:
@@ -99,15 +130,19 @@ class Settings:
         return replace(self, **changes).validated()
 
 
+def _parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
 def _parse(name: str, raw: str, default: object) -> object:
     env = ENV_PREFIX + name.upper()
     try:
         if isinstance(default, bool):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
+            return _parse_bool(raw)
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):

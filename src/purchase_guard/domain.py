@@ -246,6 +246,9 @@ class Challenge:
     expected_digits_hash: str = ""  # RANDOM_DIGITS: salted sha256 of the digits
     digits_to_repeat: str = ""  # RANDOM_DIGITS: kept so the prompt can be repeated
     resolved_by: str | None = None
+    # Why a CANCELLED challenge was cancelled (e.g. BROADCAST_MATCH), with its detail.
+    cancel_reason: ReasonCode | None = None
+    cancel_detail: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
+from support.audio import fsdd_wav
+from support.rpc import status_of
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer
 from purchase_guard.clock import FrozenClock
-
-from support.audio import fsdd_wav
-from support.rpc import status_of
 
 pytestmark = pytest.mark.data
 
@@ -50,16 +49,24 @@ def family(operator: GuardClient, data_dir: Path) -> dict[str, str]:
     parent = operator.with_token(token)
     george = parent.add_member(hid, "George", "ADULT", True)["member"]["member_id"]
     lucas = parent.add_member(hid, "Lucas", "CHILD")["member"]["member_id"]
-    report = parent.enroll(hid, george, [fsdd_wav(data_dir, "george", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))])
+    report = parent.enroll(
+        hid, george, [fsdd_wav(data_dir, "george", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
+    )
     assert report["member"]["voice_enrolled"]
-    parent.enroll(hid, lucas, [fsdd_wav(data_dir, "lucas", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))])
+    parent.enroll(
+        hid, lucas, [fsdd_wav(data_dir, "lucas", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
+    )
     parent.set_pin(hid, PIN)
     return {"hid": hid, "token": token, "george": george, "lucas": lucas}
 
 
-def test_enrolled_adult_within_limits_is_allowed(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
+def test_enrolled_adult_within_limits_is_allowed(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
     """The enrolled adult's own voice buying within the default limits gets ALLOW, naming the member."""
-    resp = operator.evaluate("r1", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "george", "7305", 10))
+    resp = operator.evaluate(
+        "r1", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "george", "7305", 10)
+    )
     assert resp["outcome"] == "ALLOW", resp
     assert resp["speaker"]["member_id"] == family["george"]
     assert resp["speaker"]["score"] >= resp["speaker"]["threshold"]
@@ -69,7 +76,9 @@ def test_enrolled_adult_within_limits_is_allowed(operator: GuardClient, family: 
 
 def test_stranger_voice_is_not_allowed(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
     """A voice from outside the household never gets ALLOW (default policy: guests may not buy)."""
-    resp = operator.evaluate("r2", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "theo", "7305", 10))
+    resp = operator.evaluate(
+        "r2", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "theo", "7305", 10)
+    )
     assert resp["outcome"] == "DENY", resp
     assert "SPEAKER_UNKNOWN" in codes(resp)
     assert not resp["speaker"].get("member_id")
@@ -86,29 +95,45 @@ def test_over_limit_pin_challenge_passes_with_pin_and_voice(
     ch = resp["challenge"]
     assert ch["method"] == "SPOKEN_PIN"
     assert ch["attempts_left"] == 5
-    ok = operator.confirm("c3", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 20))
+    ok = operator.confirm(
+        "c3", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 20)
+    )
     assert ok["outcome"] == "ALLOW", ok
     assert "CHALLENGE_PASSED" in codes(ok)
-    again = operator.confirm("c3b", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 25))
+    again = operator.confirm(
+        "c3b", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 25)
+    )
     assert again["outcome"] == "DENY"
     assert "CHALLENGE_CLOSED" in codes(again)
 
 
-def test_correct_pin_in_another_voice_is_refused(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
+def test_correct_pin_in_another_voice_is_refused(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
     """The right PIN spoken by a non-member is refused with SPEAKER_MISMATCH and costs an attempt."""
     hid = family["hid"]
-    ch = operator.evaluate("r4", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))["challenge"]
-    resp = operator.confirm("c4", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "theo", PIN, 20))
+    ch = operator.evaluate("r4", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))[
+        "challenge"
+    ]
+    resp = operator.confirm(
+        "c4", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "theo", PIN, 20)
+    )
     assert resp["outcome"] == "CHALLENGE"
     assert {"SPEAKER_MISMATCH", "PIN_INCORRECT"} <= codes(resp)
     assert resp["challenge"]["attempts_left"] == 4
 
 
-def test_order_changed_between_challenge_and_confirm(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
+def test_order_changed_between_challenge_and_confirm(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
     """Confirming a challenge with a different total is ORDER_MISMATCH, even with the right PIN and voice."""
     hid = family["hid"]
-    ch = operator.evaluate("r5", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))["challenge"]
-    resp = operator.confirm("c5", hid, ch["challenge_id"], order(15001), PIN, fsdd_wav(data_dir, "george", PIN, 20))
+    ch = operator.evaluate("r5", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))[
+        "challenge"
+    ]
+    resp = operator.confirm(
+        "c5", hid, ch["challenge_id"], order(15001), PIN, fsdd_wav(data_dir, "george", PIN, 20)
+    )
     assert resp["outcome"] != "ALLOW"
     assert "ORDER_MISMATCH" in codes(resp)
 
@@ -118,14 +143,25 @@ def test_five_wrong_pins_lock_notify_and_throttle(
 ) -> None:
     """Five wrong PINs lock the challenge, notify the parents, and throttle the PIN for the next challenge."""
     hid = family["hid"]
-    ch = operator.evaluate("r6", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))["challenge"]
+    ch = operator.evaluate("r6", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))[
+        "challenge"
+    ]
     outcomes = [
-        operator.confirm(f"c6-{i}", hid, ch["challenge_id"], order(15000), "9157", fsdd_wav(data_dir, "george", "9157", 20 + i))
+        operator.confirm(
+            f"c6-{i}",
+            hid,
+            ch["challenge_id"],
+            order(15000),
+            "9157",
+            fsdd_wav(data_dir, "george", "9157", 20 + i),
+        )
         for i in range(5)
     ]
     assert [o["outcome"] for o in outcomes] == ["CHALLENGE"] * 4 + ["DENY"]
     assert "CHALLENGE_LOCKED" in codes(outcomes[-1])
-    locked = operator.confirm("c6-5", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 30))
+    locked = operator.confirm(
+        "c6-5", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 30)
+    )
     assert "CHALLENGE_LOCKED" in codes(locked)
     notes = operator.list_notifications(hid)["notifications"]
     assert any(n["kind"] == "challenge_locked" and n["challenge_id"] == ch["challenge_id"] for n in notes)
@@ -140,7 +176,9 @@ def test_child_member_gets_parent_approval_and_parent_approves(
 ) -> None:
     """A child's request goes to a parent; after approval, the backend's Confirm gets ALLOW once."""
     hid = family["hid"]
-    resp = operator.evaluate("r7", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 10))
+    resp = operator.evaluate(
+        "r7", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 10)
+    )
     assert resp["outcome"] == "CHALLENGE", resp
     assert "SPEAKER_CHILD" in codes(resp)
     ch = resp["challenge"]
@@ -160,16 +198,22 @@ def test_parent_rejection_and_expiry(
 ) -> None:
     """A rejected approval denies with APPROVAL_REJECTED; an unanswered one expires after 24 h."""
     hid = family["hid"]
-    a = operator.evaluate("r8", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 10))["challenge"]
+    a = operator.evaluate(
+        "r8", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 10)
+    )["challenge"]
     operator.resolve_approval(hid, a["challenge_id"], family["george"], approve=False)
     rejected = operator.confirm("c8", hid, a["challenge_id"], order(1700, "toys"), "", None)
     assert rejected["outcome"] == "DENY"
     assert "APPROVAL_REJECTED" in codes(rejected)
-    b = operator.evaluate("r9", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 11))["challenge"]
+    b = operator.evaluate(
+        "r9", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 11)
+    )["challenge"]
     clock.advance(timedelta(hours=24, seconds=1))
     expired = operator.confirm("c9", hid, b["challenge_id"], order(1700, "toys"), "", None)
     assert "CHALLENGE_EXPIRED" in codes(expired)
-    code = status_of(lambda: operator.resolve_approval(hid, b["challenge_id"], family["george"], approve=True))
+    code = status_of(
+        lambda: operator.resolve_approval(hid, b["challenge_id"], family["george"], approve=True)
+    )
     assert code is grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -178,9 +222,13 @@ def test_pin_challenge_expires_after_two_minutes(
 ) -> None:
     """A spoken-PIN challenge answered after its 2-minute expiry is CHALLENGE_EXPIRED even if correct."""
     hid = family["hid"]
-    ch = operator.evaluate("r10", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))["challenge"]
+    ch = operator.evaluate("r10", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))[
+        "challenge"
+    ]
     clock.advance(timedelta(minutes=2))
-    resp = operator.confirm("c10", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 20))
+    resp = operator.confirm(
+        "c10", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 20)
+    )
     assert resp["outcome"] == "DENY"
     assert "CHALLENGE_EXPIRED" in codes(resp)
 
@@ -194,18 +242,26 @@ def test_random_digits_challenge(operator: GuardClient, family: dict[str, str], 
             rule["challenge_method"] = "RANDOM_DIGITS"
     policy.pop("revision", None)
     operator.set_policy(hid, policy)
-    ch = operator.evaluate("r11", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))["challenge"]
+    ch = operator.evaluate("r11", hid, "kitchen", order(15000), fsdd_wav(data_dir, "george", "7305", 10))[
+        "challenge"
+    ]
     assert ch["method"] == "RANDOM_DIGITS"
     digits = ch["digits_to_repeat"]
     assert len(digits) == 4
     stale = "".join(str((int(d) + 1) % 10) for d in digits)
-    bad = operator.confirm("c11a", hid, ch["challenge_id"], order(15000), stale, fsdd_wav(data_dir, "george", stale, 20))
+    bad = operator.confirm(
+        "c11a", hid, ch["challenge_id"], order(15000), stale, fsdd_wav(data_dir, "george", stale, 20)
+    )
     assert bad["outcome"] == "CHALLENGE"
-    good = operator.confirm("c11b", hid, ch["challenge_id"], order(15000), digits, fsdd_wav(data_dir, "george", digits, 30))
+    good = operator.confirm(
+        "c11b", hid, ch["challenge_id"], order(15000), digits, fsdd_wav(data_dir, "george", digits, 30)
+    )
     assert good["outcome"] == "ALLOW", good
 
 
-def test_same_request_id_returns_same_decision(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
+def test_same_request_id_returns_same_decision(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
     """Evaluate is idempotent per request id; reusing the id for a different order is ALREADY_EXISTS."""
     hid = family["hid"]
     audio = fsdd_wav(data_dir, "george", "7305", 10)
@@ -231,11 +287,15 @@ def test_household_token_cannot_reach_another_household(
     assert status_of(lambda: nobody.list_members(family["hid"])) is grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_audit_chain_covers_every_decision(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
+def test_audit_chain_covers_every_decision(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
     """Each decision appends to the household's hash chain, which verifies end to end."""
     hid = family["hid"]
     for i in range(3):
-        operator.evaluate(f"a{i}", hid, "kitchen", order(1000 + i), fsdd_wav(data_dir, "george", "7305", 10 + i))
+        operator.evaluate(
+            f"a{i}", hid, "kitchen", order(1000 + i), fsdd_wav(data_dir, "george", "7305", 10 + i)
+        )
     report = operator.verify_audit(hid)
     assert report["ok"]
     assert int(report["entries"]) == 3

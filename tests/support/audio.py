@@ -24,7 +24,9 @@ def fsdd_join(data: Path, speaker: str, digits: str, take: int) -> tuple[np.ndar
     parts: list[np.ndarray] = []
     rate = 8000
     for i, d in enumerate(digits):
-        samples, rate = sf.read(data / "fsdd" / "recordings" / f"{d}_{speaker}_{(take + i * 7) % 50}.flac", dtype="float32")
+        samples, rate = sf.read(
+            data / "fsdd" / "recordings" / f"{d}_{speaker}_{(take + i * 7) % 50}.flac", dtype="float32"
+        )
         parts.append(samples)
         parts.append(np.zeros(int(DIGIT_GAP_S * rate), dtype=np.float32))
     return np.concatenate(parts), rate
@@ -39,7 +41,7 @@ def long_utterance(data: Path, speaker: str, digit_sets: Sequence[str], take: in
     """About 3 s of one FSDD speaker: several digit strings in a row (a 'command'-length utterance)."""
     parts = []
     for k, digits in enumerate(digit_sets):
-        samples, rate = fsdd_join(data, speaker, digits, take + k * 3)
+        samples, _ = fsdd_join(data, speaker, digits, take + k * 3)
         parts.append(samples)
     return wav_bytes(np.concatenate(parts), 8000)
 

@@ -9,7 +9,13 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, common_pb2, guard_pb2, guard_pb2_grpc
+from purchase_guard._gen.purchaseguard.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    guard_pb2,
+    guard_pb2_grpc,
+)
 
 
 def _dict(msg: Message) -> dict[str, Any]:
@@ -49,10 +55,14 @@ class GuardClient:
         return _dict(fn(request, metadata=self._meta(), timeout=self._timeout))
 
     # ---------------------------------------------------------------- admin
-    def create_household(self, name: str, time_zone: str, currency: str, retain_audio: bool = False) -> dict[str, Any]:
+    def create_household(
+        self, name: str, time_zone: str, currency: str, retain_audio: bool = False
+    ) -> dict[str, Any]:
         return self._call(
             "CreateHousehold",
-            admin_pb2.CreateHouseholdRequest(name=name, time_zone=time_zone, currency=currency, retain_audio=retain_audio),
+            admin_pb2.CreateHouseholdRequest(
+                name=name, time_zone=time_zone, currency=currency, retain_audio=retain_audio
+            ),
         )
 
     def get_household(self, household_id: str) -> dict[str, Any]:
@@ -62,7 +72,10 @@ class GuardClient:
         return self._call(
             "AddMember",
             admin_pb2.AddMemberRequest(
-                household_id=household_id, display_name=name, role=common_pb2.Role.Value(role), is_parent=is_parent
+                household_id=household_id,
+                display_name=name,
+                role=common_pb2.Role.Value(role),
+                is_parent=is_parent,
             ),
         )
 
@@ -70,7 +83,9 @@ class GuardClient:
         return self._call("ListMembers", admin_pb2.ListMembersRequest(household_id=household_id))
 
     def remove_member(self, household_id: str, member_id: str) -> dict[str, Any]:
-        return self._call("RemoveMember", admin_pb2.RemoveMemberRequest(household_id=household_id, member_id=member_id))
+        return self._call(
+            "RemoveMember", admin_pb2.RemoveMemberRequest(household_id=household_id, member_id=member_id)
+        )
 
     def enroll(self, household_id: str, member_id: str, takes: Sequence[bytes]) -> dict[str, Any]:
         return self._call(
@@ -91,19 +106,28 @@ class GuardClient:
         return self._call("SetPin", admin_pb2.SetPinRequest(household_id=household_id, pin=pin))
 
     def list_decisions(self, household_id: str, limit: int = 50) -> dict[str, Any]:
-        return self._call("ListDecisions", admin_pb2.ListDecisionsRequest(household_id=household_id, limit=limit))
+        return self._call(
+            "ListDecisions", admin_pb2.ListDecisionsRequest(household_id=household_id, limit=limit)
+        )
 
     def list_notifications(self, household_id: str) -> dict[str, Any]:
         return self._call("ListNotifications", admin_pb2.ListNotificationsRequest(household_id=household_id))
 
     def pending_approvals(self, household_id: str) -> dict[str, Any]:
-        return self._call("ListPendingApprovals", admin_pb2.ListPendingApprovalsRequest(household_id=household_id))
+        return self._call(
+            "ListPendingApprovals", admin_pb2.ListPendingApprovalsRequest(household_id=household_id)
+        )
 
-    def resolve_approval(self, household_id: str, challenge_id: str, parent_member_id: str, approve: bool) -> dict[str, Any]:
+    def resolve_approval(
+        self, household_id: str, challenge_id: str, parent_member_id: str, approve: bool
+    ) -> dict[str, Any]:
         return self._call(
             "ResolveApproval",
             admin_pb2.ResolveApprovalRequest(
-                household_id=household_id, challenge_id=challenge_id, parent_member_id=parent_member_id, approve=approve
+                household_id=household_id,
+                challenge_id=challenge_id,
+                parent_member_id=parent_member_id,
+                approve=approve,
             ),
         )
 
@@ -112,7 +136,13 @@ class GuardClient:
 
     # ---------------------------------------------------------------- guard
     def evaluate(
-        self, request_id: str, household_id: str, device_id: str, order: dict[str, Any], audio: bytes, transcript: str = ""
+        self,
+        request_id: str,
+        household_id: str,
+        device_id: str,
+        order: dict[str, Any],
+        audio: bytes,
+        transcript: str = "",
     ) -> dict[str, Any]:
         req = guard_pb2.EvaluateRequest(
             request_id=request_id,

@@ -39,8 +39,12 @@ _OUTCOME_TO_PB = {
     Outcome.DENY: common_pb2.DENY,
     Outcome.CHALLENGE: common_pb2.CHALLENGE,
 }
-_OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
-_ROLE_TO_PB = {Role.ADULT: common_pb2.ADULT, Role.TEEN: common_pb2.TEEN, Role.CHILD: common_pb2.CHILD, Role.GUEST: common_pb2.GUEST}
+_ROLE_TO_PB = {
+    Role.ADULT: common_pb2.ADULT,
+    Role.TEEN: common_pb2.TEEN,
+    Role.CHILD: common_pb2.CHILD,
+    Role.GUEST: common_pb2.GUEST,
+}
 _ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 _METHOD_TO_PB = {
     ChallengeMethod.SPOKEN_PIN: common_pb2.SPOKEN_PIN,
@@ -99,10 +103,10 @@ def audio_from_pb(pb: common_pb2.Audio) -> AudioInput:
 
 
 def role_from_pb(value: int) -> Role:
-    try:
-        return _ROLE_FROM_PB[value]
-    except KeyError:
-        raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST") from None
+    for pb, role in _ROLE_FROM_PB.items():
+        if pb == value:
+            return role
+    raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST")
 
 
 def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
@@ -110,7 +114,9 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
     for i, rule in enumerate(pb.rules):
         where = f"policy.rules[{i}]"
         if rule.mode not in _MODE_FROM_PB:
-            raise InvalidArgument(f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER")
+            raise InvalidArgument(
+                f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER"
+            )
         if rule.challenge_method not in _METHOD_FROM_PB:
             raise InvalidArgument(f"{where}.challenge_method must be set")
         if rule.on_limit not in _ACTION_FROM_PB:
@@ -132,7 +138,9 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
     if pb.HasField("quiet_hours"):
         if pb.quiet_hours.action not in _ACTION_FROM_PB:
             raise InvalidArgument("policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY")
-        quiet = QuietHours(pb.quiet_hours.start_minute, pb.quiet_hours.end_minute, _ACTION_FROM_PB[pb.quiet_hours.action])
+        quiet = QuietHours(
+            pb.quiet_hours.start_minute, pb.quiet_hours.end_minute, _ACTION_FROM_PB[pb.quiet_hours.action]
+        )
     exemption = None
     if pb.HasField("low_value_exemption"):
         exemption = LowValueExemption(
@@ -157,7 +165,11 @@ def order_to_pb(order: Order) -> common_pb2.Order:
     return common_pb2.Order(
         items=[
             common_pb2.LineItem(
-                sku=i.sku, title=i.title, category=i.category, quantity=i.quantity, unit_price=money_to_pb(i.unit_price)
+                sku=i.sku,
+                title=i.title,
+                category=i.category,
+                quantity=i.quantity,
+                unit_price=money_to_pb(i.unit_price),
             )
             for i in order.items
         ],
@@ -170,13 +182,11 @@ def outcome_to_pb(outcome: Outcome) -> common_pb2.Outcome.ValueType:
     return _OUTCOME_TO_PB[outcome]
 
 
-def outcome_from_pb(value: int) -> Outcome | None:
-    return _OUTCOME_FROM_PB.get(value)  # type: ignore[call-overload]
-
-
 def reasons_to_pb(reasons: Iterable[Reason]) -> list[common_pb2.Reason]:
     return [
-        common_pb2.Reason(code=common_pb2.ReasonCode.Value(r.code.value), message=r.message, detail=dict(r.detail))
+        common_pb2.Reason(
+            code=common_pb2.ReasonCode.Value(r.code.value), message=r.message, detail=dict(r.detail)
+        )
         for r in reasons
     ]
 
@@ -190,7 +200,9 @@ def speaker_to_pb(result: SpeakerResult | None) -> common_pb2.SpeakerMatch:
         return common_pb2.SpeakerMatch(child_likelihood=-1.0)
     return common_pb2.SpeakerMatch(
         member_id=result.member_id or "",
-        role=_ROLE_TO_PB.get(result.role, common_pb2.ROLE_UNSPECIFIED) if result.role else common_pb2.ROLE_UNSPECIFIED,
+        role=_ROLE_TO_PB.get(result.role, common_pb2.ROLE_UNSPECIFIED)
+        if result.role
+        else common_pb2.ROLE_UNSPECIFIED,
         score=result.score,
         threshold=result.threshold,
         verified=result.verified,
@@ -301,5 +313,8 @@ def notification_to_pb(n: Notification) -> admin_pb2.Notification:
 
 def pending_to_pb(c: Challenge) -> admin_pb2.PendingApproval:
     return admin_pb2.PendingApproval(
-        challenge_id=c.challenge_id, order=order_to_pb(c.order), member_id=c.member_id or "", expires_at=ts(c.expires_at)
+        challenge_id=c.challenge_id,
+        order=order_to_pb(c.order),
+        member_id=c.member_id or "",
+        expires_at=ts(c.expires_at),
     )

@@ -32,10 +32,12 @@ def status_for(exc: errors.GuardError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -48,7 +50,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             except errors.GuardError as exc:
                 code = status_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
-                    log.error("guard_error", method=method, error=type(exc).__name__)
+                    log.exception("guard_error", method=method, error=type(exc).__name__)
                     context.abort(code, "internal error; the request was not applied")
                 context.abort(code, str(exc))
             except Exception as exc:

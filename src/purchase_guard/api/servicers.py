@@ -14,7 +14,9 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
     def __init__(self, guard: Guard) -> None:
         self._guard = guard
 
-    def Evaluate(self, request: guard_pb2.EvaluateRequest, context: grpc.ServicerContext) -> guard_pb2.EvaluateResponse:  # noqa: N802
+    def Evaluate(
+        self, request: guard_pb2.EvaluateRequest, context: grpc.ServicerContext
+    ) -> guard_pb2.EvaluateResponse:
         decision = self._guard.evaluate(
             EvaluateInput(
                 request_id=request.request_id,
@@ -35,7 +37,9 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
             decided_at=convert.ts(decision.decided_at),
         )
 
-    def Confirm(self, request: guard_pb2.ConfirmRequest, context: grpc.ServicerContext) -> guard_pb2.ConfirmResponse:  # noqa: N802
+    def Confirm(
+        self, request: guard_pb2.ConfirmRequest, context: grpc.ServicerContext
+    ) -> guard_pb2.ConfirmResponse:
         decision = self._guard.confirm(
             ConfirmInput(
                 request_id=request.request_id,
@@ -73,35 +77,60 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     def _who(self, context: grpc.ServicerContext) -> Principal:
         return self._svc.authenticate(bearer_token(context))
 
-    def CreateHousehold(self, request: admin_pb2.CreateHouseholdRequest, context: grpc.ServicerContext) -> admin_pb2.CreateHouseholdResponse:  # noqa: N802
+    def CreateHousehold(
+        self, request: admin_pb2.CreateHouseholdRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.CreateHouseholdResponse:
         household, token = self._svc.create_household(
-            self._who(context), request.name, request.time_zone, request.currency.strip().upper(), request.retain_audio
+            self._who(context),
+            request.name,
+            request.time_zone,
+            request.currency.strip().upper(),
+            request.retain_audio,
         )
-        return admin_pb2.CreateHouseholdResponse(household=convert.household_to_pb(household), admin_token=token)
+        return admin_pb2.CreateHouseholdResponse(
+            household=convert.household_to_pb(household), admin_token=token
+        )
 
-    def GetHousehold(self, request: admin_pb2.GetHouseholdRequest, context: grpc.ServicerContext) -> admin_pb2.GetHouseholdResponse:  # noqa: N802
+    def GetHousehold(
+        self, request: admin_pb2.GetHouseholdRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetHouseholdResponse:
         household = self._svc.get_household(self._who(context), request.household_id)
         return admin_pb2.GetHouseholdResponse(household=convert.household_to_pb(household))
 
-    def AddMember(self, request: admin_pb2.AddMemberRequest, context: grpc.ServicerContext) -> admin_pb2.AddMemberResponse:  # noqa: N802
+    def AddMember(
+        self, request: admin_pb2.AddMemberRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.AddMemberResponse:
         member = self._svc.add_member(
-            self._who(context), request.household_id, request.display_name, convert.role_from_pb(request.role), request.is_parent
+            self._who(context),
+            request.household_id,
+            request.display_name,
+            convert.role_from_pb(request.role),
+            request.is_parent,
         )
         return admin_pb2.AddMemberResponse(member=convert.member_to_pb(member, None))
 
-    def ListMembers(self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext) -> admin_pb2.ListMembersResponse:  # noqa: N802
+    def ListMembers(
+        self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListMembersResponse:
         rows = self._svc.list_members(self._who(context), request.household_id)
         return admin_pb2.ListMembersResponse(
             members=[convert.member_to_pb(m, vp.encoder if vp else None) for m, vp in rows]
         )
 
-    def RemoveMember(self, request: admin_pb2.RemoveMemberRequest, context: grpc.ServicerContext) -> admin_pb2.RemoveMemberResponse:  # noqa: N802
+    def RemoveMember(
+        self, request: admin_pb2.RemoveMemberRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RemoveMemberResponse:
         self._svc.remove_member(self._who(context), request.household_id, request.member_id)
         return admin_pb2.RemoveMemberResponse()
 
-    def EnrollVoice(self, request: admin_pb2.EnrollVoiceRequest, context: grpc.ServicerContext) -> admin_pb2.EnrollVoiceResponse:  # noqa: N802
+    def EnrollVoice(
+        self, request: admin_pb2.EnrollVoiceRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.EnrollVoiceResponse:
         report = self._svc.enroll_voice(
-            self._who(context), request.household_id, request.member_id, [convert.audio_from_pb(a) for a in request.utterances]
+            self._who(context),
+            request.household_id,
+            request.member_id,
+            [convert.audio_from_pb(a) for a in request.utterances],
         )
         return admin_pb2.EnrollVoiceResponse(
             member=convert.member_to_pb(report.member, report.encoder),
@@ -113,47 +142,71 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
                     speech_seconds=t.speech_seconds,
                     snr_db=t.snr_db,
                     clipped_fraction=t.clipped_fraction,
-                    consistency=t.consistency,
+                    consistency=t.consistency if t.consistency is not None else 0.0,
                 )
                 for t in report.takes
             ],
         )
 
-    def SetPolicy(self, request: admin_pb2.SetPolicyRequest, context: grpc.ServicerContext) -> admin_pb2.SetPolicyResponse:  # noqa: N802
+    def SetPolicy(
+        self, request: admin_pb2.SetPolicyRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetPolicyResponse:
         principal = self._who(context)
         policy = self._svc.set_policy(principal, request.household_id, convert.policy_from_pb(request.policy))
         return admin_pb2.SetPolicyResponse(policy=convert.policy_to_pb(policy))
 
-    def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: grpc.ServicerContext) -> admin_pb2.GetPolicyResponse:  # noqa: N802
+    def GetPolicy(
+        self, request: admin_pb2.GetPolicyRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetPolicyResponse:
         policy = self._svc.get_policy(self._who(context), request.household_id)
         return admin_pb2.GetPolicyResponse(policy=convert.policy_to_pb(policy))
 
-    def SetPin(self, request: admin_pb2.SetPinRequest, context: grpc.ServicerContext) -> admin_pb2.SetPinResponse:  # noqa: N802
+    def SetPin(
+        self, request: admin_pb2.SetPinRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetPinResponse:
         self._svc.set_pin(self._who(context), request.household_id, request.pin)
         return admin_pb2.SetPinResponse()
 
-    def ListDecisions(self, request: admin_pb2.ListDecisionsRequest, context: grpc.ServicerContext) -> admin_pb2.ListDecisionsResponse:  # noqa: N802
+    def ListDecisions(
+        self, request: admin_pb2.ListDecisionsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListDecisionsResponse:
         decisions = self._svc.list_decisions(self._who(context), request.household_id, request.limit)
-        return admin_pb2.ListDecisionsResponse(decisions=[convert.decision_record_to_pb(d) for d in decisions])
+        return admin_pb2.ListDecisionsResponse(
+            decisions=[convert.decision_record_to_pb(d) for d in decisions]
+        )
 
-    def ListNotifications(self, request: admin_pb2.ListNotificationsRequest, context: grpc.ServicerContext) -> admin_pb2.ListNotificationsResponse:  # noqa: N802
+    def ListNotifications(
+        self, request: admin_pb2.ListNotificationsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListNotificationsResponse:
         items = self._svc.list_notifications(self._who(context), request.household_id)
-        return admin_pb2.ListNotificationsResponse(notifications=[convert.notification_to_pb(n) for n in items])
+        return admin_pb2.ListNotificationsResponse(
+            notifications=[convert.notification_to_pb(n) for n in items]
+        )
 
-    def ListPendingApprovals(self, request: admin_pb2.ListPendingApprovalsRequest, context: grpc.ServicerContext) -> admin_pb2.ListPendingApprovalsResponse:  # noqa: N802
+    def ListPendingApprovals(
+        self, request: admin_pb2.ListPendingApprovalsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListPendingApprovalsResponse:
         items = self._svc.pending_approvals(self._who(context), request.household_id)
         return admin_pb2.ListPendingApprovalsResponse(approvals=[convert.pending_to_pb(c) for c in items])
 
-    def ResolveApproval(self, request: admin_pb2.ResolveApprovalRequest, context: grpc.ServicerContext) -> admin_pb2.ResolveApprovalResponse:  # noqa: N802
+    def ResolveApproval(
+        self, request: admin_pb2.ResolveApprovalRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ResolveApprovalResponse:
         challenge = self._svc.resolve_approval(
-            self._who(context), request.household_id, request.challenge_id, request.parent_member_id, request.approve
+            self._who(context),
+            request.household_id,
+            request.challenge_id,
+            request.parent_member_id,
+            request.approve,
         )
         return admin_pb2.ResolveApprovalResponse(
             challenge=convert.challenge_to_pb(challenge_info(challenge)),
             state="approved" if request.approve else "rejected",
         )
 
-    def VerifyAudit(self, request: admin_pb2.VerifyAuditRequest, context: grpc.ServicerContext) -> admin_pb2.VerifyAuditResponse:  # noqa: N802
+    def VerifyAudit(
+        self, request: admin_pb2.VerifyAuditRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.VerifyAuditResponse:
         report = self._svc.verify_audit(self._who(context), request.household_id)
         return admin_pb2.VerifyAuditResponse(
             ok=report.ok, entries=report.entries, first_bad_seq=report.first_bad_seq or 0

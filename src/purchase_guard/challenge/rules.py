@@ -30,14 +30,31 @@ def _deny(challenge: Challenge, code: ReasonCode, message: str) -> AnswerVerdict
 def state_check(challenge: Challenge, now: datetime) -> AnswerVerdict | None:
     """A verdict when the challenge can no longer be answered at all, else None."""
     status = challenge.status
+    if status is ChallengeStatus.CANCELLED and challenge.cancel_reason is not None:
+        return AnswerVerdict(
+            Outcome.DENY,
+            (
+                Reason(
+                    challenge.cancel_reason,
+                    "This challenge was cancelled: the request came from broadcast audio heard by many "
+                    "homes.",
+                    challenge.cancel_detail,
+                ),
+            ),
+            challenge,
+        )
     if status in (ChallengeStatus.PASSED, ChallengeStatus.CANCELLED):
         return _deny(challenge, ReasonCode.CHALLENGE_CLOSED, "This challenge was already used or cancelled.")
     if status is ChallengeStatus.LOCKED:
-        return _deny(challenge, ReasonCode.CHALLENGE_LOCKED, "This challenge is locked after too many wrong answers.")
+        return _deny(
+            challenge, ReasonCode.CHALLENGE_LOCKED, "This challenge is locked after too many wrong answers."
+        )
     if status is ChallengeStatus.REJECTED:
         return _deny(challenge, ReasonCode.APPROVAL_REJECTED, "A parent rejected this purchase.")
     if now >= challenge.expires_at:
-        return _deny(challenge, ReasonCode.CHALLENGE_EXPIRED, "This challenge expired; ask again to start over.")
+        return _deny(
+            challenge, ReasonCode.CHALLENGE_EXPIRED, "This challenge expired; ask again to start over."
+        )
     return None
 
 
@@ -92,7 +109,11 @@ def voice_answer(challenge: Challenge, *, speaker_ok: bool, digits_ok: bool) -> 
     if speaker_ok and digits_ok:
         return AnswerVerdict(
             Outcome.ALLOW,
-            (Reason(ReasonCode.CHALLENGE_PASSED, "The challenge was answered correctly by an adult's voice."),),
+            (
+                Reason(
+                    ReasonCode.CHALLENGE_PASSED, "The challenge was answered correctly by an adult's voice."
+                ),
+            ),
             replace(challenge, status=ChallengeStatus.PASSED),
             passed=True,
         )

@@ -39,7 +39,13 @@ from purchase_guard.domain import (
     Role,
     Voiceprint,
 )
-from purchase_guard.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from purchase_guard.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from purchase_guard.logs import get_logger
 from purchase_guard.money import is_currency
 from purchase_guard.pipeline.guard import challenge_info
@@ -127,7 +133,9 @@ class HouseholdService:
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidArgument(f"time_zone {time_zone!r} is not an IANA time zone (e.g. 'Europe/Paris')") from exc
+            raise InvalidArgument(
+                f"time_zone {time_zone!r} is not an IANA time zone (e.g. 'Europe/Paris')"
+            ) from exc
         if not is_currency(currency):
             raise InvalidArgument(f"currency {currency!r} is not an ISO 4217 code (e.g. 'USD')")
         now = self._clock.now()
@@ -143,13 +151,17 @@ class HouseholdService:
         return self._store.get_household(validate_id(household_id, "household_id"))
 
     # ------------------------------------------------------------------ members
-    def add_member(self, principal: Principal, household_id: str, name: str, role: Role, is_parent: bool) -> Member:
+    def add_member(
+        self, principal: Principal, household_id: str, name: str, role: Role, is_parent: bool
+    ) -> Member:
         self.get_household(principal, household_id)
         if not name.strip() or len(name) > 100:
             raise InvalidArgument("display_name is required and at most 100 characters")
         if is_parent and role is not Role.ADULT:
             raise InvalidArgument("only an ADULT member can be a parent")
-        member = Member(self._ids.new_id("mem"), household_id, name.strip(), role, is_parent, self._clock.now())
+        member = Member(
+            self._ids.new_id("mem"), household_id, name.strip(), role, is_parent, self._clock.now()
+        )
         self._store.add_member(member)
         return member
 
@@ -286,7 +298,9 @@ class HouseholdService:
             member_id=parent.member_id,
         )
         self._store.record_decision(
-            decision, challenge.challenge_id, audit_body(decision, challenge.order, {"resolved_by": parent.member_id})
+            decision,
+            challenge.challenge_id,
+            audit_body(decision, challenge.order, {"resolved_by": parent.member_id}),
         )
         return updated
 

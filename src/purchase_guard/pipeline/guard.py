@@ -140,61 +140,112 @@ class Guard:
         now = self._clock.now()
         decision_id = self._ids.new_id("dec")
         with _decision_context(decision_id, "evaluate", household.household_id):
-            decision, spend, challenge = self._decide(household, req, pcm, now, decision_id)
-            body = audit_body(decision, req.order, {"device_id": req.device_id})
-            stored = self._store.record_decision(decision, digest, body, spend=spend, challenge=challenge)
-            if stored.decision_id == decision_id and challenge is not None:
-                self._after_challenge_issued(challenge, now)
+            stored = self._decide(household, req, pcm, now, decision_id)
             self._observe("evaluate", stored, started)
             return stored
 
     def _decide(
         self, household: Household, req: EvaluateInput, pcm: Pcm, now: datetime, decision_id: str
-    ) -> tuple[Decision, SpendEntry | None, Challenge | None]:
+    ) -> Decision:
         hh = household.household_id
         members: dict[str, Member] = {}
+        # The slow checks (model inference, fingerprinting) run outside the household lock.
         voice = self._check_voice(hh, pcm, members)
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
         role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
-        try:
-            policy = self._store.get_policy(hh)
-            spend = self._spend_snapshot(hh, member_id, now)
-            options = self._challenge_options(hh, members, now)
-        except Exception as exc:
-            CHECK_ERRORS.labels("policy").inc()
-            log.warning("policy_facts_failed", error=type(exc).__name__)
-            return self._error_decision(household, req, decision_id, now, voice, "policy data unavailable"), None, None
-        policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
-        verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
+        with self._store.household_lock(hh):
+            # Spend is read and the decision recorded under one lock, so two concurrent orders
+            # cannot both fit under a cap that only one of them fits under.
+            try:
+                policy = self._store.get_policy(hh)
+                spend = self._spend_snapshot(hh, member_id, now)
+                options = self._challenge_options(hh, members, now)
+                policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
+            except Exception as exc:
+                CHECK_ERRORS.labels("policy").inc()
+                log.warning("policy_facts_failed", error=type(exc).__name__)
+                decision = self._error_decision(
+                    household, req, decision_id, now, voice, "policy data unavailable"
+                )
+                return self._store.record_decision(decision, *self._audit_args(req, decision))
+            verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
 
-        challenge: Challenge | None = None
-        info: ChallengeInfo | None = None
-        if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
-            challenge = self._new_challenge(hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now)
-            info = challenge_info(challenge)
-        decision = Decision(
-            decision_id=decision_id,
-            household_id=hh,
-            kind="evaluate",
-            request_id=req.request_id,
-            device_id=req.device_id,
-            outcome=verdict.outcome,
-            reasons=verdict.reasons,
-            speaker=voice.result,
-            policy_revision=policy.revision if policy is not None else 0,
-            total=req.order.total,
-            decided_at=now,
-            challenge=info,
-            member_id=verdict.member_id,
-        )
-        spend_entry = None
-        if verdict.outcome is Outcome.ALLOW:
-            spend_entry = SpendEntry(hh, verdict.member_id, req.order.total.minor_units, decision_id, now, verdict.low_value_exempt)
-        return decision, spend_entry, challenge
+            challenge: Challenge | None = None
+            info: ChallengeInfo | None = None
+            if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
+                challenge = self._new_challenge(
+                    hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now
+                )
+                info = challenge_info(challenge)
+            decision = Decision(
+                decision_id=decision_id,
+                household_id=hh,
+                kind="evaluate",
+                request_id=req.request_id,
+                device_id=req.device_id,
+                outcome=verdict.outcome,
+                reasons=verdict.reasons,
+                speaker=voice.result,
+                policy_revision=policy.revision if policy is not None else 0,
+                total=req.order.total,
+                decided_at=now,
+                challenge=info,
+                member_id=verdict.member_id,
+            )
+            spend_entry = None
+            if verdict.outcome is Outcome.ALLOW:
+                spend_entry = SpendEntry(
+                    hh,
+                    verdict.member_id,
+                    req.order.total.minor_units,
+                    decision_id,
+                    now,
+                    verdict.low_value_exempt,
+                )
+            stored = self._store.record_decision(
+                decision, *self._audit_args(req, decision), spend=spend_entry, challenge=challenge
+            )
+        if stored.decision_id == decision_id and challenge is not None:
+            self._after_challenge_issued(challenge, now)
+        if broadcast.cluster_decisions:
+            self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
+        return stored
+
+    def _audit_args(self, req: EvaluateInput, decision: Decision) -> tuple[str, str]:
+        digest = request_digest("evaluate", req.household_id, req.device_id, req.order, req.audio)
+        return digest, audit_body(decision, req.order, {"device_id": req.device_id})
+
+    def _cancel_broadcast_challenges(
+        self, decisions: tuple[tuple[str, str], ...], reasons: tuple[Reason, ...]
+    ) -> None:
+        """Late catch: devices that heard the broadcast before the cluster formed got a challenge;
+        cancel those still open so a later Confirm cannot pass them."""
+        by_household: dict[str, set[str]] = {}
+        for hh, decision_id in decisions:
+            by_household.setdefault(hh, set()).add(decision_id)
+        for hh, ids in by_household.items():
+            for status in (ChallengeStatus.PENDING, ChallengeStatus.APPROVED):
+                for challenge in self._store.list_challenges(hh, status):
+                    if challenge.decision_id in ids:
+                        cause = reasons[0] if reasons else Reason(ReasonCode.BROADCAST_MATCH, "broadcast")
+                        cancelled = replace(
+                            challenge,
+                            status=ChallengeStatus.CANCELLED,
+                            cancel_reason=cause.code,
+                            cancel_detail=cause.detail,
+                        )
+                        if self._store.update_challenge(cancelled, status):
+                            log.warning("challenge_cancelled_broadcast", challenge_id=challenge.challenge_id)
 
     def _error_decision(
-        self, household: Household, req: EvaluateInput, decision_id: str, now: datetime, voice: VoiceCheck, what: str
+        self,
+        household: Household,
+        req: EvaluateInput,
+        decision_id: str,
+        now: datetime,
+        voice: VoiceCheck,
+        what: str,
     ) -> Decision:
         return Decision(
             decision_id=decision_id,
@@ -222,7 +273,9 @@ class Guard:
             log.warning("voice_check_failed", error=type(exc).__name__)
             return VoiceCheck(None, error="the speaker check raised an internal error")
 
-    def _check_broadcast(self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+    def _check_broadcast(
+        self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+    ) -> BroadcastCheck:
         try:
             return self._broadcast.check(hh, device_id, decision_id, pcm, now)
         except Exception as exc:
@@ -242,20 +295,38 @@ class Guard:
 
     def _challenge_options(self, hh: str, members: Mapping[str, Member], now: datetime) -> ChallengeOptions:
         pin = self._store.get_pin(hh)
-        enrolled = {vp.member_id for vp in self._store.list_voiceprints(hh) if vp.encoder == self._verifier.encoder.name}
+        enrolled = {
+            vp.member_id
+            for vp in self._store.list_voiceprints(hh)
+            if vp.encoder == self._verifier.encoder.name
+        }
         return ChallengeOptions(
             has_pin=pin is not None,
             pin_throttled=pin is not None and pin.throttled_until is not None and now < pin.throttled_until,
-            has_enrolled_adult=any(m.role is Role.ADULT and m.member_id in enrolled for m in members.values()),
+            has_enrolled_adult=any(
+                m.role is Role.ADULT and m.member_id in enrolled for m in members.values()
+            ),
             has_parent=any(m.is_parent for m in members.values()),
         )
 
     def _new_challenge(
-        self, hh: str, decision_id: str, order: Order, member_id: str | None, method: ChallengeMethod, now: datetime
+        self,
+        hh: str,
+        decision_id: str,
+        order: Order,
+        member_id: str | None,
+        method: ChallengeMethod,
+        now: datetime,
     ) -> Challenge:
         challenge_id = self._ids.new_id("chl")
-        expiry = self._settings.approval_expiry if method is ChallengeMethod.PARENT_APPROVAL else self._settings.challenge_expiry
-        digits = self._ids.digits(self._settings.random_digits) if method is ChallengeMethod.RANDOM_DIGITS else ""
+        expiry = (
+            self._settings.approval_expiry
+            if method is ChallengeMethod.PARENT_APPROVAL
+            else self._settings.challenge_expiry
+        )
+        digits = (
+            self._ids.digits(self._settings.random_digits) if method is ChallengeMethod.RANDOM_DIGITS else ""
+        )
         return Challenge(
             challenge_id=challenge_id,
             household_id=hh,
@@ -280,7 +351,9 @@ class Guard:
                     notification_id=self._ids.new_id("ntf"),
                     household_id=challenge.household_id,
                     kind="approval_requested",
-                    message=f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval.",
+                    message=(
+                        f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval."
+                    ),
                     challenge_id=challenge.challenge_id,
                     created_at=now,
                 )
@@ -299,7 +372,12 @@ class Guard:
         household = self._store.get_household(req.household_id)
         validate_order(req.order, household.currency)
         digest = request_digest(
-            "confirm", req.household_id, req.device_id, req.order, req.audio, req.challenge_id + "|" + req.spoken_digits
+            "confirm",
+            req.household_id,
+            req.device_id,
+            req.order,
+            req.audio,
+            req.challenge_id + "|" + req.spoken_digits,
         )
         replayed = self._replay("confirm", req.household_id, req.request_id, digest)
         if replayed is not None:
@@ -314,14 +392,21 @@ class Guard:
             for _ in range(3):
                 now = self._clock.now()
                 verdict, speaker = self._judge(household, challenge, req, pcm, now)
-                if verdict.challenge == challenge or self._store.update_challenge(verdict.challenge, challenge.status):
+                if verdict.challenge == challenge or self._store.update_challenge(
+                    verdict.challenge, challenge.status
+                ):
                     break
                 # Another answer to the same challenge landed first; judge again on fresh state.
                 challenge = self._store.get_challenge(req.household_id, req.challenge_id)
             else:
                 verdict = AnswerVerdict(
                     Outcome.DENY,
-                    (Reason(ReasonCode.CHALLENGE_CLOSED, "The challenge changed while this answer was checked."),),
+                    (
+                        Reason(
+                            ReasonCode.CHALLENGE_CLOSED,
+                            "The challenge changed while this answer was checked.",
+                        ),
+                    ),
                     challenge,
                 )
                 speaker = None
@@ -356,7 +441,12 @@ class Guard:
                 until = pin_state.throttled_until.isoformat(timespec="seconds")
                 return AnswerVerdict(
                     Outcome.DENY,
-                    (Reason(ReasonCode.PIN_THROTTLED, f"PIN answers are blocked until {until} after repeated failures."),),
+                    (
+                        Reason(
+                            ReasonCode.PIN_THROTTLED,
+                            f"PIN answers are blocked until {until} after repeated failures.",
+                        ),
+                    ),
                     challenge,
                 ), None
         members: dict[str, Member] = {}
@@ -392,7 +482,8 @@ class Guard:
                 kind="challenge_locked",
                 message=(
                     f"Someone answered a purchase challenge wrongly {self._settings.max_attempts} times "
-                    f"({format_money(challenge.order.total)} from {challenge.order.merchant}); it is now locked."
+                    f"({format_money(challenge.order.total)} from {challenge.order.merchant}); "
+                    "it is now locked."
                 ),
                 challenge_id=challenge.challenge_id,
                 created_at=now,
@@ -427,7 +518,14 @@ class Guard:
         )
         spend = None
         if verdict.passed:
-            spend = SpendEntry(household.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False)
+            spend = SpendEntry(
+                household.household_id,
+                challenge.member_id,
+                req.order.total.minor_units,
+                decision_id,
+                now,
+                False,
+            )
         body = audit_body(decision, req.order, {"challenge_method": challenge.method.value})
         return self._store.record_decision(decision, digest, body, spend=spend)
 
@@ -438,7 +536,8 @@ class Guard:
             return None
         if stored.request_digest != digest:
             raise AlreadyExists(
-                f"request_id {request_id!r} was already used for a different {kind} request; use a new request_id"
+                f"request_id {request_id!r} was already used for a different {kind} request; "
+                "use a new request_id"
             )
         return stored.decision
 
@@ -468,11 +567,12 @@ class Guard:
 
 
 def challenge_info(challenge: Challenge) -> ChallengeInfo:
+    total = format_money(challenge.order.total)
     if challenge.method is ChallengeMethod.SPOKEN_PIN:
-        prompt = f"To confirm {format_money(challenge.order.total)} from {challenge.order.merchant}, say your household PIN."
+        prompt = f"To confirm {total} from {challenge.order.merchant}, say your household PIN."
     elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
         spaced = " ".join(challenge.digits_to_repeat)
-        prompt = f"To confirm {format_money(challenge.order.total)}, please repeat these digits: {spaced}."
+        prompt = f"To confirm {total}, please repeat these digits: {spaced}."
     else:
         prompt = "I've asked a parent to approve this purchase on their phone."
     return ChallengeInfo(
@@ -483,5 +583,3 @@ def challenge_info(challenge: Challenge) -> ChallengeInfo:
         expires_at=challenge.expires_at,
         attempts_left=challenge.attempts_left,
     )
-
-

@@ -16,11 +16,15 @@ class SpeakerVerifier(Protocol):
     @property
     def encoder(self) -> SpeakerEncoder: ...
 
-    def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult: ...
+    def verify(
+        self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]
+    ) -> SpeakerResult: ...
 
 
 class BroadcastDefence(Protocol):
-    def check(self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+    def check(
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+    ) -> BroadcastCheck:
         """Match the utterance against known clips and the fleet window; also records it in the window."""
         ...
 
@@ -28,5 +32,7 @@ class BroadcastDefence(Protocol):
 class NoBroadcastDefence:
     """Used when broadcast defence is switched off in settings; reports nothing."""
 
-    def check(self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime) -> BroadcastCheck:
+    def check(
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+    ) -> BroadcastCheck:
         return BroadcastCheck()

@@ -72,7 +72,9 @@ def validate_order(order: Order, household_currency: str) -> Order:
     return order
 
 
-def request_digest(kind: str, household_id: str, device_id: str, order: Order, audio: AudioInput, extra: str = "") -> str:
+def request_digest(
+    kind: str, household_id: str, device_id: str, order: Order, audio: AudioInput, extra: str = ""
+) -> str:
     """Fingerprint of a request, so a reused request id with a different request is refused."""
     payload = {
         "kind": kind,

@@ -34,6 +34,9 @@ class VoiceCheck:
 class BroadcastCheck:
     reasons: tuple[Reason, ...] = ()  # KNOWN_BROADCAST / BROADCAST_MATCH when matched
     error: str | None = None
+    # (household_id, decision_id) of earlier utterances in the same broadcast cluster: their
+    # pending challenges are cancelled ("late catch"), since they heard the broadcast first.
+    cluster_decisions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,9 @@ def speaker_reasons(voice: VoiceCheck, child_threshold: float) -> tuple[Reason, 
     return tuple(out)
 
 
-def choose_method(wanted: ChallengeMethod, options: ChallengeOptions) -> tuple[ChallengeMethod | None, Reason | None]:
+def choose_method(
+    wanted: ChallengeMethod, options: ChallengeOptions
+) -> tuple[ChallengeMethod | None, Reason | None]:
     """Fall back to the next method the household can actually answer, never to nothing silently."""
     order = {
         ChallengeMethod.SPOKEN_PIN: (

@@ -356,6 +356,8 @@ def challenge_to_dict(c: Challenge) -> JsonDict:
         "expected_digits_hash": c.expected_digits_hash,
         "digits_to_repeat": c.digits_to_repeat,
         "resolved_by": c.resolved_by,
+        "cancel_reason": c.cancel_reason.value if c.cancel_reason is not None else None,
+        "cancel_detail": [list(pair) for pair in c.cancel_detail],
     }
 
 
@@ -375,6 +377,8 @@ def challenge_from_dict(d: Mapping[str, Any]) -> Challenge:
         expected_digits_hash=str(d.get("expected_digits_hash", "")),
         digits_to_repeat=str(d.get("digits_to_repeat", "")),
         resolved_by=d.get("resolved_by"),
+        cancel_reason=ReasonCode(d["cancel_reason"]) if d.get("cancel_reason") else None,
+        cancel_detail=tuple((str(k), str(v)) for k, v in d.get("cancel_detail", [])),
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -58,6 +60,8 @@ def _utc(when: datetime) -> datetime:
 class FakeStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._locks_guard = threading.Lock()
+        self._household_locks: dict[str, threading.Lock] = {}
         self._closed = False
         self._households: dict[str, tuple[Household, str]] = {}
         self._members: dict[str, Member] = {}
@@ -188,6 +192,15 @@ class FakeStore:
             return self._pins.get(household_id)
 
     # --- decisions, spend and audit -------------------------------------------------
+
+    @contextmanager
+    def household_lock(self, household_id: str) -> Iterator[None]:
+        # One process owns a SQLite store (replicas use PostgreSQL), so a process-local lock
+        # per household is enough; the dict only grows with households seen by this process.
+        with self._locks_guard:
+            lock = self._household_locks.setdefault(household_id, threading.Lock())
+        with lock:
+            yield
 
     def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None:
         with self._lock:

@@ -8,6 +8,7 @@ integer minor units and ISO timestamps so that a PostgreSQL backend can follow i
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -93,6 +94,12 @@ class Store(Protocol):
     def get_pin(self, household_id: str) -> PinState | None: ...
 
     # --- decisions, spend and audit (written together, atomically) ------------------
+    def household_lock(self, household_id: str) -> AbstractContextManager[None]:
+        """Serialise deciding for one household: reading spend, deciding and recording happen
+        inside it, so two concurrent orders cannot both pass a cap. Held for milliseconds (no
+        model inference inside). Must work across every process that shares the store."""
+        ...
+
     def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None: ...
 
     def record_decision(

@@ -64,6 +64,8 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self._path = str(path)
         self._lock = threading.Lock()
+        self._locks_guard = threading.Lock()
+        self._household_locks: dict[str, threading.Lock] = {}
         self._closed = False
         try:
             self._conn = sqlite3.connect(
@@ -364,6 +366,15 @@ class SqliteStore:
             (household_id, kind, request_id),
         ).fetchone()
         return row
+
+    @contextmanager
+    def household_lock(self, household_id: str) -> Iterator[None]:
+        # One process owns a SQLite store (replicas use PostgreSQL), so a process-local lock
+        # per household is enough; the dict only grows with households seen by this process.
+        with self._locks_guard:
+            lock = self._household_locks.setdefault(household_id, threading.Lock())
+        with lock:
+            yield
 
     def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None:
         with self._read() as conn:

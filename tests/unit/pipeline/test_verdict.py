@@ -22,7 +22,9 @@ DENY = PolicyVerdict(Outcome.DENY, (Reason(ReasonCode.CATEGORY_BLOCKED, "blocked
 FULL = ChallengeOptions(has_pin=True, pin_throttled=False, has_enrolled_adult=True, has_parent=True)
 
 
-def speaker(role: Role | None, *, verified: bool = True, child: float = -1.0, usable: bool = True) -> VoiceCheck:
+def speaker(
+    role: Role | None, *, verified: bool = True, child: float = -1.0, usable: bool = True
+) -> VoiceCheck:
     return VoiceCheck(
         SpeakerResult(
             member_id="mem_1" if role else None,

@@ -1,0 +1,44 @@
+"""Fit the speaker-verification thresholds and write src/purchase_guard/voice/thresholds.json.
+
+    python scripts/calibrate_voice.py [--data ../shared/data] [--out build/voice-eval]
+
+Thresholds are chosen on the fit half of the speakers and the printed table reports the
+other half; see docs/voice.md for the rule and the last measured numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from purchase_guard.voice.evaluation import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data")),
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "voice-eval")
+    parser.add_argument("--encoder", choices=["ge2e", "fake"], default="ge2e")
+    args = parser.parse_args()
+    sys.exit(
+        main(
+            [
+                "--data",
+                str(args.data),
+                "--out",
+                str(args.out),
+                "--encoder",
+                args.encoder,
+                "--calibrate",
+                "--thresholds",
+                str(ROOT / "src" / "purchase_guard" / "voice" / "thresholds.json"),
+            ]
+        )
+    )
