@@ -184,4 +184,4 @@ def _known_env_names() -> set[str]:
 
 def _is_external(key: str) -> bool:
     # Variables read by tests and tools, not by the server.
-    return key in (ENV_PREFIX + "DATA_DIR", ENV_PREFIX + "REQUIRE_DATA")
+    return key in {ENV_PREFIX + n for n in ("DATA_DIR", "REQUIRE_DATA", "REQUIRE_SERVICES", "ADMIN_TOKEN")}
