@@ -1,0 +1,120 @@
+"""The pipeline with fakes: a failing check or store read never becomes ALLOW."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.clock import FrozenClock, SequentialIds
+from purchase_guard.config import Settings
+from purchase_guard.domain import (
+    AudioInput,
+    Household,
+    LineItem,
+    Member,
+    Money,
+    Order,
+    Outcome,
+    ReasonCode,
+    Role,
+    SpeakerResult,
+    Voiceprint,
+)
+from purchase_guard.pipeline.guard import EvaluateInput, Guard
+from purchase_guard.pipeline.verdict import BroadcastCheck
+from purchase_guard.policy.defaults import default_policy
+from purchase_guard.store.fake import FakeStore
+from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.encoder import FakeEncoder
+
+NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+ORDER = Order((LineItem("s", "t", "household", 1, Money(500, "USD")),), Money(500, "USD"), "m")
+
+
+def pcm16(seconds: float = 2.0) -> bytes:
+    t = np.arange(int(16000 * seconds)) / 16000
+    wave = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (wave * 32767).astype("<i2").tobytes()
+
+
+class AdultVerifier:
+    """Always verifies the adult: isolates the pipeline from voice scoring."""
+
+    encoder = FakeEncoder()
+
+    def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult:
+        return SpeakerResult("mem_a", Role.ADULT, 0.95, 0.8, True, -1.0, self.encoder.name)
+
+
+class ExplodingVerifier(AdultVerifier):
+    def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult:
+        raise RuntimeError("model crashed")
+
+
+class ExplodingBroadcast:
+    def check(
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+    ) -> BroadcastCheck:
+        raise ConnectionError("redis gone")
+
+
+class QuietBroadcast:
+    def check(
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+    ) -> BroadcastCheck:
+        return BroadcastCheck()
+
+
+class PolicyReadFails(FakeStore):
+    def get_policy(self, household_id: str) -> Any:
+        raise OSError("disk gone")
+
+
+def make_guard(store: FakeStore, verifier: Any = None, broadcast: Any = None) -> Guard:
+    store.create_household(Household("hh_1", "H", "UTC", "USD", False, NOW), "tokenhash")
+    store.put_policy("hh_1", default_policy(), NOW)
+    store.add_member(Member("mem_a", "hh_1", "A", Role.ADULT, True, NOW))
+    return Guard(
+        Settings(),
+        store,
+        verifier or AdultVerifier(),
+        broadcast or QuietBroadcast(),
+        PinHasher(time_cost=1, memory_cost=8),
+        FrozenClock(NOW),
+        SequentialIds(),
+    )
+
+
+def evaluate(guard: Guard, request_id: str = "r1") -> Any:
+    return guard.evaluate(
+        EvaluateInput(request_id, "hh_1", "dev", ORDER, AudioInput(pcm16=pcm16(), sample_rate_hz=16000))
+    )
+
+
+def test_baseline_adult_is_allowed() -> None:
+    """With working checks, the verified adult's small order is allowed (so the failures below mean something)."""
+    assert evaluate(make_guard(FakeStore())).outcome is Outcome.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("store", "verifier", "broadcast"),
+    [
+        (FakeStore(), ExplodingVerifier(), None),
+        (FakeStore(), None, ExplodingBroadcast()),
+        (PolicyReadFails(), None, None),
+    ],
+    ids=["voice model raises", "broadcast backend raises", "policy read raises"],
+)
+def test_a_failing_check_is_deny_with_guard_error(store: FakeStore, verifier: Any, broadcast: Any) -> None:
+    """Whatever check fails, the answer is DENY with GUARD_ERROR, and it is recorded in the audit chain."""
+    guard = make_guard(store, verifier, broadcast)
+    decision = evaluate(guard)
+    assert decision.outcome is Outcome.DENY
+    assert ReasonCode.GUARD_ERROR in decision.codes
+    assert [e.decision_id for e in store.audit_entries("hh_1")] == [decision.decision_id]
+    assert store.spend_since("hh_1", None, NOW) == 0
