@@ -170,9 +170,13 @@ def _guard(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    rest = list(args.rest)
+    if not rest or rest[0] != "speakers":
+        print("usage: purchase-guard eval speakers --data DIR --out DIR [--encoder ge2e]", file=sys.stderr)
+        return 2
     from purchase_guard.voice import evaluation
 
-    return int(evaluation.main(args.rest))
+    return int(evaluation.main(rest[1:]))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,200 @@
+"""Score an utterance against a household's voiceprints and decide who (if anyone) spoke.
+
+The threshold depends on how much speech the utterance holds: a 2 s spoken PIN carries far
+less speaker information than a 10 s request, so one global threshold would either reject
+most PINs or accept impostors on long requests. Bands and thresholds come from
+`thresholds.json`, written by the calibration (scripts/calibrate_voice.py), keyed by encoder
+name so a model swap cannot silently reuse another model's operating points.
+
+Embeddings and audio are never logged or returned; SpeakerResult carries scores only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from purchase_guard.domain import Role, SpeakerResult, Voiceprint
+from purchase_guard.errors import Unavailable
+from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.encoder import Embedding, SpeakerEncoder
+from purchase_guard.voice.vad import speech_seconds, trim_silence
+
+
+@dataclass(frozen=True)
+class Band:
+    """Utterances with net speech up to `max_speech_s` (inclusive) use `threshold`."""
+
+    name: str
+    max_speech_s: float  # math.inf for the last band
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    encoder: str
+    bands: tuple[Band, ...]  # ordered by max_speech_s
+
+    def __post_init__(self) -> None:
+        if not self.bands:
+            raise ValueError("Thresholds need at least one band")
+        edges = [b.max_speech_s for b in self.bands]
+        if edges != sorted(edges) or edges[-1] != float("inf"):
+            raise ValueError("bands must be ordered by max_speech_s and the last must be unbounded")
+
+    def band_for(self, net_speech_s: float) -> Band:
+        for band in self.bands:
+            if net_speech_s <= band.max_speech_s:
+                return band
+        return self.bands[-1]
+
+    @classmethod
+    def from_mapping(cls, encoder: str, data: Mapping[str, Any]) -> Thresholds:
+        bands = tuple(
+            Band(
+                name=str(b["name"]),
+                max_speech_s=float("inf") if b["max_speech_s"] is None else float(b["max_speech_s"]),
+                threshold=float(b["threshold"]),
+            )
+            for b in data["bands"]
+        )
+        return cls(encoder=encoder, bands=bands)
+
+    @classmethod
+    def load(cls, encoder: str, path: Path | None = None) -> Thresholds:
+        """Thresholds for `encoder` from `path`, or from the packaged voice/thresholds.json."""
+        try:
+            if path is None:
+                text = resources.files("purchase_guard.voice").joinpath("thresholds.json").read_text("utf-8")
+            else:
+                text = path.read_text("utf-8")
+            doc = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"speaker thresholds could not be read: {exc}") from exc
+        entry = doc.get("encoders", {}).get(encoder)
+        if entry is None:
+            raise Unavailable(f"no calibrated speaker thresholds for encoder {encoder}; run calibration")
+        return cls.from_mapping(encoder, entry)
+
+
+class ChildDetector(Protocol):
+    def likelihood(self, embedding: Embedding) -> float:
+        """Probability-like score in [0, 1] that the embedding is a child's voice."""
+        ...
+
+
+def _unit(v: Sequence[float] | np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    a = np.asarray(v, dtype=np.float64)
+    n = float(np.linalg.norm(a))
+    return a / n if n > 0 else a
+
+
+class VoiceVerifier:
+    def __init__(
+        self,
+        encoder: SpeakerEncoder,
+        thresholds: Thresholds,
+        min_speech_s: float = 0.5,
+        child_detector: ChildDetector | None = None,
+    ) -> None:
+        if thresholds.encoder != encoder.name:
+            raise ValueError(f"thresholds are for {thresholds.encoder}, encoder is {encoder.name}")
+        self.encoder = encoder
+        self.thresholds = thresholds
+        self.min_speech_s = min_speech_s
+        self.child_detector = child_detector
+
+    def embed_pcm(self, pcm: Pcm) -> Embedding:
+        """Embedding of the voiced part of `pcm` (raises AudioError when nothing is voiced)."""
+        return self.encoder.embed(trim_silence(pcm).samples)
+
+    def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult:
+        """Best-matching member among `voiceprints`; verified when the score clears the band threshold."""
+        return self.verify_against(pcm, voiceprints, roles, allowed_member_ids=None)
+
+    def verify_against(
+        self,
+        pcm: Pcm,
+        voiceprints: Sequence[Voiceprint],
+        roles: Mapping[str, Role],
+        allowed_member_ids: Collection[str] | None,
+    ) -> SpeakerResult:
+        """Like `verify`, scoring only members in `allowed_member_ids` (None: everyone).
+
+        Used by a challenge answer to ask "is this one of the household's adults?".
+        """
+        net = speech_seconds(pcm)
+        band = self.thresholds.band_for(net)
+        if net < self.min_speech_s:
+            return self._unverified(
+                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
+            )
+        prints = self._usable_prints(voiceprints, allowed_member_ids)
+        if isinstance(prints, str):
+            return self._unverified(band.threshold, prints, True)
+        embedding = self.embed_pcm(pcm)
+        return self.score_embedding(embedding, net, prints, roles)
+
+    def score_embedding(
+        self,
+        embedding: Embedding,
+        net_speech_s: float,
+        voiceprints: Sequence[Voiceprint],
+        roles: Mapping[str, Role],
+    ) -> SpeakerResult:
+        """Score an already computed embedding against prints made by this encoder."""
+        band = self.thresholds.band_for(net_speech_s)
+        prints = [vp for vp in voiceprints if vp.encoder == self.encoder.name]
+        if not prints:
+            return self._unverified(band.threshold, "no voiceprints for this encoder", True)
+        probe = _unit(embedding)
+        scores = [float(probe @ _unit(vp.embedding)) for vp in prints]
+        best = int(np.argmax(scores))
+        score = scores[best]
+        verified = score >= band.threshold
+        member = prints[best].member_id
+        child = -1.0 if self.child_detector is None else float(self.child_detector.likelihood(embedding))
+        # An unverified result names nobody: downstream code must not be able to act on
+        # "closest member" as if it were an identification.
+        return SpeakerResult(
+            member_id=member if verified else None,
+            role=roles.get(member) if verified else None,
+            score=score,
+            threshold=band.threshold,
+            verified=verified,
+            child_likelihood=child,
+            encoder=self.encoder.name,
+            usable=True,
+            problem="" if verified else f"no enrolled voice matched ({band.name} band)",
+        )
+
+    def _usable_prints(
+        self, voiceprints: Sequence[Voiceprint], allowed: Collection[str] | None
+    ) -> list[Voiceprint] | str:
+        candidates = [vp for vp in voiceprints if allowed is None or vp.member_id in allowed]
+        if not candidates:
+            return "no enrolled voiceprints to compare against"
+        mine = [vp for vp in candidates if vp.encoder == self.encoder.name]
+        if not mine:
+            others = ", ".join(sorted({vp.encoder for vp in candidates}))
+            return f"voiceprints were made by encoder {others}; re-enrollment required"
+        return mine
+
+    def _unverified(self, threshold: float, problem: str, usable: bool) -> SpeakerResult:
+        return SpeakerResult(
+            member_id=None,
+            role=None,
+            score=0.0,
+            threshold=threshold,
+            verified=False,
+            child_likelihood=-1.0,
+            encoder=self.encoder.name,
+            usable=usable,
+            problem=problem,
+        )
