@@ -24,3 +24,11 @@ def data_dir() -> Path:
             pytest.fail("../shared/data is required (PURCHASE_GUARD_REQUIRE_DATA=1) but was not found")
         pytest.skip("../shared/data not found; set PURCHASE_GUARD_DATA_DIR")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _json_logs_on_stderr() -> None:
+    """Logs as the server writes them (JSON, stderr), so stdout stays for what CLIs print."""
+    from purchase_guard.logs import configure_logging
+
+    configure_logging("info")
