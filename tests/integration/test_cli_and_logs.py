@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import structlog
+from support.audio import fsdd_wav
 
 from purchase_guard.api.server import RunningServer
 from purchase_guard.cli import main
 from purchase_guard.logs import configure_logging
-from support.audio import fsdd_wav
 
 OPERATOR = "op-" + "x" * 40  # the operator token the `server` fixture is started with
 
@@ -64,7 +64,8 @@ def test_parent_flow_through_the_cli(
     run_cli(capsys, *adm, "set-pin", "--household", hid)
     order = tmp_path / "order.yaml"
     order.write_text(
-        "items:\n  - {sku: tea, title: Tea, category: grocery, quantity: 2, unit_price: {minor_units: 450, currency: GBP}}\n"
+        "items:\n  - {sku: tea, title: Tea, category: grocery, quantity: 2,\n"
+        "     unit_price: {minor_units: 450, currency: GBP}}\n"
         "total: {minor_units: 900, currency: GBP}\nmerchant: corner-shop\n"
     )
     audio = tmp_path / "ask.wav"
