@@ -150,7 +150,7 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
 
 
 def test_serve_starts_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`purchase-guard serve` with only a port and a data folder starts, answers health, and exits 0 on SIGTERM."""
+    """`purchase-guard serve` on its defaults starts, answers health, and exits 0 on SIGTERM."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PURCHASE_GUARD_")},
         "PURCHASE_GUARD_LISTEN": "127.0.0.1:0",
