@@ -25,7 +25,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests scripts deploy
 	$(BIN)/mypy
 	$(PY) -m pytest -q
 

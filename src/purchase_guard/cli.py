@@ -34,6 +34,9 @@ def _serve(_: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     log = get_logger("purchase_guard.cli")
+    from purchase_guard.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(settings.otel_enabled, settings.otel_endpoint)
 
     from prometheus_client import start_http_server
 
@@ -42,7 +45,7 @@ def _serve(_: argparse.Namespace) -> int:
 
     app = build_app(settings)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     running = build_server(app)
     print(
         f"purchase-guard listening on {settings.listen.rsplit(':', 1)[0]}:{running.port} "
@@ -60,6 +63,7 @@ def _serve(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     done.wait()
     running.stop()
+    shutdown_tracing()
     log.info("server_stopped")
     return 0
 

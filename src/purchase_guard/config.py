@@ -30,6 +30,8 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     # Prometheus metrics on this port; 0 disables the endpoint.
     metrics_port: int = 9464
+    # 127.0.0.1 for a laptop; 0.0.0.0 in a container so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
     store: str = "sqlite"
     sqlite_path: Path = Path("var/purchase-guard.db")
     # libpq connection string, required when store is "postgres".

@@ -65,6 +65,7 @@ from purchase_guard.pipeline.verdict import (
 )
 from purchase_guard.policy.engine import evaluate_policy
 from purchase_guard.store.protocol import SpendEntry, Store
+from purchase_guard.tracing import span
 from purchase_guard.voice.audio import Pcm, decode_audio
 
 log = get_logger("purchase_guard.pipeline")
@@ -139,8 +140,12 @@ class Guard:
 
         now = self._clock.now()
         decision_id = self._ids.new_id("dec")
-        with _decision_context(decision_id, "evaluate", household.household_id):
+        with (
+            _decision_context(decision_id, "evaluate", household.household_id),
+            span("guard.evaluate") as root,
+        ):
             stored = self._decide(household, req, pcm, now, decision_id)
+            root.set(decision_id=stored.decision_id, outcome=stored.outcome.name)
             self._observe("evaluate", stored, started)
             return stored
 
@@ -154,14 +159,16 @@ class Guard:
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
         role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
-        with self._store.household_lock(hh):
+        with span("store.lock"), self._store.household_lock(hh):
             # Spend is read and the decision recorded under one lock, so two concurrent orders
             # cannot both fit under a cap that only one of them fits under.
             try:
                 policy = self._store.get_policy(hh)
                 spend = self._spend_snapshot(hh, member_id, now)
                 options = self._challenge_options(hh, members, now)
-                policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
+                with span("policy.evaluate", role=role.name) as s:
+                    policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
+                    s.set(effect=policy_verdict.effect.name, revision=policy.revision if policy else 0)
             except Exception as exc:
                 CHECK_ERRORS.labels("policy").inc()
                 log.warning("policy_facts_failed", error=type(exc).__name__)
@@ -203,9 +210,10 @@ class Guard:
                     now,
                     verdict.low_value_exempt,
                 )
-            stored = self._store.record_decision(
-                decision, *self._audit_args(req, decision), spend=spend_entry, challenge=challenge
-            )
+            with span("store.record", kind="evaluate", outcome=decision.outcome.name):
+                stored = self._store.record_decision(
+                    decision, *self._audit_args(req, decision), spend=spend_entry, challenge=challenge
+                )
         if stored.decision_id == decision_id and challenge is not None:
             self._after_challenge_issued(challenge, now)
         if broadcast.cluster_decisions:
@@ -267,7 +275,10 @@ class Guard:
             members_out.update({m.member_id: m for m in members})
             prints = self._store.list_voiceprints(household_id)
             roles = {m.member_id: m.role for m in members}
-            return VoiceCheck(self._verifier.verify(pcm, prints, roles))
+            with span("voice.verify", encoder=self._verifier.encoder.name, enrolled=len(prints)) as s:
+                result = self._verifier.verify(pcm, prints, roles)
+                s.set(verified=result.verified, usable=result.usable, score=round(result.score, 4))
+            return VoiceCheck(result)
         except Exception as exc:
             CHECK_ERRORS.labels("voice").inc()
             log.warning("voice_check_failed", error=type(exc).__name__)
@@ -277,11 +288,14 @@ class Guard:
         self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
     ) -> BroadcastCheck:
         try:
-            return self._broadcast.check(hh, device_id, decision_id, pcm, now)
+            with span("broadcast.check") as s:
+                found = self._broadcast.check(hh, device_id, decision_id, pcm, now)
+                s.set(matched=bool(found.reasons), cluster_size=len(found.cluster_decisions))
         except Exception as exc:
             CHECK_ERRORS.labels("broadcast").inc()
             log.warning("broadcast_check_failed", error=type(exc).__name__)
             return BroadcastCheck(error="the broadcast check raised an internal error")
+        return found
 
     def _spend_snapshot(self, hh: str, member_id: str | None, now: datetime) -> SpendSnapshot:
         store = self._store
@@ -388,7 +402,7 @@ class Guard:
             raise InvalidArgument("audio is required to answer a spoken challenge")
 
         decision_id = self._ids.new_id("dec")
-        with _decision_context(decision_id, "confirm", household.household_id):
+        with _decision_context(decision_id, "confirm", household.household_id), span("guard.confirm") as root:
             for _ in range(3):
                 now = self._clock.now()
                 verdict, speaker = self._judge(household, challenge, req, pcm, now)
@@ -413,6 +427,9 @@ class Guard:
             if verdict.locked_now:
                 self._on_locked(verdict.challenge, now)
             stored = self._record_confirm(req, household, decision_id, verdict, speaker, now, digest)
+            root.set(
+                decision_id=stored.decision_id, outcome=stored.outcome.name, method=challenge.method.name
+            )
             self._observe("confirm", stored, started)
             return stored
 
