@@ -28,15 +28,15 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.audio import fsdd_join, fsdd_wav  # noqa: E402
+from support.audio import fsdd_join, fsdd_wav
 
-from purchase_guard.api.client import GuardClient  # noqa: E402
-from purchase_guard.api.server import build_server  # noqa: E402
-from purchase_guard.app import build_app  # noqa: E402
-from purchase_guard.config import Settings  # noqa: E402
-from purchase_guard.voice.audio import decode_audio  # noqa: E402
-from purchase_guard.voice.ge2e import Ge2eEncoder  # noqa: E402
-from purchase_guard.voice.vad import trim_silence  # noqa: E402
+from purchase_guard.api.client import GuardClient
+from purchase_guard.api.server import build_server
+from purchase_guard.app import build_app
+from purchase_guard.config import Settings
+from purchase_guard.voice.audio import decode_audio
+from purchase_guard.voice.ge2e import Ge2eEncoder
+from purchase_guard.voice.vad import trim_silence
 
 OPERATOR = "bench-" + "o" * 30
 

@@ -36,9 +36,7 @@ def _field(value: str) -> bytes:
     return len(raw).to_bytes(8, "big") + raw
 
 
-def entry_hash(  # noqa: PLR0917 - the six fields of an entry, in chain order
-    household_id: str, seq: int, decision_id: str, at_iso: str, body: str, prev_hash: str
-) -> str:
+def entry_hash(household_id: str, seq: int, decision_id: str, at_iso: str, body: str, prev_hash: str) -> str:
     """Hex sha256 of the length-prefixed fields of one audit entry."""
     digest = hashlib.sha256()
     digest.update(_field(_DOMAIN.decode("ascii")))

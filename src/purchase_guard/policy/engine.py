@@ -80,7 +80,7 @@ def _categories_text(categories: list[str]) -> str:
     return ", ".join(shown)
 
 
-def evaluate_policy(  # noqa: PLR0917 - the agreed signature; every input is explicit for replay
+def evaluate_policy(
     policy: Policy | None,
     role: Role,
     order: Order,
