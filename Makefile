@@ -48,6 +48,9 @@ protos: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval
 
+replay: $(STAMP)
+	$(BIN)/purchase-guard replay tests/scenarios --data $(DATA) --report reports/replay --junit reports/replay/junit.xml
+
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
 

@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--request-id", default="")
     g.set_defaults(func=_guard)
 
+    sub.add_parser(
+        "replay",
+        help="replay QA scenarios: replay <folders|files> [--target host:port] [--report DIR] [--junit FILE]",
+    )
     ev2 = sub.add_parser("eval", help="evaluation commands: `eval speakers --data DIR --out DIR`")
     ev2.add_argument("rest", nargs=argparse.REMAINDER)
     ev2.set_defaults(func=_eval)
@@ -265,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:
+        # The replay runner owns its own argument parser (documented in docs/replay.md).
+        from purchase_guard.replay.runner import main as replay_main
+
+        return replay_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

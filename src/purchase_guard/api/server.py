@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
+from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
+from purchase_guard.api.testing_servicer import add_test_control
 from purchase_guard.app import App
 from purchase_guard.logs import get_logger
 
@@ -63,7 +65,14 @@ def build_server(app: App) -> RunningServer:
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    extra: tuple[str, ...] = ()
+    if settings.test_mode:
+        # A controllable clock for QA replays; never registered on a production server.
+        add_test_control(server, app)
+        extra = (TEST_CONTROL,)
+    reflection.enable_server_reflection(
+        (*SERVICES, *extra, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise RuntimeError(f"could not bind {settings.listen}")
