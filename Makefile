@@ -51,6 +51,9 @@ eval: $(STAMP)
 replay: $(STAMP)
 	$(BIN)/purchase-guard replay tests/scenarios --data $(DATA) --report reports/replay --junit reports/replay/junit.xml
 
+trust: $(STAMP)
+	$(PY) -m pytest -q tests/privacy tests/trust
+
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
 

@@ -7,10 +7,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
 from purchase_guard.config import Settings
 from purchase_guard.household.service import HouseholdService
+from purchase_guard.limits import InProcessPinGuessCounter, PinGuessCounter, RedisPinGuessCounter
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import NoBroadcastDefence
@@ -80,6 +83,11 @@ def build_app(
     encoder = encoder or build_encoder(settings)
     verifier = VoiceVerifier(encoder, Thresholds.load(encoder.name, settings.thresholds_file))
     token = resolve_operator_token(settings)
-    guard = Guard(settings, store, verifier, NoBroadcastDefence(), pins, clock, ids)
+    pin_guesses: PinGuessCounter
+    if settings.rate_limit_backend == "redis":
+        pin_guesses = RedisPinGuessCounter(redis.Redis.from_url(settings.redis_url, socket_timeout=0.5))
+    else:
+        pin_guesses = InProcessPinGuessCounter()
+    guard = Guard(settings, store, verifier, NoBroadcastDefence(), pins, clock, ids, pin_guesses=pin_guesses)
     households = HouseholdService(settings, store, verifier, pins, clock, ids, token)
     return App(settings, store, verifier, guard, households, clock, token)

@@ -42,8 +42,13 @@ def _serve(_: argparse.Namespace) -> int:
 
     from purchase_guard.api.server import build_server
     from purchase_guard.app import build_app
+    from purchase_guard.errors import GuardError
 
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except GuardError as exc:
+        print(f"purchase-guard: cannot start: {exc}", file=sys.stderr)
+        return 3
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     running = build_server(app)

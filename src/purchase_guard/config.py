@@ -62,6 +62,19 @@ class Settings:
     approval_expiry: timedelta = timedelta(hours=24)
     max_attempts: int = 5
     random_digits: int = 4
+    # mTLS: with cert and key the server listens with TLS; with a client CA it requires client certs.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    rate_limits_enabled: bool = True
+    rate_limit_backend: str = "memory"  # memory | redis (shared by replicas)
+    evaluate_per_household_per_minute: int = 60
+    evaluate_per_device_per_minute: int = 20
+    confirm_per_household_per_minute: int = 30
+    confirm_per_device_per_minute: int = 10
+    enroll_per_household_per_hour: int = 20
+    # Wrong PIN answers per household per hour across all challenges (brute force over many challenges).
+    pin_wrong_per_household_per_hour: int = 10
     # Test mode enables the controllable clock (replay `wait` steps) and the fake encoder.
     test_mode: bool = False
     log_level: str = "info"
@@ -98,6 +111,23 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_OTHER_HOUSEHOLDS must be 1-100")
         if not 0.0 <= self.broadcast_promote_hours <= 24.0 * 30:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_PROMOTE_HOURS must be 0-720")
+        if self.rate_limit_backend not in WINDOWS:
+            raise ConfigError(f"{ENV_PREFIX}RATE_LIMIT_BACKEND must be one of {WINDOWS}")
+        if self.rate_limit_backend == "redis" and not self.redis_url:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_URL is required when {ENV_PREFIX}RATE_LIMIT_BACKEND=redis")
+        for name in (
+            "evaluate_per_household_per_minute",
+            "evaluate_per_device_per_minute",
+            "confirm_per_household_per_minute",
+            "confirm_per_device_per_minute",
+            "enroll_per_household_per_hour",
+            "pin_wrong_per_household_per_hour",
+        ):
+            if not 1 <= getattr(self, name) <= 100_000:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 1-100000")
+        from purchase_guard.api.tls import tls_config  # lazy: api.tls imports this module
+
+        tls_config(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:
@@ -151,7 +181,13 @@ def _parse(name: str, raw: str, default: object) -> object:
             return float(raw)
         if isinstance(default, timedelta):
             return timedelta(seconds=float(raw))
-        if isinstance(default, Path) or name in ("ge2e_weights", "thresholds_file"):
+        if isinstance(default, Path) or name in (
+            "ge2e_weights",
+            "thresholds_file",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+        ):
             return Path(raw) if raw else None
     except ValueError as exc:
         raise ConfigError(f"{env}: cannot parse {raw!r}") from exc

@@ -40,6 +40,12 @@ def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
     return event
 
 
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    # sys.stderr is looked up per logger, not once at start, so a redirected stderr (pytest's
+    # capture, a daemon's log file) is honoured instead of writing to a closed stream.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(
@@ -52,7 +58,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

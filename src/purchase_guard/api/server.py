@@ -12,10 +12,14 @@ from grpc_reflection.v1alpha import reflection
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
 from purchase_guard.api.errors import ErrorInterceptor
+from purchase_guard.api.limits_interceptor import LimitsInterceptor, default_method_limits
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
 from purchase_guard.api.testing_servicer import add_test_control
+from purchase_guard.api.tls import server_credentials, tls_config
 from purchase_guard.app import App
+from purchase_guard.config import Settings
+from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from purchase_guard.logs import get_logger
 
 log = get_logger("purchase_guard.server")
@@ -49,15 +53,34 @@ class RunningServer:
         self.app.store.close()
 
 
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.rate_limit_backend == "redis":
+        return RedisRateLimiter.from_url(settings.redis_url, prefix="pg:rl:")
+    return InProcessRateLimiter()
+
+
 def build_server(app: App) -> RunningServer:
     settings = app.settings
+    limits = (
+        default_method_limits(
+            evaluate_per_household_per_minute=settings.evaluate_per_household_per_minute,
+            evaluate_per_device_per_minute=settings.evaluate_per_device_per_minute,
+            confirm_per_household_per_minute=settings.confirm_per_household_per_minute,
+            confirm_per_device_per_minute=settings.confirm_per_device_per_minute,
+            enroll_per_household_per_hour=settings.enroll_per_household_per_hour,
+        )
+        if settings.rate_limits_enabled
+        else {}
+    )
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="guard"),
-        interceptors=[ErrorInterceptor()],
+        # Limits first and outermost: it also turns unparseable requests into INVALID_ARGUMENT
+        # (gRPC itself would answer INTERNAL) and refuses requests whose deadline has passed.
+        interceptors=[LimitsInterceptor(build_rate_limiter(settings), limits), ErrorInterceptor()],
         options=options,
         maximum_concurrent_rpcs=settings.workers * 8,
     )
@@ -73,7 +96,11 @@ def build_server(app: App) -> RunningServer:
     reflection.enable_server_reflection(
         (*SERVICES, *extra, reflection.SERVICE_NAME, health.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
+    tls = tls_config(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    if tls is not None:
+        port = server.add_secure_port(settings.listen, server_credentials(tls))
+    else:
+        port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise RuntimeError(f"could not bind {settings.listen}")
     stop = threading.Event()

@@ -49,6 +49,13 @@ from purchase_guard.domain import (
     SpendSnapshot,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument
+from purchase_guard.limits import (
+    InProcessPinGuessCounter,
+    PinGuessCounter,
+    PinGuessPolicy,
+    pin_guess_gate,
+    record_wrong_pin,
+)
 from purchase_guard.logs import get_logger
 from purchase_guard.metrics import CHECK_ERRORS, DECISIONS, LATENCY, REASONS
 from purchase_guard.money import format_money
@@ -112,6 +119,8 @@ class Guard:
         clock: Clock,
         ids: IdSource,
         child_threshold: float = DEFAULT_CHILD_THRESHOLD,
+        pin_guesses: PinGuessCounter | None = None,
+        pin_policy: PinGuessPolicy | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -121,6 +130,10 @@ class Guard:
         self._clock = clock
         self._ids = ids
         self._child_threshold = child_threshold
+        # Wrong PINs are also counted per household across challenges, so a brute force spread
+        # over many short-lived challenges is throttled too (each challenge only allows 5).
+        self._pin_guesses = pin_guesses or InProcessPinGuessCounter()
+        self._pin_policy = pin_policy or PinGuessPolicy(max_wrong=settings.pin_wrong_per_household_per_hour)
 
     # ------------------------------------------------------------------ Evaluate
     def evaluate(self, req: EvaluateInput) -> Decision:
@@ -424,6 +437,10 @@ class Guard:
                     challenge,
                 )
                 speaker = None
+            if challenge.method is ChallengeMethod.SPOKEN_PIN and any(
+                r.code in (ReasonCode.PIN_INCORRECT, ReasonCode.SPEAKER_MISMATCH) for r in verdict.reasons
+            ):
+                record_wrong_pin(self._pin_guesses, household.household_id, now)
             if verdict.locked_now:
                 self._on_locked(verdict.challenge, now)
             stored = self._record_confirm(req, household, decision_id, verdict, speaker, now, digest)
@@ -466,6 +483,9 @@ class Guard:
                     ),
                     challenge,
                 ), None
+            gate = pin_guess_gate(self._pin_guesses, self._pin_policy, hh, now)
+            if gate is not None:  # PIN_THROTTLED, or GUARD_ERROR when the counter is down
+                return AnswerVerdict(Outcome.DENY, (gate,), challenge), None
         members: dict[str, Member] = {}
         voice = self._check_voice(hh, pcm, members)
         result = voice.result

@@ -146,7 +146,7 @@ def decode_audio(
         raise AudioError("audio contains NaN or infinite samples")
 
     # Averaging channels rather than picking one keeps a voice that was panned to one side.
-    mono = frames.mean(axis=1, dtype=np.float32)
+    mono = frames.mean(axis=1, dtype=np.float64)  # float32 overflows to inf on extreme float WAVs
     resampled = _resample(mono, rate)
     # Float WAVs may exceed full scale and resampling can overshoot slightly at peaks; the
     # contract downstream is [-1, 1].
