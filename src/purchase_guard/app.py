@@ -11,13 +11,15 @@ import redis
 
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
-from purchase_guard.config import Settings
+from purchase_guard.config import ConfigError, Settings
 from purchase_guard.household.service import HouseholdService
 from purchase_guard.limits import InProcessPinGuessCounter, PinGuessCounter, RedisPinGuessCounter
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import NoBroadcastDefence
-from purchase_guard.store.protocol import Store
+from purchase_guard.privacy.keys import resolve_master_keys
+from purchase_guard.privacy.service import PrivacyService
+from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.encoder import SpeakerEncoder
 from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
@@ -28,12 +30,13 @@ log = get_logger("purchase_guard.app")
 @dataclass
 class App:
     settings: Settings
-    store: Store
+    store: PrivacyStore
     verifier: VoiceVerifier
     guard: Guard
     households: HouseholdService
     clock: Clock
     operator_token: str
+    privacy: PrivacyService
 
 
 def build_encoder(settings: Settings) -> SpeakerEncoder:
@@ -64,18 +67,26 @@ def resolve_operator_token(settings: Settings) -> str:
     return token
 
 
+def build_store(settings: Settings) -> PrivacyStore:
+    try:
+        master = resolve_master_keys(settings.master_key, Path(settings.master_key_file))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(settings.sqlite_path, master_keys=master)
+
+
 def build_app(
     settings: Settings,
     *,
-    store: Store | None = None,
+    store: PrivacyStore | None = None,
     encoder: SpeakerEncoder | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
     pins: PinHasher | None = None,
 ) -> App:
     if store is None:
-        Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-        store = SqliteStore(settings.sqlite_path)
+        store = build_store(settings)
     if clock is None:
         clock = OffsetClock() if settings.test_mode else SystemClock()
     ids = ids or RandomIds()
@@ -90,4 +101,5 @@ def build_app(
         pin_guesses = InProcessPinGuessCounter()
     guard = Guard(settings, store, verifier, NoBroadcastDefence(), pins, clock, ids, pin_guesses=pin_guesses)
     households = HouseholdService(settings, store, verifier, pins, clock, ids, token)
-    return App(settings, store, verifier, guard, households, clock, token)
+    privacy = PrivacyService(store, households, clock)
+    return App(settings, store, verifier, guard, households, clock, token, privacy)

@@ -137,6 +137,21 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
         return client.pending_approvals(a.household)
     if cmd in ("approve", "reject"):
         return client.resolve_approval(a.household, a.challenge, a.parent_member, cmd == "approve")
+    if cmd == "export":
+        reply = client.export_household(a.household)
+        fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(reply.archive)
+        return {
+            "household_id": reply.household_id,
+            "out": a.out,
+            "sha256": reply.sha256,
+            "parts": [{"name": p.name, "records": p.records, "sha256": p.sha256} for p in reply.parts],
+        }
+    if cmd == "erase":
+        if not a.yes:
+            raise SystemExit("erase cannot be undone: add --yes to confirm")
+        return client.erase_household(a.household)
     if cmd == "verify-audit":
         return client.verify_audit(a.household)
     raise SystemExit(f"unknown admin command {cmd}")
@@ -241,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--household", required=True)
         x.add_argument("--challenge", required=True)
         x.add_argument("--parent-member", required=True)
+    ex = asub.add_parser("export", help="write the household's complete data (GDPR Art. 15) as a ZIP archive")
+    ex.add_argument("--household", required=True)
+    ex.add_argument("--out", required=True, help="archive file to write (mode 0600)")
+    er = asub.add_parser(
+        "erase", help="erase the household's data and destroy its key (GDPR Art. 17); cannot be undone"
+    )
+    er.add_argument("--household", required=True)
+    er.add_argument("--yes", action="store_true", help="confirm the erasure")
     adm.set_defaults(func=_admin)
 
     g = sub.add_parser("guard", help="call Evaluate or Confirm (for QA and smoke tests)")

@@ -75,6 +75,12 @@ class Settings:
     enroll_per_household_per_hour: int = 20
     # Wrong PIN answers per household per hour across all challenges (brute force over many challenges).
     pin_wrong_per_household_per_hour: int = 10
+    # Envelope encryption (docs/privacy.md): base64 32-byte master key(s), active first; else a file.
+    master_key: str = field(default="", repr=False)
+    master_key_file: Path = Path("var/master-key")
+    # Purge decisions and audit entries older than this many days; 0 keeps everything.
+    retention_days: int = 0
+    retention_interval_seconds: float = 3600.0
     # Test mode enables the controllable clock (replay `wait` steps) and the fake encoder.
     test_mode: bool = False
     log_level: str = "info"
@@ -111,6 +117,19 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_OTHER_HOUSEHOLDS must be 1-100")
         if not 0.0 <= self.broadcast_promote_hours <= 24.0 * 30:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_PROMOTE_HOURS must be 0-720")
+        if self.retention_days and self.retention_days < 31:
+            raise ConfigError(
+                f"{ENV_PREFIX}RETENTION_DAYS must be 0 (keep all) or at least 31 (30-day caps read spend)"
+            )
+        if not 60.0 <= self.retention_interval_seconds <= 7 * 86400.0:
+            raise ConfigError(f"{ENV_PREFIX}RETENTION_INTERVAL_SECONDS must be 60-604800")
+        if self.master_key:
+            from purchase_guard.privacy.keys import parse_master_keys
+
+            try:
+                parse_master_keys(self.master_key, f"{ENV_PREFIX}MASTER_KEY")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         if self.rate_limit_backend not in WINDOWS:
             raise ConfigError(f"{ENV_PREFIX}RATE_LIMIT_BACKEND must be one of {WINDOWS}")
         if self.rate_limit_backend == "redis" and not self.redis_url:

@@ -148,7 +148,7 @@ def configure_tracing(
     diagnostics, not a safety check, so a missing `[otel]` extra logs a warning and leaves
     tracing off rather than stopping the server.
     """
-    global _state
+    global _state  # noqa: PLW0603 - one process-wide tracer provider, swapped atomically
     previous, _state = _state, None
     if previous is not None:
         previous.provider.shutdown()

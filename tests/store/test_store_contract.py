@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -26,7 +26,8 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from purchase_guard.store.protocol import Store
+from purchase_guard.privacy.retention import verify_anchored_chain
+from purchase_guard.store.protocol import PrivacyStore, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -323,7 +324,6 @@ def test_audit_chain_grows_and_verifies(store: Store, make: Make) -> None:
     assert [e.decision_id for e in entries] == [d.decision_id for d in decisions]
     assert entries[0].prev_hash == GENESIS
     assert [e.prev_hash for e in entries[1:]] == [e.entry_hash for e in entries[:-1]]
-    assert entries[1].body == '{"n":1}'
     assert entries[2].at == decisions[2].decided_at
     report = verify_chain(entries)
     assert (report.ok, report.entries, report.first_bad_seq) == (True, 3, None)
@@ -632,3 +632,256 @@ def test_data_survives_reopen(backend: Backend, make: Make) -> None:
     again.record_decision(make.decision(hid), "dg", "{}")
     assert [e.seq for e in again.audit_entries(hid)] == [1, 2]
     assert verify_chain(again.audit_entries(hid)).ok
+
+
+# --- privacy: sealed bodies, records for export, erasure, retention --------------------------
+#
+# PrivacyStore methods. A backend that does not implement them yet is skipped here, so that
+# the gap shows in the test report instead of failing everything else.
+
+
+def _privacy(store: Store) -> PrivacyStore:
+    if not hasattr(store, "household_records"):
+        pytest.skip(f"{type(store).__name__} does not implement PrivacyStore yet")
+    return cast("PrivacyStore", store)
+
+
+def _full_household(store: Store, make: Make, name: str = "Home") -> str:
+    """A household with a row in every table: member, voiceprint, policy, PIN, decision with
+    spend and challenge, notification."""
+    hid = make.household(store, name=name).household_id
+    member = make.member(store, hid, name=f"{name} Ada")
+    store.put_voiceprint(Voiceprint(member.member_id, hid, "ge2e-v1", (0.25, -0.5, 1.0), 3, T0))
+    store.put_policy(hid, _policy(), T0)
+    store.put_pin(PinState(hid, "argon2id$hash", 0, None, T0))
+    d = make.decision(hid, member_id=member.member_id, outcome=Outcome.CHALLENGE)
+    challenge = make.challenge(hid, d.decision_id)
+    store.record_decision(
+        d, "dg", f'{{"household_id":"{hid}","n":1}}', spend=make.spend(d), challenge=challenge
+    )
+    store.add_notification(make.notification(hid, challenge_id=challenge.challenge_id))
+    return hid
+
+
+def test_audit_bodies_are_stored_sealed_and_open_in_the_records(store: Store, make: Make) -> None:
+    """The audit body as stored (and hashed) is sealed text, not the record; household_records opens it."""
+    privacy = _privacy(store)
+    hid = make.household(store).household_id
+    store.record_decision(make.decision(hid), "dg", '{"n":1}')
+    (entry,) = store.audit_entries(hid)
+    assert entry.body.startswith("pgs1:")
+    assert '"n"' not in entry.body
+    assert verify_chain([entry]).ok
+    (record,) = privacy.household_records(hid).audit
+    assert (record.body, record.sealed, record.entry) == ('{"n":1}', True, entry)
+
+
+def test_household_records_hold_that_household_only(store: Store, make: Make) -> None:
+    """Every record returned for A belongs to A, however much B has stored beside it."""
+    privacy = _privacy(store)
+    a = _full_household(store, make, "Alpha")
+    b = _full_household(store, make, "Bravo")
+    records = privacy.household_records(a)
+    assert records.household.name == "Alpha"
+    assert [m.display_name for m in records.members] == ["Alpha Ada"]
+    groups = (
+        records.members,
+        records.voiceprints,
+        records.policies,
+        records.decisions,
+        records.spend,
+        records.challenges,
+        records.notifications,
+    )
+    assert all(len(group) == 1 for group in groups)
+    assert {r.household_id for group in groups for r in group} == {a}
+    assert [r.entry.household_id for r in records.audit] == [a]
+    assert records.pin is not None
+    assert records.pin.household_id == a
+    assert b not in repr(records)
+    with pytest.raises(NotFound):
+        privacy.household_records("hh_x")
+
+
+def test_household_records_carry_voiceprint_metadata_and_every_policy_revision(
+    store: Store, make: Make
+) -> None:
+    """Voiceprints come back as metadata (no embedding field at all); every policy revision is there."""
+    privacy = _privacy(store)
+    hid = _full_household(store, make)
+    store.put_policy(hid, replace(_policy(), household_daily_cap_minor=7), T0 + timedelta(days=1))
+    records = privacy.household_records(hid)
+    (info,) = records.voiceprints
+    assert (info.encoder, info.dim, info.n_utterances) == ("ge2e-v1", 3, 3)
+    assert not hasattr(info, "embedding")
+    assert [(p.policy.revision, p.created_at) for p in records.policies] == [
+        (1, T0),
+        (2, T0 + timedelta(days=1)),
+    ]
+
+
+def test_erasure_deletes_everything_but_the_sealed_audit_chain(store: Store, make: Make) -> None:
+    """After erasure: no row of the household is readable, its token resolves to nothing, a tombstone
+    records where the kept chain ends, and that chain still verifies."""
+    privacy = _privacy(store)
+    hid = _full_household(store, make)
+    entries = store.audit_entries(hid)
+    tombstone, erased = privacy.erase_household(hid, T0 + timedelta(days=2))
+    assert erased
+    assert tombstone.household_id == hid
+    assert (tombstone.erased_at, tombstone.audit_entries) == (T0 + timedelta(days=2), 1)
+    assert tombstone.audit_head == entries[-1].entry_hash
+    assert privacy.get_tombstone(hid) == tombstone
+    with pytest.raises(NotFound):
+        store.get_household(hid)
+    assert store.household_for_token_hash(f"hash-of-{hid}") is None
+    assert store.list_members(hid) == []
+    assert store.list_voiceprints(hid) == []
+    assert store.get_policy(hid) is None
+    assert store.get_pin(hid) is None
+    assert store.list_decisions(hid, 10) == []
+    assert store.spend_since(hid, None, T0 - timedelta(days=1)) == 0
+    assert store.list_challenges(hid) == []
+    assert store.list_notifications(hid) == []
+    assert store.audit_entries(hid) == entries
+    assert verify_anchored_chain(store.audit_entries(hid), None, tombstone.audit_head).ok
+    with pytest.raises(NotFound):
+        privacy.household_records(hid)
+
+
+def test_erasure_is_idempotent_and_unknown_households_are_not_found(store: Store, make: Make) -> None:
+    """A second erasure returns the first tombstone and says it did nothing; an unknown id is NotFound."""
+    privacy = _privacy(store)
+    hid = _full_household(store, make)
+    first, _ = privacy.erase_household(hid, T0)
+    again, erased = privacy.erase_household(hid, T0 + timedelta(hours=1))
+    assert (again, erased) == (first, False)
+    with pytest.raises(NotFound):
+        privacy.erase_household("hh_x", T0)
+    assert privacy.get_tombstone("hh_x") is None
+
+
+def test_an_erased_household_id_is_never_reused(store: Store, make: Make) -> None:
+    """Creating a household with an erased id is AlreadyExists (its kept chain must not grow again)."""
+    privacy = _privacy(store)
+    hid = _full_household(store, make)
+    privacy.erase_household(hid, T0)
+    with pytest.raises(AlreadyExists):
+        store.create_household(Household(hid, "New", "UTC", "EUR", False, T0), "another-hash")
+
+
+def test_erasure_leaves_other_households_untouched(store: Store, make: Make) -> None:
+    """Erasing A changes nothing of B: B's records before and after are equal and B's chain verifies."""
+    privacy = _privacy(store)
+    a = _full_household(store, make, "Alpha")
+    b = _full_household(store, make, "Bravo")
+    before = privacy.household_records(b)
+    privacy.erase_household(a, T0)
+    assert privacy.household_records(b) == before
+    assert verify_chain(store.audit_entries(b)).ok
+
+
+def _decisions_at(store: Store, make: Make, hid: str, days: list[int]) -> None:
+    for day in days:
+        d = make.decision(hid, at=T0 + timedelta(days=day))
+        store.record_decision(d, "dg", "{}", spend=make.spend(d))
+
+
+def test_purge_drops_the_old_prefix_and_anchors_the_rest(store: Store, make: Make) -> None:
+    """Decisions and audit entries before the cutoff go; the anchor holds the last purged entry's
+    hash, and the kept chain verifies from it (but not from the genesis)."""
+    privacy = _privacy(store)
+    hid = make.household(store).household_id
+    _decisions_at(store, make, hid, [0, 1, 2, 40, 41])
+    before = store.audit_entries(hid)
+    result = privacy.purge_household(hid, T0 + timedelta(days=10))
+    assert (result.decisions, result.spend, result.audit_entries) == (3, 3, 3)
+    assert result.anchor is not None
+    assert (result.anchor.seq, result.anchor.entry_hash) == (3, before[2].entry_hash)
+    assert privacy.audit_anchor(hid) == result.anchor
+    kept = store.audit_entries(hid)
+    assert kept == before[3:]
+    assert verify_anchored_chain(kept, result.anchor).ok
+    assert not verify_chain(kept).ok
+    assert len(store.list_decisions(hid, 10)) == 2
+    again = privacy.purge_household(hid, T0 + timedelta(days=10))
+    assert (again.decisions, again.audit_entries, again.anchor) == (0, 0, result.anchor)
+
+
+def test_chain_continues_from_the_anchor_after_everything_was_purged(store: Store, make: Make) -> None:
+    """With every entry purged, the next decision gets the next seq and links to the anchor."""
+    privacy = _privacy(store)
+    hid = make.household(store).household_id
+    _decisions_at(store, make, hid, [0, 1])
+    last = store.audit_entries(hid)[-1]
+    anchor = privacy.purge_household(hid, T0 + timedelta(days=60)).anchor
+    assert store.audit_entries(hid) == []
+    store.record_decision(make.decision(hid, at=T0 + timedelta(days=61)), "dg", "{}")
+    (entry,) = store.audit_entries(hid)
+    assert (entry.seq, entry.prev_hash) == (3, last.entry_hash)
+    assert verify_anchored_chain([entry], anchor).ok
+
+
+def test_purge_keeps_exempt_spend_that_still_counts(store: Store, make: Make) -> None:
+    """Old low-value-exempt spend after the last passed challenge, its decision and that challenge stay:
+    the exemption's cumulative count must not shrink because time passed."""
+    privacy = _privacy(store)
+    hid = make.household(store).household_id
+    evaluate = make.decision(hid, outcome=Outcome.CHALLENGE)
+    challenge = make.challenge(hid, evaluate.decision_id, status=ChallengeStatus.PASSED)
+    store.record_decision(evaluate, "dg", "{}", challenge=challenge)
+    _spend(store, make, hid, 300, exempt=True)
+    _spend(store, make, hid, 5000, exempt=False)
+    assert store.exempt_spend_since_last_challenge(hid) == 300
+    result = privacy.purge_household(hid, T0 + timedelta(days=40))
+    assert (result.spend, result.decisions, result.challenges) == (1, 2, 0)
+    assert store.exempt_spend_since_last_challenge(hid) == 300
+    assert store.get_challenge(hid, challenge.challenge_id).status is ChallengeStatus.PASSED
+
+
+def test_purge_removes_old_closed_challenges_and_notifications(store: Store, make: Make) -> None:
+    """Challenges that expired before the cutoff (other than the last passed one) and old
+    notifications are purged; newer ones stay."""
+    privacy = _privacy(store)
+    hid = make.household(store).household_id
+    d = make.decision(hid, outcome=Outcome.CHALLENGE)
+    store.record_decision(d, "dg", "{}", challenge=make.challenge(hid, d.decision_id))
+    late = T0 + timedelta(days=50)
+    d2 = make.decision(hid, outcome=Outcome.CHALLENGE, at=late)
+    newer = make.challenge(hid, d2.decision_id, at=late)
+    store.record_decision(d2, "dg", "{}", challenge=newer)
+    store.add_notification(make.notification(hid, T0))
+    kept = make.notification(hid, late)
+    store.add_notification(kept)
+    result = privacy.purge_household(hid, T0 + timedelta(days=40))
+    assert (result.challenges, result.notifications) == (1, 1)
+    assert store.list_challenges(hid) == [newer]
+    assert store.list_notifications(hid) == [kept]
+
+
+def test_retention_candidates_are_households_with_old_rows(store: Store, make: Make) -> None:
+    """Households with decisions, audit entries or notifications before the cutoff are candidates,
+    erased ones included (their sealed audit entries age out too); others are not."""
+    privacy = _privacy(store)
+    old = make.household(store).household_id
+    _decisions_at(store, make, old, [0])
+    recent = make.household(store).household_id
+    _decisions_at(store, make, recent, [50])
+    erased = make.household(store).household_id
+    _decisions_at(store, make, erased, [0])
+    privacy.erase_household(erased, T0 + timedelta(days=1))
+    noted = make.household(store).household_id
+    store.add_notification(make.notification(noted, T0))
+    assert privacy.retention_candidates(T0 + timedelta(days=10)) == sorted([old, erased, noted])
+
+
+def test_list_household_ids_includes_erased_households_with_a_chain(store: Store, make: Make) -> None:
+    """The startup audit check finds live households and erased ones (whose chains are kept)."""
+    privacy = _privacy(store)
+    lister = getattr(store, "list_household_ids", None)
+    if lister is None:
+        pytest.skip(f"{type(store).__name__} cannot list households")
+    live = make.household(store).household_id
+    erased = _full_household(store, make)
+    privacy.erase_household(erased, T0)
+    assert lister() == sorted([live, erased])

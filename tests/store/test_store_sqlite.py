@@ -13,8 +13,10 @@ import pytest
 
 from purchase_guard.domain import Household, Member, Role, Voiceprint
 from purchase_guard.errors import Unavailable
+from purchase_guard.privacy.keys import TEST_MASTER_KEY, KeyRing, MasterKeys, key_id_of
+from purchase_guard.store import codec
 from purchase_guard.store.migrate import Migration, apply_sqlite, load_migrations, split_statements
-from purchase_guard.store.sqlite import SqliteStore
+from purchase_guard.store.sqlite import SqliteKeyStore, SqliteStore
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -49,7 +51,7 @@ def test_migrations_apply_once(db: Path) -> None:
     first = _query(db, "SELECT version, name FROM schema_migrations")
     schema = _query(db, "SELECT sql FROM sqlite_master ORDER BY name")
     SqliteStore(db).close()
-    assert first == [(1, "init")]
+    assert first == [(1, "init"), (2, "privacy")]
     assert _query(db, "SELECT version, name FROM schema_migrations") == first
     assert _query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
@@ -107,15 +109,22 @@ def test_household_tables_are_indexed_by_household(db: Path) -> None:
         assert "household_id" in first_columns, table
 
 
-def test_embedding_is_float32_little_endian(store: SqliteStore, db: Path) -> None:
-    """The embedding column holds dim float32 values, little-endian."""
-    store.create_household(Household("hh_1", "H", "UTC", "EUR", False, T0), "tok")
-    store.add_member(Member("mem_1", "hh_1", "Ada", Role.ADULT, True, T0))
-    store.put_voiceprint(Voiceprint("mem_1", "hh_1", "ge2e-v1", (1.5, -2.0, 0.25), 3, T0))
+def test_embedding_is_sealed_float32_little_endian(db: Path) -> None:
+    """The embedding column holds the sealed bytes of dim float32 values, little-endian, bound to the
+    member, encoder and dimension; the wrapped data key sits in data_keys of the same file."""
+    ring = KeyRing(MasterKeys.of(TEST_MASTER_KEY), SqliteKeyStore(db))
+    with SqliteStore(db, sealer=ring) as store:
+        store.create_household(Household("hh_1", "H", "UTC", "EUR", False, T0), "tok")
+        store.add_member(Member("mem_1", "hh_1", "Ada", Role.ADULT, True, T0))
+        store.put_voiceprint(Voiceprint("mem_1", "hh_1", "ge2e-v1", (1.5, -2.0, 0.25), 3, T0))
     ((blob, dim),) = _query(db, "SELECT embedding, dim FROM voiceprints")
     assert dim == 3
     assert isinstance(blob, bytes)
-    assert blob == struct.pack("<3f", 1.5, -2.0, 0.25)
+    packed = struct.pack("<3f", 1.5, -2.0, 0.25)
+    assert packed not in blob
+    assert ring.open("hh_1", blob, codec.voiceprint_aad("mem_1", "ge2e-v1", 3)) == packed
+    ((household, master_key_id),) = _query(db, "SELECT household_id, master_key_id FROM data_keys")
+    assert (household, master_key_id) == ("hh_1", key_id_of(TEST_MASTER_KEY))
 
 
 def test_timestamps_are_fixed_width_utc_text(store: SqliteStore, db: Path) -> None:

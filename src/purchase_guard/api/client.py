@@ -15,6 +15,8 @@ from purchase_guard._gen.purchaseguard.v1 import (
     common_pb2,
     guard_pb2,
     guard_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
 )
 
 
@@ -31,8 +33,13 @@ class GuardClient:
 
     def __init__(self, target: str, token: str = "", timeout: float = 60.0) -> None:
         self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+            target,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
         )
+        self._data = privacy_pb2_grpc.HouseholdDataStub(self._channel)
         self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)
         self._admin = admin_pb2_grpc.HouseholdAdminStub(self._channel)
         self._token = token
@@ -133,6 +140,24 @@ class GuardClient:
 
     def verify_audit(self, household_id: str) -> dict[str, Any]:
         return self._call("VerifyAudit", admin_pb2.VerifyAuditRequest(household_id=household_id))
+
+    def export_household(self, household_id: str) -> privacy_pb2.ExportHouseholdResponse:
+        return self._data.ExportHousehold(
+            privacy_pb2.ExportHouseholdRequest(household_id=household_id),
+            metadata=self._meta(),
+            timeout=self._timeout,
+        )
+
+    def erase_household(self, household_id: str) -> dict[str, Any]:
+        return _dict(
+            self._data.EraseHousehold(
+                privacy_pb2.EraseHouseholdRequest(
+                    household_id=household_id, confirm_household_id=household_id
+                ),
+                metadata=self._meta(),
+                timeout=self._timeout,
+            )
+        )
 
     # ---------------------------------------------------------------- guard
     def evaluate(

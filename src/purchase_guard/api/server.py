@@ -10,23 +10,34 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
+from purchase_guard._gen.purchaseguard.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    guard_pb2,
+    guard_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
+)
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.limits_interceptor import LimitsInterceptor, default_method_limits
+from purchase_guard.api.privacy_servicer import HouseholdDataServicer
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
 from purchase_guard.api.testing_servicer import add_test_control
 from purchase_guard.api.tls import server_credentials, tls_config
 from purchase_guard.app import App
+from purchase_guard.audit.startup import ListsHouseholds, verify_all_chains
 from purchase_guard.config import Settings
 from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from purchase_guard.logs import get_logger
+from purchase_guard.privacy.retention import RetentionWorker
 
 log = get_logger("purchase_guard.server")
 
 SERVICES = (
     guard_pb2.DESCRIPTOR.services_by_name["PurchaseGuard"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["HouseholdAdmin"].full_name,
+    privacy_pb2.DESCRIPTOR.services_by_name["HouseholdData"].full_name,
 )
 
 
@@ -37,6 +48,7 @@ class RunningServer:
     health: health.HealthServicer
     app: App
     _stop_probe: threading.Event
+    retention: RetentionWorker | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -50,6 +62,8 @@ class RunningServer:
         self._stop_probe.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(self.app.settings.grace_seconds if grace is None else grace).wait()
+        if self.retention is not None:
+            self.retention.stop()
         self.app.store.close()
 
 
@@ -86,6 +100,7 @@ def build_server(app: App) -> RunningServer:
     )
     guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
+    privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(app.privacy), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     extra: tuple[str, ...] = ()
@@ -104,7 +119,21 @@ def build_server(app: App) -> RunningServer:
     if port == 0:
         raise RuntimeError(f"could not bind {settings.listen}")
     stop = threading.Event()
-    running = RunningServer(server, port, health_servicer, app, stop)
+    retention = None
+    if settings.retention_days:
+        retention = RetentionWorker(
+            app.store, app.clock.now, settings.retention_days, settings.retention_interval_seconds
+        )
+        retention.start()
+    running = RunningServer(server, port, health_servicer, app, stop, retention)
+    # A server killed mid-write, or a restored or edited database, must not go back to deciding
+    # silently on top of a broken record: every chain is checked, and a broken one is logged loudly.
+    if isinstance(app.store, ListsHouseholds):
+        audit = verify_all_chains(app.store)
+        if not audit.ok:
+            log.error("audit_chains_broken_at_start", households=[b.household_id for b in audit.broken])
+    else:
+        log.warning("audit_chains_not_verified_at_start", reason="the store cannot list households")
     running.set_serving(True)
     threading.Thread(target=_probe, args=(running,), name="health-probe", daemon=True).start()
     server.start()

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from purchase_guard.audit.chain import ChainReport, verify_chain
+from purchase_guard.audit.chain import ChainReport
 from purchase_guard.logs import get_logger
-from purchase_guard.store.protocol import Store
+from purchase_guard.privacy.retention import verify_household_audit
+from purchase_guard.store.protocol import PrivacyStore
 
 log = get_logger("purchase_guard.audit.startup")
 
@@ -46,7 +47,7 @@ class StartupAuditReport:
         return not self.broken
 
 
-def verify_all_chains(store: Store, household_ids: Iterable[str] | None = None) -> StartupAuditReport:
+def verify_all_chains(store: PrivacyStore, household_ids: Iterable[str] | None = None) -> StartupAuditReport:
     """Check the audit chain of every household (all of `household_ids`, else all the store has).
 
     A household whose entries cannot even be read counts as broken: an unverifiable chain is
@@ -62,7 +63,7 @@ def verify_all_chains(store: Store, household_ids: Iterable[str] | None = None) 
     for hh in household_ids:
         households += 1
         try:
-            report: ChainReport = verify_chain(store.audit_entries(hh))
+            report: ChainReport = verify_household_audit(store, hh)
         except Exception as exc:
             broken.append(BrokenChain(hh, None, f"entries could not be read: {type(exc).__name__}"))
             continue

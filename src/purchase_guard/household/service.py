@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from purchase_guard.audit.chain import ChainReport, verify_chain
+from purchase_guard.audit.chain import ChainReport
 from purchase_guard.audit.records import audit_body
 from purchase_guard.challenge.pin import PinHasher, validate_pin
 from purchase_guard.clock import Clock, IdSource
@@ -52,7 +52,8 @@ from purchase_guard.pipeline.guard import challenge_info
 from purchase_guard.pipeline.validate import validate_id
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.policy.validate import validate_policy
-from purchase_guard.store.protocol import Store
+from purchase_guard.privacy.retention import verify_household_audit
+from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.voice.audio import decode_audio
 from purchase_guard.voice.quality import TakeReport, assess_enrollment
 from purchase_guard.voice.verifier import VoiceVerifier
@@ -87,7 +88,7 @@ class HouseholdService:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: PrivacyStore,
         verifier: VoiceVerifier,
         pins: PinHasher,
         clock: Clock,
@@ -305,8 +306,13 @@ class HouseholdService:
         return updated
 
     def verify_audit(self, principal: Principal, household_id: str) -> ChainReport:
-        self.get_household(principal, household_id)
-        return verify_chain(self._store.audit_entries(household_id))
+        # An erased household has no row any more, but its sealed chain and tombstone remain
+        # and must still verify; a purged chain verifies from its anchor.
+        self.authorize(principal, household_id)
+        hid = validate_id(household_id, "household_id")
+        if self._store.get_tombstone(hid) is None:
+            self._store.get_household(hid)
+        return verify_household_audit(self._store, hid)
 
     def now(self) -> datetime:
         return self._clock.now()

@@ -5,14 +5,16 @@ timezone-aware; they are stored in UTC with microseconds in a fixed-width form
 (`2026-05-09T07:35:25.000000Z`) so that text comparison orders them correctly in SQLite
 and PostgreSQL alike. Frozensets are written as sorted lists so equal values give equal
 JSON. Embeddings are never part of these records: voiceprints have their own binary column.
+The end of the file holds the sealing helpers every backend uses for values kept encrypted.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from purchase_guard.domain import (
     Challenge,
@@ -35,6 +37,10 @@ from purchase_guard.domain import (
     RoleRule,
     SpeakerResult,
 )
+from purchase_guard.privacy.keys import SealError
+
+if TYPE_CHECKING:
+    from purchase_guard.privacy.keys import Sealer
 
 JsonDict = dict[str, Any]
 
@@ -388,3 +394,78 @@ def challenge_to_json(c: Challenge) -> str:
 
 def challenge_from_json(text: str) -> Challenge:
     return challenge_from_dict(_loads(text))
+
+
+# --- sealed values --------------------------------------------------------------------
+#
+# Which stored values are sealed with the household's data key (privacy/keys.py), and the
+# associated data each is bound to. Binding to the row's own id means a sealed value copied
+# into another row, member or household fails to open instead of being read in the wrong place.
+# Every backend uses these helpers, so a value sealed by one opens in the other.
+
+SEALED_TEXT_PREFIX = "pgs1:"
+
+
+def seal_aad(kind: str, *ids: str) -> bytes:
+    """Associated data for a sealed value: what it is and whose row it sits in."""
+    parts = [kind, *ids]
+    return b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
+
+
+def household_name_aad(household_id: str) -> bytes:
+    return seal_aad("household.name", household_id)
+
+
+def member_name_aad(member_id: str) -> bytes:
+    return seal_aad("member.display_name", member_id)
+
+
+def voiceprint_aad(member_id: str, encoder: str, dim: int) -> bytes:
+    # Encoder and dimension are bound too: a print cannot be relabelled for another encoder.
+    return seal_aad("voiceprint.embedding", member_id, encoder, str(dim))
+
+
+def decision_aad(decision_id: str) -> bytes:
+    return seal_aad("decision.body", decision_id)
+
+
+def challenge_aad(challenge_id: str) -> bytes:
+    return seal_aad("challenge.body", challenge_id)
+
+
+def audit_aad(decision_id: str) -> bytes:
+    return seal_aad("audit.body", decision_id)
+
+
+def notification_aad(notification_id: str) -> bytes:
+    return seal_aad("notification.message", notification_id)
+
+
+def armour(sealed: bytes) -> str:
+    """Sealed bytes as text for TEXT columns (portable; the audit hash covers this text)."""
+    return SEALED_TEXT_PREFIX + base64.b64encode(sealed).decode("ascii")
+
+
+def unarmour(text: str) -> bytes:
+    """Inverse of `armour`; raises ValueError for text that is not a sealed value."""
+    if not text.startswith(SEALED_TEXT_PREFIX):
+        raise ValueError("not a sealed value")
+    return base64.b64decode(text[len(SEALED_TEXT_PREFIX) :], validate=True)
+
+
+def is_sealed_text(text: str) -> bool:
+    return text.startswith(SEALED_TEXT_PREFIX)
+
+
+def seal_text(sealer: Sealer, household_id: str, text: str, aad: bytes) -> str:
+    return armour(sealer.seal(household_id, text.encode("utf-8"), aad))
+
+
+def open_text(sealer: Sealer, household_id: str, stored: str, aad: bytes) -> str:
+    """Opens a value written by `seal_text`; plaintext found where a sealed value belongs is an
+    error, never accepted (it would let whoever writes to the database plant values)."""
+    try:
+        sealed = unarmour(stored)
+    except ValueError as exc:
+        raise SealError("a stored value that must be sealed is not") from exc
+    return sealer.open(household_id, sealed, aad).decode("utf-8")

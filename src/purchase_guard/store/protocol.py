@@ -4,6 +4,15 @@ Every method that reads or writes household data takes the household id and filt
 it in the query itself, so one household's rows can never come back for another.
 Implementations: `SqliteStore` (embedded default). The schema is plain SQL with text ids,
 integer minor units and ISO timestamps so that a PostgreSQL backend can follow it.
+
+Personal values are sealed at rest with the household's data key (a `privacy.keys.Sealer`
+given to the store's constructor): household and member names, voiceprint embeddings,
+decision, challenge and audit bodies, notification messages. Methods take and return them
+in clear; `AuditEntry.body` is the exception: it is the body *as stored* (sealed), because
+that is what the hash chain covers, so the chain verifies without any key.
+
+`PrivacyStore` adds what export, erasure and retention need (privacy/). Every backend must
+implement it; it is a separate protocol only until the PostgreSQL store has the methods.
 """
 
 from __future__ import annotations
@@ -51,6 +60,83 @@ class AuditEntry:
 class StoredDecision:
     decision: Decision
     request_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRevision:
+    household_id: str
+    policy: Policy  # carries its revision number
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceprintInfo:
+    """A voiceprint's metadata: everything but the embedding."""
+
+    household_id: str
+    member_id: str
+    encoder: str
+    dim: int
+    n_utterances: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry as stored (what the chain hashes) with its body opened."""
+
+    entry: AuditEntry
+    body: str  # the masked decision record, canonical JSON
+    sealed: bool  # False only for entries written before sealing existed
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdRecords:
+    """Everything stored for one household, read in one transaction by household-scoped queries."""
+
+    household: Household
+    members: tuple[Member, ...]
+    voiceprints: tuple[VoiceprintInfo, ...]
+    policies: tuple[PolicyRevision, ...]
+    pin: PinState | None
+    decisions: tuple[Decision, ...]  # in commit order
+    spend: tuple[SpendEntry, ...]
+    challenges: tuple[Challenge, ...]
+    notifications: tuple[Notification, ...]
+    audit: tuple[AuditRecord, ...]
+    audit_anchor: AuditAnchor | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is left to show that a household was erased (no personal data)."""
+
+    household_id: str
+    erased_at: datetime
+    audit_entries: int  # sealed entries kept so the chain stays verifiable; unreadable now
+    audit_head: str  # entry hash of the chain's last entry at erasure (GENESIS if none)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """Where a household's chain starts after retention purged its oldest entries: the first
+    kept entry has seq `seq + 1` and prev_hash `entry_hash`."""
+
+    household_id: str
+    seq: int
+    entry_hash: str
+    at: datetime  # time of the last purged entry
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    household_id: str
+    decisions: int
+    spend: int
+    audit_entries: int
+    challenges: int
+    notifications: int
+    anchor: AuditAnchor | None  # the household's anchor after the purge
 
 
 class Store(Protocol):
@@ -161,3 +247,37 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PrivacyStore(Store, Protocol):
+    # --- export ---------------------------------------------------------------------
+    def household_records(self, household_id: str) -> HouseholdRecords:
+        """Every record of the household, by queries that filter on it, in one read
+        transaction (a consistent snapshot). Raises NotFound (also for an erased household)."""
+        ...
+
+    # --- erasure --------------------------------------------------------------------
+    def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
+        """Deletes every row of the household except its sealed audit entries, writes a
+        tombstone, then destroys the household's data key. Returns the tombstone and whether
+        this call erased (False: it was erased already, and the key is destroyed again).
+        Raises NotFound for a household that neither exists nor was erased."""
+        ...
+
+    def get_tombstone(self, household_id: str) -> Tombstone | None: ...
+
+    # --- retention ------------------------------------------------------------------
+    def audit_anchor(self, household_id: str) -> AuditAnchor | None: ...
+
+    def retention_candidates(self, cutoff: datetime) -> list[str]:
+        """Ids of households (erased ones included) with decisions, audit entries or
+        notifications older than `cutoff`."""
+        ...
+
+    def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
+        """In one transaction: deletes the household's decisions, spend, notifications and
+        closed challenges older than `cutoff`, and the longest prefix of its audit chain older
+        than `cutoff`, moving the anchor to the last purged entry. Keeps what a limit still
+        needs: spend (and its decisions) after the last passed challenge that counts towards
+        the low-value exemption, and that challenge itself."""
+        ...

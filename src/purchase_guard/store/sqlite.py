@@ -10,16 +10,22 @@ fail.
 Error mapping: sqlite errors from I/O, locking or a closed connection become
 `errors.Unavailable`; constraint violations become `AlreadyExists` or `NotFound` with a
 message that names only the id the caller passed.
+
+Sealing: personal values are sealed with the household's data key before a write transaction
+starts and opened after a read has released the connection, so no cryptography (and no
+lookup of a data key) ever runs while the connection lock is held. `SqliteKeyStore` keeps the
+wrapped data keys in the same file, on a connection of its own.
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,9 +44,23 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, GuardError, InvalidArgument, NotFound, Unavailable
+from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyStore
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import apply_sqlite
-from purchase_guard.store.protocol import AuditEntry, SpendEntry, Store, StoredDecision
+from purchase_guard.store.protocol import (
+    AuditAnchor,
+    AuditEntry,
+    AuditRecord,
+    HouseholdRecords,
+    PolicyRevision,
+    PrivacyStore,
+    PurgeResult,
+    SpendEntry,
+    Store,
+    StoredDecision,
+    Tombstone,
+    VoiceprintInfo,
+)
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -58,38 +78,145 @@ def unpack_embedding(blob: bytes, dim: int) -> tuple[float, ...]:
     return struct.unpack(f"<{dim}f", blob)
 
 
-class SqliteStore:
-    """Store on one SQLite file. See `store.protocol.Store` for the contract of each method."""
+def _connect(path: str, busy_timeout_ms: int) -> tuple[sqlite3.Connection, str]:
+    """An autocommit connection in WAL mode with foreign keys on and migrations applied."""
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,  # autocommit: every transaction here is explicit
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise Unavailable(f"cannot open the store at {path}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        apply_sqlite(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise Unavailable(f"cannot initialise the store at {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn, "" if mode is None else str(mode[0]).lower()
+
+
+class SqliteKeyStore:
+    """Wrapped data keys (table `data_keys`) in a SQLite store file; a `WrappedKeyStore`."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self._path = str(path)
+        self._lock = threading.Lock()
+        self._conn, _ = _connect(self._path, busy_timeout_ms)
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise Unavailable(f"key store unavailable: {exc}") from exc
+
+    def get_wrapped_key(self, household_id: str) -> bytes | None:
+        with self._locked() as conn:
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_wrapped_key(self, household_id: str, wrapped: bytes, master_key_id: str) -> bytes:
+        with self._locked() as conn:
+            conn.execute(
+                "INSERT INTO data_keys (household_id, wrapped, master_key_id, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (household_id) DO NOTHING",
+                (household_id, wrapped, master_key_id, codec.format_ts(datetime.now(UTC))),
+            )
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        if row is None:  # destroyed between our insert and read: a concurrent erasure won
+            raise NotFound(f"household {household_id!r} not found")
+        return bytes(row[0])
+
+    def replace_wrapped_key(self, household_id: str, old: bytes, new: bytes, master_key_id: str) -> bool:
+        with self._locked() as conn:
+            cursor = conn.execute(
+                "UPDATE data_keys SET wrapped = ?, master_key_id = ? WHERE household_id = ? AND wrapped = ?",
+                (new, master_key_id, household_id, old),
+            )
+            return cursor.rowcount == 1
+
+    def list_wrapped_keys(self) -> list[tuple[str, bytes]]:
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT household_id, wrapped FROM data_keys ORDER BY household_id"
+            ).fetchall()
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def delete_wrapped_key(self, household_id: str) -> None:
+        with self._locked() as conn:
+            conn.execute("DELETE FROM data_keys WHERE household_id = ?", (household_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+_EPHEMERAL_LOCK = threading.Lock()
+_EPHEMERAL_MASTER: list[MasterKeys] = []
+
+
+def _ephemeral_master() -> MasterKeys:
+    # One random master key per process, so stores opened without a sealer (older test
+    # fixtures) can reopen their own file within the process. Nothing sealed with it is
+    # readable after the process ends: losing data, never exposing it.
+    with _EPHEMERAL_LOCK:
+        if not _EPHEMERAL_MASTER:
+            _EPHEMERAL_MASTER.append(MasterKeys.of(secrets.token_bytes(32)))
+        return _EPHEMERAL_MASTER[0]
+
+
+class SqliteStore:
+    """Store on one SQLite file. See `store.protocol.Store` for the contract of each method.
+
+    `sealer` seals personal values (privacy/keys.py). Production passes `master_keys` (from
+    `privacy.keys.resolve_master_keys`): the store then seals with a `KeyRing` whose wrapped
+    data keys live in this file's `data_keys` table (`SqliteKeyStore`, closed with the store).
+    Tests may pass any `sealer` instead. With neither, the store uses a per-process random master
+    key with the wrapped keys in this file: fine for tests, unreadable after a restart (data is
+    lost rather than exposed), so production wiring must always pass one.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sealer: Sealer | None = None,
+        master_keys: MasterKeys | None = None,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        if sealer is not None and master_keys is not None:
+            raise ValueError("pass a sealer or master keys, not both")
         self._path = str(path)
         self._lock = threading.Lock()
         self._locks_guard = threading.Lock()
         self._household_locks: dict[str, threading.Lock] = {}
         self._closed = False
-        try:
-            self._conn = sqlite3.connect(
-                self._path,
-                timeout=busy_timeout_ms / 1000,
-                isolation_level=None,  # autocommit: every transaction here is explicit
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise Unavailable(f"cannot open the store at {self._path}: {exc}") from exc
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            apply_sqlite(self._conn)
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise Unavailable(f"cannot initialise the store at {self._path}: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
-        if mode is None or str(mode[0]).lower() != "wal":
+        self._conn, mode = _connect(self._path, busy_timeout_ms)
+        if mode != "wal":
             self._conn.close()
             raise Unavailable(f"cannot switch the store at {self._path} to WAL mode")
+        self._owned_keys: SqliteKeyStore | None = None
+        if sealer is None:
+            self._owned_keys = SqliteKeyStore(self._path, busy_timeout_ms=busy_timeout_ms)
+            sealer = KeyRing(master_keys or _ephemeral_master(), self._owned_keys)
+        self._sealer = sealer
+
+    @property
+    def sealer(self) -> Sealer:
+        return self._sealer
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -129,18 +256,40 @@ class SqliteStore:
         if conn.execute("SELECT 1 FROM households WHERE id = ?", (household_id,)).fetchone() is None:
             raise NotFound(f"household {household_id!r} not found")
 
+    def _check_household(self, household_id: str) -> None:
+        """NotFound before sealing anything: sealing creates the household's data key, and a key
+        must not be created for a household that does not exist. The write re-checks inside its
+        transaction; this read only keeps stray keys from being made."""
+        with self._read() as conn:
+            self._require_household(conn, household_id)
+
+    def _seal(self, household_id: str, text: str, aad: bytes) -> str:
+        return codec.seal_text(self._sealer, household_id, text, aad)
+
+    def _open(self, household_id: str, stored: str, aad: bytes) -> str:
+        return codec.open_text(self._sealer, household_id, stored, aad)
+
     # --- households and credentials -------------------------------------------------
 
     def create_household(self, household: Household, admin_token_hash: str) -> None:
+        hid = household.household_id
+        if self.get_tombstone(hid) is not None:
+            # An erased id is never reused: its kept audit entries would join the new chain.
+            raise AlreadyExists(f"household {hid!r} or its admin token exists already")
+        name = self._seal(hid, household.name, codec.household_name_aad(hid))
         try:
             with self._write() as conn:
+                if conn.execute(
+                    "SELECT 1 FROM household_tombstones WHERE household_id = ?", (hid,)
+                ).fetchone():
+                    raise AlreadyExists(f"household {hid!r} or its admin token exists already")
                 conn.execute(
                     "INSERT INTO households"
                     " (id, name, time_zone, currency, retain_audio, admin_token_hash, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         household.household_id,
-                        household.name,
+                        name,
                         household.time_zone,
                         household.currency,
                         household.retain_audio,
@@ -162,9 +311,12 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise NotFound(f"household {household_id!r} not found")
+        return self._household(row)
+
+    def _household(self, row: Row) -> Household:
         return Household(
             household_id=row[0],
-            name=row[1],
+            name=self._open(row[0], row[1], codec.household_name_aad(row[0])),
             time_zone=row[2],
             currency=row[3],
             retain_audio=bool(row[4]),
@@ -182,18 +334,19 @@ class SqliteStore:
 
     _MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
 
-    @staticmethod
-    def _member(row: Row) -> Member:
+    def _member(self, row: Row) -> Member:
         return Member(
             member_id=row[0],
             household_id=row[1],
-            display_name=row[2],
+            display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
             role=Role(row[3]),
             is_parent=bool(row[4]),
             created_at=codec.parse_ts(row[5]),
         )
 
     def add_member(self, member: Member) -> None:
+        self._check_household(member.household_id)
+        name = self._seal(member.household_id, member.display_name, codec.member_name_aad(member.member_id))
         try:
             with self._write() as conn:
                 self._require_household(conn, member.household_id)
@@ -202,7 +355,7 @@ class SqliteStore:
                     (
                         member.member_id,
                         member.household_id,
-                        member.display_name,
+                        name,
                         member.role.value,
                         member.is_parent,
                         codec.format_ts(member.created_at),
@@ -241,8 +394,22 @@ class SqliteStore:
             if gone.rowcount == 0:
                 raise NotFound(f"member {member_id!r} not found")
 
+    def _member_exists(self, household_id: str, member_id: str) -> None:
+        with self._read() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM members WHERE household_id = ? AND member_id = ?", (household_id, member_id)
+            ).fetchone()
+        if found is None:
+            raise NotFound(f"member {member_id!r} not found")
+
     def put_voiceprint(self, voiceprint: Voiceprint) -> None:
-        blob = pack_embedding(voiceprint.embedding)
+        self._member_exists(voiceprint.household_id, voiceprint.member_id)
+        dim = len(voiceprint.embedding)
+        blob = self._sealer.seal(
+            voiceprint.household_id,
+            pack_embedding(voiceprint.embedding),
+            codec.voiceprint_aad(voiceprint.member_id, voiceprint.encoder, dim),
+        )
         with self._write() as conn:
             found = conn.execute(
                 "SELECT 1 FROM members WHERE household_id = ? AND member_id = ?",
@@ -262,7 +429,7 @@ class SqliteStore:
                     voiceprint.household_id,
                     voiceprint.encoder,
                     blob,
-                    len(voiceprint.embedding),
+                    dim,
                     voiceprint.n_utterances,
                     codec.format_ts(voiceprint.created_at),
                 ),
@@ -280,7 +447,10 @@ class SqliteStore:
                 member_id=r[0],
                 household_id=r[1],
                 encoder=r[2],
-                embedding=unpack_embedding(bytes(r[3]), int(r[4])),
+                embedding=unpack_embedding(
+                    self._sealer.open(r[1], bytes(r[3]), codec.voiceprint_aad(r[0], r[2], int(r[4]))),
+                    int(r[4]),
+                ),
                 n_utterances=int(r[5]),
                 created_at=codec.parse_ts(r[6]),
             )
@@ -361,7 +531,7 @@ class SqliteStore:
         conn: sqlite3.Connection, household_id: str, kind: str, request_id: str
     ) -> Row | None:
         row: Row | None = conn.execute(
-            "SELECT body, request_digest FROM decisions"
+            "SELECT body, request_digest, decision_id FROM decisions"
             " WHERE household_id = ? AND kind = ? AND request_id = ?",
             (household_id, kind, request_id),
         ).fetchone()
@@ -381,7 +551,24 @@ class SqliteStore:
             row = self._stored_decision(conn, household_id, kind, request_id)
         if row is None:
             return None
-        return StoredDecision(decision=codec.decision_from_json(row[0]), request_digest=row[1])
+        return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
+
+    def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
+        return codec.decision_from_json(self._open(household_id, stored, codec.decision_aad(decision_id)))
+
+    @staticmethod
+    def _chain_head(conn: sqlite3.Connection, household_id: str) -> tuple[int, str]:
+        """(seq, entry hash) of the household's last audit entry; after retention purged every
+        entry, the anchor; for a new chain (0, GENESIS)."""
+        head = conn.execute(
+            "SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1",
+            (household_id,),
+        ).fetchone()
+        if head is None:
+            head = conn.execute(
+                "SELECT seq, entry_hash FROM audit_anchors WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        return (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
 
     def record_decision(
         self,
@@ -396,8 +583,18 @@ class SqliteStore:
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
-        body = codec.decision_to_json(decision)
-        at_iso = codec.format_ts(decision.decided_at)
+        codec.format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
+        self._check_household(hid)
+        body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
+        sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
+        challenge_body = (
+            None
+            if challenge is None
+            else self._seal(
+                hid, codec.challenge_to_json(challenge), codec.challenge_aad(challenge.challenge_id)
+            )
+        )
+        existing: Row | None = None
         try:
             with self._write() as conn:
                 # Under BEGIN IMMEDIATE nobody else can insert between this check and our insert.
@@ -407,64 +604,80 @@ class SqliteStore:
                         raise AlreadyExists(
                             f"request id {decision.request_id!r} was used for another request"
                         )
-                    return codec.decision_from_json(existing[0])
-                self._require_household(conn, hid)
-                head = conn.execute(
-                    "SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1",
-                    (hid,),
-                ).fetchone()
-                seq, prev_hash = (1, GENESIS) if head is None else (int(head[0]) + 1, str(head[1]))
-                conn.execute(
-                    "INSERT INTO decisions (decision_id, household_id, kind, request_id, request_digest,"
-                    " outcome, seq, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        decision.decision_id,
-                        hid,
-                        decision.kind,
-                        decision.request_id,
-                        request_digest,
-                        decision.outcome.value,
-                        seq,
-                        body,
-                        at_iso,
-                    ),
-                )
-                conn.execute(
-                    "INSERT INTO audit (household_id, seq, decision_id, at, body, prev_hash, entry_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        hid,
-                        seq,
-                        decision.decision_id,
-                        at_iso,
-                        audit_body,
-                        prev_hash,
-                        entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev_hash),
-                    ),
-                )
-                if spend is not None:
-                    conn.execute(
-                        "INSERT INTO spend"
-                        " (decision_id, household_id, member_id, amount_minor, seq, at, exempt)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            spend.decision_id,
-                            hid,
-                            spend.member_id,
-                            spend.amount_minor,
-                            seq,
-                            codec.format_ts(spend.at),
-                            spend.exempt,
-                        ),
+                else:
+                    self._insert_decision(
+                        conn, decision, request_digest, body, sealed_audit, spend, challenge, challenge_body
                     )
-                if challenge is not None:
-                    self._upsert_challenge(conn, challenge, seq)
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
+        if existing is not None:
+            return self._decision(hid, existing[2], existing[0])
         return decision
 
+    def _insert_decision(
+        self,
+        conn: sqlite3.Connection,
+        decision: Decision,
+        request_digest: str,
+        body: str,
+        audit_body: str,
+        spend: SpendEntry | None,
+        challenge: Challenge | None,
+        challenge_body: str | None,
+    ) -> None:
+        hid = decision.household_id
+        at_iso = codec.format_ts(decision.decided_at)
+        self._require_household(conn, hid)
+        last_seq, prev_hash = self._chain_head(conn, hid)
+        seq = last_seq + 1
+        conn.execute(
+            "INSERT INTO decisions (decision_id, household_id, kind, request_id, request_digest,"
+            " outcome, seq, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision.decision_id,
+                hid,
+                decision.kind,
+                decision.request_id,
+                request_digest,
+                decision.outcome.value,
+                seq,
+                body,
+                at_iso,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO audit (household_id, seq, decision_id, at, body, prev_hash, entry_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                hid,
+                seq,
+                decision.decision_id,
+                at_iso,
+                audit_body,
+                prev_hash,
+                entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev_hash),
+            ),
+        )
+        if spend is not None:
+            conn.execute(
+                "INSERT INTO spend"
+                " (decision_id, household_id, member_id, amount_minor, seq, at, exempt)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spend.decision_id,
+                    hid,
+                    spend.member_id,
+                    spend.amount_minor,
+                    seq,
+                    codec.format_ts(spend.at),
+                    spend.exempt,
+                ),
+            )
+        if challenge is not None and challenge_body is not None:
+            self._upsert_challenge(conn, challenge, challenge_body, seq)
+
     @staticmethod
-    def _upsert_challenge(conn: sqlite3.Connection, challenge: Challenge, seq: int) -> None:
+    def _upsert_challenge(conn: sqlite3.Connection, challenge: Challenge, body: str, seq: int) -> None:
         owner = conn.execute(
             "SELECT household_id FROM challenges WHERE challenge_id = ?", (challenge.challenge_id,)
         ).fetchone()
@@ -491,7 +704,7 @@ class SqliteStore:
                 codec.format_ts(challenge.expires_at),
                 codec.format_ts(challenge.created_at),
                 passed_seq,
-                codec.challenge_to_json(challenge),
+                body,
             ),
         )
 
@@ -501,10 +714,10 @@ class SqliteStore:
             return []
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT body FROM decisions WHERE household_id = ? ORDER BY seq DESC LIMIT ?",
+                "SELECT decision_id, body FROM decisions WHERE household_id = ? ORDER BY seq DESC LIMIT ?",
                 (household_id, limit),
             ).fetchall()
-        return [codec.decision_from_json(r[0]) for r in rows]
+        return [self._decision(household_id, r[0], r[1]) for r in rows]
 
     def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
         """Spend with `at >= since` (inclusive)."""
@@ -541,18 +754,19 @@ class SqliteStore:
                 " WHERE household_id = ? ORDER BY seq",
                 (household_id,),
             ).fetchall()
-        return [
-            AuditEntry(
-                household_id=r[0],
-                seq=int(r[1]),
-                decision_id=r[2],
-                at=codec.parse_ts(r[3]),
-                body=r[4],
-                prev_hash=r[5],
-                entry_hash=r[6],
-            )
-            for r in rows
-        ]
+        return [self._audit_entry(r) for r in rows]
+
+    @staticmethod
+    def _audit_entry(r: Row) -> AuditEntry:
+        return AuditEntry(
+            household_id=r[0],
+            seq=int(r[1]),
+            decision_id=r[2],
+            at=codec.parse_ts(r[3]),
+            body=r[4],
+            prev_hash=r[5],
+            entry_hash=r[6],
+        )
 
     # --- challenges -----------------------------------------------------------------
 
@@ -564,7 +778,10 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise NotFound(f"challenge {challenge_id!r} not found")
-        return codec.challenge_from_json(row[0])
+        return self._challenge(household_id, challenge_id, row[0])
+
+    def _challenge(self, household_id: str, challenge_id: str, stored: str) -> Challenge:
+        return codec.challenge_from_json(self._open(household_id, stored, codec.challenge_aad(challenge_id)))
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
         """Compare-and-set; see the rule in `Store.update_challenge`.
@@ -573,12 +790,19 @@ class SqliteStore:
         so exempt spend recorded later counts towards the next threshold.
         """
         status_changes = challenge.status is not expected_status
+        body = self._seal(
+            challenge.household_id,
+            codec.challenge_to_json(challenge),
+            codec.challenge_aad(challenge.challenge_id),
+        )
         with self._write() as conn:
+            # The chain head falls back to the retention anchor when every entry was purged.
             cursor = conn.execute(
                 "UPDATE challenges SET status = ?, attempts_left = ?, decision_id = ?, member_id = ?,"
                 " expires_at = ?, body = ?,"
                 " passed_seq = CASE WHEN ? THEN COALESCE(passed_seq,"
-                "  (SELECT COALESCE(MAX(seq), 0) FROM audit WHERE household_id = ?)) ELSE passed_seq END"
+                "  (SELECT MAX(seq) FROM audit WHERE household_id = ?),"
+                "  (SELECT seq FROM audit_anchors WHERE household_id = ?), 0) ELSE passed_seq END"
                 " WHERE household_id = ? AND challenge_id = ? AND status = ?"
                 " AND (attempts_left = ? + 1 OR (? AND attempts_left = ?))",
                 (
@@ -587,8 +811,9 @@ class SqliteStore:
                     challenge.decision_id,
                     challenge.member_id,
                     codec.format_ts(challenge.expires_at),
-                    codec.challenge_to_json(challenge),
+                    body,
                     challenge.status is ChallengeStatus.PASSED,
+                    challenge.household_id,
                     challenge.household_id,
                     challenge.household_id,
                     challenge.challenge_id,
@@ -612,20 +837,27 @@ class SqliteStore:
         with self._read() as conn:
             if status is None:
                 rows = conn.execute(
-                    "SELECT body FROM challenges WHERE household_id = ? ORDER BY created_at, challenge_id",
+                    "SELECT challenge_id, body FROM challenges WHERE household_id = ?"
+                    " ORDER BY created_at, challenge_id",
                     (household_id,),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT body FROM challenges WHERE household_id = ? AND status = ?"
+                    "SELECT challenge_id, body FROM challenges WHERE household_id = ? AND status = ?"
                     " ORDER BY created_at, challenge_id",
                     (household_id, status.value),
                 ).fetchall()
-        return [codec.challenge_from_json(r[0]) for r in rows]
+        return [self._challenge(household_id, r[0], r[1]) for r in rows]
 
     # --- notifications --------------------------------------------------------------
 
     def add_notification(self, notification: Notification) -> None:
+        self._check_household(notification.household_id)
+        message = self._seal(
+            notification.household_id,
+            notification.message,
+            codec.notification_aad(notification.notification_id),
+        )
         try:
             with self._write() as conn:
                 self._require_household(conn, notification.household_id)
@@ -636,7 +868,7 @@ class SqliteStore:
                         notification.notification_id,
                         notification.household_id,
                         notification.kind,
-                        notification.message,
+                        message,
                         notification.challenge_id,
                         codec.format_ts(notification.created_at),
                     ),
@@ -651,17 +883,278 @@ class SqliteStore:
                 " FROM notifications WHERE household_id = ? ORDER BY created_at, notification_id",
                 (household_id,),
             ).fetchall()
-        return [
-            Notification(
-                notification_id=r[0],
-                household_id=r[1],
-                kind=r[2],
-                message=r[3],
-                challenge_id=r[4],
-                created_at=codec.parse_ts(r[5]),
-            )
-            for r in rows
-        ]
+        return [self._notification(r) for r in rows]
+
+    def _notification(self, r: Row) -> Notification:
+        return Notification(
+            notification_id=r[0],
+            household_id=r[1],
+            kind=r[2],
+            message=self._open(r[1], r[3], codec.notification_aad(r[0])),
+            challenge_id=r[4],
+            created_at=codec.parse_ts(r[5]),
+        )
+
+    # --- export -----------------------------------------------------------------------
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: in WAL mode every query inside sees the same committed state."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise Unavailable(f"store unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise Unavailable(f"store unavailable: {exc}") from exc
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
+
+    def household_records(self, household_id: str) -> HouseholdRecords:
+        hid = (household_id,)
+        with self._snapshot() as conn:
+            household = conn.execute(
+                "SELECT id, name, time_zone, currency, retain_audio, created_at FROM households WHERE id = ?",
+                hid,
+            ).fetchone()
+            if household is None:
+                raise NotFound(f"household {household_id!r} not found")
+            members = conn.execute(
+                f"SELECT {self._MEMBER_COLUMNS} FROM members WHERE household_id = ?"  # noqa: S608
+                " ORDER BY created_at, member_id",
+                hid,
+            ).fetchall()
+            # The embedding column is not even read: an export carries voiceprint metadata only.
+            prints = conn.execute(
+                "SELECT household_id, member_id, encoder, dim, n_utterances, created_at FROM voiceprints"
+                " WHERE household_id = ? ORDER BY member_id",
+                hid,
+            ).fetchall()
+            policies = conn.execute(
+                "SELECT household_id, body, created_at FROM policies WHERE household_id = ?"
+                " ORDER BY revision",
+                hid,
+            ).fetchall()
+            pin = conn.execute(
+                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
+                " WHERE household_id = ?",
+                hid,
+            ).fetchone()
+            decisions = conn.execute(
+                "SELECT decision_id, body FROM decisions WHERE household_id = ? ORDER BY seq", hid
+            ).fetchall()
+            spend = conn.execute(
+                "SELECT household_id, member_id, amount_minor, decision_id, at, exempt FROM spend"
+                " WHERE household_id = ? ORDER BY seq",
+                hid,
+            ).fetchall()
+            challenges = conn.execute(
+                "SELECT challenge_id, body FROM challenges WHERE household_id = ?"
+                " ORDER BY created_at, challenge_id",
+                hid,
+            ).fetchall()
+            notifications = conn.execute(
+                "SELECT notification_id, household_id, kind, message, challenge_id, created_at"
+                " FROM notifications WHERE household_id = ? ORDER BY created_at, notification_id",
+                hid,
+            ).fetchall()
+            audit = conn.execute(
+                "SELECT household_id, seq, decision_id, at, body, prev_hash, entry_hash FROM audit"
+                " WHERE household_id = ? ORDER BY seq",
+                hid,
+            ).fetchall()
+            anchor = self._anchor(conn, household_id)
+        # Opened after the snapshot ends: no cryptography while the connection is held.
+        return HouseholdRecords(
+            household=self._household(household),
+            members=tuple(self._member(r) for r in members),
+            voiceprints=tuple(
+                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), codec.parse_ts(r[5])) for r in prints
+            ),
+            policies=tuple(
+                PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
+            ),
+            pin=None
+            if pin is None
+            else PinState(
+                household_id=pin[0],
+                pin_hash=pin[1],
+                lockouts=int(pin[2]),
+                throttled_until=None if pin[3] is None else codec.parse_ts(pin[3]),
+                set_at=codec.parse_ts(pin[4]),
+            ),
+            decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
+            spend=tuple(
+                SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
+            ),
+            challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
+            notifications=tuple(self._notification(r) for r in notifications),
+            audit=tuple(self._audit_record(self._audit_entry(r)) for r in audit),
+            audit_anchor=anchor,
+        )
+
+    def _audit_record(self, entry: AuditEntry) -> AuditRecord:
+        if not codec.is_sealed_text(entry.body):
+            return AuditRecord(entry, entry.body, sealed=False)  # written before sealing existed
+        body = self._open(entry.household_id, entry.body, codec.audit_aad(entry.decision_id))
+        return AuditRecord(entry, body, sealed=True)
+
+    # --- erasure ----------------------------------------------------------------------
+
+    _ERASE_ORDER = (
+        # Children before parents, for the foreign keys; audit entries stay (sealed).
+        "spend",
+        "decisions",
+        "voiceprints",
+        "members",
+        "policies",
+        "pins",
+        "challenges",
+        "notifications",
+    )
+
+    def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
+        at_iso = codec.format_ts(at)
+        erased_now = False
+        with self._write() as conn:
+            row = self._tombstone_row(conn, household_id)
+            if row is None:
+                self._require_household(conn, household_id)
+                (count,) = conn.execute(
+                    "SELECT COUNT(*) FROM audit WHERE household_id = ?", (household_id,)
+                ).fetchone()
+                _, head = self._chain_head(conn, household_id)
+                for table in self._ERASE_ORDER:
+                    conn.execute(f"DELETE FROM {table} WHERE household_id = ?", (household_id,))  # noqa: S608
+                conn.execute("DELETE FROM households WHERE id = ?", (household_id,))
+                conn.execute(
+                    "INSERT INTO household_tombstones (household_id, erased_at, audit_entries, audit_head)"
+                    " VALUES (?, ?, ?, ?)",
+                    (household_id, at_iso, int(count), head),
+                )
+                row = (household_id, at_iso, int(count), head)
+                erased_now = True
+        # After the commit: if destroying the key fails, the call fails and a retry (idempotent)
+        # destroys it; the rows are gone either way.
+        self._sealer.destroy(household_id)
+        return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3])), erased_now
+
+    @staticmethod
+    def _tombstone_row(conn: sqlite3.Connection, household_id: str) -> Row | None:
+        row: Row | None = conn.execute(
+            "SELECT household_id, erased_at, audit_entries, audit_head FROM household_tombstones"
+            " WHERE household_id = ?",
+            (household_id,),
+        ).fetchone()
+        return row
+
+    def get_tombstone(self, household_id: str) -> Tombstone | None:
+        with self._read() as conn:
+            row = self._tombstone_row(conn, household_id)
+        return None if row is None else Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
+
+    def list_household_ids(self) -> list[str]:
+        """Every household with data or a chain: live ones and erased ones whose sealed audit
+        entries are kept (audit/startup.py verifies all their chains at start)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id FROM households UNION SELECT household_id FROM audit"
+                " UNION SELECT household_id FROM household_tombstones ORDER BY 1"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # --- retention --------------------------------------------------------------------
+
+    @staticmethod
+    def _anchor(conn: sqlite3.Connection, household_id: str) -> AuditAnchor | None:
+        row = conn.execute(
+            "SELECT household_id, seq, entry_hash, at FROM audit_anchors WHERE household_id = ?",
+            (household_id,),
+        ).fetchone()
+        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], codec.parse_ts(row[3]))
+
+    def audit_anchor(self, household_id: str) -> AuditAnchor | None:
+        with self._read() as conn:
+            return self._anchor(conn, household_id)
+
+    def retention_candidates(self, cutoff: datetime) -> list[str]:
+        before = codec.format_ts(cutoff)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT household_id FROM audit WHERE at < ?"
+                " UNION SELECT household_id FROM decisions WHERE created_at < ?"
+                " UNION SELECT household_id FROM notifications WHERE created_at < ?"
+                " ORDER BY 1",
+                (before, before, before),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
+        before = codec.format_ts(cutoff)
+        hid = household_id
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT MAX(passed_seq) FROM challenges WHERE household_id = ?", (hid,)
+            ).fetchone()
+            last_passed = 0 if row is None or row[0] is None else int(row[0])
+            # Exempt spend after the last passed challenge still counts towards the low-value
+            # exemption's cumulative limit, however old; it and its decision stay.
+            spend = conn.execute(
+                "DELETE FROM spend WHERE household_id = ? AND at < ? AND NOT (exempt AND seq > ?)",
+                (hid, before, last_passed),
+            ).rowcount
+            decisions = conn.execute(
+                "DELETE FROM decisions WHERE household_id = ? AND created_at < ?"
+                " AND decision_id NOT IN (SELECT decision_id FROM spend WHERE household_id = ?)",
+                (hid, before, hid),
+            ).rowcount
+            # The last passed challenge stays: it is where the exemption's count restarts.
+            challenges = conn.execute(
+                "DELETE FROM challenges WHERE household_id = ? AND expires_at < ?"
+                " AND (passed_seq IS NULL OR passed_seq < ?)",
+                (hid, before, last_passed),
+            ).rowcount
+            notifications = conn.execute(
+                "DELETE FROM notifications WHERE household_id = ? AND created_at < ?", (hid, before)
+            ).rowcount
+            audit = self._purge_audit_prefix(conn, hid, before)
+            anchor = self._anchor(conn, hid)
+        return PurgeResult(hid, decisions, spend, audit, challenges, notifications, anchor)
+
+    @staticmethod
+    def _purge_audit_prefix(conn: sqlite3.Connection, household_id: str, before: str) -> int:
+        """Deletes the longest prefix of the chain older than `before` and moves the anchor to its
+        last entry. Only a prefix: an old entry after a newer one (clock skew) waits for the next run."""
+        row = conn.execute(
+            "SELECT MIN(seq) FROM audit WHERE household_id = ? AND at >= ?", (household_id, before)
+        ).fetchone()
+        if row is None or row[0] is None:
+            row = conn.execute(
+                "SELECT MAX(seq) FROM audit WHERE household_id = ?", (household_id,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return 0
+            last = int(row[0])
+        else:
+            last = int(row[0]) - 1
+        tail = conn.execute(
+            "SELECT seq, entry_hash, at FROM audit WHERE household_id = ? AND seq = ?", (household_id, last)
+        ).fetchone()
+        if tail is None:  # nothing older than the first kept entry is left
+            return 0
+        purged = conn.execute(
+            "DELETE FROM audit WHERE household_id = ? AND seq <= ?", (household_id, last)
+        ).rowcount
+        conn.execute(
+            "INSERT INTO audit_anchors (household_id, seq, entry_hash, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (household_id) DO UPDATE SET seq = excluded.seq,"
+            " entry_hash = excluded.entry_hash, at = excluded.at",
+            (household_id, int(tail[0]), str(tail[1]), str(tail[2])),
+        )
+        return int(purged)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -674,6 +1167,8 @@ class SqliteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                if self._owned_keys is not None:
+                    self._owned_keys.close()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -684,6 +1179,7 @@ class SqliteStore:
         self.close()
 
 
-def _conforms(store: SqliteStore) -> Store:
-    """Never called: makes mypy prove that SqliteStore implements the Store protocol exactly."""
-    return store
+def _conforms(store: SqliteStore, keys: SqliteKeyStore) -> tuple[Store, PrivacyStore, WrappedKeyStore]:
+    """Never called: makes mypy prove that SqliteStore implements the Store and PrivacyStore
+    protocols exactly, and SqliteKeyStore the WrappedKeyStore protocol."""
+    return store, store, keys

@@ -1,0 +1,102 @@
+"""Retention: old decisions and audit entries are purged on a schedule; the chain stays verifiable."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from privacy.privacy_world import NOW, OPERATOR, World, make_family, order, utterance
+
+from purchase_guard.audit.chain import verify_chain
+from purchase_guard.domain import Outcome
+from purchase_guard.pipeline.guard import EvaluateInput
+from purchase_guard.privacy.retention import MIN_RETENTION_DAYS, RetentionWorker, purge_expired
+from purchase_guard.store.fake import FakeStore
+
+
+def test_purge_expired_removes_what_is_older_than_the_retention(world: World) -> None:
+    """After 40 days with a 31-day retention, the first family's decisions and audit entries are gone,
+    a newer decision is kept, and VerifyAudit (anchored) still says ok."""
+    fam = make_family(world, "Aging Family", "Agin")
+    world.clock.advance(timedelta(days=40))
+    fresh = world.app.guard.evaluate(
+        EvaluateInput("Agin-r9", fam.household_id, "kitchen", order(500), utterance("low"))
+    )
+    assert fresh.outcome is Outcome.ALLOW
+    report = purge_expired(world.store, world.clock.now(), MIN_RETENTION_DAYS)
+    assert (report.households, report.decisions, report.audit_entries) == (
+        1,
+        len(fam.decision_ids),
+        len(fam.decision_ids),
+    )
+    me = world.app.households.authenticate(fam.token)
+    assert [d.decision_id for d in world.app.households.list_decisions(me, fam.household_id, 50)] == [
+        fresh.decision_id
+    ]
+    entries = world.store.audit_entries(fam.household_id)
+    assert [e.decision_id for e in entries] == [fresh.decision_id]
+    assert not verify_chain(entries).ok  # the plain check cannot know where the chain now starts
+    report_ok = world.privacy.verify_audit(world.app.households.authenticate(OPERATOR), fam.household_id)
+    assert (report_ok.ok, report_ok.entries) == (True, 1)
+
+
+def test_retention_below_the_spend_window_is_refused(world: World) -> None:
+    """A retention shorter than 31 days is refused before anything is purged (30-day caps need the spend)."""
+    make_family(world, "Short Family", "Shor")
+    world.clock.advance(timedelta(days=40))
+    with pytest.raises(ValueError, match="at least 31 days"):
+        purge_expired(world.store, world.clock.now(), 30)
+    with pytest.raises(ValueError, match="at least 31 days"):
+        RetentionWorker(world.store, world.clock.now, 7)
+    assert world.store.retention_candidates(world.clock.now()) != []
+
+
+def test_retention_also_ages_out_an_erased_households_sealed_entries(world: World) -> None:
+    """An erased household's kept audit entries are purged too; its chain then verifies against the
+    tombstone's head through the anchor."""
+    fam = make_family(world, "Gone Family", "Gone")
+    op = world.app.households.authenticate(OPERATOR)
+    world.privacy.erase(op, fam.household_id, fam.household_id)
+    world.clock.advance(timedelta(days=60))
+    purge_expired(world.store, world.clock.now(), 45)
+    assert world.store.audit_entries(fam.household_id) == []
+    report = world.privacy.verify_audit(op, fam.household_id)
+    assert (report.ok, report.entries) == (True, 0)
+
+
+class _FailingOnce(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.second_run = threading.Event()
+
+    def retention_candidates(self, cutoff: datetime) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError("disk hiccup")
+        self.second_run.set()
+        return super().retention_candidates(cutoff)
+
+
+def test_the_worker_survives_a_failed_run_and_runs_again() -> None:
+    """A run that raises is logged and the worker keeps its schedule: the next run happens."""
+    store = _FailingOnce()
+    worker = RetentionWorker(store, lambda: NOW, 31, interval_seconds=0.01)
+    worker.start()
+    try:
+        assert store.second_run.wait(10)
+    finally:
+        worker.stop()
+    assert store.calls >= 2
+    assert worker.runs >= 2
+
+
+def test_the_worker_purges_on_its_first_run() -> None:
+    """run_once purges with the configured retention and reports what it removed."""
+    store = FakeStore()
+    worker = RetentionWorker(store, lambda: NOW, 31)
+    report = worker.run_once()
+    assert report is not None
+    assert report.cutoff == NOW - timedelta(days=31)
+    assert report.households == 0
