@@ -56,6 +56,7 @@ trust: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
+	$(PY) scripts/bench_load.py --out reports/bench
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

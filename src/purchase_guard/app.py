@@ -72,6 +72,14 @@ def build_store(settings: Settings) -> PrivacyStore:
         master = resolve_master_keys(settings.master_key, Path(settings.master_key_file))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if settings.store == "postgres":
+        # Imported here so the embedded default does not need libpq loaded.
+        from purchase_guard.store.postgres import PostgresStore
+
+        store: PrivacyStore = PostgresStore(  # type: ignore[call-arg,assignment,unused-ignore]
+            settings.postgres_dsn, pool_size=settings.postgres_pool_size, master_keys=master
+        )
+        return store
     Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(settings.sqlite_path, master_keys=master)
 

@@ -54,7 +54,8 @@ def _serve(_: argparse.Namespace) -> int:
     running = build_server(app)
     print(
         f"purchase-guard listening on {settings.listen.rsplit(':', 1)[0]}:{running.port} "
-        f"(encoder {app.verifier.encoder.name}, store {settings.sqlite_path}, "
+        f"(encoder {app.verifier.encoder.name}, "
+        f"store {settings.sqlite_path if settings.store == 'sqlite' else settings.store}, "
         f"operator token in {settings.operator_token_file if not settings.operator_token else 'settings'})",
         flush=True,
     )

@@ -241,4 +241,7 @@ def _known_env_names() -> set[str]:
 
 def _is_external(key: str) -> bool:
     # Variables read by tests and tools, not by the server.
-    return key in {ENV_PREFIX + n for n in ("DATA_DIR", "REQUIRE_DATA", "REQUIRE_SERVICES", "ADMIN_TOKEN")}
+    return key in {
+        ENV_PREFIX + n
+        for n in ("DATA_DIR", "REQUIRE_DATA", "REQUIRE_SERVICES", "ADMIN_TOKEN", "TEST_POSTGRES_DSN")
+    }

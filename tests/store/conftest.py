@@ -1,16 +1,26 @@
 """The store contract fixtures: every test in tests/store that takes `backend` or `store` runs
-once per backend. To add a backend (PostgreSQL), add a `Backend` subclass and its name to
-`BACKENDS`; the contract suite then runs against it unchanged.
+once per backend. To add a backend, add a `Backend` subclass and its name to `BACKENDS`; the
+contract suite then runs against it unchanged.
+
+The PostgreSQL backend needs a server (PURCHASE_GUARD_TEST_POSTGRES_DSN, default the local
+one on 127.0.0.1:5432, database `test`). Each test gets a fresh schema, dropped afterwards.
+When the server is unreachable its tests skip, unless PURCHASE_GUARD_REQUIRE_SERVICES=1 (CI),
+where they fail.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from purchase_guard.domain import (
     Challenge,
@@ -31,6 +41,7 @@ from purchase_guard.domain import (
     SpeakerResult,
 )
 from purchase_guard.store.fake import FakeStore
+from purchase_guard.store.postgres import PostgresStore
 from purchase_guard.store.protocol import SpendEntry, Store
 from purchase_guard.store.sqlite import SqliteStore
 
@@ -109,12 +120,83 @@ class FakeBackend(Backend):
         self._store.tamper_delete_audit(household_id, seq)
 
 
-BACKENDS = ["sqlite", "fake"]
+DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+
+
+@functools.cache
+def _postgres_problem(dsn: str) -> str | None:
+    """Why the test server cannot be used, or None; asked once per session."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+def postgres_base_dsn() -> str:
+    """The test server's DSN; skips when it is unreachable, fails instead under REQUIRE_SERVICES=1."""
+    dsn = os.environ.get("PURCHASE_GUARD_TEST_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
+    problem = _postgres_problem(dsn)
+    if problem is not None:
+        message = f"PostgreSQL for tests is unreachable ({problem}); set PURCHASE_GUARD_TEST_POSTGRES_DSN"
+        if os.environ.get("PURCHASE_GUARD_REQUIRE_SERVICES") == "1":
+            pytest.fail(message + " (required: PURCHASE_GUARD_REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+    return dsn
+
+
+class PostgresBackend(Backend):
+    name = "postgres"
+    persistent = True
+    shared = True  # every open() is its own connection pool, as another process would have
+
+    def __init__(self, base_dsn: str) -> None:
+        super().__init__()
+        self.base_dsn = base_dsn
+        self.schema = f"guard_test_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(base_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {self.schema}".encode())
+        self.dsn = make_conninfo(
+            base_dsn, options=f"-c search_path={self.schema}", application_name=self.schema
+        )
+
+    def _new(self) -> Store:
+        # A small pool: a test opens a few stores, and the server's connection limit is shared.
+        return PostgresStore(self.dsn, pool_size=3)
+
+    def raw(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Runs SQL in the test schema behind the stores' backs."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql.encode(), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def tamper_audit_body(self, store: Store, household_id: str, seq: int, body: str) -> None:
+        self.raw("UPDATE audit SET body = %s WHERE household_id = %s AND seq = %s", (body, household_id, seq))
+
+    def tamper_delete_audit(self, store: Store, household_id: str, seq: int) -> None:
+        self.raw("DELETE FROM audit WHERE household_id = %s AND seq = %s", (household_id, seq))
+
+    def close_all(self) -> None:
+        super().close_all()
+        with psycopg.connect(self.base_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE".encode())
+
+
+BACKENDS = ["sqlite", "fake", "postgres"]
+
+
+def open_backend(name: str, tmp_path: Path) -> Backend:
+    if name == "sqlite":
+        return SqliteBackend(tmp_path / "guard.db")
+    if name == "postgres":
+        return PostgresBackend(postgres_base_dsn())
+    return FakeBackend()
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    chosen: Backend = SqliteBackend(tmp_path / "guard.db") if request.param == "sqlite" else FakeBackend()
+    chosen = open_backend(request.param, tmp_path)
     yield chosen
     chosen.close_all()
 
@@ -224,3 +306,11 @@ class Make:
 @pytest.fixture
 def make() -> Make:
     return Make()
+
+
+@pytest.fixture
+def pg_backend() -> Iterator[PostgresBackend]:
+    """The PostgreSQL backend alone, for tests of what only it does (cross-process locking)."""
+    chosen = PostgresBackend(postgres_base_dsn())
+    yield chosen
+    chosen.close_all()
