@@ -76,7 +76,7 @@ def build_store(settings: Settings) -> PrivacyStore:
         # Imported here so the embedded default does not need libpq loaded.
         from purchase_guard.store.postgres import PostgresStore
 
-        store: PrivacyStore = PostgresStore(  # type: ignore[call-arg,assignment,unused-ignore]
+        store: PrivacyStore = PostgresStore(
             settings.postgres_dsn, pool_size=settings.postgres_pool_size, master_keys=master
         )
         return store

@@ -40,6 +40,7 @@ from purchase_guard.domain import (
     Role,
     SpeakerResult,
 )
+from purchase_guard.privacy.keys import TEST_MASTER_KEY, KeyRing, MasterKeys
 from purchase_guard.store.fake import FakeStore
 from purchase_guard.store.postgres import PostgresStore
 from purchase_guard.store.protocol import SpendEntry, Store
@@ -85,7 +86,7 @@ class SqliteBackend(Backend):
         self.path = path
 
     def _new(self) -> Store:
-        return SqliteStore(self.path)
+        return SqliteStore(self.path, master_keys=MasterKeys.of(TEST_MASTER_KEY))
 
     def _raw(self, sql: str, params: tuple[object, ...]) -> None:
         conn = sqlite3.connect(self.path)
@@ -107,7 +108,7 @@ class FakeBackend(Backend):
 
     def __init__(self) -> None:
         super().__init__()
-        self._store = FakeStore()
+        self._store = FakeStore(sealer=KeyRing.in_memory())
 
     def _new(self) -> Store:
         # One in-memory instance: every "handle" is the same object.
@@ -163,7 +164,7 @@ class PostgresBackend(Backend):
 
     def _new(self) -> Store:
         # A small pool: a test opens a few stores, and the server's connection limit is shared.
-        return PostgresStore(self.dsn, pool_size=3)
+        return PostgresStore(self.dsn, pool_size=3, master_keys=MasterKeys.of(TEST_MASTER_KEY))
 
     def raw(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Runs SQL in the test schema behind the stores' backs."""

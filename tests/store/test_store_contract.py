@@ -636,13 +636,10 @@ def test_data_survives_reopen(backend: Backend, make: Make) -> None:
 
 # --- privacy: sealed bodies, records for export, erasure, retention --------------------------
 #
-# PrivacyStore methods. A backend that does not implement them yet is skipped here, so that
-# the gap shows in the test report instead of failing everything else.
+# PrivacyStore methods; every backend implements them.
 
 
 def _privacy(store: Store) -> PrivacyStore:
-    if not hasattr(store, "household_records"):
-        pytest.skip(f"{type(store).__name__} does not implement PrivacyStore yet")
     return cast("PrivacyStore", store)
 
 

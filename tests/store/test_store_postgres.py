@@ -6,8 +6,11 @@ Each `pg_backend.open()` is its own connection pool, so two handles behave like 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -16,9 +19,12 @@ import pytest
 from purchase_guard.audit.chain import verify_chain
 from purchase_guard.domain import Outcome, Voiceprint
 from purchase_guard.errors import Unavailable
+from purchase_guard.privacy.keys import TEST_MASTER_KEY, MasterKeys, key_id_of
+from purchase_guard.store import codec
 from purchase_guard.store.migrate import Migration, load_migrations
 from purchase_guard.store.migrate_pg import advisory_key, apply_postgres
 from purchase_guard.store.postgres import PostgresStore
+from purchase_guard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -99,14 +105,50 @@ def test_a_failing_migration_leaves_nothing(pg_backend: PostgresBackend) -> None
 
 
 def test_stored_forms_match_sqlite(pg_backend: PostgresBackend, make: Make) -> None:
-    """Timestamps are fixed-width UTC text and embeddings float32 little-endian bytes, as in SQLite."""
+    """Timestamps are fixed-width UTC text; the embedding column holds the sealed bytes of float32
+    little-endian values bound to member, encoder and dimension, and the wrapped data key sits in
+    data_keys of the same database, as in SQLite."""
     store = pg_backend.open()
+    assert isinstance(store, PostgresStore)
     hid = make.household(store).household_id
     member = make.member(store, hid)
     store.put_voiceprint(Voiceprint(member.member_id, hid, "ge2e-v1", (1.0, -2.0), 3, T0))
     assert pg_backend.raw("SELECT created_at FROM households") == [("2026-05-01T12:00:00.000000Z",)]
-    (blob,) = pg_backend.raw("SELECT embedding FROM voiceprints")[0]
-    assert bytes(blob) == b"\x00\x00\x80\x3f\x00\x00\x00\xc0"  # type: ignore[arg-type]
+    ((blob, dim),) = pg_backend.raw("SELECT embedding, dim FROM voiceprints")
+    assert dim == 2
+    assert isinstance(blob, bytes)
+    packed = b"\x00\x00\x80\x3f\x00\x00\x00\xc0"
+    assert packed not in blob
+    assert store.sealer.open(hid, blob, codec.voiceprint_aad(member.member_id, "ge2e-v1", 2)) == packed
+    rows = pg_backend.raw("SELECT household_id, master_key_id FROM data_keys")
+    assert rows == [(hid, key_id_of(TEST_MASTER_KEY))]
+
+
+def test_sealed_values_read_back_through_sqlite(
+    pg_backend: PostgresBackend, make: Make, tmp_path: Path
+) -> None:
+    """Both stores seal with the same helpers and associated data: a household's rows and wrapped
+    key copied from PostgreSQL into a SQLite file open there with the same master key."""
+    store = pg_backend.open()
+    hid = make.household(store, name="Shared Home").household_id
+    member = make.member(store, hid, name="Ada")
+    store.put_voiceprint(Voiceprint(member.member_id, hid, "ge2e-v1", (0.5, 0.25), 2, T0))
+    SqliteStore(tmp_path / "copy.db").close()  # creates the schema, nothing else
+    tables = {
+        "data_keys": "household_id, wrapped, master_key_id, created_at",
+        "households": "id, name, time_zone, currency, retain_audio, admin_token_hash, created_at",
+        "members": "member_id, household_id, display_name, role, is_parent, created_at",
+        "voiceprints": "member_id, household_id, encoder, embedding, dim, n_utterances, created_at",
+    }
+    with closing(sqlite3.connect(tmp_path / "copy.db")) as conn, conn:
+        for table, columns in tables.items():
+            rows = pg_backend.raw(f"SELECT {columns} FROM {table}")
+            marks = ", ".join("?" for _ in columns.split(","))
+            conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+    with SqliteStore(tmp_path / "copy.db", master_keys=MasterKeys.of(TEST_MASTER_KEY)) as copy:
+        assert copy.get_household(hid).name == "Shared Home"
+        assert [m.display_name for m in copy.list_members(hid)] == ["Ada"]
+        assert [v.embedding for v in copy.list_voiceprints(hid)] == [(0.5, 0.25)]
 
 
 # --- locking across replicas ---------------------------------------------------------------

@@ -2,18 +2,21 @@
 
 Same schema and migrations as `SqliteStore` (`store/migrations/*.sql`, applied by
 `migrate_pg.apply_postgres`), same stored forms (fixed-width ISO UTC text timestamps, JSON
-bodies from `store/codec.py`, float32 little-endian embeddings) and the same semantics; the
-docstrings of `SqliteStore` and `store.protocol.Store` apply unchanged.
+bodies from `store/codec.py`, sealed values with the same codec helpers and associated data)
+and the same semantics; the docstrings of `SqliteStore`, `store.protocol.Store` and
+`store.protocol.PrivacyStore` apply unchanged. A database written by one backend therefore
+reads the same through the other (given the same master keys).
 
 Connections come from a `psycopg_pool.ConnectionPool` in autocommit mode; every write is one
 explicit transaction at READ COMMITTED. What SQLite gets from its single writer, this store
 gets from row and advisory locks, so that it holds across processes:
 
-- `record_decision` (and `put_policy`) lock the household row `FOR NO KEY UPDATE` first: one
-  writer at a time appends to a household's audit chain and numbers its seq, and a racing
-  retry of the same request id waits and then sees the first one (idempotency). That lock
-  mode does not conflict with the `FOR KEY SHARE` locks that foreign-key checks take, so
-  other inserts for the household are not held up.
+- `record_decision`, `put_policy` and `purge_household` lock the household row
+  `FOR NO KEY UPDATE` first: one writer at a time appends to (or trims) a household's audit
+  chain and numbers its seq, and a racing retry of the same request id waits and then sees
+  the first one (idempotency). That lock mode does not conflict with the `FOR KEY SHARE`
+  locks that foreign-key checks take, so other inserts for the household are not held up.
+  `erase_household` locks the row `FOR UPDATE`, which waits for all of them.
 - `update_challenge` is a single conditional UPDATE; PostgreSQL re-checks its WHERE against
   the latest row version when two answers race, which is the compare-and-set.
 - `household_lock` takes a session-level `pg_advisory_lock` on a connection it keeps for the
@@ -24,6 +27,12 @@ gets from row and advisory locks, so that it holds across processes:
   per-process lock in front keeps waiting threads of one process from each holding a
   connection while they wait.
 
+Sealing: personal values are sealed before a write transaction starts and opened after a read
+has given its connection back, so no cryptography runs inside a transaction. With
+`master_keys` the wrapped data keys live in this database's `data_keys` table
+(`PostgresKeyStore`); its queries go through the same connection routing, so a data-key
+lookup inside `household_lock` also uses the held connection instead of a second one.
+
 Error mapping: connection failures, a closed store, pool exhaustion and lock timeouts become
 `errors.Unavailable`; constraint violations become `AlreadyExists` or `NotFound` naming only
 the id the caller passed. Messages never include the DSN.
@@ -31,10 +40,11 @@ the id the caller passed. Messages never include the DSN.
 
 from __future__ import annotations
 
+import secrets
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -55,13 +65,28 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyStore
 from purchase_guard.store import codec
 from purchase_guard.store.migrate_pg import advisory_key, apply_postgres
-from purchase_guard.store.protocol import AuditEntry, SpendEntry, Store, StoredDecision
+from purchase_guard.store.protocol import (
+    AuditAnchor,
+    AuditEntry,
+    AuditRecord,
+    HouseholdRecords,
+    PolicyRevision,
+    PrivacyStore,
+    PurgeResult,
+    SpendEntry,
+    Store,
+    StoredDecision,
+    Tombstone,
+    VoiceprintInfo,
+)
 from purchase_guard.store.sqlite import pack_embedding, unpack_embedding
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Any, ...]
+ConnectionSource = Callable[[], AbstractContextManager[Conn]]
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_LOCK_TIMEOUT_S = 10.0
@@ -75,25 +100,89 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 _MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
+_HOUSEHOLD_COLUMNS = "id, name, time_zone, currency, retain_audio, created_at"
+_NOTIFICATION_COLUMNS = "notification_id, household_id, kind, message, challenge_id, created_at"
+_AUDIT_COLUMNS = "household_id, seq, decision_id, at, body, prev_hash, entry_hash"
 
 
-def _member(row: Row) -> Member:
-    return Member(
-        member_id=row[0],
-        household_id=row[1],
-        display_name=row[2],
-        role=Role(row[3]),
-        is_parent=bool(row[4]),
-        created_at=codec.parse_ts(row[5]),
-    )
+class PostgresKeyStore:
+    """Wrapped data keys (table `data_keys`) in the store's database; a `WrappedKeyStore`.
+
+    `connection` yields a connection in autocommit mode (the store passes its own routing, so
+    the pool and the connection held by `household_lock` are shared with the data queries).
+    """
+
+    def __init__(self, connection: ConnectionSource) -> None:
+        self._connection = connection
+
+    def get_wrapped_key(self, household_id: str) -> bytes | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE household_id = %s", (household_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_wrapped_key(self, household_id: str, wrapped: bytes, master_key_id: str) -> bytes:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO data_keys (household_id, wrapped, master_key_id, created_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (household_id) DO NOTHING",
+                (household_id, wrapped, master_key_id, codec.format_ts(datetime.now(UTC))),
+            )
+            # Whoever inserted first wins; everyone then seals with that one key.
+            row = conn.execute(
+                "SELECT wrapped FROM data_keys WHERE household_id = %s", (household_id,)
+            ).fetchone()
+        if row is None:  # destroyed between our insert and read: a concurrent erasure won
+            raise NotFound(f"household {household_id!r} not found")
+        return bytes(row[0])
+
+    def replace_wrapped_key(self, household_id: str, old: bytes, new: bytes, master_key_id: str) -> bool:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "UPDATE data_keys SET wrapped = %s, master_key_id = %s"
+                " WHERE household_id = %s AND wrapped = %s",
+                (new, master_key_id, household_id, old),
+            )
+            return cursor.rowcount == 1
+
+    def list_wrapped_keys(self) -> list[tuple[str, bytes]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                'SELECT household_id, wrapped FROM data_keys ORDER BY household_id COLLATE "C"'
+            ).fetchall()
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def delete_wrapped_key(self, household_id: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM data_keys WHERE household_id = %s", (household_id,))
+
+
+_EPHEMERAL_LOCK = threading.Lock()
+_EPHEMERAL_MASTER: list[MasterKeys] = []
+
+
+def _ephemeral_master() -> MasterKeys:
+    # As in SqliteStore: one random master key per process for stores opened without keys
+    # (tests, benchmarks). Other processes and later runs cannot unwrap what it wrapped, so data
+    # is lost rather than exposed; production always passes master_keys.
+    with _EPHEMERAL_LOCK:
+        if not _EPHEMERAL_MASTER:
+            _EPHEMERAL_MASTER.append(MasterKeys.of(secrets.token_bytes(32)))
+        return _EPHEMERAL_MASTER[0]
 
 
 class PostgresStore:
-    """Store on PostgreSQL. See `store.protocol.Store` for the contract of each method.
+    """Store on PostgreSQL. See `store.protocol.PrivacyStore` for the contract of each method.
 
     `dsn` is a libpq connection string or URL; its `search_path` (e.g. `options=-csearch_path=guard`)
     picks the schema. The constructor applies pending migrations and raises `Unavailable` when
     the database cannot be reached within `connect_timeout_s`.
+
+    `sealer` and `master_keys` mean what they mean for `SqliteStore`: production passes
+    `master_keys` (every replica the same ones) and the store seals with a `KeyRing` whose
+    wrapped data keys live in this database; tests may pass any `sealer`. With neither, a
+    per-process random master key is used, which other replicas cannot read: tests only.
     """
 
     def __init__(
@@ -103,9 +192,13 @@ class PostgresStore:
         pool_size: int = 10,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        sealer: Sealer | None = None,
+        master_keys: MasterKeys | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        if sealer is not None and master_keys is not None:
+            raise ValueError("pass a sealer or master keys, not both")
         self._lock_timeout = f"{int(lock_timeout_s * 1000)}ms"
         self._local = threading.local()
         self._locks_guard = threading.Lock()
@@ -130,6 +223,13 @@ class PostgresStore:
         except BaseException:
             self._pool.close()
             raise
+        if sealer is None:
+            sealer = KeyRing(master_keys or _ephemeral_master(), PostgresKeyStore(self._conn))
+        self._sealer = sealer
+
+    @property
+    def sealer(self) -> Sealer:
+        return self._sealer
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -156,6 +256,14 @@ class PostgresStore:
         with self._conn() as conn, conn.transaction():
             yield conn
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Conn]:
+        """A read-only REPEATABLE READ transaction: every query inside sees the same committed state."""
+        with self._conn() as conn, conn.transaction():
+            # Must be the transaction's first statement; it fixes the snapshot for the rest.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield conn
+
     def _configure(self, conn: Conn) -> None:
         # Session-wide, so that taking a household lock is one round trip: no wait for any lock
         # (advisory or row) outlasts it; the waiter gets Unavailable instead of hanging a worker.
@@ -177,18 +285,40 @@ class PostgresStore:
         if conn.execute(query, (household_id,)).fetchone() is None:
             raise NotFound(f"household {household_id!r} not found")
 
+    def _check_household(self, household_id: str) -> None:
+        """NotFound before sealing anything: sealing creates the household's data key, and a key
+        must not be created for a household that does not exist. The write re-checks inside its
+        transaction; this read only keeps stray keys from being made."""
+        with self._conn() as conn:
+            self._require_household(conn, household_id)
+
+    def _seal(self, household_id: str, text: str, aad: bytes) -> str:
+        return codec.seal_text(self._sealer, household_id, text, aad)
+
+    def _open(self, household_id: str, stored: str, aad: bytes) -> str:
+        return codec.open_text(self._sealer, household_id, stored, aad)
+
     # --- households and credentials -------------------------------------------------
 
     def create_household(self, household: Household, admin_token_hash: str) -> None:
+        hid = household.household_id
+        if self.get_tombstone(hid) is not None:
+            # An erased id is never reused: its kept audit entries would join the new chain.
+            raise AlreadyExists(f"household {hid!r} or its admin token exists already")
+        name = self._seal(hid, household.name, codec.household_name_aad(hid))
         try:
             with self._tx() as conn:
+                if conn.execute(
+                    "SELECT 1 FROM household_tombstones WHERE household_id = %s", (hid,)
+                ).fetchone():
+                    raise AlreadyExists(f"household {hid!r} or its admin token exists already")
                 conn.execute(
                     "INSERT INTO households"
                     " (id, name, time_zone, currency, retain_audio, admin_token_hash, created_at)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (
-                        household.household_id,
-                        household.name,
+                        hid,
+                        name,
                         household.time_zone,
                         household.currency,
                         household.retain_audio,
@@ -198,22 +328,22 @@ class PostgresStore:
                 )
         except psycopg.IntegrityError as exc:
             # Either the id or the token hash is taken; say which without echoing the hash.
-            raise AlreadyExists(
-                f"household {household.household_id!r} or its admin token exists already"
-            ) from exc
+            raise AlreadyExists(f"household {hid!r} or its admin token exists already") from exc
 
     def get_household(self, household_id: str) -> Household:
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT id, name, time_zone, currency, retain_audio, created_at"
-                " FROM households WHERE id = %s",
+                f"SELECT {_HOUSEHOLD_COLUMNS} FROM households WHERE id = %s",  # noqa: S608
                 (household_id,),
             ).fetchone()
         if row is None:
             raise NotFound(f"household {household_id!r} not found")
+        return self._household(row)
+
+    def _household(self, row: Row) -> Household:
         return Household(
             household_id=row[0],
-            name=row[1],
+            name=self._open(row[0], row[1], codec.household_name_aad(row[0])),
             time_zone=row[2],
             currency=row[3],
             retain_audio=bool(row[4]),
@@ -229,17 +359,28 @@ class PostgresStore:
 
     # --- members and voiceprints ----------------------------------------------------
 
+    def _member(self, row: Row) -> Member:
+        return Member(
+            member_id=row[0],
+            household_id=row[1],
+            display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
+            role=Role(row[3]),
+            is_parent=bool(row[4]),
+            created_at=codec.parse_ts(row[5]),
+        )
+
     def add_member(self, member: Member) -> None:
+        self._check_household(member.household_id)
+        name = self._seal(member.household_id, member.display_name, codec.member_name_aad(member.member_id))
         try:
             with self._tx() as conn:
                 self._require_household(conn, member.household_id)
                 conn.execute(
-                    "INSERT INTO members (member_id, household_id, display_name, role, is_parent, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO members ({_MEMBER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
                     (
                         member.member_id,
                         member.household_id,
-                        member.display_name,
+                        name,
                         member.role.value,
                         member.is_parent,
                         codec.format_ts(member.created_at),
@@ -251,24 +392,22 @@ class PostgresStore:
     def get_member(self, household_id: str, member_id: str) -> Member:
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT member_id, household_id, display_name, role, is_parent, created_at"
-                " FROM members WHERE household_id = %s AND member_id = %s",
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s AND member_id = %s",  # noqa: S608
                 (household_id, member_id),
             ).fetchone()
         if row is None:
             raise NotFound(f"member {member_id!r} not found")
-        return _member(row)
+        return self._member(row)
 
     def list_members(self, household_id: str) -> list[Member]:
         with self._conn() as conn:
             # COLLATE "C": the same byte order SQLite uses, whatever the database's collation is.
             rows = conn.execute(
-                "SELECT member_id, household_id, display_name, role, is_parent, created_at"
-                " FROM members WHERE household_id = %s"
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s"  # noqa: S608
                 ' ORDER BY created_at COLLATE "C", member_id COLLATE "C"',
                 (household_id,),
             ).fetchall()
-        return [_member(r) for r in rows]
+        return [self._member(r) for r in rows]
 
     def remove_member(self, household_id: str, member_id: str) -> None:
         with self._tx() as conn:
@@ -282,16 +421,26 @@ class PostgresStore:
             if gone.rowcount == 0:
                 raise NotFound(f"member {member_id!r} not found")
 
+    @staticmethod
+    def _require_member(conn: Conn, household_id: str, member_id: str) -> None:
+        found = conn.execute(
+            "SELECT 1 FROM members WHERE household_id = %s AND member_id = %s", (household_id, member_id)
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"member {member_id!r} not found")
+
     def put_voiceprint(self, voiceprint: Voiceprint) -> None:
-        blob = pack_embedding(voiceprint.embedding)
+        with self._conn() as conn:
+            self._require_member(conn, voiceprint.household_id, voiceprint.member_id)
+        dim = len(voiceprint.embedding)
+        blob = self._sealer.seal(
+            voiceprint.household_id,
+            pack_embedding(voiceprint.embedding),
+            codec.voiceprint_aad(voiceprint.member_id, voiceprint.encoder, dim),
+        )
         try:
             with self._tx() as conn:
-                found = conn.execute(
-                    "SELECT 1 FROM members WHERE household_id = %s AND member_id = %s",
-                    (voiceprint.household_id, voiceprint.member_id),
-                ).fetchone()
-                if found is None:
-                    raise NotFound(f"member {voiceprint.member_id!r} not found")
+                self._require_member(conn, voiceprint.household_id, voiceprint.member_id)
                 conn.execute(
                     "INSERT INTO voiceprints"
                     " (member_id, household_id, encoder, embedding, dim, n_utterances, created_at)"
@@ -304,7 +453,7 @@ class PostgresStore:
                         voiceprint.household_id,
                         voiceprint.encoder,
                         blob,
-                        len(voiceprint.embedding),
+                        dim,
                         voiceprint.n_utterances,
                         codec.format_ts(voiceprint.created_at),
                     ),
@@ -325,7 +474,10 @@ class PostgresStore:
                 member_id=r[0],
                 household_id=r[1],
                 encoder=r[2],
-                embedding=unpack_embedding(bytes(r[3]), int(r[4])),
+                embedding=unpack_embedding(
+                    self._sealer.open(r[1], bytes(r[3]), codec.voiceprint_aad(r[0], r[2], int(r[4]))),
+                    int(r[4]),
+                ),
                 n_utterances=int(r[5]),
                 created_at=codec.parse_ts(r[6]),
             )
@@ -390,22 +542,14 @@ class PostgresStore:
                 " WHERE household_id = %s",
                 (household_id,),
             ).fetchone()
-        if row is None:
-            return None
-        return PinState(
-            household_id=row[0],
-            pin_hash=row[1],
-            lockouts=int(row[2]),
-            throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
-            set_at=codec.parse_ts(row[4]),
-        )
+        return None if row is None else _pin(row)
 
     # --- decisions, spend and audit -------------------------------------------------
 
     @staticmethod
     def _stored_decision(conn: Conn, household_id: str, kind: str, request_id: str) -> Row | None:
         row: Row | None = conn.execute(
-            "SELECT body, request_digest FROM decisions"
+            "SELECT body, request_digest, decision_id FROM decisions"
             " WHERE household_id = %s AND kind = %s AND request_id = %s",
             (household_id, kind, request_id),
         ).fetchone()
@@ -475,7 +619,24 @@ class PostgresStore:
             row = self._stored_decision(conn, household_id, kind, request_id)
         if row is None:
             return None
-        return StoredDecision(decision=codec.decision_from_json(row[0]), request_digest=row[1])
+        return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
+
+    def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
+        return codec.decision_from_json(self._open(household_id, stored, codec.decision_aad(decision_id)))
+
+    @staticmethod
+    def _chain_head(conn: Conn, household_id: str) -> tuple[int, str]:
+        """(seq, entry hash) of the household's last audit entry; after retention purged every
+        entry, the anchor; for a new chain (0, GENESIS)."""
+        head = conn.execute(
+            "SELECT seq, entry_hash FROM audit WHERE household_id = %s ORDER BY seq DESC LIMIT 1",
+            (household_id,),
+        ).fetchone()
+        if head is None:
+            head = conn.execute(
+                "SELECT seq, entry_hash FROM audit_anchors WHERE household_id = %s", (household_id,)
+            ).fetchone()
+        return (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
 
     def record_decision(
         self,
@@ -490,8 +651,18 @@ class PostgresStore:
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
-        body = codec.decision_to_json(decision)
-        at_iso = codec.format_ts(decision.decided_at)
+        codec.format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
+        self._check_household(hid)
+        body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
+        sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
+        challenge_body = (
+            None
+            if challenge is None
+            else self._seal(
+                hid, codec.challenge_to_json(challenge), codec.challenge_aad(challenge.challenge_id)
+            )
+        )
+        existing: Row | None = None
         try:
             with self._tx() as conn:
                 # The household row lock orders all appends to this household's chain; a racing
@@ -504,63 +675,79 @@ class PostgresStore:
                         raise AlreadyExists(
                             f"request id {decision.request_id!r} was used for another request"
                         )
-                    return codec.decision_from_json(existing[0])
-                head = conn.execute(
-                    "SELECT seq, entry_hash FROM audit WHERE household_id = %s ORDER BY seq DESC LIMIT 1",
-                    (hid,),
-                ).fetchone()
-                seq, prev_hash = (1, GENESIS) if head is None else (int(head[0]) + 1, str(head[1]))
-                conn.execute(
-                    "INSERT INTO decisions (decision_id, household_id, kind, request_id, request_digest,"
-                    " outcome, seq, body, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        decision.decision_id,
-                        hid,
-                        decision.kind,
-                        decision.request_id,
-                        request_digest,
-                        decision.outcome.value,
-                        seq,
-                        body,
-                        at_iso,
-                    ),
-                )
-                conn.execute(
-                    "INSERT INTO audit (household_id, seq, decision_id, at, body, prev_hash, entry_hash)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        hid,
-                        seq,
-                        decision.decision_id,
-                        at_iso,
-                        audit_body,
-                        prev_hash,
-                        entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev_hash),
-                    ),
-                )
-                if spend is not None:
-                    conn.execute(
-                        "INSERT INTO spend"
-                        " (decision_id, household_id, member_id, amount_minor, seq, at, exempt)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (
-                            spend.decision_id,
-                            hid,
-                            spend.member_id,
-                            spend.amount_minor,
-                            seq,
-                            codec.format_ts(spend.at),
-                            spend.exempt,
-                        ),
+                else:
+                    self._insert_decision(
+                        conn, decision, request_digest, body, sealed_audit, spend, challenge, challenge_body
                     )
-                if challenge is not None:
-                    self._upsert_challenge(conn, challenge, seq)
         except psycopg.IntegrityError as exc:
             raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
+        if existing is not None:
+            return self._decision(hid, existing[2], existing[0])
         return decision
 
+    def _insert_decision(
+        self,
+        conn: Conn,
+        decision: Decision,
+        request_digest: str,
+        body: str,
+        audit_body: str,
+        spend: SpendEntry | None,
+        challenge: Challenge | None,
+        challenge_body: str | None,
+    ) -> None:
+        hid = decision.household_id
+        at_iso = codec.format_ts(decision.decided_at)
+        last_seq, prev_hash = self._chain_head(conn, hid)
+        seq = last_seq + 1
+        conn.execute(
+            "INSERT INTO decisions (decision_id, household_id, kind, request_id, request_digest,"
+            " outcome, seq, body, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                decision.decision_id,
+                hid,
+                decision.kind,
+                decision.request_id,
+                request_digest,
+                decision.outcome.value,
+                seq,
+                body,
+                at_iso,
+            ),
+        )
+        # The hash covers the sealed text as stored, so the chain verifies without any key.
+        conn.execute(
+            f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
+            (
+                hid,
+                seq,
+                decision.decision_id,
+                at_iso,
+                audit_body,
+                prev_hash,
+                entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev_hash),
+            ),
+        )
+        if spend is not None:
+            conn.execute(
+                "INSERT INTO spend"
+                " (decision_id, household_id, member_id, amount_minor, seq, at, exempt)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    spend.decision_id,
+                    hid,
+                    spend.member_id,
+                    spend.amount_minor,
+                    seq,
+                    codec.format_ts(spend.at),
+                    spend.exempt,
+                ),
+            )
+        if challenge is not None and challenge_body is not None:
+            self._upsert_challenge(conn, challenge, challenge_body, seq)
+
     @staticmethod
-    def _upsert_challenge(conn: Conn, challenge: Challenge, seq: int) -> None:
+    def _upsert_challenge(conn: Conn, challenge: Challenge, body: str, seq: int) -> None:
         owner = conn.execute(
             "SELECT household_id FROM challenges WHERE challenge_id = %s", (challenge.challenge_id,)
         ).fetchone()
@@ -588,7 +775,7 @@ class PostgresStore:
                 codec.format_ts(challenge.expires_at),
                 codec.format_ts(challenge.created_at),
                 passed_seq,
-                codec.challenge_to_json(challenge),
+                body,
             ),
         )
 
@@ -598,10 +785,10 @@ class PostgresStore:
             return []
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT body FROM decisions WHERE household_id = %s ORDER BY seq DESC LIMIT %s",
+                "SELECT decision_id, body FROM decisions WHERE household_id = %s ORDER BY seq DESC LIMIT %s",
                 (household_id, limit),
             ).fetchall()
-        return [codec.decision_from_json(r[0]) for r in rows]
+        return [self._decision(household_id, r[0], r[1]) for r in rows]
 
     def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
         """Spend with `at >= since` (inclusive)."""
@@ -636,22 +823,10 @@ class PostgresStore:
     def audit_entries(self, household_id: str) -> list[AuditEntry]:
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT household_id, seq, decision_id, at, body, prev_hash, entry_hash FROM audit"
-                " WHERE household_id = %s ORDER BY seq",
+                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE household_id = %s ORDER BY seq",  # noqa: S608
                 (household_id,),
             ).fetchall()
-        return [
-            AuditEntry(
-                household_id=r[0],
-                seq=int(r[1]),
-                decision_id=r[2],
-                at=codec.parse_ts(r[3]),
-                body=r[4],
-                prev_hash=r[5],
-                entry_hash=r[6],
-            )
-            for r in rows
-        ]
+        return [_audit_entry(r) for r in rows]
 
     # --- challenges -----------------------------------------------------------------
 
@@ -663,7 +838,18 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             raise NotFound(f"challenge {challenge_id!r} not found")
-        return codec.challenge_from_json(row[0])
+        return self._challenge(household_id, challenge_id, row[0])
+
+    def _challenge(self, household_id: str, challenge_id: str, stored: str) -> Challenge:
+        return codec.challenge_from_json(self._open(household_id, stored, codec.challenge_aad(challenge_id)))
+
+    @staticmethod
+    def _challenge_exists(conn: Conn, household_id: str, challenge_id: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM challenges WHERE household_id = %s AND challenge_id = %s",
+            (household_id, challenge_id),
+        ).fetchone()
+        return found is not None
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
         """Compare-and-set; see the rule in `Store.update_challenge`.
@@ -671,19 +857,27 @@ class PostgresStore:
         A challenge that becomes PASSED here is ordered after every decision recorded so far,
         so exempt spend recorded later counts towards the next threshold.
         """
+        hid = challenge.household_id
+        with self._conn() as conn:
+            # Before sealing: an unknown challenge (or household) must not get a data key made.
+            if not self._challenge_exists(conn, hid, challenge.challenge_id):
+                raise NotFound(f"challenge {challenge.challenge_id!r} not found")
         status_changes = challenge.status is not expected_status
         passes = challenge.status is ChallengeStatus.PASSED
+        body = self._seal(
+            hid, codec.challenge_to_json(challenge), codec.challenge_aad(challenge.challenge_id)
+        )
         with self._tx() as conn:
             if passes:
                 # Taken only to read a final MAX(seq): no decision of the household is mid-append.
-                conn.execute(
-                    "SELECT 1 FROM households WHERE id = %s FOR NO KEY UPDATE", (challenge.household_id,)
-                )
+                conn.execute("SELECT 1 FROM households WHERE id = %s FOR NO KEY UPDATE", (hid,))
+            # The chain head falls back to the retention anchor when every entry was purged.
             cursor = conn.execute(
                 "UPDATE challenges SET status = %s, attempts_left = %s, decision_id = %s, member_id = %s,"
                 " expires_at = %s, body = %s,"
                 " passed_seq = CASE WHEN %s THEN COALESCE(passed_seq,"
-                "  (SELECT COALESCE(MAX(seq), 0) FROM audit WHERE household_id = %s)) ELSE passed_seq END"
+                "  (SELECT MAX(seq) FROM audit WHERE household_id = %s),"
+                "  (SELECT seq FROM audit_anchors WHERE household_id = %s), 0) ELSE passed_seq END"
                 " WHERE household_id = %s AND challenge_id = %s AND status = %s"
                 " AND (attempts_left = %s + 1 OR (%s AND attempts_left = %s))",
                 (
@@ -692,10 +886,11 @@ class PostgresStore:
                     challenge.decision_id,
                     challenge.member_id,
                     codec.format_ts(challenge.expires_at),
-                    codec.challenge_to_json(challenge),
+                    body,
                     passes,
-                    challenge.household_id,
-                    challenge.household_id,
+                    hid,
+                    hid,
+                    hid,
                     challenge.challenge_id,
                     expected_status.value,
                     challenge.attempts_left,
@@ -705,11 +900,7 @@ class PostgresStore:
             )
             if cursor.rowcount == 1:
                 return True
-            found = conn.execute(
-                "SELECT 1 FROM challenges WHERE household_id = %s AND challenge_id = %s",
-                (challenge.household_id, challenge.challenge_id),
-            ).fetchone()
-            if found is None:
+            if not self._challenge_exists(conn, hid, challenge.challenge_id):
                 raise NotFound(f"challenge {challenge.challenge_id!r} not found")
             return False
 
@@ -717,32 +908,38 @@ class PostgresStore:
         with self._conn() as conn:
             if status is None:
                 rows = conn.execute(
-                    "SELECT body FROM challenges WHERE household_id = %s"
+                    "SELECT challenge_id, body FROM challenges WHERE household_id = %s"
                     ' ORDER BY created_at COLLATE "C", challenge_id COLLATE "C"',
                     (household_id,),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT body FROM challenges WHERE household_id = %s AND status = %s"
+                    "SELECT challenge_id, body FROM challenges WHERE household_id = %s AND status = %s"
                     ' ORDER BY created_at COLLATE "C", challenge_id COLLATE "C"',
                     (household_id, status.value),
                 ).fetchall()
-        return [codec.challenge_from_json(r[0]) for r in rows]
+        return [self._challenge(household_id, r[0], r[1]) for r in rows]
 
     # --- notifications --------------------------------------------------------------
 
     def add_notification(self, notification: Notification) -> None:
+        self._check_household(notification.household_id)
+        message = self._seal(
+            notification.household_id,
+            notification.message,
+            codec.notification_aad(notification.notification_id),
+        )
         try:
             with self._tx() as conn:
                 self._require_household(conn, notification.household_id)
                 conn.execute(
-                    "INSERT INTO notifications (notification_id, household_id, kind, message, challenge_id,"
-                    " created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS})"  # noqa: S608
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
                     (
                         notification.notification_id,
                         notification.household_id,
                         notification.kind,
-                        notification.message,
+                        message,
                         notification.challenge_id,
                         codec.format_ts(notification.created_at),
                     ),
@@ -753,22 +950,274 @@ class PostgresStore:
     def list_notifications(self, household_id: str) -> list[Notification]:
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT notification_id, household_id, kind, message, challenge_id, created_at"
-                " FROM notifications WHERE household_id = %s"
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = %s"  # noqa: S608
                 ' ORDER BY created_at COLLATE "C", notification_id COLLATE "C"',
                 (household_id,),
             ).fetchall()
-        return [
-            Notification(
-                notification_id=r[0],
-                household_id=r[1],
-                kind=r[2],
-                message=r[3],
-                challenge_id=r[4],
-                created_at=codec.parse_ts(r[5]),
-            )
-            for r in rows
-        ]
+        return [self._notification(r) for r in rows]
+
+    def _notification(self, r: Row) -> Notification:
+        return Notification(
+            notification_id=r[0],
+            household_id=r[1],
+            kind=r[2],
+            message=self._open(r[1], r[3], codec.notification_aad(r[0])),
+            challenge_id=r[4],
+            created_at=codec.parse_ts(r[5]),
+        )
+
+    # --- export -----------------------------------------------------------------------
+
+    def household_records(self, household_id: str) -> HouseholdRecords:
+        hid = (household_id,)
+        with self._snapshot() as conn:
+            household = conn.execute(
+                f"SELECT {_HOUSEHOLD_COLUMNS} FROM households WHERE id = %s",  # noqa: S608
+                hid,
+            ).fetchone()
+            if household is None:
+                raise NotFound(f"household {household_id!r} not found")
+            members = conn.execute(
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s"  # noqa: S608
+                ' ORDER BY created_at COLLATE "C", member_id COLLATE "C"',
+                hid,
+            ).fetchall()
+            # The embedding column is not even read: an export carries voiceprint metadata only.
+            prints = conn.execute(
+                "SELECT household_id, member_id, encoder, dim, n_utterances, created_at FROM voiceprints"
+                ' WHERE household_id = %s ORDER BY member_id COLLATE "C"',
+                hid,
+            ).fetchall()
+            policies = conn.execute(
+                "SELECT household_id, body, created_at FROM policies WHERE household_id = %s"
+                " ORDER BY revision",
+                hid,
+            ).fetchall()
+            pin = conn.execute(
+                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
+                " WHERE household_id = %s",
+                hid,
+            ).fetchone()
+            decisions = conn.execute(
+                "SELECT decision_id, body FROM decisions WHERE household_id = %s ORDER BY seq", hid
+            ).fetchall()
+            spend = conn.execute(
+                "SELECT household_id, member_id, amount_minor, decision_id, at, exempt FROM spend"
+                " WHERE household_id = %s ORDER BY seq",
+                hid,
+            ).fetchall()
+            challenges = conn.execute(
+                "SELECT challenge_id, body FROM challenges WHERE household_id = %s"
+                ' ORDER BY created_at COLLATE "C", challenge_id COLLATE "C"',
+                hid,
+            ).fetchall()
+            notifications = conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = %s"  # noqa: S608
+                ' ORDER BY created_at COLLATE "C", notification_id COLLATE "C"',
+                hid,
+            ).fetchall()
+            audit = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE household_id = %s ORDER BY seq",  # noqa: S608
+                hid,
+            ).fetchall()
+            anchor = self._anchor(conn, household_id)
+        # Opened after the snapshot ends: no cryptography while a transaction is open.
+        return HouseholdRecords(
+            household=self._household(household),
+            members=tuple(self._member(r) for r in members),
+            voiceprints=tuple(
+                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), codec.parse_ts(r[5])) for r in prints
+            ),
+            policies=tuple(
+                PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
+            ),
+            pin=None if pin is None else _pin(pin),
+            decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
+            spend=tuple(
+                SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
+            ),
+            challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
+            notifications=tuple(self._notification(r) for r in notifications),
+            audit=tuple(self._audit_record(_audit_entry(r)) for r in audit),
+            audit_anchor=anchor,
+        )
+
+    def _audit_record(self, entry: AuditEntry) -> AuditRecord:
+        if not codec.is_sealed_text(entry.body):
+            return AuditRecord(entry, entry.body, sealed=False)  # written before sealing existed
+        body = self._open(entry.household_id, entry.body, codec.audit_aad(entry.decision_id))
+        return AuditRecord(entry, body, sealed=True)
+
+    # --- erasure ----------------------------------------------------------------------
+
+    _ERASE_ORDER = (
+        # Children before parents, for the foreign keys; audit entries stay (sealed).
+        "spend",
+        "decisions",
+        "voiceprints",
+        "members",
+        "policies",
+        "pins",
+        "challenges",
+        "notifications",
+    )
+
+    def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
+        at_iso = codec.format_ts(at)
+        erased_now = False
+        with self._tx() as conn:
+            # FOR UPDATE waits for every writer holding the row (decisions, policies, foreign-key
+            # checks of inserts); a concurrent erasure of the same household is found by the
+            # tombstone read after the wait, which sees what committed meanwhile.
+            live = conn.execute(
+                "SELECT 1 FROM households WHERE id = %s FOR UPDATE", (household_id,)
+            ).fetchone()
+            row = self._tombstone_row(conn, household_id)
+            if row is None:
+                if live is None:
+                    raise NotFound(f"household {household_id!r} not found")
+                count_row = conn.execute(
+                    "SELECT COUNT(*) FROM audit WHERE household_id = %s", (household_id,)
+                ).fetchone()
+                count = 0 if count_row is None else int(count_row[0])
+                _, head = self._chain_head(conn, household_id)
+                for table in self._ERASE_ORDER:
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE household_id = %s".encode(),  # noqa: S608 - fixed names
+                        (household_id,),
+                    )
+                conn.execute("DELETE FROM households WHERE id = %s", (household_id,))
+                conn.execute(
+                    "INSERT INTO household_tombstones (household_id, erased_at, audit_entries, audit_head)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (household_id, at_iso, count, head),
+                )
+                row = (household_id, at_iso, count, head)
+                erased_now = True
+        # After the commit: if destroying the key fails, the call fails and a retry (idempotent)
+        # destroys it; the rows are gone either way.
+        self._sealer.destroy(household_id)
+        return _tombstone(row), erased_now
+
+    @staticmethod
+    def _tombstone_row(conn: Conn, household_id: str) -> Row | None:
+        row: Row | None = conn.execute(
+            "SELECT household_id, erased_at, audit_entries, audit_head FROM household_tombstones"
+            " WHERE household_id = %s",
+            (household_id,),
+        ).fetchone()
+        return row
+
+    def get_tombstone(self, household_id: str) -> Tombstone | None:
+        with self._conn() as conn:
+            row = self._tombstone_row(conn, household_id)
+        return None if row is None else _tombstone(row)
+
+    def list_household_ids(self) -> list[str]:
+        """Every household with data or a chain: live ones and erased ones whose sealed audit
+        entries are kept (audit/startup.py verifies all their chains at start)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id FROM (SELECT id FROM households UNION SELECT household_id FROM audit"
+                " UNION SELECT household_id FROM household_tombstones) AS ids"
+                ' ORDER BY id COLLATE "C"'
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # --- retention --------------------------------------------------------------------
+
+    @staticmethod
+    def _anchor(conn: Conn, household_id: str) -> AuditAnchor | None:
+        row = conn.execute(
+            "SELECT household_id, seq, entry_hash, at FROM audit_anchors WHERE household_id = %s",
+            (household_id,),
+        ).fetchone()
+        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], codec.parse_ts(row[3]))
+
+    def audit_anchor(self, household_id: str) -> AuditAnchor | None:
+        with self._conn() as conn:
+            return self._anchor(conn, household_id)
+
+    def retention_candidates(self, cutoff: datetime) -> list[str]:
+        before = codec.format_ts(cutoff)
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT household_id FROM (SELECT household_id FROM audit WHERE at < %s"
+                " UNION SELECT household_id FROM decisions WHERE created_at < %s"
+                " UNION SELECT household_id FROM notifications WHERE created_at < %s) AS old"
+                ' ORDER BY household_id COLLATE "C"',
+                (before, before, before),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
+        before = codec.format_ts(cutoff)
+        hid = household_id
+        with self._tx() as conn:
+            # Orders the purge with appends to the chain (record_decision takes the same lock), so
+            # the anchor never moves under a decision that is reading the chain head. An erased
+            # household has no row and no appends: nothing to lock.
+            conn.execute("SELECT 1 FROM households WHERE id = %s FOR NO KEY UPDATE", (hid,))
+            row = conn.execute(
+                "SELECT MAX(passed_seq) FROM challenges WHERE household_id = %s", (hid,)
+            ).fetchone()
+            last_passed = 0 if row is None or row[0] is None else int(row[0])
+            # Exempt spend after the last passed challenge still counts towards the low-value
+            # exemption's cumulative limit, however old; it and its decision stay.
+            spend = conn.execute(
+                "DELETE FROM spend WHERE household_id = %s AND at < %s AND NOT (exempt AND seq > %s)",
+                (hid, before, last_passed),
+            ).rowcount
+            decisions = conn.execute(
+                "DELETE FROM decisions WHERE household_id = %s AND created_at < %s"
+                " AND decision_id NOT IN (SELECT decision_id FROM spend WHERE household_id = %s)",
+                (hid, before, hid),
+            ).rowcount
+            # The last passed challenge stays: it is where the exemption's count restarts.
+            challenges = conn.execute(
+                "DELETE FROM challenges WHERE household_id = %s AND expires_at < %s"
+                " AND (passed_seq IS NULL OR passed_seq < %s)",
+                (hid, before, last_passed),
+            ).rowcount
+            notifications = conn.execute(
+                "DELETE FROM notifications WHERE household_id = %s AND created_at < %s", (hid, before)
+            ).rowcount
+            audit = self._purge_audit_prefix(conn, hid, before)
+            anchor = self._anchor(conn, hid)
+        return PurgeResult(hid, decisions, spend, audit, challenges, notifications, anchor)
+
+    @staticmethod
+    def _purge_audit_prefix(conn: Conn, household_id: str, before: str) -> int:
+        """Deletes the longest prefix of the chain older than `before` and moves the anchor to its
+        last entry. Only a prefix: an old entry after a newer one (clock skew) waits for the next run."""
+        row = conn.execute(
+            "SELECT MIN(seq) FROM audit WHERE household_id = %s AND at >= %s", (household_id, before)
+        ).fetchone()
+        if row is None or row[0] is None:
+            row = conn.execute(
+                "SELECT MAX(seq) FROM audit WHERE household_id = %s", (household_id,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return 0
+            last = int(row[0])
+        else:
+            last = int(row[0]) - 1
+        tail = conn.execute(
+            "SELECT seq, entry_hash, at FROM audit WHERE household_id = %s AND seq = %s",
+            (household_id, last),
+        ).fetchone()
+        if tail is None:  # nothing older than the first kept entry is left
+            return 0
+        purged = conn.execute(
+            "DELETE FROM audit WHERE household_id = %s AND seq <= %s", (household_id, last)
+        ).rowcount
+        conn.execute(
+            "INSERT INTO audit_anchors (household_id, seq, entry_hash, at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (household_id) DO UPDATE SET seq = excluded.seq,"
+            " entry_hash = excluded.entry_hash, at = excluded.at",
+            (household_id, int(tail[0]), str(tail[1]), str(tail[2])),
+        )
+        return int(purged)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -777,6 +1226,7 @@ class PostgresStore:
             conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
+        # The key store (if this store made it) runs on this pool: closing the pool closes both.
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:
@@ -788,12 +1238,39 @@ class PostgresStore:
         self.close()
 
 
+def _pin(row: Row) -> PinState:
+    return PinState(
+        household_id=row[0],
+        pin_hash=row[1],
+        lockouts=int(row[2]),
+        throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
+        set_at=codec.parse_ts(row[4]),
+    )
+
+
+def _audit_entry(r: Row) -> AuditEntry:
+    return AuditEntry(
+        household_id=r[0],
+        seq=int(r[1]),
+        decision_id=r[2],
+        at=codec.parse_ts(r[3]),
+        body=r[4],
+        prev_hash=r[5],
+        entry_hash=r[6],
+    )
+
+
+def _tombstone(row: Row) -> Tombstone:
+    return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
+
+
 def _brief(exc: BaseException) -> str:
     """The first line of a driver error: libpq adds hints and context lines that say nothing new."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _conforms(store: PostgresStore) -> Store:
-    """Never called: makes mypy prove that PostgresStore implements the Store protocol exactly."""
-    return store
+def _conforms(store: PostgresStore, keys: PostgresKeyStore) -> tuple[Store, PrivacyStore, WrappedKeyStore]:
+    """Never called: makes mypy prove that PostgresStore implements the Store and PrivacyStore
+    protocols exactly, and PostgresKeyStore the WrappedKeyStore protocol."""
+    return store, store, keys
