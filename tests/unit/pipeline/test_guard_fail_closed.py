@@ -97,7 +97,7 @@ def evaluate(guard: Guard, request_id: str = "r1") -> Any:
 
 
 def test_baseline_adult_is_allowed() -> None:
-    """With working checks, the verified adult's small order is allowed (so the failures below mean something)."""
+    """With working checks the verified adult is allowed, so the failures below mean something."""
     assert evaluate(make_guard(FakeStore())).outcome is Outcome.ALLOW
 
 
