@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv run test unit integration lint typecheck protos protos-check eval bench replay trust clean
+.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-broadcast bench replay trust model clean
 
 venv: $(STAMP)
 
@@ -16,8 +16,11 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,ecapa]'
 	$(BIN)/pip install --no-deps resemblyzer==0.1.4
+	# speechbrain's metadata requires torchaudio, which would replace the CPU torch; its real
+	# needs are in the [ecapa] extra and voice/_speechbrain_compat.py covers the import.
+	$(BIN)/pip install --no-deps speechbrain==1.1.2
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -47,6 +50,16 @@ protos: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval
+
+eval-broadcast: $(STAMP)
+	$(PY) scripts/eval_broadcast.py --data $(DATA) --out reports/broadcast
+
+# Fetches the real ECAPA weights; only on a machine that can reach the model hub. The server
+# itself never downloads anything: it loads this folder (PURCHASE_GUARD_ECAPA_MODEL_DIR).
+ECAPA_DIR ?= models/spkrec-ecapa-voxceleb
+ECAPA_REVISION ?= main
+model: $(STAMP)
+	$(PY) -c "from huggingface_hub import snapshot_download; snapshot_download('speechbrain/spkrec-ecapa-voxceleb', revision='$(ECAPA_REVISION)', local_dir='$(ECAPA_DIR)', allow_patterns=['hyperparams.yaml','embedding_model.ckpt','mean_var_norm_emb.ckpt','classifier.ckpt','label_encoder.txt'])"
 
 replay: $(STAMP)
 	$(BIN)/purchase-guard replay tests/scenarios --data $(DATA) --report reports/replay --junit reports/replay/junit.xml

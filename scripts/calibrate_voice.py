@@ -1,6 +1,7 @@
 """Fit the speaker-verification thresholds and write src/purchase_guard/voice/thresholds.json.
 
     python scripts/calibrate_voice.py [--data ../shared/data] [--out build/voice-eval]
+        [--encoder ge2e|ecapa] [--ecapa-model-dir models/spkrec-ecapa-voxceleb]
 
 Thresholds are chosen on the fit half of the speakers and the printed table reports the
 other half; see docs/voice.md for the rule and the last measured numbers.
@@ -25,11 +26,14 @@ if __name__ == "__main__":
         default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data")),
     )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "voice-eval")
-    parser.add_argument("--encoder", choices=["ge2e", "fake"], default="ge2e")
+    parser.add_argument("--encoder", choices=["ge2e", "ecapa", "fake"], default="ge2e")
+    parser.add_argument("--ecapa-model-dir", type=Path, default=None)
     args = parser.parse_args()
+    extra = ["--ecapa-model-dir", str(args.ecapa_model_dir)] if args.ecapa_model_dir else []
     sys.exit(
         main(
             [
+                *extra,
                 "--data",
                 str(args.data),
                 "--out",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import redis
 
+from purchase_guard.broadcast.registry import ClipRegistry
+from purchase_guard.broadcast.wiring import build_broadcast
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
 from purchase_guard.config import ConfigError, Settings
@@ -16,11 +18,12 @@ from purchase_guard.household.service import HouseholdService
 from purchase_guard.limits import InProcessPinGuessCounter, PinGuessCounter, RedisPinGuessCounter
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
-from purchase_guard.pipeline.ports import NoBroadcastDefence
+from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
 from purchase_guard.privacy.keys import resolve_master_keys
 from purchase_guard.privacy.service import PrivacyService
 from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.store.sqlite import SqliteStore
+from purchase_guard.voice.child import child_detector_for
 from purchase_guard.voice.encoder import SpeakerEncoder
 from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
 
@@ -37,6 +40,7 @@ class App:
     clock: Clock
     operator_token: str
     privacy: PrivacyService
+    clips: ClipRegistry | None = None
 
 
 def build_encoder(settings: Settings) -> SpeakerEncoder:
@@ -44,9 +48,22 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
         from purchase_guard.voice.encoder import FakeEncoder
 
         return FakeEncoder()
-    from purchase_guard.voice.ge2e import Ge2eEncoder
+    inner: SpeakerEncoder
+    if settings.encoder == "ecapa":
+        from purchase_guard.voice.ecapa import EcapaEncoder
 
-    return Ge2eEncoder(settings.ge2e_weights)
+        if settings.ecapa_model_dir is None:
+            raise ConfigError("PURCHASE_GUARD_ECAPA_MODEL_DIR is required for encoder=ecapa")
+        inner = EcapaEncoder(settings.ecapa_model_dir)
+    else:
+        from purchase_guard.voice.ge2e import Ge2eEncoder
+
+        inner = Ge2eEncoder(settings.ge2e_weights)
+    if settings.embed_max_batch <= 1:
+        return inner
+    from purchase_guard.voice.batching import BatchingEncoder
+
+    return BatchingEncoder(inner, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms)
 
 
 def resolve_operator_token(settings: Settings) -> str:
@@ -92,6 +109,7 @@ def build_app(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     pins: PinHasher | None = None,
+    broadcast: BroadcastDefence | None = None,
 ) -> App:
     if store is None:
         store = build_store(settings)
@@ -100,14 +118,27 @@ def build_app(
     ids = ids or RandomIds()
     pins = pins or PinHasher()
     encoder = encoder or build_encoder(settings)
-    verifier = VoiceVerifier(encoder, Thresholds.load(encoder.name, settings.thresholds_file))
+    child = child_detector_for(encoder.name, settings.child_detector_file)
+    if child is None:
+        log.warning("child_detector_unavailable", encoder=encoder.name)
+    verifier = VoiceVerifier(
+        encoder, Thresholds.load(encoder.name, settings.thresholds_file), child_detector=child
+    )
     token = resolve_operator_token(settings)
     pin_guesses: PinGuessCounter
     if settings.rate_limit_backend == "redis":
         pin_guesses = RedisPinGuessCounter(redis.Redis.from_url(settings.redis_url, socket_timeout=0.5))
     else:
         pin_guesses = InProcessPinGuessCounter()
-    guard = Guard(settings, store, verifier, NoBroadcastDefence(), pins, clock, ids, pin_guesses=pin_guesses)
+    clips: ClipRegistry | None = None
+    defence: BroadcastDefence
+    if settings.broadcast_enabled:
+        parts = build_broadcast(settings, clock, ids)
+        clips = parts.registry
+        defence = broadcast or parts.guard
+    else:
+        defence = broadcast or NoBroadcastDefence()
+    guard = Guard(settings, store, verifier, defence, pins, clock, ids, pin_guesses=pin_guesses)
     households = HouseholdService(settings, store, verifier, pins, clock, ids, token)
     privacy = PrivacyService(store, households, clock)
-    return App(settings, store, verifier, guard, households, clock, token, privacy)
+    return App(settings, store, verifier, guard, households, clock, token, privacy, clips)

@@ -197,7 +197,11 @@ def _guard(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     if not rest or rest[0] != "speakers":
-        print("usage: purchase-guard eval speakers --data DIR --out DIR [--encoder ge2e]", file=sys.stderr)
+        print(
+            "usage: purchase-guard eval speakers --data DIR --out DIR [--encoder ge2e|ecapa] "
+            "[--ecapa-model-dir DIR] [--utterance pin|command|long]",
+            file=sys.stderr,
+        )
         return 2
     from purchase_guard.voice import evaluation
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "PURCHASE_GUARD_"
-ENCODERS = ("ge2e", "fake")
+ENCODERS = ("ge2e", "ecapa", "fake")
 STORES = ("sqlite", "postgres")
 WINDOWS = ("memory", "redis")
 
@@ -52,6 +52,13 @@ class Settings:
     # refused unless test_mode is on, so a misconfigured server cannot fake verification.
     encoder: str = "ge2e"
     ge2e_weights: Path | None = None
+    # Local folder in the spkrec-ecapa-voxceleb layout (`make model`); required for encoder=ecapa.
+    ecapa_model_dir: Path | None = None
+    # Child-voice classifier weights; default: the one shipped for the encoder, if any.
+    child_detector_file: Path | None = None
+    # Concurrent requests' embeddings are batched: at most this many, waiting at most this long.
+    embed_max_batch: int = 16
+    embed_max_wait_ms: float = 5.0
     thresholds_file: Path | None = None
     operator_token: str = field(default="", repr=False)
     operator_token_file: Path = Path("var/operator-token")
@@ -151,6 +158,17 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:
             raise ConfigError(f"{ENV_PREFIX}ENCODER=fake is only allowed with {ENV_PREFIX}TEST_MODE=1")
+        if self.encoder == "ecapa" and (self.ecapa_model_dir is None or not self.ecapa_model_dir.is_dir()):
+            raise ConfigError(
+                f"{ENV_PREFIX}ECAPA_MODEL_DIR must name the local spkrec-ecapa-voxceleb folder "
+                f"when {ENV_PREFIX}ENCODER=ecapa"
+            )
+        if self.child_detector_file is not None and not self.child_detector_file.is_file():
+            raise ConfigError(f"{ENV_PREFIX}CHILD_DETECTOR_FILE: no file at {self.child_detector_file}")
+        if not 1 <= self.embed_max_batch <= 64:
+            raise ConfigError(f"{ENV_PREFIX}EMBED_MAX_BATCH must be 1-64")
+        if not 0.0 <= self.embed_max_wait_ms <= 50.0:
+            raise ConfigError(f"{ENV_PREFIX}EMBED_MAX_WAIT_MS must be 0-50")
         if self.ge2e_weights is not None and not self.ge2e_weights.is_file():
             raise ConfigError(f"{ENV_PREFIX}GE2E_WEIGHTS: no file at {self.ge2e_weights}")
         if self.thresholds_file is not None and not self.thresholds_file.is_file():
@@ -203,6 +221,8 @@ def _parse(name: str, raw: str, default: object) -> object:
         if isinstance(default, Path) or name in (
             "ge2e_weights",
             "thresholds_file",
+            "ecapa_model_dir",
+            "child_detector_file",
             "tls_cert_file",
             "tls_key_file",
             "tls_client_ca_file",

@@ -55,7 +55,7 @@ def test_parent_flow_through_the_cli(
     takes = []
     for i, digits in enumerate(("3817", "5092", "6641")):
         path = tmp_path / f"take{i}.wav"
-        path.write_bytes(fsdd_wav(data_dir, "nicolas", digits, i))
+        path.write_bytes(fsdd_wav(data_dir, "jackson", digits, i))
         takes.append(str(path))
     enrolled = run_cli(capsys, *adm, "enroll", "--household", hid, "--member", mid, *takes)
     assert enrolled["member"]["voice_enrolled"]
@@ -69,7 +69,7 @@ def test_parent_flow_through_the_cli(
         "total: {minor_units: 900, currency: GBP}\nmerchant: corner-shop\n"
     )
     audio = tmp_path / "ask.wav"
-    audio.write_bytes(fsdd_wav(data_dir, "nicolas", "2749", 9))
+    audio.write_bytes(fsdd_wav(data_dir, "jackson", "2749", 9))
     decision = run_cli(
         capsys, "guard", "--target", target, "evaluate", "--household", hid, "--device", "hall",
         "--order", str(order), "--audio", str(audio),

@@ -13,11 +13,14 @@ from grpc_reflection.v1alpha import reflection
 from purchase_guard._gen.purchaseguard.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    broadcast_pb2,
+    broadcast_pb2_grpc,
     guard_pb2,
     guard_pb2_grpc,
     privacy_pb2,
     privacy_pb2_grpc,
 )
+from purchase_guard.api.broadcast_servicer import BroadcastRegistryServicer
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.limits_interceptor import LimitsInterceptor, default_method_limits
 from purchase_guard.api.privacy_servicer import HouseholdDataServicer
@@ -38,6 +41,7 @@ SERVICES = (
     guard_pb2.DESCRIPTOR.services_by_name["PurchaseGuard"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["HouseholdAdmin"].full_name,
     privacy_pb2.DESCRIPTOR.services_by_name["HouseholdData"].full_name,
+    broadcast_pb2.DESCRIPTOR.services_by_name["BroadcastRegistry"].full_name,
 )
 
 
@@ -65,6 +69,9 @@ class RunningServer:
         if self.retention is not None:
             self.retention.stop()
         self.app.store.close()
+        close = getattr(self.app.verifier.encoder, "close", None)
+        if callable(close):
+            close()
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:
@@ -101,6 +108,10 @@ def build_server(app: App) -> RunningServer:
     guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
     privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(app.privacy), server)
+    if app.clips is not None:
+        broadcast_pb2_grpc.add_BroadcastRegistryServicer_to_server(
+            BroadcastRegistryServicer(app.clips, app.households.authenticate), server
+        )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     extra: tuple[str, ...] = ()

@@ -67,7 +67,6 @@ from purchase_guard.pipeline.verdict import (
     ChallengeOptions,
     VoiceCheck,
     decide,
-    is_child_like,
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
@@ -489,12 +488,11 @@ class Guard:
         members: dict[str, Member] = {}
         voice = self._check_voice(hh, pcm, members)
         result = voice.result
+        # The answer must match an enrolled adult's voiceprint (at the FMR 1e-3 threshold). The
+        # child-likeness score is not applied again here: it already forced this challenge, and it
+        # flags too many adults to be a gate on the adult's own answer.
         speaker_ok = (
-            voice.error is None
-            and result is not None
-            and result.verified
-            and result.role is Role.ADULT
-            and not is_child_like(result, self._child_threshold)
+            voice.error is None and result is not None and result.verified and result.role is Role.ADULT
         )
         digits_ok = False
         if speaker_ok:

@@ -175,7 +175,10 @@ def decide(
     member_id = result.member_id if verified and result is not None else None
 
     def deny(extra: tuple[Reason, ...] = ()) -> Verdict:
-        return Verdict(Outcome.DENY, _forbids_first((*extra, *reasons)), None, False, member_id)
+        # Like Cedar, a DENY reports what determined it: permits and "a challenge would do" are
+        # dropped, since no challenge is offered.
+        kept = tuple(r for r in (*extra, *reasons) if r.code not in _PERMIT_CODES)
+        return Verdict(Outcome.DENY, _forbids_first(kept), None, False, member_id)
 
     if broadcast_reasons or any(r.code is ReasonCode.GUARD_ERROR for r in voice_reasons):
         return deny()
@@ -192,8 +195,13 @@ def decide(
 
     # A challenge: either policy asked for one or the speaker facts forbid a plain ALLOW.
     wanted = policy.challenge_method or ChallengeMethod.SPOKEN_PIN
-    if result is not None and (result.role is Role.CHILD or is_child_like(result, child_threshold)):
-        # A child must not be able to confirm their own purchase by knowing the PIN.
+    verified_adult = verified and result is not None and result.role is Role.ADULT
+    if result is not None and (
+        result.role is Role.CHILD or (is_child_like(result, child_threshold) and not verified_adult)
+    ):
+        # A child must not be able to confirm their own purchase by knowing the PIN. A verified
+        # adult whose voice merely sounds young (the detector flags ~15% of adults) still gets a
+        # challenge, but one they can answer: the PIN in their own, voiceprint-matched voice.
         wanted = ChallengeMethod.PARENT_APPROVAL
     extra: tuple[Reason, ...] = ()
     if policy.effect is Outcome.ALLOW:
@@ -206,6 +214,9 @@ def decide(
     return Verdict(Outcome.CHALLENGE, (*reasons, *extra), method, False, member_id)
 
 
+_PERMIT_CODES = frozenset(
+    {ReasonCode.CHALLENGE_REQUIRED, ReasonCode.POLICY_ALLOWED, ReasonCode.LOW_VALUE_EXEMPT}
+)
 _FORBID_CODES = frozenset(
     {
         ReasonCode.KNOWN_BROADCAST,

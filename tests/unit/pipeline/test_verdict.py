@@ -69,8 +69,16 @@ def test_child_voice_is_challenged_by_parent_approval_not_pin() -> None:
     """A child cannot confirm their own purchase with a PIN: the challenge goes to a parent."""
     v = decide(speaker(Role.CHILD), BroadcastCheck(), CHALLENGE_PIN, FULL)
     assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
-    v2 = decide(speaker(Role.ADULT, child=0.95), BroadcastCheck(), CHALLENGE_PIN, FULL)
+    v2 = decide(speaker(None, verified=False, child=0.95), BroadcastCheck(), ALLOW, FULL)
     assert v2.challenge_method is ChallengeMethod.PARENT_APPROVAL
+
+
+def test_child_like_verified_adult_gets_a_challenge_they_can_answer() -> None:
+    """A voiceprint-verified adult who sounds young is challenged (never a plain ALLOW) by the PIN."""
+    v = decide(speaker(Role.ADULT, child=0.95), BroadcastCheck(), ALLOW, FULL)
+    assert v.outcome is Outcome.CHALLENGE
+    assert ReasonCode.CHILD_VOICE in {r.code for r in v.reasons}
+    assert v.challenge_method is ChallengeMethod.SPOKEN_PIN
 
 
 def test_policy_deny_wins_over_everything() -> None:
@@ -78,6 +86,14 @@ def test_policy_deny_wins_over_everything() -> None:
     v = decide(speaker(Role.ADULT), BroadcastCheck(), DENY, FULL)
     assert v.outcome is Outcome.DENY
     assert v.reasons[0].code is ReasonCode.CATEGORY_BLOCKED
+
+
+def test_deny_does_not_list_permits() -> None:
+    """A DENY keeps the reasons that determined it, not CHALLENGE_REQUIRED or POLICY_ALLOWED."""
+    hit = BroadcastCheck(reasons=(Reason(ReasonCode.KNOWN_BROADCAST, "ad"),))
+    codes = {r.code for r in decide(speaker(Role.ADULT), hit, ALLOW, FULL).reasons}
+    assert ReasonCode.KNOWN_BROADCAST in codes
+    assert not codes & {ReasonCode.POLICY_ALLOWED, ReasonCode.CHALLENGE_REQUIRED}
 
 
 def test_voice_check_error_fails_closed() -> None:

@@ -1,0 +1,62 @@
+"""gRPC `BroadcastRegistry`: operator-only access to the known-clip denylist."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from purchase_guard._gen.purchaseguard.v1 import broadcast_pb2, broadcast_pb2_grpc
+from purchase_guard.api import convert
+from purchase_guard.api.servicers import bearer_token
+from purchase_guard.broadcast.denylist import Clip
+from purchase_guard.broadcast.registry import ClipRegistry
+from purchase_guard.errors import PermissionDenied
+from purchase_guard.household.service import Principal
+
+
+def clip_to_pb(clip: Clip) -> broadcast_pb2.Clip:
+    out = broadcast_pb2.Clip(
+        clip_id=clip.clip_id,
+        label=clip.label,
+        voiced_seconds=round(clip.voiced_seconds, 3),
+        source=clip.source,
+        created_at=convert.ts(clip.created_at),
+    )
+    if clip.expires_at is not None:
+        out.expires_at.CopyFrom(convert.ts(clip.expires_at))
+    return out
+
+
+class BroadcastRegistryServicer(broadcast_pb2_grpc.BroadcastRegistryServicer):
+    """`authenticate` is `HouseholdService.authenticate`: token -> Principal, or Unauthenticated."""
+
+    def __init__(self, registry: ClipRegistry, authenticate: Callable[[str | None], Principal]) -> None:
+        self._registry = registry
+        self._authenticate = authenticate
+
+    def _operator(self, context: grpc.ServicerContext) -> None:
+        principal = self._authenticate(bearer_token(context))
+        if not principal.is_operator:
+            raise PermissionDenied("only the operator credential can manage broadcast clips")
+
+    def RegisterClip(
+        self, request: broadcast_pb2.RegisterClipRequest, context: grpc.ServicerContext
+    ) -> broadcast_pb2.RegisterClipResponse:
+        self._operator(context)
+        clip = self._registry.register(request.label, convert.audio_from_pb(request.audio))
+        return broadcast_pb2.RegisterClipResponse(clip=clip_to_pb(clip))
+
+    def ListClips(
+        self, request: broadcast_pb2.ListClipsRequest, context: grpc.ServicerContext
+    ) -> broadcast_pb2.ListClipsResponse:
+        self._operator(context)
+        clips = self._registry.list(include_promoted=request.include_promoted)
+        return broadcast_pb2.ListClipsResponse(clips=[clip_to_pb(c) for c in clips])
+
+    def RemoveClip(
+        self, request: broadcast_pb2.RemoveClipRequest, context: grpc.ServicerContext
+    ) -> broadcast_pb2.RemoveClipResponse:
+        self._operator(context)
+        self._registry.remove(request.clip_id)
+        return broadcast_pb2.RemoveClipResponse()

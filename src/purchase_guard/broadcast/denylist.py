@@ -1,0 +1,301 @@
+"""Known broadcast clips: stored prints (never audio) and a cached index to search them.
+
+`ClipStore` is the protocol; `SqliteClipStore` (the default: its own table, own
+connection, in a file of its own or the main store's file) and `RedisClipStore` persist
+across restarts, `MemoryClipStore` is the fake for unit tests. `Denylist` keeps an index of
+the live clips and reloads it whenever the store's generation counter moves, so a clip
+registered through one replica is enforced by every replica on its next check.
+
+A clip can be much longer than an utterance, and an utterance may hold any part of it, so
+each clip is indexed as overlapping segments every 0.5 s; the coarse search reaches 1 s
+either side of a segment's start, and the fine check then compares against the whole clip.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from purchase_guard.broadcast.fingerprint import Fingerprint
+from purchase_guard.broadcast.match import (
+    COARSE_STEP,
+    DEFAULT_MATCH,
+    FineMatch,
+    MatchParams,
+    PrintIndex,
+    anchor,
+)
+from purchase_guard.errors import Unavailable
+
+REGISTERED = "registered"
+PROMOTED = "promoted"
+SEGMENT_STEP = 64  # frames (0.51 s) between indexed segment starts
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    clip_id: str
+    label: str
+    source: str  # REGISTERED or PROMOTED
+    created_at: datetime
+    expires_at: datetime | None
+    fp: Fingerprint = field(repr=False)
+    households: int = 0  # promoted clips: households in the cluster when it was confirmed
+
+    @property
+    def voiced_seconds(self) -> float:
+        return self.fp.voiced_seconds
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class ClipMatch:
+    clip: Clip
+    match: FineMatch
+
+
+class ClipStore(Protocol):
+    def put(self, clip: Clip) -> None: ...
+
+    def delete(self, clip_id: str) -> bool: ...
+
+    def all(self) -> list[Clip]: ...
+
+    def generation(self) -> int:
+        """A number that changes whenever a clip is added or removed."""
+        ...
+
+
+def _meta(clip: Clip) -> dict[str, Any]:
+    return {
+        "clip_id": clip.clip_id,
+        "label": clip.label,
+        "source": clip.source,
+        "created_at": clip.created_at.isoformat(),
+        "expires_at": clip.expires_at.isoformat() if clip.expires_at else None,
+        "households": clip.households,
+    }
+
+
+def _from_meta(meta: dict[str, Any], blob: bytes) -> Clip:
+    expires = meta.get("expires_at")
+    return Clip(
+        clip_id=str(meta["clip_id"]),
+        label=str(meta["label"]),
+        source=str(meta["source"]),
+        created_at=datetime.fromisoformat(str(meta["created_at"])),
+        expires_at=datetime.fromisoformat(str(expires)) if expires else None,
+        fp=Fingerprint.from_bytes(blob),
+        households=int(meta.get("households", 0)),
+    )
+
+
+class MemoryClipStore:
+    def __init__(self) -> None:
+        self._clips: dict[str, Clip] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def put(self, clip: Clip) -> None:
+        with self._lock:
+            self._clips[clip.clip_id] = clip
+            self._generation += 1
+
+    def delete(self, clip_id: str) -> bool:
+        with self._lock:
+            found = self._clips.pop(clip_id, None) is not None
+            self._generation += 1
+            return found
+
+    def all(self) -> list[Clip]:
+        with self._lock:
+            return list(self._clips.values())
+
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS broadcast_clips (
+    clip_id TEXT PRIMARY KEY,
+    meta TEXT NOT NULL,
+    fingerprint BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS broadcast_clips_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO broadcast_clips_generation (id, generation) VALUES (1, 0);
+"""
+
+
+class SqliteClipStore:
+    """Clips in their own tables, through their own connection (WAL, busy timeout)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                str(path), timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open the broadcast clip store at {path}: {exc}") from exc
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                changed = self._conn.execute(sql, args).rowcount
+                self._conn.execute(
+                    "UPDATE broadcast_clips_generation SET generation = generation + 1 WHERE id = 1"
+                )
+                self._conn.execute("COMMIT")
+                return int(changed)
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise Unavailable("the broadcast clip store is unavailable") from exc
+
+    def put(self, clip: Clip) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO broadcast_clips (clip_id, meta, fingerprint) VALUES (?, ?, ?)",
+            (clip.clip_id, json.dumps(_meta(clip)), clip.fp.to_bytes()),
+        )
+
+    def delete(self, clip_id: str) -> bool:
+        return self._write("DELETE FROM broadcast_clips WHERE clip_id = ?", (clip_id,)) > 0
+
+    def all(self) -> list[Clip]:
+        with self._lock:
+            try:
+                rows = self._conn.execute("SELECT meta, fingerprint FROM broadcast_clips").fetchall()
+            except sqlite3.Error as exc:
+                raise Unavailable("the broadcast clip store is unavailable") from exc
+        return [_from_meta(json.loads(meta), bytes(blob)) for meta, blob in rows]
+
+    def generation(self) -> int:
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT generation FROM broadcast_clips_generation WHERE id = 1"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise Unavailable("the broadcast clip store is unavailable") from exc
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class RedisClipStore:
+    """Clips in one Redis hash (`{prefix}:clips`) with a generation counter beside it."""
+
+    def __init__(self, client: Any, prefix: str = "purchase-guard:broadcast") -> None:
+        self._redis = client
+        self._clips = f"{prefix}:clips"
+        self._gen = f"{prefix}:clips:generation"
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if type(exc).__module__.startswith("redis"):
+                raise Unavailable("the broadcast clip store (Redis) is unavailable") from exc
+            raise
+
+    def put(self, clip: Clip) -> None:
+        meta = json.dumps(_meta(clip)).encode()
+        blob = len(meta).to_bytes(4, "little") + meta + clip.fp.to_bytes()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._clips, clip.clip_id, blob)
+        pipe.incr(self._gen)
+        self._call(pipe.execute)
+
+    def delete(self, clip_id: str) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hdel(self._clips, clip_id)
+        pipe.incr(self._gen)
+        removed, _ = self._call(pipe.execute)
+        return bool(removed)
+
+    def all(self) -> list[Clip]:
+        out = []
+        for blob in self._call(self._redis.hvals, self._clips):
+            size = int.from_bytes(blob[:4], "little")
+            out.append(_from_meta(json.loads(blob[4 : 4 + size]), bytes(blob[4 + size :])))
+        return out
+
+    def generation(self) -> int:
+        return int(self._call(self._redis.get, self._gen) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    clip: Clip
+    start: int
+
+
+class Denylist:
+    """Searches the live clips of a `ClipStore`; thread-safe."""
+
+    def __init__(self, store: ClipStore, params: MatchParams = DEFAULT_MATCH) -> None:
+        self._store = store
+        self._params = params
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._index: PrintIndex[_Segment] = PrintIndex(params)
+
+    @property
+    def store(self) -> ClipStore:
+        return self._store
+
+    def _refresh(self) -> None:
+        generation = self._store.generation()
+        if generation == self._generation:
+            return
+        index: PrintIndex[_Segment] = PrintIndex(self._params)
+        for clip in self._store.all():
+            first = anchor(clip.fp)
+            if first is None:
+                continue
+            voiced = np.flatnonzero(clip.fp.mask)
+            starts: set[int] = set()
+            for start in range(first, max(first + 1, clip.fp.n_frames - COARSE_STEP), SEGMENT_STEP):
+                # A segment that starts in a pause would anchor nothing useful; move it to
+                # the next voiced frame.
+                following = voiced[voiced >= start]
+                if following.size and int(following[0]) not in starts:
+                    starts.add(int(following[0]))
+                    index.add(_Segment(clip, int(following[0])), clip.fp, int(following[0]))
+        self._index = index
+        self._generation = generation
+
+    def match(self, fp: Fingerprint, now: datetime) -> list[ClipMatch]:
+        """Live clips the print matches, best first, one entry per clip."""
+        start = anchor(fp)
+        if start is None:
+            return []
+        with self._lock:
+            self._refresh()
+            found = self._index.matches(fp, start)
+        best: dict[str, ClipMatch] = {}
+        for cand, fine in found:
+            clip = cand.item.clip
+            if not clip.live(now.astimezone(UTC)):
+                continue
+            if clip.clip_id not in best or fine.ber < best[clip.clip_id].match.ber:
+                best[clip.clip_id] = ClipMatch(clip, fine)
+        return sorted(best.values(), key=lambda m: m.match.ber)

@@ -1,0 +1,91 @@
+"""The Redis window and clip store against the real Redis: several replicas share one window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from unit.broadcast.broadcast_synth import hear, programme, wav
+
+from purchase_guard.broadcast.denylist import PROMOTED, Denylist, RedisClipStore
+from purchase_guard.broadcast.fingerprint import fingerprint
+from purchase_guard.broadcast.guard import BroadcastGuard
+from purchase_guard.broadcast.registry import ClipRegistry
+from purchase_guard.broadcast.window import RedisWindow, WindowEntry
+from purchase_guard.clock import FrozenClock, SequentialIds
+from purchase_guard.domain import AudioInput, ReasonCode
+from purchase_guard.errors import Unavailable
+
+T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+
+def entry(n: int, hh: str, seed: int, at: datetime) -> WindowEntry:
+    return WindowEntry(f"e{n}", hh, "dev", f"dec{n}", at, fingerprint(hear(programme(seed), seed=n)))
+
+
+def test_replicas_see_each_others_entries(bc_redis: tuple[Any, str]) -> None:
+    """An utterance added through replica A is matched by a copy checked through replica B."""
+    client, prefix = bc_redis
+    a = RedisWindow(client, prefix, timedelta(minutes=10))
+    b = RedisWindow(client, prefix, timedelta(minutes=10))
+    assert a.match_and_add(entry(1, "hh1", 5, T0)) == []
+    found = b.match_and_add(entry(2, "hh2", 5, T0 + timedelta(seconds=3)))
+    assert [(m.entry.household_id, m.entry.decision_id) for m in found] == [("hh1", "dec1")]
+    third = a.match_and_add(entry(3, "hh3", 5, T0 + timedelta(seconds=6)))
+    assert {m.entry.household_id for m in third} == {"hh1", "hh2"}
+
+
+def test_entries_leave_the_shared_window_when_it_passes(bc_redis: tuple[Any, str]) -> None:
+    """After the window length, old entries are trimmed from Redis and no longer matched."""
+    client, prefix = bc_redis
+    window = RedisWindow(client, prefix, timedelta(minutes=10))
+    window.match_and_add(entry(1, "hh1", 6, T0))
+    window.match_and_add(entry(2, "hh2", 7, T0))
+    assert client.zcard(f"{prefix}:log") == 2
+    fresh = RedisWindow(client, prefix, timedelta(minutes=10))
+    late = fresh.match_and_add(entry(3, "hh3", 6, T0 + timedelta(minutes=11)))
+    assert late == []
+    assert client.zcard(f"{prefix}:log") == 1
+
+
+def test_cluster_forms_across_replicas_and_promotion_is_shared(bc_redis: tuple[Any, str]) -> None:
+    """Three households on alternating replicas form a cluster; the promoted clip then stops a
+    replay checked on the other replica after the window."""
+    client, prefix = bc_redis
+    guards = [
+        BroadcastGuard(RedisWindow(client, prefix), Denylist(RedisClipStore(client, prefix)), SequentialIds())
+        for _ in range(2)
+    ]
+    prog = programme(8)
+    results = [
+        guards[k % 2].check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k))
+        for k in range(3)
+    ]
+    assert [r.code for r in results[2].reasons] == [ReasonCode.BROADCAST_MATCH]
+    assert set(results[2].cluster_decisions) == {("hh0", "dec0"), ("hh1", "dec1")}
+    replay = guards[1].check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=2))
+    assert [r.code for r in replay.reasons] == [ReasonCode.BROADCAST_MATCH]
+    assert dict(replay.reasons[0].detail)["source"] == PROMOTED
+
+
+def test_clip_registered_on_one_replica_is_enforced_by_another(bc_redis: tuple[Any, str]) -> None:
+    """RegisterClip through one replica's registry; another replica's guard refuses the clip."""
+    client, prefix = bc_redis
+    audio = programme(9, seconds=8.0)
+    clip = ClipRegistry(RedisClipStore(client, prefix), FrozenClock(T0), SequentialIds()).register(
+        "Ad", AudioInput(encoded=wav(audio))
+    )
+    other = Denylist(RedisClipStore(client, prefix))
+    heard = fingerprint(hear(audio, seed=3, start_s=3.0))
+    assert [m.clip.clip_id for m in other.match(heard, T0)] == [clip.clip_id]
+
+
+def test_unreachable_redis_is_unavailable() -> None:
+    """With Redis down the window raises Unavailable (the pipeline makes that GUARD_ERROR, never ALLOW)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.5, socket_connect_timeout=0.5)
+    window = RedisWindow(client, "pg-broadcast-test:down")
+    with pytest.raises(Unavailable):
+        window.match_and_add(entry(1, "hh1", 5, T0))

@@ -1,0 +1,109 @@
+"""ClipRegistry validation and the clip stores (SQLite persistence across restarts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from unit.broadcast.broadcast_synth import RATE, programme, wav
+
+from purchase_guard.broadcast.denylist import PROMOTED, Clip, Denylist, MemoryClipStore, SqliteClipStore
+from purchase_guard.broadcast.fingerprint import fingerprint
+from purchase_guard.broadcast.registry import ClipRegistry
+from purchase_guard.clock import FrozenClock, SequentialIds
+from purchase_guard.domain import AudioInput
+from purchase_guard.errors import AudioError, InvalidArgument, NotFound
+from purchase_guard.voice.audio import Pcm
+
+T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+
+def registry(store: MemoryClipStore | SqliteClipStore, clock: FrozenClock | None = None) -> ClipRegistry:
+    return ClipRegistry(store, clock or FrozenClock(T0), SequentialIds())
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [
+        AudioInput(),
+        AudioInput(encoded=b"RIFF\x00\x00\x00\x00WAVEjunk"),
+        AudioInput(encoded=b"not audio at all"),
+        AudioInput(encoded=wav(np.zeros(4 * RATE, dtype=np.float32))),
+        AudioInput(encoded=wav(programme(1, seconds=0.5))),
+    ],
+    ids=["empty", "damaged-wav", "unknown-container", "silent", "too-short"],
+)
+def test_unusable_clip_is_invalid_argument(audio: AudioInput) -> None:
+    """Empty, undecodable, silent or too short clips are refused as InvalidArgument and nothing is stored."""
+    store = MemoryClipStore()
+    with pytest.raises(InvalidArgument):
+        registry(store).register("Ad", audio)
+    assert store.all() == []
+
+
+def test_silent_clip_names_the_problem() -> None:
+    """The refusal of a silent clip says how much usable sound it had."""
+    with pytest.raises(AudioError, match="usable sound"):
+        registry(MemoryClipStore()).register(
+            "Ad", AudioInput(encoded=wav(np.zeros(4 * RATE, dtype=np.float32)))
+        )
+
+
+@pytest.mark.parametrize("label", ["", "   ", "x" * 201])
+def test_label_is_required_and_bounded(label: str) -> None:
+    """A missing or overlong label is InvalidArgument."""
+    with pytest.raises(InvalidArgument, match="label"):
+        registry(MemoryClipStore()).register(label, AudioInput(encoded=wav(programme(1))))
+
+
+def test_list_is_newest_first_and_hides_promoted_unless_asked() -> None:
+    """ListClips returns registered clips newest first; promoted ones only with include_promoted."""
+    store = MemoryClipStore()
+    clock = FrozenClock(T0)
+    reg = registry(store, clock)
+    a = reg.register("A", AudioInput(encoded=wav(programme(1))))
+    clock.advance(timedelta(minutes=1))
+    b = reg.register("B", AudioInput(encoded=wav(programme(2))))
+    promoted = Clip("bcl_1", "cluster", PROMOTED, T0, T0 + timedelta(hours=48), a.fp, households=3)
+    store.put(promoted)
+    assert [c.clip_id for c in reg.list()] == [b.clip_id, a.clip_id]
+    assert {c.clip_id for c in reg.list(include_promoted=True)} == {a.clip_id, b.clip_id, "bcl_1"}
+    assert "bcl_1" not in {c.clip_id for c in reg.list(include_promoted=True, now=T0 + timedelta(hours=49))}
+
+
+def test_removing_an_unknown_clip_is_not_found() -> None:
+    """RemoveClip of an id that does not exist is NotFound."""
+    with pytest.raises(NotFound):
+        registry(MemoryClipStore()).remove("clip_nope")
+
+
+def test_sqlite_store_keeps_clips_across_restarts(tmp_path: Path) -> None:
+    """Clips registered before a restart are listed and enforced after it; removal also persists."""
+    path = tmp_path / "guard-broadcast.db"
+    store = SqliteClipStore(path)
+    audio = programme(3, seconds=6.0)
+    clip = registry(store).register("Ad", AudioInput(encoded=wav(audio)))
+    store.close()
+
+    reopened = SqliteClipStore(path)
+    listed = registry(reopened).list()
+    assert [c.clip_id for c in listed] == [clip.clip_id]
+    assert np.array_equal(listed[0].fp.bits, clip.fp.bits)
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    assert [m.clip.clip_id for m in Denylist(reopened).match(heard, T0)] == [clip.clip_id]
+    registry(reopened).remove(clip.clip_id)
+    reopened.close()
+    assert SqliteClipStore(path).all() == []
+
+
+def test_denylist_reloads_when_another_writer_changes_the_store(tmp_path: Path) -> None:
+    """A clip registered through a second connection (another replica) is enforced on the next check."""
+    path = tmp_path / "shared.db"
+    deny = Denylist(SqliteClipStore(path))
+    audio = programme(4, seconds=6.0)
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    assert deny.match(heard, T0) == []
+    clip = registry(SqliteClipStore(path)).register("Ad", AudioInput(encoded=wav(audio)))
+    assert [m.clip.clip_id for m in deny.match(heard, T0)] == [clip.clip_id]
