@@ -1,0 +1,87 @@
+"""The ECAPA encoder chosen by settings, through a real server: enroll, Evaluate and Confirm.
+
+The checkpoint is a tiny one built by the test in the spkrec-ecapa-voxceleb layout (the real
+weights cannot be fetched here), so this proves the loading path and the flow, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from purchase_guard.api.client import GuardClient
+from purchase_guard.api.server import RunningServer, build_server
+from purchase_guard.app import build_app
+from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.config import Settings
+from purchase_guard.voice.ecapa import encoder_name
+from support.audio import fsdd_wav
+from unit.voice.tiny_ecapa import build_tiny_ecapa
+
+pytestmark = pytest.mark.data
+OPERATOR = "op-" + "e" * 40
+
+
+@pytest.fixture
+def ecapa_server(tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
+    model = build_tiny_ecapa(tmp_path / "ecapa")
+    name = encoder_name(model)
+    # Thresholds are per encoder; a real deployment calibrates them (scripts/calibrate_voice.py).
+    thresholds = tmp_path / "thresholds.json"
+    bands = [{"name": "all", "max_speech_s": None, "threshold": 0.5}]
+    thresholds.write_text(json.dumps({"version": 1, "encoders": {name: {"bands": bands}}}))
+    settings = Settings(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        sqlite_path=tmp_path / "guard.db",
+        operator_token=OPERATOR,
+        operator_token_file=tmp_path / "op",
+        master_key_file=tmp_path / "master-key",
+        encoder="ecapa",
+        ecapa_model_dir=model,
+        thresholds_file=thresholds,
+    ).validated()
+    running = build_server(build_app(settings, pins=PinHasher(time_cost=1, memory_cost=1024)))
+    yield running, name
+    running.stop(grace=0)
+
+
+def order(total: int) -> dict[str, Any]:
+    money = {"minor_units": str(total), "currency": "USD"}
+    return {
+        "items": [{"sku": "s", "category": "household", "quantity": 1, "unit_price": money}],
+        "total": money,
+        "merchant": "m",
+    }
+
+
+def test_ecapa_voiceprints_and_decisions_carry_the_ecapa_encoder(
+    ecapa_server: tuple[RunningServer, str], data_dir: Path
+) -> None:
+    """With encoder=ecapa, enrollment, Evaluate and Confirm all run on ECAPA and say so."""
+    running, name = ecapa_server
+    client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR)
+    try:
+        hid = client.create_household("Ecapa", "UTC", "USD")["household"]["household_id"]
+        mid = client.add_member(hid, "A", "ADULT", True)["member"]["member_id"]
+        takes = [fsdd_wav(data_dir, "george", d, i) for i, d in enumerate(("3817", "5092", "6641"))]
+        enrolled = client.enroll(hid, mid, takes)
+        assert enrolled["member"]["voice_encoder"] == name
+        client.set_pin(hid, "7391")
+        ev = client.evaluate("e1", hid, "d", order(15000), fsdd_wav(data_dir, "george", "7305", 10))
+        assert ev["speaker"]["encoder"] == name
+        assert ev["speaker"]["member_id"] == mid
+        # Over the adult per-order limit: a PIN challenge, scored by ECAPA.
+        assert ev["outcome"] == "CHALLENGE"
+        assert {"AMOUNT_OVER_LIMIT", "SPEAKER_VERIFIED"} <= {r["code"] for r in ev["reasons"]}
+        ch = ev["challenge"]["challenge_id"]
+        answer = fsdd_wav(data_dir, "george", "7391", 20)
+        cf = client.confirm("c1", hid, ch, order(15000), "7391", answer)
+        assert cf["outcome"] == "ALLOW"
+        assert cf["speaker"]["encoder"] == name
+    finally:
+        client.close()
