@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.audio import fsdd_wav
+from unit.voice.tiny_ecapa import build_tiny_ecapa
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
@@ -19,8 +21,6 @@ from purchase_guard.app import build_app
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.config import Settings
 from purchase_guard.voice.ecapa import encoder_name
-from support.audio import fsdd_wav
-from unit.voice.tiny_ecapa import build_tiny_ecapa
 
 pytestmark = pytest.mark.data
 OPERATOR = "op-" + "e" * 40
