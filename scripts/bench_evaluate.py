@@ -81,6 +81,9 @@ def main() -> int:
             sqlite_path=Path(tmp) / "bench.db",
             operator_token=OPERATOR,
             operator_token_file=Path(tmp) / "op",
+            master_key_file=Path(tmp) / "master-key",
+            # The benchmark measures deciding, not the abuse limits a real device would hit.
+            rate_limits_enabled=False,
         ).validated()
         running = build_server(build_app(settings, encoder=encoder))
         client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import json
 import multiprocessing as mp
@@ -68,7 +69,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from purchase_guard._gen.purchaseguard.v1 import common_pb2, guard_pb2
+from purchase_guard.privacy.keys import MasterKeys
 
+BENCH_MASTER_KEY = os.urandom(32)
+BENCH_MASTER_KEY_B64 = base64.b64encode(BENCH_MASTER_KEY).decode()
 OPERATOR = "bench-load-" + "o" * 30
 LEVELS = (1, 8, 32, 64)
 BENCH_HOUSEHOLDS = 16
@@ -280,6 +284,10 @@ def start_server(store_env: dict[str, str], workdir: Path) -> Server:
             "PURCHASE_GUARD_OPERATOR_TOKEN": OPERATOR,
             "PURCHASE_GUARD_OPERATOR_TOKEN_FILE": str(workdir / "op"),
             "PURCHASE_GUARD_LOG_LEVEL": "warning",
+            # Measures deciding under load, not the per-device abuse limits a real device would hit.
+            "PURCHASE_GUARD_RATE_LIMITS_ENABLED": "0",
+            # One master key for the server and for the rows this script seeds directly.
+            "PURCHASE_GUARD_MASTER_KEY": BENCH_MASTER_KEY_B64,
             **store_env,
         }
     )
@@ -588,7 +596,7 @@ def store_target(
         def open_sqlite() -> Any:
             from purchase_guard.store.sqlite import SqliteStore
 
-            return SqliteStore(path)
+            return SqliteStore(path, master_keys=MasterKeys.of(BENCH_MASTER_KEY))
 
         yield {"PURCHASE_GUARD_STORE": "sqlite", "PURCHASE_GUARD_SQLITE_PATH": path}, path, open_sqlite
         return
@@ -603,7 +611,7 @@ def store_target(
     def open_pg() -> Any:
         from purchase_guard.store.postgres import PostgresStore
 
-        return PostgresStore(dsn, pool_size=20)
+        return PostgresStore(dsn, pool_size=20, master_keys=MasterKeys.of(BENCH_MASTER_KEY))
 
     try:
         yield {"PURCHASE_GUARD_STORE": "postgres", "PURCHASE_GUARD_POSTGRES_DSN": dsn}, dsn, open_pg
