@@ -60,18 +60,25 @@ class ChainReport:
     problem: str = ""
 
 
-def verify_chain(entries: Sequence[AuditEntry], expected_head: str | None = None) -> ChainReport:
+def verify_chain(
+    entries: Sequence[AuditEntry],
+    expected_head: str | None = None,
+    *,
+    first_seq: int = 1,
+    prev_hash: str = GENESIS,
+) -> ChainReport:
     """Checks one household's entries, in the order given, against the chain rules.
 
     `first_bad_seq` is the position (seq) where the chain first breaks: for an edited entry
     its own seq, for a deleted one the seq that is missing. `expected_head`, when given, is
     an entry hash known from elsewhere that must be the last entry's, which catches
-    truncation.
+    truncation. `first_seq` and `prev_hash` let a chain whose oldest entries were purged be
+    checked from its retention anchor instead of from entry 1 and GENESIS.
     """
-    prev = GENESIS
+    prev = prev_hash
     household = entries[0].household_id if entries else None
     for index, entry in enumerate(entries):
-        expected_seq = index + 1
+        expected_seq = first_seq + index
         if entry.household_id != household:
             return ChainReport(False, len(entries), expected_seq, "entry of another household in the chain")
         if entry.seq != expected_seq:
@@ -86,5 +93,7 @@ def verify_chain(entries: Sequence[AuditEntry], expected_head: str | None = None
             return ChainReport(False, len(entries), expected_seq, "entry_hash does not match the entry")
         prev = entry.entry_hash
     if expected_head is not None and prev != expected_head:
-        return ChainReport(False, len(entries), len(entries) + 1, "chain does not end at the expected head")
+        return ChainReport(
+            False, len(entries), first_seq + len(entries), "chain does not end at the expected head"
+        )
     return ChainReport(True, len(entries), None, "")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from purchase_guard.audit.chain import GENESIS, ChainReport, hash_of
+from purchase_guard.audit.chain import GENESIS, ChainReport, verify_chain
 from purchase_guard.logs import get_logger
 from purchase_guard.store.protocol import AuditAnchor, AuditEntry, PrivacyStore
 
@@ -34,27 +34,7 @@ def verify_anchored_chain(
     `anchor` (seq anchor.seq + 1, prev_hash anchor.entry_hash) instead of at seq 1 from GENESIS.
     `expected_head` (e.g. a tombstone's) must be the last entry's hash, or the anchor's if none is left."""
     first_seq, prev = (1, GENESIS) if anchor is None else (anchor.seq + 1, anchor.entry_hash)
-    household = entries[0].household_id if entries else None
-    for index, entry in enumerate(entries):
-        expected_seq = first_seq + index
-        if entry.household_id != household:
-            return ChainReport(False, len(entries), expected_seq, "entry of another household in the chain")
-        if entry.seq != expected_seq:
-            return ChainReport(
-                False, len(entries), expected_seq, f"expected seq {expected_seq}, found {entry.seq}"
-            )
-        if entry.prev_hash != prev:
-            return ChainReport(
-                False, len(entries), expected_seq, "prev_hash does not match the previous entry"
-            )
-        if entry.entry_hash != hash_of(entry):
-            return ChainReport(False, len(entries), expected_seq, "entry_hash does not match the entry")
-        prev = entry.entry_hash
-    if expected_head is not None and prev != expected_head:
-        return ChainReport(
-            False, len(entries), first_seq + len(entries), "chain does not end at the expected head"
-        )
-    return ChainReport(True, len(entries), None, "")
+    return verify_chain(entries, expected_head, first_seq=first_seq, prev_hash=prev)
 
 
 def verify_household_audit(store: PrivacyStore, household_id: str) -> ChainReport:
