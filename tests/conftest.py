@@ -32,3 +32,15 @@ def _json_logs_on_stderr() -> None:
     from purchase_guard.logs import configure_logging
 
     configure_logging("info")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load SpeechBrain (through its compat shim) before any test runs.
+
+    Hypothesis collects constants from every module in sys.modules; if SpeechBrain were first
+    imported halfway through the session (by an ECAPA test), the set would change between a
+    test's runs and Hypothesis would report flaky data generation in unrelated tests.
+    """
+    from purchase_guard.voice._speechbrain_compat import import_encoder_classifier
+
+    import_encoder_classifier()

@@ -16,6 +16,11 @@ raises an AttributeError that says why, instead of failing somewhere obscure.
 
 The stub is installed only if a real torchaudio cannot be imported, and only into
 `sys.modules`; it never shadows a working installation.
+
+SpeechBrain also registers optional integrations (k2, etc.) as lazy modules in `sys.modules`
+that raise ImportError when any attribute is touched. Tools that walk `sys.modules` (Hypothesis
+does, to collect constants) then crash. Those integrations are never used here, so the lazy
+placeholders are dropped from `sys.modules` right after the import.
 """
 
 from __future__ import annotations
@@ -71,5 +76,18 @@ def import_encoder_classifier() -> type:
     ensure_torchaudio()
     from speechbrain.inference.speaker import EncoderClassifier
 
+    _drop_unloadable_lazy_modules()
     cls: type = EncoderClassifier
     return cls
+
+
+def _drop_unloadable_lazy_modules() -> None:
+    # Dropped without touching them: touching one either fails (missing optional dependency)
+    # or warns (a deprecated alias such as speechbrain.pretrained). SpeechBrain's own code
+    # imports the real modules by name, which still works.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("speechbrain") and type(module).__name__ in (
+            "LazyModule",
+            "DeprecatedModuleRedirect",
+        ):
+            sys.modules.pop(name, None)
