@@ -9,7 +9,7 @@ verdict rule, and write decision + audit entry + spend + challenge in one transa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -47,6 +47,7 @@ from purchase_guard.domain import (
     Role,
     SpeakerResult,
     SpendSnapshot,
+    Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument
 from purchase_guard.limits import (
@@ -156,18 +157,19 @@ class Guard:
             _decision_context(decision_id, "evaluate", household.household_id),
             span("guard.evaluate") as root,
         ):
-            stored = self._decide(household, req, pcm, now, decision_id)
+            stored = self._decide(household, req, pcm, now, decision_id, digest)
             root.set(decision_id=stored.decision_id, outcome=stored.outcome.name)
             self._observe("evaluate", stored, started)
             return stored
 
     def _decide(
-        self, household: Household, req: EvaluateInput, pcm: Pcm, now: datetime, decision_id: str
+        self, household: Household, req: EvaluateInput, pcm: Pcm, now: datetime, decision_id: str, digest: str
     ) -> Decision:
         hh = household.household_id
         members: dict[str, Member] = {}
+        prints: list[Voiceprint] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
-        voice = self._check_voice(hh, pcm, members)
+        voice = self._check_voice(hh, pcm, members, prints)
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
         role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
@@ -177,7 +179,7 @@ class Guard:
             try:
                 policy = self._store.get_policy(hh)
                 spend = self._spend_snapshot(hh, member_id, now)
-                options = self._challenge_options(hh, members, now)
+                options = self._challenge_options(hh, members, prints, now)
                 with span("policy.evaluate", role=role.name) as s:
                     policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
                     s.set(effect=policy_verdict.effect.name, revision=policy.revision if policy else 0)
@@ -187,7 +189,7 @@ class Guard:
                 decision = self._error_decision(
                     household, req, decision_id, now, voice, "policy data unavailable"
                 )
-                return self._store.record_decision(decision, *self._audit_args(req, decision))
+                return self._store.record_decision(decision, digest, self._audit_body(req, decision))
             verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
 
             challenge: Challenge | None = None
@@ -224,7 +226,7 @@ class Guard:
                 )
             with span("store.record", kind="evaluate", outcome=decision.outcome.name):
                 stored = self._store.record_decision(
-                    decision, *self._audit_args(req, decision), spend=spend_entry, challenge=challenge
+                    decision, digest, self._audit_body(req, decision), spend=spend_entry, challenge=challenge
                 )
         if stored.decision_id == decision_id and challenge is not None:
             self._after_challenge_issued(challenge, now)
@@ -232,9 +234,9 @@ class Guard:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
         return stored
 
-    def _audit_args(self, req: EvaluateInput, decision: Decision) -> tuple[str, str]:
-        digest = request_digest("evaluate", req.household_id, req.device_id, req.order, req.audio)
-        return digest, audit_body(decision, req.order, {"device_id": req.device_id})
+    @staticmethod
+    def _audit_body(req: EvaluateInput, decision: Decision) -> str:
+        return audit_body(decision, req.order, {"device_id": req.device_id})
 
     def _cancel_broadcast_challenges(
         self, decisions: tuple[tuple[str, str], ...], reasons: tuple[Reason, ...]
@@ -281,11 +283,20 @@ class Guard:
             decided_at=now,
         )
 
-    def _check_voice(self, household_id: str, pcm: Pcm, members_out: dict[str, Member]) -> VoiceCheck:
+    def _check_voice(
+        self,
+        household_id: str,
+        pcm: Pcm,
+        members_out: dict[str, Member],
+        prints_out: list[Voiceprint] | None = None,
+    ) -> VoiceCheck:
+        """Verify the speaker; the members and voiceprints read are handed back for reuse."""
         try:
             members = self._store.list_members(household_id)
             members_out.update({m.member_id: m for m in members})
             prints = self._store.list_voiceprints(household_id)
+            if prints_out is not None:
+                prints_out.extend(prints)
             roles = {m.member_id: m.role for m in members}
             with span("voice.verify", encoder=self._verifier.encoder.name, enrolled=len(prints)) as s:
                 result = self._verifier.verify(pcm, prints, roles)
@@ -319,13 +330,11 @@ class Guard:
             exempt_since_last_challenge_minor=store.exempt_spend_since_last_challenge(hh),
         )
 
-    def _challenge_options(self, hh: str, members: Mapping[str, Member], now: datetime) -> ChallengeOptions:
+    def _challenge_options(
+        self, hh: str, members: Mapping[str, Member], prints: Sequence[Voiceprint], now: datetime
+    ) -> ChallengeOptions:
         pin = self._store.get_pin(hh)
-        enrolled = {
-            vp.member_id
-            for vp in self._store.list_voiceprints(hh)
-            if vp.encoder == self._verifier.encoder.name
-        }
+        enrolled = {vp.member_id for vp in prints if vp.encoder == self._verifier.encoder.name}
         return ChallengeOptions(
             has_pin=pin is not None,
             pin_throttled=pin is not None and pin.throttled_until is not None and now < pin.throttled_until,
