@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-broadcast bench replay trust model clean
+.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-broadcast broadcast-variants bench replay trust model clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,10 @@ eval: $(STAMP)
 
 eval-broadcast: $(STAMP)
 	$(PY) scripts/eval_broadcast.py --data $(DATA) --out reports/broadcast
+
+# The fingerprint variant study behind docs/broadcast.md (tuning material only; ~15 min).
+broadcast-variants: $(STAMP)
+	$(PY) scripts/broadcast_variants.py --data $(DATA) --out reports/broadcast/variants.md
 
 # Fetches the real ECAPA weights; only on a machine that can reach the model hub. The server
 # itself never downloads anything: it loads this folder (PURCHASE_GUARD_ECAPA_MODEL_DIR).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from unit.broadcast.broadcast_synth import hear, programme, wav
 
 from purchase_guard.broadcast.denylist import PROMOTED, Denylist, RedisClipStore
-from purchase_guard.broadcast.fingerprint import fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, fingerprint
 from purchase_guard.broadcast.guard import BroadcastGuard
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import RedisWindow, WindowEntry
@@ -89,3 +90,23 @@ def test_unreachable_redis_is_unavailable() -> None:
     window = RedisWindow(client, "pg-broadcast-test:down")
     with pytest.raises(Unavailable):
         window.match_and_add(entry(1, "hh1", 5, T0))
+
+
+def test_entries_written_with_another_print_version_are_ignored(bc_redis: tuple[Any, str]) -> None:
+    """During a rolling upgrade a replica never compares its prints with an older replica's."""
+    client, prefix = bc_redis
+    writer = RedisWindow(client, prefix, timedelta(minutes=10))
+    writer.match_and_add(entry(1, "hh1", 8, T0))
+    writer.match_and_add(entry(2, "hh2", 8, T0))
+    # Rewrite the two stored entries as an older print version would have written them.
+    for blob, seq in client.zrange(f"{prefix}:log", 0, -1, withscores=True):
+        size = int.from_bytes(blob[:4], "little")
+        head = json.loads(blob[4 : 4 + size])
+        head["v"] = PRINT_VERSION - 1
+        new_head = json.dumps(head).encode()
+        client.zrem(f"{prefix}:log", blob)
+        client.zadd(f"{prefix}:log", {len(new_head).to_bytes(4, "little") + new_head + blob[4 + size :]: seq})
+    upgraded = RedisWindow(client, prefix, timedelta(minutes=10))
+    assert upgraded.match_and_add(entry(3, "hh3", 8, T0 + timedelta(seconds=2))) == []
+    # Entries of the current version are still shared: the other replica sees hh3's.
+    assert "hh3" in {m.entry.household_id for m in writer.match_and_add(entry(4, "hh4", 8, T0))}

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from purchase_guard.broadcast.fingerprint import Fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, Fingerprint
 from purchase_guard.broadcast.match import (
     COARSE_STEP,
     DEFAULT_MATCH,
@@ -33,6 +33,9 @@ from purchase_guard.broadcast.match import (
     anchor,
 )
 from purchase_guard.errors import Unavailable
+from purchase_guard.logs import get_logger
+
+log = get_logger("purchase_guard.broadcast.denylist")
 
 REGISTERED = "registered"
 PROMOTED = "promoted"
@@ -48,6 +51,7 @@ class Clip:
     expires_at: datetime | None
     fp: Fingerprint = field(repr=False)
     households: int = 0  # promoted clips: households in the cluster when it was confirmed
+    print_version: int = PRINT_VERSION  # how `fp` was computed; others are not searched
 
     @property
     def voiced_seconds(self) -> float:
@@ -83,6 +87,7 @@ def _meta(clip: Clip) -> dict[str, Any]:
         "created_at": clip.created_at.isoformat(),
         "expires_at": clip.expires_at.isoformat() if clip.expires_at else None,
         "households": clip.households,
+        "print_version": clip.print_version,
     }
 
 
@@ -96,6 +101,7 @@ def _from_meta(meta: dict[str, Any], blob: bytes) -> Clip:
         expires_at=datetime.fromisoformat(str(expires)) if expires else None,
         fp=Fingerprint.from_bytes(blob),
         households=int(meta.get("households", 0)),
+        print_version=int(meta.get("print_version", 1)),
     )
 
 
@@ -268,6 +274,15 @@ class Denylist:
             return
         index: PrintIndex[_Segment] = PrintIndex(self._params)
         for clip in self._store.all():
+            if clip.print_version != PRINT_VERSION:
+                # Only the print was kept, never the audio, so it cannot be recomputed.
+                log.warning(
+                    "broadcast_clip_outdated",
+                    clip_id=clip.clip_id,
+                    print_version=clip.print_version,
+                    hint="register the clip again",
+                )
+                continue
             first = anchor(clip.fp)
             if first is None:
                 continue

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from purchase_guard.broadcast.fingerprint import Fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, Fingerprint
 from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch, MatchParams, PrintIndex, anchor
 from purchase_guard.errors import Unavailable
 
@@ -137,15 +137,19 @@ def _encode(entry: WindowEntry) -> bytes:
             "dev": entry.device_id,
             "dec": entry.decision_id,
             "at": entry.at.timestamp(),
+            "v": PRINT_VERSION,
         },
         separators=(",", ":"),
     ).encode()
     return len(head).to_bytes(4, "little") + head + entry.fp.to_bytes()
 
 
-def _decode(blob: bytes) -> WindowEntry:
+def _decode(blob: bytes) -> WindowEntry | None:
+    """The entry, or None when another print version wrote it (a replica not yet upgraded)."""
     size = int.from_bytes(blob[:4], "little")
     head = json.loads(blob[4 : 4 + size])
+    if head.get("v", 1) != PRINT_VERSION:
+        return None
     return WindowEntry(
         entry_id=str(head["id"]),
         household_id=str(head["hh"]),
@@ -200,7 +204,7 @@ class RedisWindow:
         for blob, score in blobs:
             self._seen = max(self._seen, int(score))
             entry = _decode(blob)
-            if entry.at >= cutoff:
+            if entry is not None and entry.at >= cutoff:
                 self._local.add(entry)
 
     def _trim(self, now: datetime) -> None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from purchase_guard.broadcast._kernels import warm_up
 from purchase_guard.broadcast.denylist import ClipStore, Denylist, RedisClipStore, SqliteClipStore
 from purchase_guard.broadcast.guard import BroadcastGuard
 from purchase_guard.broadcast.registry import ClipRegistry
@@ -44,6 +45,8 @@ def build_broadcast(
     redis_client: Any = None,
     redis_prefix: str = REDIS_PREFIX,
 ) -> BroadcastParts:
+    # Compile the search loops now (or load them from numba's cache), not on the first request.
+    warm_up()
     window_length = timedelta(seconds=settings.broadcast_window_seconds)
     store: ClipStore
     window: FleetWindow

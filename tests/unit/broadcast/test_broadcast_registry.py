@@ -10,7 +10,7 @@ import pytest
 from unit.broadcast.broadcast_synth import RATE, programme, wav
 
 from purchase_guard.broadcast.denylist import PROMOTED, Clip, Denylist, MemoryClipStore, SqliteClipStore
-from purchase_guard.broadcast.fingerprint import fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, fingerprint
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.domain import AudioInput
@@ -107,3 +107,22 @@ def test_denylist_reloads_when_another_writer_changes_the_store(tmp_path: Path) 
     assert deny.match(heard, T0) == []
     clip = registry(SqliteClipStore(path)).register("Ad", AudioInput(encoded=wav(audio)))
     assert [m.clip.clip_id for m in deny.match(heard, T0)] == [clip.clip_id]
+
+
+def test_clip_printed_by_an_older_method_is_kept_but_not_searched(tmp_path: Path) -> None:
+    """A stored clip whose print version differs (the audio is gone, so it cannot be re-printed)
+    survives a restart but never matches; current clips beside it still do."""
+    path = tmp_path / "old.db"
+    store = SqliteClipStore(path)
+    audio = programme(5, seconds=6.0)
+    current = registry(store).register("Ad", AudioInput(encoded=wav(audio)))
+    old = Clip("clip_old", "Old ad", current.source, T0, None, current.fp, print_version=PRINT_VERSION - 1)
+    store.put(old)
+    store.close()
+
+    reopened = SqliteClipStore(path)
+    by_id = {c.clip_id: c for c in reopened.all()}
+    assert by_id["clip_old"].print_version == PRINT_VERSION - 1
+    assert by_id[current.clip_id].print_version == PRINT_VERSION
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    assert [m.clip.clip_id for m in Denylist(reopened).match(heard, T0)] == [current.clip_id]

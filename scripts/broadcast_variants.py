@@ -1,0 +1,191 @@
+"""Compare fingerprint variants on the tuning material: the study behind docs/broadcast.md.
+
+    python scripts/broadcast_variants.py --data ../shared/data [--variants v1,v2 ...] [--quick]
+
+Material (tuning split only, never the test split): negative utterances from the evaluation's
+tuning pool (all FSDD digit strings, every other speechocean762 utterance, every third
+LibriSpeech segment, each through its own room), and the evaluation's broadcast clips heard
+by four homes at 5 and 0 dB SNR. Every negative pair and every true pair is compared
+exhaustively (every 8 ms offset within +-1.1 s of the anchors). For each variant the script
+prints per-pair detection at the bit error rate that lets 20, 5 and 1 negative pairs
+through, so variants are compared at equal false-match counts, not at equal thresholds.
+
+Variants: `v1` is print version 1 (band differences minus the same difference 64 ms earlier);
+`v2` is the current print (band differences minus their mean over the voiced frames). Suffixes
+change one parameter: `-lagN` (frames), `-fN` (frame length in samples), `-winN` (v2's mean over
+a sliding window of N frames instead of the whole utterance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_broadcast as ev
+
+from purchase_guard.broadcast import fingerprint as fpmod
+from purchase_guard.broadcast._kernels import offset_counts, warm_up
+from purchase_guard.broadcast.window import trim_for_window
+
+DEFAULT_VARIANTS = (
+    "v1",
+    "v1-lag4",
+    "v1-lag16",
+    "v1-lag24",
+    "v1-f2048",
+    "v1-f4096",
+    "v2",
+    "v2-f2048",
+    "v2-f4096",
+    "v2-f4096-win250",
+)
+REACH = 136  # frames either side of the anchor difference (+-1.1 s)
+MIN_BITS = 400
+
+
+def variant_print(x: np.ndarray, name: str) -> fpmod.Fingerprint:
+    parts = name.split("-")
+    kind, opts = (
+        parts[0],
+        {p[:3] if p.startswith("lag") or p.startswith("win") else p[0]: p for p in parts[1:]},
+    )
+    params = fpmod.DEFAULT_PARAMS
+    if "f" in opts:
+        params = replace(params, frame=int(opts["f"][1:]))
+    lag = int(opts["lag"][3:]) if "lag" in opts else 8
+    energy = fpmod.band_energies(x, params)
+    log_e = np.log(energy + 1e-12)
+    diff = log_e[:, :-1] - log_e[:, 1:]
+    # Version 1 compared frame t with frame t - lag and judged voicing on frames lag.. only.
+    total = energy[lag:].sum(axis=1) if kind == "v1" else energy.sum(axis=1)
+    level = 10.0 * np.log10(total / (0.375 * params.frame**2) + 1e-20)
+    voiced = (
+        (level > np.percentile(level, params.voiced_percentile))
+        & (level > level.max() - params.voiced_range_db)
+        & (level > params.silence_dbfs)
+    )
+    floor = np.percentile(energy, params.floor_percentile, axis=0, keepdims=True)
+    above = energy > floor * 10.0 ** (params.band_margin_db / 10.0)
+    pair = above[:, :-1] & above[:, 1:]
+    if kind == "v1":
+        value = diff[lag:] - diff[:-lag]
+        clear = pair[lag:] | pair[:-lag]
+    elif "win" in opts:
+        w = int(opts["win"][3:])
+        v = voiced.astype(np.float64)
+        num = uniform_filter1d(diff * v[:, None], size=w, axis=0, mode="nearest")
+        den = uniform_filter1d(v, size=w, mode="nearest")
+        value = diff - num / np.maximum(den, 1e-3)[:, None]
+        clear = pair
+    else:
+        value = diff - diff[voiced].mean(axis=0)
+        clear = pair
+    magnitude = np.abs(value)
+    usable = voiced[:, None] & clear
+    cut = np.percentile(magnitude[usable], params.weak_percentile) if usable.any() else np.inf
+    reliable = (magnitude > cut) & clear & voiced[:, None]
+    return fpmod.Fingerprint(fpmod._pack(value > 0.0), fpmod._pack(reliable), params.hop_s)
+
+
+def best_ber(a: tuple[fpmod.Fingerprint, int] | None, b: tuple[fpmod.Fingerprint, int] | None) -> float:
+    if a is None or b is None:
+        return 1.0
+    (fa, sa), (fb, sb) = a, b
+    lo, hi = sb - sa - REACH, sb - sa + REACH
+    errors = np.zeros(hi - lo + 1, dtype=np.int64)
+    compared = np.zeros_like(errors)
+    offset_counts(fa.bits, fa.mask, fb.bits, fb.mask, lo, hi, errors, compared)
+    ok = compared >= MIN_BITS
+    return float(np.where(ok, errors / np.maximum(compared, 1), 2.0).min()) if ok.any() else 1.0
+
+
+def hear(audio: ev.Audio, prog: ev.Program, room: ev.Room) -> np.ndarray:
+    return ev.play(audio, prog.samples, prog.start_s, prog.end_s, room).samples
+
+
+def material(data: Path, quick: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    audio = ev.Audio(data)
+    progs = ev.programs(audio, "tune", rng, quick)
+    captured: list[np.ndarray] = []
+
+    def keep(pcm: Any) -> fpmod.Fingerprint:
+        # The pool's own gate needs a print; a fully voiced stand-in keeps every utterance.
+        captured.append(pcm.samples)
+        return fpmod.Fingerprint(np.zeros(300, np.uint32), np.ones(300, np.uint32))
+
+    ev.fingerprint = keep  # type: ignore[assignment]
+    negs = ev.negatives(audio, "tune", rng, quick)
+    ev.fingerprint = fpmod.fingerprint
+    chosen = [
+        i
+        for i, n in enumerate(negs)
+        if n.group.startswith("fsdd")
+        or (n.group == "speechocean" and i % 2 == 0)
+        or (n.group == "libri" and i % 3 == 0)
+    ]
+    positives = {
+        snr: [
+            [
+                ev.play(audio, p.samples, p.start_s, p.end_s, ev.random_room(rng, audio, snr)).samples
+                for _ in range(4)
+            ]
+            for p in progs
+        ]
+        for snr in (5.0, 0.0)
+    }
+    return {"negatives": [captured[i] for i in chosen], "positives": positives}
+
+
+def run(name: str, mat: dict[str, Any]) -> str:
+    started = time.perf_counter()
+    prints = [trim_for_window(variant_print(x, name)) for x in mat["negatives"]]
+    neg = np.sort([best_ber(a, b) for a, b in itertools.combinations(prints, 2)])
+    pos: dict[float, np.ndarray] = {}
+    for snr, clips in mat["positives"].items():
+        bers = []
+        for homes in clips:
+            hp = [trim_for_window(variant_print(x, name)) for x in homes]
+            bers += [best_ber(a, b) for a, b in itertools.combinations(hp, 2)]
+        pos[snr] = np.asarray(bers)
+    cells = []
+    for k in (20, 5, 1):
+        thr = neg[k] if neg.size > k else 1.0
+        cells.append(f"{np.mean(pos[5.0] < thr):.1%} / {np.mean(pos[0.0] < thr):.1%} (BER {thr:.3f})")
+    return f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - started:.0f} s |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", "../shared/data"))
+    )
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--out", type=Path, default=Path("reports/broadcast/variants.md"))
+    ap.add_argument("--quick", action="store_true", help="a small run to check the script works")
+    args = ap.parse_args(argv)
+    warm_up()
+    mat = material(args.data, args.quick)
+    n = len(mat["negatives"])
+    print(
+        f"{n} negative utterances ({n * (n - 1) // 2:,} pairs), {len(mat['positives'][5.0])} clips x 4 homes"
+    )
+    print("| variant | 5 dB / 0 dB at 20 negatives | at 5 | at 1 | time |")
+    print("|---|---|---|---|---|")
+    for name in args.variants.split(","):
+        print(run(name, mat), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
