@@ -9,9 +9,9 @@ Why these choices (measured, see docs/broadcast.md):
 - Log energies and the utterance average: a stationary channel (loudspeaker band-limit, room
   colouring, gain) adds a constant per band, which the average takes out.
 - No time difference: Haitsma-Kalker's bits also difference in time. Between two rooms'
-  copies those bits disagreed far more (even at 20 dB SNR, a bit error rate of 0.2 between
-  a dry and a reverberant room), because reverberation changes how energy decays; at the
-  same false-match rate the time-free bits detect about 10 points more pairs at 5 dB.
+  copies those bits disagree more, because reverberation changes how energy decays; at the
+  same false-match count the time-free bits detect 10-23 points more pairs at 5 dB
+  (`scripts/broadcast_variants.py`).
 - Long windows: 64 ms frames lost to reverberation and noise; 192 ms windows average both.
 - A reliability mask: bits whose deviation from the average is in the weaker half for the
   utterance are mostly decided by the noise, so they are left out of every comparison
