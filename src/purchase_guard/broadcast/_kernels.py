@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 
 def _ctpop(typingctx: Any, x: Any) -> Any:
     """LLVM's ctpop: one POPCNT instruction on x86-64 and arm64."""
-    sig = types.uint64(types.uint64)
+    sig = types.int64(types.uint64)  # a count (<= 64): int64 keeps the sums integer
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
@@ -44,21 +44,29 @@ def coarse_scores(
     """For each of the first `n` rows: the best (agree - disagree) / sqrt(compared) over shifts.
 
     Query word j at shift s reads stored column s + stride * j; results go to best_z and
-    best_shift (the shift index, 0..n_shifts-1).
+    best_shift (the shift index, 0..n_shifts-1). The innermost loop runs over shifts, which
+    read neighbouring columns, so LLVM vectorises it (twice as fast as looping over words).
     """
     n_words = agree_q.shape[0]
+    acc_a = np.zeros(n_shifts, dtype=np.int64)
+    acc_d = np.zeros(n_shifts, dtype=np.int64)
     for i in range(n):
+        acc_a[:] = 0
+        acc_d[:] = 0
+        row = rows[i]
+        for j in range(n_words):
+            qa = agree_q[j]
+            qd = disagree_q[j]
+            base = stride * j
+            for s in range(n_shifts):
+                w = row[base + s]
+                acc_a[s] += _popcount(w & qa)
+                acc_d[s] += _popcount(w & qd)
         top = -1e30
         top_s = 0
         for s in range(n_shifts):
-            a = 0
-            d = 0
-            for j in range(n_words):
-                w = rows[i, s + stride * j]
-                a += _popcount(w & agree_q[j])
-                d += _popcount(w & disagree_q[j])
-            total = a + d
-            z = (a - d) / math.sqrt(total if total > 0 else 1)
+            total = acc_a[s] + acc_d[s]
+            z = (acc_a[s] - acc_d[s]) / math.sqrt(total if total > 0 else 1)
             if z > top:
                 top = z
                 top_s = s
