@@ -10,7 +10,7 @@ Why these choices (measured, see docs/broadcast.md):
   colouring, gain) adds a constant per band, which the average takes out.
 - No time difference: Haitsma-Kalker's bits also difference in time. Between two rooms'
   copies those bits disagree more, because reverberation changes how energy decays; at the
-  same false-match count the time-free bits detect 10-23 points more pairs at 5 dB
+  same false-match count the time-free bits detect 11-21 points more pairs at 5 dB
   (`scripts/broadcast_variants.py`).
 - Long windows: 64 ms frames lost to reverberation and noise; 192 ms windows average both.
 - A reliability mask: bits whose deviation from the average is in the weaker half for the
