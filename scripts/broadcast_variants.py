@@ -117,34 +117,19 @@ def material(data: Path, quick: bool) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     audio = ev.Audio(data)
     progs = ev.programs(audio, "tune", rng, quick)
-    captured: list[np.ndarray] = []
-
-    def keep(pcm: Any) -> fpmod.Fingerprint:
-        # The pool's own gate needs a print; a fully voiced stand-in keeps every utterance.
-        captured.append(pcm.samples)
-        return fpmod.Fingerprint(np.zeros(300, np.uint32), np.ones(300, np.uint32))
-
-    ev.fingerprint = keep  # type: ignore[assignment]
-    negs = ev.negatives(audio, "tune", rng, quick)
-    ev.fingerprint = fpmod.fingerprint
+    # All FSDD strings, every other speechocean762 utterance, every third LibriSpeech segment.
     chosen = [
-        i
-        for i, n in enumerate(negs)
-        if n.group.startswith("fsdd")
-        or (n.group == "speechocean" and i % 2 == 0)
-        or (n.group == "libri" and i % 3 == 0)
+        pcm.samples
+        for i, (_name, group, _scene, pcm) in enumerate(ev.negative_audio(audio, "tune", rng, quick))
+        if group.startswith("fsdd")
+        or (group == "speechocean" and i % 2 == 0)
+        or (group == "libri" and i % 3 == 0)
     ]
     positives = {
-        snr: [
-            [
-                ev.play(audio, p.samples, p.start_s, p.end_s, ev.random_room(rng, audio, snr)).samples
-                for _ in range(4)
-            ]
-            for p in progs
-        ]
+        snr: [[hear(audio, p, ev.random_room(rng, audio, snr)) for _ in range(4)] for p in progs]
         for snr in (5.0, 0.0)
     }
-    return {"negatives": [captured[i] for i in chosen], "positives": positives}
+    return {"negatives": chosen, "positives": positives}
 
 
 def run(name: str, mat: dict[str, Any]) -> str:

@@ -268,7 +268,10 @@ def speechocean_files(audio: Audio, split: str) -> list[Path]:
     return [so / r[2] for r in rows if int(r[1]) % 2 == parity]
 
 
-def negatives(audio: Audio, split: str, rng: np.random.Generator, quick: bool) -> list[Negative]:
+def negative_audio(
+    audio: Audio, split: str, rng: np.random.Generator, quick: bool
+) -> Iterator[tuple[str, str, int, Pcm]]:
+    """(name, group, scene, what the home's device recorded) for every pool utterance, in order."""
     items: list[tuple[str, str, np.ndarray]] = list(fsdd_negatives(audio, split, rng, quick))
     parity = 0 if split == "test" else 1
     for path in speechocean_files(audio, split)[: 120 if quick else 10_000]:
@@ -293,7 +296,6 @@ def negatives(audio: Audio, split: str, rng: np.random.Generator, quick: bool) -
     n_scenes = 20
     long_noises = [k for k, path in enumerate(audio.noises) if audio.long_noise(path)]
     members = [0] * n_scenes
-    out: list[Negative] = []
     for name, group, x in items:
         if rng.random() < 0.3:
             scene = int(rng.integers(0, n_scenes))
@@ -319,7 +321,12 @@ def negatives(audio: Audio, split: str, rng: np.random.Generator, quick: bool) -
                 cut_end=0.0,
                 noise_speed=float(rng.choice(np.arange(0.80, 1.25, 0.01))),
             )
-        pcm = play(audio, x, 0.0, len(x) / SR, room)
+        yield name, group, scene, play(audio, x, 0.0, len(x) / SR, room)
+
+
+def negatives(audio: Audio, split: str, rng: np.random.Generator, quick: bool) -> list[Negative]:
+    out: list[Negative] = []
+    for name, group, scene, pcm in negative_audio(audio, split, rng, quick):
         fp = fingerprint(pcm)
         if fp.voiced_seconds >= DEFAULT_GATE.min_voiced_seconds:
             out.append(Negative(name, group, scene, fp))
@@ -592,15 +599,17 @@ def false_matches(negs: list[Negative]) -> dict[str, Any]:
         index.add(k, *trimmed)
     search_s = time.perf_counter() - started
     # Hard pairs, counted and also compared exhaustively (every 8 ms offset within +-1.1 s).
-    floor: dict[str, float] = {}
-    for kind in hard_pairs:
-        bers = []
-        for a, b in _pairs_of(negs, kind):
+    floor_bers: dict[str, list[float]] = {kind: [] for kind in hard_pairs}
+    for a, b in itertools.combinations(negs, 2):
+        kinds = _kinds(a, b)
+        if not kinds:
+            continue
+        m = best_offset_ber(a.fp, b.fp, range(-136, 137), DEFAULT_MATCH.min_bits)
+        for kind in kinds:
             hard_pairs[kind] += 1
-            m = best_offset_ber(a.fp, b.fp, range(-136, 137), DEFAULT_MATCH.min_bits)
             if m is not None:
-                bers.append(m.ber)
-        floor[kind] = min(bers) if bers else float("nan")
+                floor_bers[kind].append(m.ber)
+    floor = {kind: min(bers) if bers else float("nan") for kind, bers in floor_bers.items()}
     # A false *verdict* needs matches from two other homes: with every pool utterance in one
     # window (each from its own home), the share that would be refused as a broadcast.
     flagged = sum(1 for v in neighbours.values() if len(v) >= MIN_OTHER_HOUSEHOLDS)
@@ -635,12 +644,6 @@ def _kinds(a: Negative, b: Negative) -> list[str]:
     if a.scene >= 0 and a.scene == b.scene:
         kinds.append("shared_noise")
     return kinds
-
-
-def _pairs_of(negs: list[Negative], kind: str) -> Iterator[tuple[Negative, Negative]]:
-    for a, b in itertools.combinations(negs, 2):
-        if kind in _kinds(a, b):
-            yield a, b
 
 
 def latency(audio: Audio, negs: list[Negative], rng: np.random.Generator, n: int) -> dict[str, Any]:
