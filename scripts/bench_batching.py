@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from script_paths import default_data_dir
 
 from purchase_guard.voice.audio import TARGET_RATE_HZ, decode_audio
 from purchase_guard.voice.batching import BatchingEncoder
@@ -89,7 +90,7 @@ def main() -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data")),
+        default=default_data_dir(),
     )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])

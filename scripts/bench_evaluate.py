@@ -28,6 +28,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from script_paths import default_data_dir
 from support.audio import fsdd_join, fsdd_wav
 
 from purchase_guard.api.client import GuardClient
@@ -62,9 +63,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/bench")
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument(
-        "--data", default=os.environ.get("PURCHASE_GUARD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    )
+    ap.add_argument("--data", default=str(default_data_dir()))
     args = ap.parse_args()
     data = Path(args.data)
     out = Path(args.out)

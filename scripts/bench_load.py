@@ -68,6 +68,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from script_paths import default_data_dir
+
 from purchase_guard._gen.purchaseguard.v1 import common_pb2, guard_pb2
 from purchase_guard.privacy.keys import MasterKeys
 
@@ -785,9 +787,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="shorter levels, growth to 10k households")
     ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--postgres-dsn", default=os.environ.get("PURCHASE_GUARD_TEST_POSTGRES_DSN", DEFAULT_DSN))
-    ap.add_argument(
-        "--data", default=os.environ.get("PURCHASE_GUARD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    )
+    ap.add_argument("--data", default=str(default_data_dir()))
     args = ap.parse_args()
     started = time.perf_counter()
     data = Path(args.data)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 import time
 from dataclasses import replace
@@ -32,6 +31,7 @@ from scipy.ndimage import uniform_filter1d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_broadcast as ev
+from script_paths import default_data_dir
 
 from purchase_guard.broadcast import fingerprint as fpmod
 from purchase_guard.broadcast._kernels import offset_counts, warm_up
@@ -152,9 +152,7 @@ def run(name: str, mat: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", "../shared/data"))
-    )
+    ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     ap.add_argument("--out", type=Path, default=Path("reports/broadcast/variants.md"))
     ap.add_argument("--quick", action="store_true", help="a small run to check the script works")

@@ -10,9 +10,10 @@ other half; see docs/voice.md for the rule and the last measured numbers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from script_paths import default_data_dir
 
 from purchase_guard.voice.evaluation import main
 
@@ -23,7 +24,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data")),
+        default=default_data_dir(),
     )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "voice-eval")
     parser.add_argument("--encoder", choices=["ge2e", "ecapa", "fake"], default="ge2e")

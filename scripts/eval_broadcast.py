@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+from script_paths import default_data_dir
 
 from purchase_guard.broadcast._kernels import coarse_scores, warm_up
 from purchase_guard.broadcast.denylist import Denylist, MemoryClipStore
@@ -895,9 +896,7 @@ def best_rule(r: dict[str, Any]) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", "../shared/data"))
-    )
+    ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--out", type=Path, default=Path("reports/broadcast"))
     ap.add_argument("--split", choices=("test", "tune"), default="test")
     ap.add_argument("--seed", type=int, default=20261125)

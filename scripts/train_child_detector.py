@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from script_paths import default_data_dir
 
 from purchase_guard.voice.child_training import Sample, age_class, measure, split_speakers, train
 from purchase_guard.voice.evaluation import EmbeddingCache, Utt, _load, make_encoder, speechocean_rows
@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data")),
+        default=default_data_dir(),
     )
     parser.add_argument("--encoder", choices=["ge2e", "ecapa", "fake"], default="ge2e")
     parser.add_argument("--ecapa-model-dir", type=Path, default=None)
