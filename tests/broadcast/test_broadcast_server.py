@@ -13,15 +13,14 @@ import pytest
 from broadcast.broadcast_audio import household_copy, load16k
 from support.audio import wav_bytes
 from support.rpc import status_of
+from support.server import fast_pins, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import broadcast_pb2, broadcast_pb2_grpc, common_pb2
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.app import build_app
 from purchase_guard.broadcast.wiring import build_broadcast
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import FrozenClock, SequentialIds
-from purchase_guard.config import Settings
 from purchase_guard.voice.ge2e import Ge2eEncoder
 
 pytestmark = pytest.mark.data
@@ -37,14 +36,7 @@ def bc_encoder() -> Ge2eEncoder:
 @pytest.fixture
 def bc_server(tmp_path: Path, bc_encoder: Ge2eEncoder) -> Iterator[tuple[RunningServer, FrozenClock]]:
     clock = FrozenClock(datetime(2026, 11, 25, 20, 0, tzinfo=UTC))
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        sqlite_path=tmp_path / "guard.db",
-        operator_token=OPERATOR,
-        operator_token_file=tmp_path / "op-token",
-        max_message_bytes=4 * 1024 * 1024,
-    ).validated()
+    settings = local_settings(tmp_path, OPERATOR, max_message_bytes=4 * 1024 * 1024)
     # The guard's clip store is the file the server's registry uses (same settings), so a clip
     # registered over gRPC is enforced by this guard.
     parts = build_broadcast(settings, clock, SequentialIds())
@@ -52,7 +44,7 @@ def bc_server(tmp_path: Path, bc_encoder: Ge2eEncoder) -> Iterator[tuple[Running
         settings,
         encoder=bc_encoder,
         clock=clock,
-        pins=PinHasher(time_cost=1, memory_cost=1024),
+        pins=fast_pins(),
         broadcast=parts.guard,
     )
     running = build_server(app)

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.server import fast_pins, local_settings
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.app import build_app
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import FrozenClock
-from purchase_guard.config import Settings
 from purchase_guard.voice.encoder import SpeakerEncoder
 from purchase_guard.voice.ge2e import Ge2eEncoder
 
@@ -34,16 +33,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def server(tmp_path: Path, ge2e: SpeakerEncoder, clock: FrozenClock) -> Iterator[RunningServer]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        sqlite_path=tmp_path / "guard.db",
-        operator_token=OPERATOR,
-        operator_token_file=tmp_path / "op-token",
-        max_message_bytes=2 * 1024 * 1024,
-    ).validated()
-    # Cheaper argon2 parameters keep the suite quick; production defaults are tested in unit tests.
-    app = build_app(settings, encoder=ge2e, clock=clock, pins=PinHasher(time_cost=1, memory_cost=1024))
+    settings = local_settings(tmp_path, OPERATOR, max_message_bytes=2 * 1024 * 1024)
+    app = build_app(settings, encoder=ge2e, clock=clock, pins=fast_pins())
     running = build_server(app)
     yield running
     running.stop(grace=0)

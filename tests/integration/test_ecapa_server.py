@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 from support.audio import fsdd_wav
+from support.server import fast_pins, local_settings
 from unit.voice.tiny_ecapa import build_tiny_ecapa
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.app import build_app
-from purchase_guard.challenge.pin import PinHasher
-from purchase_guard.config import Settings
 from purchase_guard.voice.ecapa import encoder_name
 
 pytestmark = pytest.mark.data
@@ -34,18 +33,15 @@ def ecapa_server(tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
     thresholds = tmp_path / "thresholds.json"
     bands = [{"name": "all", "max_speech_s": None, "threshold": 0.5}]
     thresholds.write_text(json.dumps({"version": 1, "encoders": {name: {"bands": bands}}}))
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        sqlite_path=tmp_path / "guard.db",
-        operator_token=OPERATOR,
-        operator_token_file=tmp_path / "op",
+    settings = local_settings(
+        tmp_path,
+        OPERATOR,
         master_key_file=tmp_path / "master-key",
         encoder="ecapa",
         ecapa_model_dir=model,
         thresholds_file=thresholds,
-    ).validated()
-    running = build_server(build_app(settings, pins=PinHasher(time_cost=1, memory_cost=1024)))
+    )
+    running = build_server(build_app(settings, pins=fast_pins()))
     yield running, name
     running.stop(grace=0)
 

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from support.server import fast_pins, local_settings
 from unit.voice.voice_synth import RATE, encode, synth_voice
 
 from purchase_guard.app import App, build_app
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import FrozenClock
-from purchase_guard.config import Settings
 from purchase_guard.domain import AudioInput, LineItem, Money, Order, Outcome, Role
 from purchase_guard.pipeline.guard import EvaluateInput
 from purchase_guard.privacy.keys import KeyRing
@@ -61,22 +60,11 @@ def build_world(folder: Path) -> World:
     thresholds = folder / "fake-thresholds.json"
     bands = [{"name": "all", "max_speech_s": None, "threshold": 0.95}]
     thresholds.write_text(json.dumps({"version": 1, "encoders": {"fake-spectral/1": {"bands": bands}}}))
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        sqlite_path=folder / "guard.db",
-        encoder="fake",
-        test_mode=True,
-        thresholds_file=thresholds,
-        operator_token=OPERATOR,
-        operator_token_file=folder / "op-token",
-    ).validated()
+    settings = local_settings(folder, OPERATOR, encoder="fake", test_mode=True, thresholds_file=thresholds)
     ring = KeyRing.in_memory()
     store = SqliteStore(settings.sqlite_path, sealer=ring)
     clock = FrozenClock(NOW)
-    app = build_app(
-        settings, store=store, encoder=FakeEncoder(), clock=clock, pins=PinHasher(time_cost=1, memory_cost=8)
-    )
+    app = build_app(settings, store=store, encoder=FakeEncoder(), clock=clock, pins=fast_pins(memory_cost=8))
     return World(app, store, ring, PrivacyService(store, app.households, clock), clock)
 
 

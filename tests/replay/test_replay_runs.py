@@ -18,15 +18,14 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 import yaml
+from support.server import fast_pins, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2_grpc, guard_pb2_grpc
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import add_test_control
 from purchase_guard.app import App, build_app
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import OffsetClock
-from purchase_guard.config import Settings
 from purchase_guard.replay import runner
 from purchase_guard.replay.engine import FAILED, INVALID, PASSED, SKIPPED
 from purchase_guard.replay.report import write_html, write_junit
@@ -181,17 +180,15 @@ def remote_server(app: App, with_clock: bool) -> grpc.Server:
 
 @pytest.fixture
 def test_mode_app(tmp_path: Path, fake_thresholds: Path) -> Iterator[App]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
+    settings = local_settings(
+        tmp_path,
+        OPERATOR,
         sqlite_path=tmp_path / "remote.db",
-        operator_token=OPERATOR,
-        operator_token_file=tmp_path / "op",
         encoder="fake",
         test_mode=True,
         thresholds_file=fake_thresholds,
-    ).validated()
-    app = build_app(settings, clock=OffsetClock(), pins=PinHasher(time_cost=1, memory_cost=1024))
+    )
+    app = build_app(settings, clock=OffsetClock(), pins=fast_pins())
     yield app
     app.store.close()
 

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from support.rpc import status_of
+from support.server import fast_pins, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2_grpc, testing_pb2, testing_pb2_grpc
 from purchase_guard.api.client import GuardClient
@@ -19,29 +20,18 @@ from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer
 from purchase_guard.api.testing_servicer import ReplayControl, add_test_control
 from purchase_guard.app import App, build_app
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import FrozenClock
-from purchase_guard.config import Settings
 
 OPERATOR = "op-" + "t" * 40
 START = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
 
 def app_for(tmp_path: Path, thresholds: Path, test_mode: bool) -> App:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        metrics_port=0,
-        sqlite_path=tmp_path / "guard.db",
-        operator_token=OPERATOR,
-        operator_token_file=tmp_path / "op",
-        encoder="fake",
-        test_mode=True,
-        thresholds_file=thresholds,
-    ).validated()
+    settings = local_settings(tmp_path, OPERATOR, encoder="fake", test_mode=True, thresholds_file=thresholds)
     if not test_mode:
         # The fake encoder needs test mode to validate; switch it off afterwards for this check only.
         settings = replace(settings, test_mode=False)
-    return build_app(settings, clock=FrozenClock(START), pins=PinHasher(time_cost=1, memory_cost=1024))
+    return build_app(settings, clock=FrozenClock(START), pins=fast_pins())
 
 
 @pytest.fixture

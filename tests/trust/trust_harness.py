@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from support.server import fast_pins, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import (
     admin_pb2,
@@ -36,7 +37,6 @@ from purchase_guard.api.limits_interceptor import LimitsInterceptor, MethodLimit
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.app import App, build_app
-from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import FrozenClock
 from purchase_guard.config import Settings
 from purchase_guard.domain import Member, Role, Voiceprint
@@ -57,17 +57,9 @@ def free_port() -> int:
 
 
 def trust_settings(tmp: Path, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "metrics_port": 0,
-        "sqlite_path": tmp / "guard.db",
-        "operator_token": OPERATOR,
-        "operator_token_file": tmp / "op-token",
-        "max_message_bytes": 2 * 1024 * 1024,
-        "grace_seconds": 1.0,
-    }
+    base: dict[str, Any] = {"max_message_bytes": 2 * 1024 * 1024, "grace_seconds": 1.0}
     base.update(overrides)
-    return Settings(**base).validated()
+    return local_settings(tmp, OPERATOR, **base)
 
 
 def make_app(
@@ -78,7 +70,7 @@ def make_app(
         store=store,
         encoder=encoder,
         clock=clock or FrozenClock(NOW),
-        pins=PinHasher(time_cost=1, memory_cost=1024),
+        pins=fast_pins(),
     )
 
 

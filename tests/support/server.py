@@ -1,0 +1,28 @@
+"""Settings and PIN hashing for a server built inside a test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.config import Settings
+
+
+def local_settings(folder: Path, operator: str, **overrides: Any) -> Settings:
+    """A server on a free local port, metrics off, with its SQLite store and operator token file
+    in `folder`; `overrides` set or replace any other setting."""
+    base: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "metrics_port": 0,
+        "sqlite_path": folder / "guard.db",
+        "operator_token": operator,
+        "operator_token_file": folder / "op-token",
+    }
+    base.update(overrides)
+    return Settings(**base).validated()
+
+
+def fast_pins(memory_cost: int = 1024) -> PinHasher:
+    """Cheap argon2 parameters keep suites quick; production defaults are tested in unit tests."""
+    return PinHasher(time_cost=1, memory_cost=memory_cost)
