@@ -70,6 +70,7 @@ from purchase_guard.broadcast.match import (
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import MemoryWindow, WindowEntry, trim_for_window
 from purchase_guard.clock import FrozenClock, SequentialIds
+from purchase_guard.config import Settings
 from purchase_guard.domain import AudioInput, ReasonCode
 from purchase_guard.voice.audio import Pcm
 
@@ -82,7 +83,8 @@ T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 LOOSE = replace(DEFAULT_MATCH, max_ber=0.30)
 SWEEP_BER = tuple(round(0.10 + 0.01 * k, 2) for k in range(15))  # 0.10 .. 0.24
 SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 200, DEFAULT_MATCH.min_bits + 400)
-MIN_OTHER_HOUSEHOLDS = 2  # the guard's default: a broadcast needs matches from two other homes
+# The service's default: a broadcast needs matches from this many other homes.
+MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_other_households
 BACKGROUND = 10_000  # prints in the window during the detection measurements
 
 

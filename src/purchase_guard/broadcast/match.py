@@ -156,11 +156,6 @@ class PrintIndex(Generic[T]):
     def __len__(self) -> int:
         return self._alive
 
-    @staticmethod
-    def row_bytes() -> int:
-        """Bytes one print costs in the coarse array (besides its full print)."""
-        return 8 * ROW_WIDTH
-
     def _grow(self, capacity: int, keep: list[int]) -> None:
         rows = np.zeros((capacity, ROW_WIDTH), dtype=np.uint64)
         rows[: len(keep)] = self._rows[keep]
