@@ -11,9 +11,10 @@ prints per-pair detection at the bit error rate that lets 20, 5 and 1 negative p
 through, so variants are compared at equal false-match counts, not at equal thresholds.
 
 Variants: `v1` is print version 1 (band differences minus the same difference 64 ms earlier);
-`v2` is the current print (band differences minus their mean over the voiced frames). Suffixes
+`v2` is print version 2 (band differences minus their mean over the voiced frames). Suffixes
 change one parameter: `-lagN` (frames), `-fN` (frame length in samples), `-winN` (v2's mean over
-a sliding window of N frames instead of the whole utterance).
+a sliding window of N frames instead of the whole utterance), `-tailN` (an artificial
+reverberation tail of RT60 N ms added to every band's energy; `v2-tail400` is version 3).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ DEFAULT_VARIANTS = (
     "v2-f2048",
     "v2-f4096",
     "v2-f4096-win250",
+    "v2-tail200",
+    "v2-tail400",
+    "v2-tail600",
+    "v2-tail1200",
 )
 REACH = 136  # frames either side of the anchor difference (+-1.1 s)
 MIN_BITS = 400
@@ -57,13 +62,15 @@ def variant_print(x: np.ndarray, name: str) -> fpmod.Fingerprint:
     parts = name.split("-")
     kind, opts = (
         parts[0],
-        {p[:3] if p.startswith("lag") or p.startswith("win") else p[0]: p for p in parts[1:]},
+        {p[:4] if p.startswith("tail") else p[:3] if p[:3] in ("lag", "win") else p[0]: p for p in parts[1:]},
     )
-    params = fpmod.DEFAULT_PARAMS
+    params = replace(
+        fpmod.DEFAULT_PARAMS, tail_rt60_s=int(opts["tail"][4:]) / 1000 if "tail" in opts else 0.0
+    )
     if "f" in opts:
         params = replace(params, frame=int(opts["f"][1:]))
     lag = int(opts["lag"][3:]) if "lag" in opts else 8
-    energy = fpmod.band_energies(x, params)
+    energy = fpmod.add_tail(fpmod.band_energies(x, params), params)
     log_e = np.log(energy + 1e-12)
     diff = log_e[:, :-1] - log_e[:, 1:]
     # Version 1 compared frame t with frame t - lag and judged voicing on frames lag.. only.
@@ -160,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     warm_up()
     mat = material(args.data, args.quick)
     n = len(mat["negatives"])
-    print(
-        f"{n} negative utterances ({n * (n - 1) // 2:,} pairs), {len(mat['positives'][5.0])} clips x 4 homes"
-    )
-    print("| variant | 5 dB / 0 dB at 20 negatives | at 5 | at 1 | time |")
-    print("|---|---|---|---|---|")
+    lines = [
+        f"{n} negative utterances ({n * (n - 1) // 2:,} pairs), {len(mat['positives'][5.0])} clips x 4 homes",
+        "",
+        "| variant | 5 dB / 0 dB at 20 negatives | at 5 | at 1 | time |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
     for name in args.variants.split(","):
-        print(run(name, mat), flush=True)
+        lines.append(run(name, mat))
+        print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("# Print variants (tuning material)\n\n" + "\n".join(lines) + "\n")
     return 0
 
 
