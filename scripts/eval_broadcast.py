@@ -62,8 +62,9 @@ from purchase_guard.broadcast.match import (
     DEFAULT_MATCH,
     N_SHIFTS,
     QUERY_STRIDE,
+    MatchParams,
     PrintIndex,
-    best_offset_ber,
+    best_offset,
     query_words,
     stored_row,
 )
@@ -78,11 +79,12 @@ SR = 16_000
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 # Searches record every match up to this error rate so the report can show the trade-off
-# around the configured threshold (and at stricter minimums of compared bits); the headline
-# figures use DEFAULT_MATCH.
-LOOSE = replace(DEFAULT_MATCH, max_ber=0.30)
-SWEEP_BER = tuple(round(0.10 + 0.01 * k, 2) for k in range(15))  # 0.10 .. 0.24
-SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 200, DEFAULT_MATCH.min_bits + 400)
+# around the configured rule (and for other rules: fixed thresholds, other slacks, stricter
+# minimums of compared bits); the headline figures use DEFAULT_MATCH.
+LOOSE = replace(DEFAULT_MATCH, ber_limit=0.30, ber_slack=0.0)
+SWEEP_LIMIT = tuple(round(0.08 + 0.01 * k, 2) for k in range(33))  # 0.08 .. 0.40
+SWEEP_SLACK = tuple(round(0.2 * k, 1) for k in range(41))  # 0 (a fixed threshold) .. 8
+SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 100, DEFAULT_MATCH.min_bits + 300)
 # The service's default: a broadcast needs matches from this many other homes.
 MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_other_households
 BACKGROUND = 10_000  # prints in the window during the detection measurements
@@ -367,10 +369,10 @@ def shared_events(audio: Audio, split: str, rng: np.random.Generator, quick: boo
                 prints.append(trimmed)
         for (a, sa), (b, sb) in itertools.combinations(prints, 2):
             pairs += 1
-            m = best_offset_ber(a, b, range(sb - sa - 136, sb - sa + 137), DEFAULT_MATCH.min_bits)
+            m = best_offset(a, b, range(sb - sa - 136, sb - sa + 137))
             if m is not None:
                 bers.append(m.ber)
-                matched += m.ber <= DEFAULT_MATCH.max_ber
+                matched += DEFAULT_MATCH.accepts(m.ber, m.bits)
     return {
         "events": n_events,
         "homes_per_event": size,
@@ -429,11 +431,7 @@ def per_pair(
                     fine = found.get((p, other))
                     if fine is not None:
                         found_pairs.append((fine.ber, fine.bits))
-                    hit = (
-                        fine is not None
-                        and fine.ber <= DEFAULT_MATCH.max_ber
-                        and fine.bits >= DEFAULT_MATCH.min_bits
-                    )
+                    hit = fine is not None and DEFAULT_MATCH.accepts(fine.ber, fine.bits)
                     pairs += 1
                     detected += hit
                     if not hit:
@@ -446,7 +444,7 @@ def per_pair(
             "detected": detected,
             "rate": detected / max(pairs, 1),
             "by_source": {k: v[0] / max(v[1], 1) for k, v in by_kind.items()},
-            "grid": _grid(found_pairs, scale=1.0 / max(pairs, 1)),
+            "_found": found_pairs,  # for the rule sweep; not written out
             "missed": missed,
         }
     return out
@@ -456,10 +454,10 @@ def _why_missed(query: tuple[Fingerprint, int], other: tuple[Fingerprint, int] |
     if other is None:
         return "no_print"
     (a, sa), (b, sb) = query, other
-    best = best_offset_ber(a, b, range(sb - sa - 136, sb - sa + 137), DEFAULT_MATCH.min_bits)
+    best = best_offset(a, b, range(sb - sa - 136, sb - sa + 137))
     if best is None:
         return "too_few_bits"
-    return "ber_above_threshold" if best.ber > DEFAULT_MATCH.max_ber else "search_missed"
+    return "search_missed" if DEFAULT_MATCH.accepts(best.ber, best.bits) else "ber_above_threshold"
 
 
 def background(negs: list[Negative], rng: np.random.Generator, size: int = BACKGROUND) -> list[Fingerprint]:
@@ -557,12 +555,55 @@ def _wav(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _grid(found: list[tuple[float, int]], scale: float) -> dict[str, dict[str, float]]:
-    """For each (max BER, min bits) rule: the share (or, with scale=1, count) of pairs passing."""
-    arr = np.asarray(found, dtype=np.float64).reshape(-1, 2)
+def passing(found: np.ndarray, rule: MatchParams) -> int:
+    """How many of the (ber, bits) rows the rule accepts (MatchParams.accepts, vectorised)."""
+    ber, bits = found[:, 0], found[:, 1]
+    limit = rule.ber_limit - rule.ber_slack / np.sqrt(np.maximum(bits, 1))
+    return int(np.sum((bits >= rule.min_bits) & (ber <= limit)))
+
+
+def sweep_rules(r: dict[str, Any]) -> dict[str, Any]:
+    """Every rule of the sweep scored on this run's pairs; pops the raw pairs from `r`.
+
+    The best rule whose false-match rate meets 1e-5 (and the best fixed-threshold rule, for
+    comparison), and the trade-off around the configured rule. Each pair was compared at the
+    offset with its lowest error rate, so rules with a slack are scored slightly against
+    (the service picks the offset furthest under its own threshold).
+    """
+    pp, fm = r["per_pair"], r["false_matches"]
+    found = {
+        k: np.asarray(pp[k].pop("_found"), dtype=np.float64).reshape(-1, 2) for k in ("10dB", "5dB", "0dB")
+    }
+    negs = np.asarray(fm.pop("_found"), dtype=np.float64).reshape(-1, 2)
+    budget = 1e-5 * fm["pairs"]
+
+    def score(rule: MatchParams) -> dict[str, Any]:
+        return {
+            "ber_limit": rule.ber_limit,
+            "ber_slack": rule.ber_slack,
+            "min_bits": rule.min_bits,
+            "5dB": passing(found["5dB"], rule) / max(pp["5dB"]["pairs"], 1),
+            "0dB": passing(found["0dB"], rule) / max(pp["0dB"]["pairs"], 1),
+            "false_matches": passing(negs, rule),
+        }
+
+    within: list[dict[str, Any]] = []
+    for bits in SWEEP_BITS:
+        for slack in SWEEP_SLACK:
+            for limit in SWEEP_LIMIT:
+                rule = MatchParams(ber_limit=limit, ber_slack=slack, min_bits=bits)
+                if passing(negs, rule) > budget:
+                    break  # looser limits only let more through
+                within.append(score(rule))
+    within.sort(key=lambda x: (x["5dB"], x["0dB"]), reverse=True)
+    fixed = [x for x in within if x["ber_slack"] == 0.0]
+    d = DEFAULT_MATCH
+    tradeoff = [score(replace(d, ber_limit=round(d.ber_limit + 0.01 * k, 2))) for k in range(-4, 5)]
     return {
-        f"{m}": {f"{t:.2f}": float(np.sum((arr[:, 0] <= t) & (arr[:, 1] >= m)) * scale) for t in SWEEP_BER}
-        for m in SWEEP_BITS
+        "best": within[0] if within else None,
+        "best_fixed": fixed[0] if fixed else None,
+        "top": within[:10],
+        "tradeoff": tradeoff,
     }
 
 
@@ -588,7 +629,7 @@ def false_matches(negs: list[Negative]) -> dict[str, Any]:
         for cand, fine in index.matches(*trimmed):
             other = negs[cand.item]
             found.append((fine.ber, fine.bits))
-            if fine.ber > DEFAULT_MATCH.max_ber or fine.bits < DEFAULT_MATCH.min_bits:
+            if not DEFAULT_MATCH.accepts(fine.ber, fine.bits):
                 continue
             matches += 1
             neighbours.setdefault(k, set()).add(cand.item)
@@ -602,16 +643,22 @@ def false_matches(negs: list[Negative]) -> dict[str, Any]:
         index.add(k, *trimmed)
     search_s = time.perf_counter() - started
     # Hard pairs, counted and also compared exhaustively (every 8 ms offset within +-1.1 s).
+    # The floor is the lowest error rate at any offset with the minimum of bits; "accepted" is
+    # how many the configured rule would pass at their best offset (the search may miss some).
     floor_bers: dict[str, list[float]] = {kind: [] for kind in hard_pairs}
+    accepted = dict.fromkeys(hard_pairs, 0)
     for a, b in itertools.combinations(negs, 2):
         kinds = _kinds(a, b)
         if not kinds:
             continue
-        m = best_offset_ber(a.fp, b.fp, range(-136, 137), DEFAULT_MATCH.min_bits)
+        m = best_offset(a.fp, b.fp, range(-136, 137), LOOSE)
+        ruled = best_offset(a.fp, b.fp, range(-136, 137))
         for kind in kinds:
             hard_pairs[kind] += 1
             if m is not None:
                 floor_bers[kind].append(m.ber)
+            if ruled is not None and DEFAULT_MATCH.accepts(ruled.ber, ruled.bits):
+                accepted[kind] += 1
     floor = {kind: min(bers) if bers else float("nan") for kind, bers in floor_bers.items()}
     # A false *verdict* needs matches from two other homes: with every pool utterance in one
     # window (each from its own home), the share that would be refused as a broadcast.
@@ -626,10 +673,14 @@ def false_matches(negs: list[Negative]) -> dict[str, Any]:
         "hard_false_matches": hard_matches,
         "false_matches_by_scene": by_scene,
         "hard_min_ber_exhaustive": floor,
-        "threshold_ber": DEFAULT_MATCH.max_ber,
-        "min_bits": DEFAULT_MATCH.min_bits,
+        "hard_accepted_exhaustive": accepted,
+        "rule": {
+            "ber_limit": DEFAULT_MATCH.ber_limit,
+            "ber_slack": DEFAULT_MATCH.ber_slack,
+            "min_bits": DEFAULT_MATCH.min_bits,
+        },
         "worst": [{"ber": round(b, 3), "a": x, "b": y} for b, x, y in sorted(worst)[:10]],
-        "grid": _grid(found, scale=1.0),
+        "_found": found,  # for the rule sweep; not written out
         "false_verdicts": flagged,
         "false_verdict_rate": flagged / max(len(negs), 1),
     }
@@ -814,8 +865,9 @@ def table(r: dict[str, Any]) -> str:
     lines.append(
         "Hard negative pairs (all searched, and exhaustively for the floor): "
         f"{json.dumps(fm['hard_pairs'])}; "
-        f"false matches among them {json.dumps(fm['hard_false_matches'])}; lowest BER found "
-        f"{json.dumps(floors)} (threshold {fm['threshold_ber']})."
+        f"false matches among them {json.dumps(fm['hard_false_matches'])} (exhaustively "
+        f"{json.dumps(fm['hard_accepted_exhaustive'])}); lowest BER over >= {fm['rule']['min_bits']} "
+        f"bits {json.dumps(floors)}."
     )
     lines.append(
         f"False matches by shared-noise scene membership: {json.dumps(fm['false_matches_by_scene'])}. "
@@ -829,25 +881,31 @@ def table(r: dict[str, Any]) -> str:
         f"once): {se['matched']} of {se['pairs']} pairs matched ({se['rate']:.1%}), "
         f"{se['events']} events of {se['homes_per_event']} homes at 0-5 dB."
     )
-    t = f"{fm['threshold_ber']:.2f}"
-    m = str(fm["min_bits"])
+    rules = r["rules"]
+
+    def rule_text(x: dict[str, Any]) -> str:
+        shape = f"BER <= {x['ber_limit']:.2f}" + (
+            f" - {x['ber_slack']:.1f}/sqrt(bits)" if x["ber_slack"] else ""
+        )
+        return (
+            f"{shape}, bits >= {x['min_bits']}: {x['5dB']:.1%} at 5 dB, {x['0dB']:.1%} at 0 dB, "
+            f"{x['false_matches']} false matches"
+        )
+
+    rule = fm["rule"]
     lines.append(
-        "Trade-off (BER threshold at the configured minimum of compared bits: per-pair detection "
-        "at 5 dB / 0 dB, false matches): "
+        f"Configured rule: BER <= {rule['ber_limit']} - {rule['ber_slack']}/sqrt(bits), bits >= "
+        f"{rule['min_bits']}. Trade-off, moving its limit (searched pairs; 5 dB / 0 dB, false "
+        "matches): "
         + "; ".join(
-            f"{b}: {pp['5dB']['grid'][m][b]:.1%} / {pp['0dB']['grid'][m][b]:.1%}, {fm['grid'][m][b]:.0f}"
-            for b in pp["5dB"]["grid"][m]
-            if b >= "0.12"
+            f"{x['ber_limit']:.2f}: {x['5dB']:.1%} / {x['0dB']:.1%}, {x['false_matches']}"
+            for x in rules["tradeoff"]
         )
-        + f" (configured: {t})."
+        + "."
     )
-    best = best_rule(r)
-    if best is not None:
-        lines.append(
-            f"Best rule on this split with false matches <= 1e-5: BER <= {best['max_ber']}, bits >= "
-            f"{best['min_bits']}: per-pair {best['5dB']:.1%} at 5 dB, {best['0dB']:.1%} at 0 dB, "
-            f"{best['false_matches']:.0f} false matches."
-        )
+    for label, key in (("Best rule", "best"), ("Best fixed-threshold rule", "best_fixed")):
+        if rules[key] is not None:
+            lines.append(f"{label} on this split with false matches <= 1e-5: {rule_text(rules[key])}.")
     growth = "; ".join(
         f"{v['window']:,}: {v['cpu_p50']} / {v['cpu_p99']} ms" for v in lat["query_ms_by_window"].values()
     )
@@ -876,26 +934,6 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def best_rule(r: dict[str, Any]) -> dict[str, Any] | None:
-    """The (max BER, min bits) rule with the best 5 dB detection whose false-match rate meets 1e-5."""
-    pp, fm = r["per_pair"], r["false_matches"]
-    best: dict[str, Any] | None = None
-    for m, row in fm["grid"].items():
-        for b, count in row.items():
-            if count > 1e-5 * fm["pairs"]:
-                continue
-            rule = {
-                "max_ber": b,
-                "min_bits": int(m),
-                "5dB": pp["5dB"]["grid"][m][b],
-                "0dB": pp["0dB"]["grid"][m][b],
-                "false_matches": count,
-            }
-            if best is None or (rule["5dB"], rule["0dB"]) > (best["5dB"], best["0dB"]):
-                best = rule
-    return best
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=default_data_dir())
@@ -921,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
     global LOOSE, SWEEP_BITS  # noqa: PLW0603
     if args.explore_min_bits is not None:
         LOOSE = replace(LOOSE, min_bits=args.explore_min_bits)
-        SWEEP_BITS = tuple(sorted({args.explore_min_bits, *range(400, 1001, 100), DEFAULT_MATCH.min_bits}))
+        SWEEP_BITS = tuple(sorted({args.explore_min_bits, *range(200, 801, 100), DEFAULT_MATCH.min_bits}))
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     audio = Audio(args.data)
@@ -941,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     print("false matches done", flush=True)
     result["shared_events"] = shared_events(audio, args.split, rng, args.quick)
     result["latency"] = latency(audio, negs, rng, 50 if args.quick else 200)
+    result["rules"] = sweep_rules(result)
     result["runtime_s"] = time.perf_counter() - started
     md = table(result)
     args.out.mkdir(parents=True, exist_ok=True)

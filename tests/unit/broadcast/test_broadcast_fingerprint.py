@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from unit.broadcast.broadcast_synth import RATE, hear, programme
 
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
-from purchase_guard.broadcast.match import best_offset_ber
+from purchase_guard.broadcast.match import DEFAULT_MATCH, best_offset
 from purchase_guard.voice.audio import Pcm
 
 
@@ -59,8 +61,8 @@ def test_two_households_copies_line_up_and_other_audio_does_not() -> None:
     a = fingerprint(hear(prog, seed=10, snr_db=10))
     b = fingerprint(hear(prog, seed=11, snr_db=10, gain=0.2))
     other = fingerprint(hear(programme(4), seed=12, snr_db=10))
-    same = best_offset_ber(a, b, range(-125, 126), 400)
-    diff = best_offset_ber(a, other, range(-125, 126), 400)
+    same = best_offset(a, b, range(-125, 126), replace(DEFAULT_MATCH, min_bits=400))
+    diff = best_offset(a, other, range(-125, 126), replace(DEFAULT_MATCH, min_bits=400))
     assert same is not None
     assert same.ber < 0.1
     assert diff is None or diff.ber > 0.3

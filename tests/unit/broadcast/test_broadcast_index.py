@@ -8,7 +8,7 @@ import numpy as np
 from unit.broadcast.broadcast_synth import hear, programme
 
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
-from purchase_guard.broadcast.match import PrintIndex, anchor
+from purchase_guard.broadcast.match import MatchParams, PrintIndex, anchor, best_offset
 from purchase_guard.broadcast.window import MemoryWindow, WindowEntry
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -56,3 +56,37 @@ def test_window_matches_recent_copies_only() -> None:
     assert [m.entry.household_id for m in found] == ["hh1"]
     late = window.match_and_add(_entry(3, "hh3", 7, T0 + timedelta(minutes=10, seconds=30)))
     assert [m.entry.household_id for m in late] == ["hh2"]
+
+
+def test_threshold_tightens_as_fewer_bits_are_compared() -> None:
+    """A short comparison must agree more closely than a long one; under the minimum nothing matches."""
+    rule = MatchParams(ber_limit=0.3, ber_slack=5.0, min_bits=300)
+    assert rule.max_ber(400) == 0.3 - 5.0 / 20.0
+    assert rule.max_ber(400) < rule.max_ber(1_000) < rule.max_ber(10_000) < 0.3
+    assert rule.accepts(0.1, 2_500)  # threshold 0.2
+    assert not rule.accepts(0.1, 400)  # threshold 0.05
+    assert not rule.accepts(0.0, 299)
+
+
+def test_fine_check_prefers_strong_long_alignment_over_a_perfect_sliver() -> None:
+    """The fine check keeps the offset furthest under the threshold, not a few-bit edge offset
+    whose raw error rate is lower."""
+    rng = np.random.default_rng(5)
+    n = 100
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    flips = np.zeros(n, dtype=np.uint32)
+    for t in range(n):  # 4 of 32 bits wrong per frame: BER 0.125 at the true offset
+        for bit in rng.choice(32, 4, replace=False):
+            flips[t] |= np.uint32(1 << int(bit))
+    copy = bits ^ flips
+    copy[90:] = bits[:10]  # at offset 90, b's last frames equal a's first ones exactly
+    full = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
+    a, b = Fingerprint(bits, full), Fingerprint(copy, full.copy())
+    rule = MatchParams(ber_limit=0.29, ber_slack=4.8, min_bits=300)
+    m = best_offset(a, b, range(0, 91), rule)
+    assert m is not None
+    assert (m.offset, m.bits) == (0, 32 * n)
+    assert rule.accepts(m.ber, m.bits)
+    sliver = best_offset(a, b, range(90, 91), rule)
+    assert sliver is not None
+    assert (sliver.ber, sliver.bits) == (0.0, 320)
