@@ -129,6 +129,7 @@ def test_registry_needs_the_operator_and_valid_audio(
     clip = registry.RegisterClip(good, metadata=meta(OPERATOR)).clip
     assert clip.source == "registered"
     assert clip.voiced_seconds > 5.0
+    assert clip.enforced
     listed = registry.ListClips(broadcast_pb2.ListClipsRequest(), metadata=meta(OPERATOR)).clips
     assert [c.clip_id for c in listed] == [clip.clip_id]
     registry.RemoveClip(broadcast_pb2.RemoveClipRequest(clip_id=clip.clip_id), metadata=meta(OPERATOR))

@@ -22,6 +22,7 @@ def clip_to_pb(clip: Clip) -> broadcast_pb2.Clip:
         voiced_seconds=round(clip.voiced_seconds, 3),
         source=clip.source,
         created_at=convert.ts(clip.created_at),
+        enforced=clip.enforced,
     )
     if clip.expires_at is not None:
         out.expires_at.CopyFrom(convert.ts(clip.expires_at))

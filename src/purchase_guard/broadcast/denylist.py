@@ -57,6 +57,11 @@ class Clip:
     def voiced_seconds(self) -> float:
         return self.fp.voiced_seconds
 
+    @property
+    def enforced(self) -> bool:
+        """Only prints of the current method are compared; older ones wait for re-registration."""
+        return self.print_version == PRINT_VERSION
+
     def live(self, now: datetime) -> bool:
         return self.expires_at is None or now < self.expires_at
 
@@ -274,7 +279,7 @@ class Denylist:
             return
         index: PrintIndex[_Segment] = PrintIndex(self._params)
         for clip in self._store.all():
-            if clip.print_version != PRINT_VERSION:
+            if not clip.enforced:
                 # Only the print was kept, never the audio, so it cannot be recomputed.
                 log.warning(
                     "broadcast_clip_outdated",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from unit.broadcast.broadcast_synth import RATE, programme, wav
 
+from purchase_guard.api.broadcast_servicer import clip_to_pb
 from purchase_guard.broadcast.denylist import PROMOTED, Clip, Denylist, MemoryClipStore, SqliteClipStore
 from purchase_guard.broadcast.fingerprint import PRINT_VERSION, fingerprint
 from purchase_guard.broadcast.registry import ClipRegistry
@@ -111,7 +112,8 @@ def test_denylist_reloads_when_another_writer_changes_the_store(tmp_path: Path) 
 
 def test_clip_printed_by_an_older_method_is_kept_but_not_searched(tmp_path: Path) -> None:
     """A stored clip whose print version differs (the audio is gone, so it cannot be re-printed)
-    survives a restart but never matches; current clips beside it still do."""
+    survives a restart but never matches, and ListClips shows it as not enforced; current
+    clips beside it still match."""
     path = tmp_path / "old.db"
     store = SqliteClipStore(path)
     audio = programme(5, seconds=6.0)
@@ -124,5 +126,10 @@ def test_clip_printed_by_an_older_method_is_kept_but_not_searched(tmp_path: Path
     by_id = {c.clip_id: c for c in reopened.all()}
     assert by_id["clip_old"].print_version == PRINT_VERSION - 1
     assert by_id[current.clip_id].print_version == PRINT_VERSION
+    assert (by_id["clip_old"].enforced, by_id[current.clip_id].enforced) == (False, True)
+    assert (clip_to_pb(by_id["clip_old"]).enforced, clip_to_pb(by_id[current.clip_id]).enforced) == (
+        False,
+        True,
+    )
     heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
     assert [m.clip.clip_id for m in Denylist(reopened).match(heard, T0)] == [current.clip_id]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from purchase_guard._gen.purchaseguard.v1 import common_pb2 as purchaseguard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n purchaseguard/v1/broadcast.proto\x12\x10purchaseguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpurchaseguard/v1/common.proto\"\xae\x01\n\x04\x43lip\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0evoiced_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x13RegisterClipRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.purchaseguard.v1.Audio\"<\n\x14RegisterClipResponse\x12$\n\x04\x63lip\x18\x01 \x01(\x0b\x32\x16.purchaseguard.v1.Clip\",\n\x10ListClipsRequest\x12\x18\n\x10include_promoted\x18\x01 \x01(\x08\":\n\x11ListClipsResponse\x12%\n\x05\x63lips\x18\x01 \x03(\x0b\x32\x16.purchaseguard.v1.Clip\"$\n\x11RemoveClipRequest\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\"\x14\n\x12RemoveClipResponse2\xa1\x02\n\x11\x42roadcastRegistry\x12]\n\x0cRegisterClip\x12%.purchaseguard.v1.RegisterClipRequest\x1a&.purchaseguard.v1.RegisterClipResponse\x12T\n\tListClips\x12\".purchaseguard.v1.ListClipsRequest\x1a#.purchaseguard.v1.ListClipsResponse\x12W\n\nRemoveClip\x12#.purchaseguard.v1.RemoveClipRequest\x1a$.purchaseguard.v1.RemoveClipResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n purchaseguard/v1/broadcast.proto\x12\x10purchaseguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpurchaseguard/v1/common.proto\"\xc0\x01\n\x04\x43lip\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0evoiced_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65nforced\x18\x07 \x01(\x08\"L\n\x13RegisterClipRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.purchaseguard.v1.Audio\"<\n\x14RegisterClipResponse\x12$\n\x04\x63lip\x18\x01 \x01(\x0b\x32\x16.purchaseguard.v1.Clip\",\n\x10ListClipsRequest\x12\x18\n\x10include_promoted\x18\x01 \x01(\x08\":\n\x11ListClipsResponse\x12%\n\x05\x63lips\x18\x01 \x03(\x0b\x32\x16.purchaseguard.v1.Clip\"$\n\x11RemoveClipRequest\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\"\x14\n\x12RemoveClipResponse2\xa1\x02\n\x11\x42roadcastRegistry\x12]\n\x0cRegisterClip\x12%.purchaseguard.v1.RegisterClipRequest\x1a&.purchaseguard.v1.RegisterClipResponse\x12T\n\tListClips\x12\".purchaseguard.v1.ListClipsRequest\x1a#.purchaseguard.v1.ListClipsResponse\x12W\n\nRemoveClip\x12#.purchaseguard.v1.RemoveClipRequest\x1a$.purchaseguard.v1.RemoveClipResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'purchaseguard.v1.broadcast_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLIP']._serialized_start=119
-  _globals['_CLIP']._serialized_end=293
-  _globals['_REGISTERCLIPREQUEST']._serialized_start=295
-  _globals['_REGISTERCLIPREQUEST']._serialized_end=371
-  _globals['_REGISTERCLIPRESPONSE']._serialized_start=373
-  _globals['_REGISTERCLIPRESPONSE']._serialized_end=433
-  _globals['_LISTCLIPSREQUEST']._serialized_start=435
-  _globals['_LISTCLIPSREQUEST']._serialized_end=479
-  _globals['_LISTCLIPSRESPONSE']._serialized_start=481
-  _globals['_LISTCLIPSRESPONSE']._serialized_end=539
-  _globals['_REMOVECLIPREQUEST']._serialized_start=541
-  _globals['_REMOVECLIPREQUEST']._serialized_end=577
-  _globals['_REMOVECLIPRESPONSE']._serialized_start=579
-  _globals['_REMOVECLIPRESPONSE']._serialized_end=599
-  _globals['_BROADCASTREGISTRY']._serialized_start=602
-  _globals['_BROADCASTREGISTRY']._serialized_end=891
+  _globals['_CLIP']._serialized_end=311
+  _globals['_REGISTERCLIPREQUEST']._serialized_start=313
+  _globals['_REGISTERCLIPREQUEST']._serialized_end=389
+  _globals['_REGISTERCLIPRESPONSE']._serialized_start=391
+  _globals['_REGISTERCLIPRESPONSE']._serialized_end=451
+  _globals['_LISTCLIPSREQUEST']._serialized_start=453
+  _globals['_LISTCLIPSREQUEST']._serialized_end=497
+  _globals['_LISTCLIPSRESPONSE']._serialized_start=499
+  _globals['_LISTCLIPSRESPONSE']._serialized_end=557
+  _globals['_REMOVECLIPREQUEST']._serialized_start=559
+  _globals['_REMOVECLIPREQUEST']._serialized_end=595
+  _globals['_REMOVECLIPRESPONSE']._serialized_start=597
+  _globals['_REMOVECLIPRESPONSE']._serialized_end=617
+  _globals['_BROADCASTREGISTRY']._serialized_start=620
+  _globals['_BROADCASTREGISTRY']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class Clip(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ENFORCED_FIELD_NUMBER: _builtins.int
     clip_id: _builtins.str
     """Server-assigned id."""
     label: _builtins.str
@@ -40,6 +41,11 @@ class Clip(_message.Message):
     """Seconds of voiced audio fingerprinted."""
     source: _builtins.str
     """"registered" by an operator or "promoted" from a fleet cluster."""
+    enforced: _builtins.bool
+    """False when the clip was fingerprinted by an older release's print method: it is kept
+    but never compared, because only the print was stored, not the audio. Register the clip
+    again to restore its protection.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was added."""
@@ -57,10 +63,11 @@ class Clip(_message.Message):
         source: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        enforced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip_id", b"clip_id", "created_at", b"created_at", "expires_at", b"expires_at", "label", b"label", "source", b"source", "voiced_seconds", b"voiced_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip_id", b"clip_id", "created_at", b"created_at", "enforced", b"enforced", "expires_at", b"expires_at", "label", b"label", "source", b"source", "voiced_seconds", b"voiced_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
