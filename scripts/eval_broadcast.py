@@ -55,8 +55,8 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 from script_paths import default_data_dir
 
 from purchase_guard.broadcast._kernels import coarse_scores, warm_up
-from purchase_guard.broadcast.denylist import Denylist, MemoryClipStore
-from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
+from purchase_guard.broadcast.denylist import DENYLIST_MATCH, ClipMatch, Denylist, MemoryClipStore
+from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, Fingerprint, FingerprintParams, fingerprint
 from purchase_guard.broadcast.guard import DEFAULT_GATE, BroadcastGuard
 from purchase_guard.broadcast.match import (
     DEFAULT_MATCH,
@@ -85,9 +85,17 @@ LOOSE = replace(DEFAULT_MATCH, ber_limit=0.30, ber_slack=0.0)
 SWEEP_LIMIT = tuple(round(0.08 + 0.01 * k, 2) for k in range(33))  # 0.08 .. 0.40
 SWEEP_SLACK = tuple(round(0.2 * k, 1) for k in range(41))  # 0 (a fixed threshold) .. 8
 SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 100, DEFAULT_MATCH.min_bits + 300)
+DENY_SWEEP = tuple(round(0.20 + 0.01 * k, 2) for k in range(11))  # the denylist rule's limit
 # The service's default: a broadcast needs matches from this many other homes.
 MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_other_households
 BACKGROUND = 10_000  # prints in the window during the detection measurements
+# The print every measurement uses, here and inside the guard and registry; `--tail-rt60`
+# replaces it to compare print versions on the same material.
+PRINT: FingerprintParams = DEFAULT_PARAMS
+
+
+def print_of(pcm: Pcm) -> Fingerprint:
+    return fingerprint(pcm, PRINT)
 
 
 # ---------------------------------------------------------------------------- audio
@@ -332,7 +340,7 @@ def negative_audio(
 def negatives(audio: Audio, split: str, rng: np.random.Generator, quick: bool) -> list[Negative]:
     out: list[Negative] = []
     for name, group, scene, pcm in negative_audio(audio, split, rng, quick):
-        fp = fingerprint(pcm)
+        fp = print_of(pcm)
         if fp.voiced_seconds >= DEFAULT_GATE.min_voiced_seconds:
             out.append(Negative(name, group, scene, fp))
     return out
@@ -364,7 +372,7 @@ def shared_events(audio: Audio, split: str, rng: np.random.Generator, quick: boo
                 cut_start=0.0,
                 cut_end=0.0,
             )
-            trimmed = trim_for_window(fingerprint(play(audio, x, 0.0, len(x) / SR, room)))
+            trimmed = trim_for_window(print_of(play(audio, x, 0.0, len(x) / SR, room)))
             if trimmed is not None:
                 prints.append(trimmed)
         for (a, sa), (b, sb) in itertools.combinations(prints, 2):
@@ -402,7 +410,7 @@ def per_pair(
         prints: dict[tuple[int, int], tuple[Fingerprint, int]] = {}
         for p, prog in enumerate(progs):
             for h in range(homes):
-                fp = fingerprint(
+                fp = print_of(
                     play(audio, prog.samples, prog.start_s, prog.end_s, random_room(rng, audio, snr))
                 )
                 trimmed = trim_for_window(fp)
@@ -476,7 +484,7 @@ def events(
     clock = FrozenClock(T0)
     window = MemoryWindow(timedelta(minutes=10))
     store = MemoryClipStore()
-    guard = BroadcastGuard(window, Denylist(store), SequentialIds())
+    guard = BroadcastGuard(window, Denylist(store), SequentialIds(), params=PRINT)
     for k, fp in enumerate(background(negs, rng)):
         window.add(WindowEntry(f"bg{k}", f"hh-bg{k}", "dev", f"dec-bg{k}", T0, fp))
     after_third = flagged_after = early = early_caught = total = total_caught = 0
@@ -522,27 +530,49 @@ def denylist(
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     store = MemoryClipStore()
-    registry = ClipRegistry(store, FrozenClock(T0), SequentialIds())
+    registry = ClipRegistry(store, FrozenClock(T0), SequentialIds(), params=PRINT)
     clip_of: dict[int, str] = {}
     for p, prog in enumerate(progs):
         # The operator registers the whole programme (the ad), not the part a device heard.
         buf = _wav(prog.samples)
         clip_of[p] = registry.register(prog.name[:100], AudioInput(encoded=buf)).clip_id
+    # The headline figures come from the service's denylist. The sweep takes every clip match up
+    # to a loose rule and applies each rule (the denylist's own, limit moved) to the best one
+    # per clip, so it can differ from the service by a pair or two.
     deny = Denylist(store)
-    out: dict[str, Any] = {"clips": len(progs)}
+    loose = Denylist(store, LOOSE)
+    limits = sorted({*DENY_SWEEP, DENYLIST_MATCH.ber_limit})
+    rules = {lim: replace(DENYLIST_MATCH, ber_limit=lim) for lim in limits}
+
+    def passes(found: list[ClipMatch], rule: MatchParams) -> bool:
+        return any(rule.accepts(m.match.ber, m.match.bits) for m in found)
+
+    out: dict[str, Any] = {"clips": len(progs), "rule_limit": DENYLIST_MATCH.ber_limit, "sweep": {}}
     for snr in snrs:
-        hits = n = 0
+        hits = dict.fromkeys(limits, 0)
+        n = detected = 0
         for p, prog in enumerate(progs):
             for _ in range(homes):
-                fp = fingerprint(
+                fp = print_of(
                     play(audio, prog.samples, prog.start_s, prog.end_s, random_room(rng, audio, snr))
                 )
                 n += 1
-                hits += any(m.clip.clip_id == clip_of[p] for m in deny.match(fp, T0))
-        out[f"{snr:g}dB"] = hits / max(n, 1)
+                detected += any(m.clip.clip_id == clip_of[p] for m in deny.match(fp, T0))
+                own = [m for m in loose.match(fp, T0) if m.clip.clip_id == clip_of[p]]
+                for lim, rule in rules.items():
+                    hits[lim] += passes(own, rule)
+        out[f"{snr:g}dB"] = detected / max(n, 1)
+        for lim in limits:
+            out["sweep"].setdefault(f"{lim:.2f}", {})[f"{snr:g}dB"] = hits[lim] / max(n, 1)
     # Unrelated speech (the negative pool, disjoint from the programmes) against every clip.
-    refused = sum(1 for neg in negs if deny.match(neg.fp, T0))
-    out["false_refusals"] = refused
+    refused = dict.fromkeys(limits, 0)
+    for neg in negs:
+        found = loose.match(neg.fp, T0)
+        for lim, rule in rules.items():
+            refused[lim] += passes(found, rule)
+    for lim in limits:
+        out["sweep"][f"{lim:.2f}"]["false_refusals"] = refused[lim]
+    out["false_refusals"] = sum(1 for neg in negs if deny.match(neg.fp, T0))
     out["negative_utterances"] = len(negs)
     return out
 
@@ -707,7 +737,7 @@ def latency(audio: Audio, negs: list[Negative], rng: np.random.Generator, n: int
     for k in range(n):
         pcm = Pcm(np.ascontiguousarray(three[k % len(three)]))
         w, c = time.perf_counter(), time.thread_time()
-        fingerprint(pcm)
+        print_of(pcm)
         fp_cpu.append(time.thread_time() - c)
         fp_wall.append(time.perf_counter() - w)
     # Windows of growing size: the negative pool, then copies of it each XOR-ed with its own
@@ -910,6 +940,14 @@ def table(r: dict[str, Any]) -> str:
         f"{v['window']:,}: {v['cpu_p50']} / {v['cpu_p99']} ms" for v in lat["query_ms_by_window"].values()
     )
     lines.append(f"Fleet query CPU p50 / p99 by window size: {growth}.")
+    lines.append(
+        f"Denylist rule: BER <= {dl['rule_limit']:.2f} - {DENYLIST_MATCH.ber_slack}/sqrt(bits); moving its "
+        "limit (5 dB / 0 dB detection, false refusals): "
+        + "; ".join(
+            f"{lim}: {v['5dB']:.1%} / {v['0dB']:.1%}, {v['false_refusals']}" for lim, v in dl["sweep"].items()
+        )
+        + "."
+    )
     sp = lat["coarse_pass_vs_numpy"]
     lines.append(
         f"Coarse pass over {sp['rows']:,} rows, CPU p50: compiled {sp['compiled_cpu_p50_ms']} ms, "
@@ -927,7 +965,8 @@ def table(r: dict[str, Any]) -> str:
         f"{dl['false_refusals']} of {dl['negative_utterances']:,} against {dl['clips']} clips."
     )
     lines.append(
-        f"Split {r['split']}, seed {r['seed']}, runtime {r['runtime_s']:.0f} s, "
+        f"Split {r['split']}, seed {r['seed']}, print tail {r['tail_rt60_s']} s, "
+        f"runtime {r['runtime_s']:.0f} s, "
         f"load average {lat['load_average']:.1f} on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()})."
     )
@@ -949,6 +988,13 @@ def main(argv: list[str] | None = None) -> int:
         "offset among more offsets than the service would)",
     )
     ap.add_argument(
+        "--tail-rt60",
+        type=float,
+        default=None,
+        help="fingerprint with this artificial reverberation tail instead of the print's own (0: print "
+        "version 2), in every measurement including the guard's and the registry's; for comparisons",
+    )
+    ap.add_argument(
         "--quick", action="store_true", help="a small run to check the script works (figures not meaningful)"
     )
     args = ap.parse_args(argv)
@@ -956,10 +1002,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
     # The measurement functions read these module settings; one run uses one setting.
-    global LOOSE, SWEEP_BITS  # noqa: PLW0603
+    global LOOSE, SWEEP_BITS, PRINT  # noqa: PLW0603
     if args.explore_min_bits is not None:
         LOOSE = replace(LOOSE, min_bits=args.explore_min_bits)
         SWEEP_BITS = tuple(sorted({args.explore_min_bits, *range(200, 801, 100), DEFAULT_MATCH.min_bits}))
+    if args.tail_rt60 is not None:
+        PRINT = replace(DEFAULT_PARAMS, tail_rt60_s=args.tail_rt60)
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     audio = Audio(args.data)
@@ -969,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(negs)} negative utterances ({len(negs) * (len(negs) - 1) // 2:,} pairs)", flush=True)
     homes = 3 if args.quick else 4
     result: dict[str, Any] = {"split": args.split, "seed": args.seed, "quick": args.quick}
+    result["tail_rt60_s"] = PRINT.tail_rt60_s
     result["per_pair"] = per_pair(audio, progs, negs, (10.0, 5.0, 0.0), homes, rng)
     print("per-pair done", flush=True)
     result["events"] = events(audio, progs, negs, 6 if args.quick else 10, 5.0, rng)
