@@ -7,8 +7,11 @@ tuning pool (all FSDD digit strings, every other speechocean762 utterance, every
 LibriSpeech segment, each through its own room), and the evaluation's broadcast clips heard
 by four homes at 5 and 0 dB SNR. Every negative pair and every true pair is compared
 exhaustively (every 8 ms offset within +-1.1 s of the anchors). For each variant the script
-prints per-pair detection at the bit error rate that lets 20, 5 and 1 negative pairs
-through, so variants are compared at equal false-match counts, not at equal thresholds.
+prints per-pair detection at the rule limit that lets 20, 5 and 1 negative pairs through, so
+variants are compared at equal false-match counts, not at equal thresholds. `--rule sqrt`
+(default) scores pairs as the service does (BER + slack / sqrt(bits), the configured slack and
+minimum of bits); `--rule fixed` by plain BER over at least 400 bits, as the study did for
+print versions 1 and 2.
 
 Variants: `v1` is print version 1 (band differences minus the same difference 64 ms earlier);
 `v2` is print version 2 (band differences minus their mean over the voiced frames). Suffixes
@@ -36,6 +39,7 @@ from script_paths import default_data_dir
 
 from purchase_guard.broadcast import fingerprint as fpmod
 from purchase_guard.broadcast._kernels import offset_counts, warm_up
+from purchase_guard.broadcast.match import DEFAULT_MATCH, MatchParams
 from purchase_guard.broadcast.window import trim_for_window
 
 DEFAULT_VARIANTS = (
@@ -55,7 +59,13 @@ DEFAULT_VARIANTS = (
     "v2-tail1200",
 )
 REACH = 136  # frames either side of the anchor difference (+-1.1 s)
-MIN_BITS = 400
+# How pairs are scored. "sqrt": the service's rule shape (MatchParams: BER + slack/sqrt(bits),
+# its slack and minimum of bits); "fixed": a plain BER over at least 400 bits (the shape the
+# variant study used for print versions 1 and 2).
+RULES = {
+    "sqrt": DEFAULT_MATCH,
+    "fixed": MatchParams(ber_limit=1.0, ber_slack=0.0, min_bits=400),
+}
 
 
 def variant_print(x: np.ndarray, name: str) -> fpmod.Fingerprint:
@@ -104,16 +114,23 @@ def variant_print(x: np.ndarray, name: str) -> fpmod.Fingerprint:
     return fpmod.Fingerprint(fpmod._pack(value > 0.0), fpmod._pack(reliable), params.hop_s)
 
 
-def best_ber(a: tuple[fpmod.Fingerprint, int] | None, b: tuple[fpmod.Fingerprint, int] | None) -> float:
+def best_score(
+    a: tuple[fpmod.Fingerprint, int] | None, b: tuple[fpmod.Fingerprint, int] | None, rule: MatchParams
+) -> float:
+    """The lowest BER + slack / sqrt(bits) over offsets comparing at least min_bits: the pair
+    passes a rule of this shape exactly when its score is at most the rule's limit."""
     if a is None or b is None:
-        return 1.0
+        return 2.0
     (fa, sa), (fb, sb) = a, b
     lo, hi = sb - sa - REACH, sb - sa + REACH
     errors = np.zeros(hi - lo + 1, dtype=np.int64)
     compared = np.zeros_like(errors)
     offset_counts(fa.bits, fa.mask, fb.bits, fb.mask, lo, hi, errors, compared)
-    ok = compared >= MIN_BITS
-    return float(np.where(ok, errors / np.maximum(compared, 1), 2.0).min()) if ok.any() else 1.0
+    ok = compared >= rule.min_bits
+    if not ok.any():
+        return 2.0
+    bits = np.maximum(compared, 1)
+    return float(np.where(ok, errors / bits + rule.ber_slack / np.sqrt(bits), 2.0).min())
 
 
 def hear(audio: ev.Audio, prog: ev.Program, room: ev.Room) -> np.ndarray:
@@ -139,21 +156,21 @@ def material(data: Path, quick: bool) -> dict[str, Any]:
     return {"negatives": chosen, "positives": positives}
 
 
-def run(name: str, mat: dict[str, Any]) -> str:
+def run(name: str, mat: dict[str, Any], rule: MatchParams) -> str:
     started = time.perf_counter()
     prints = [trim_for_window(variant_print(x, name)) for x in mat["negatives"]]
-    neg = np.sort([best_ber(a, b) for a, b in itertools.combinations(prints, 2)])
+    neg = np.sort([best_score(a, b, rule) for a, b in itertools.combinations(prints, 2)])
     pos: dict[float, np.ndarray] = {}
     for snr, clips in mat["positives"].items():
         bers = []
         for homes in clips:
             hp = [trim_for_window(variant_print(x, name)) for x in homes]
-            bers += [best_ber(a, b) for a, b in itertools.combinations(hp, 2)]
+            bers += [best_score(a, b, rule) for a, b in itertools.combinations(hp, 2)]
         pos[snr] = np.asarray(bers)
     cells = []
     for k in (20, 5, 1):
         thr = neg[k] if neg.size > k else 1.0
-        cells.append(f"{np.mean(pos[5.0] < thr):.1%} / {np.mean(pos[0.0] < thr):.1%} (BER {thr:.3f})")
+        cells.append(f"{np.mean(pos[5.0] < thr):.1%} / {np.mean(pos[0.0] < thr):.1%} (limit {thr:.3f})")
     return f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - started:.0f} s |"
 
 
@@ -162,20 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     ap.add_argument("--out", type=Path, default=Path("reports/broadcast/variants.md"))
+    ap.add_argument("--rule", choices=sorted(RULES), default="sqrt", help="how pairs are scored (see RULES)")
     ap.add_argument("--quick", action="store_true", help="a small run to check the script works")
     args = ap.parse_args(argv)
     warm_up()
     mat = material(args.data, args.quick)
     n = len(mat["negatives"])
+    rule = RULES[args.rule]
     lines = [
-        f"{n} negative utterances ({n * (n - 1) // 2:,} pairs), {len(mat['positives'][5.0])} clips x 4 homes",
+        f"{n} negative utterances ({n * (n - 1) // 2:,} pairs), {len(mat['positives'][5.0])} clips x 4 homes;"
+        f" rule {args.rule}: BER + {rule.ber_slack}/sqrt(bits) <= limit, bits >= {rule.min_bits}",
         "",
         "| variant | 5 dB / 0 dB at 20 negatives | at 5 | at 1 | time |",
         "|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for name in args.variants.split(","):
-        lines.append(run(name, mat))
+        lines.append(run(name, mat, RULES[args.rule]))
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Print variants (tuning material)\n\n" + "\n".join(lines) + "\n")
