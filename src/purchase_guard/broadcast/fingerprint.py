@@ -14,12 +14,12 @@ Why these choices (measured, see docs/broadcast.md):
   same false-match count the time-free bits detect 11-21 points more pairs at 5 dB
   (`scripts/broadcast_variants.py`).
 - Long windows: 64 ms frames lost to reverberation and noise; 192 ms windows average both.
-- The artificial tail: true copies that were missed were almost all pairs of *different*
-  rooms (no pair of copies from the same room was missed). A room smears each band's energy
-  over time with its own decay; adding the same decay to every copy makes that shared tail
-  dominate the room's own, so two rooms' copies look more alike. Measured on the tuning
-  split, at the same false-match count, 0.4 s detects about 2 points more pairs at 5 dB than
-  no tail (0.2 s and 0.6 s about 1 point, 1.2 s loses).
+- The artificial tail: the true copies version 2 missed were almost all pairs of *different*
+  rooms. A room smears each band's energy over time with its own decay; adding the same
+  longer decay to every copy makes that shared tail dominate, so two rooms' copies look more
+  alike. With the matcher's bit-count rule, at 1e-5 false matches, it detects 1.5 points more
+  pairs at 5 dB than no tail on the tuning split and 1.7 on the test split
+  (`scripts/eval_broadcast.py --tail-rt60 0` for the comparison; docs/broadcast.md).
 - A reliability mask: bits whose deviation from the average is in the weaker half for the
   utterance are mostly decided by the noise, so they are left out of every comparison
   ("soft" bits in Haitsma-Kalker's terms).
