@@ -89,7 +89,12 @@ class BroadcastGuard:
                     Reason(
                         ReasonCode.KNOWN_BROADCAST,
                         "The audio contains a known broadcast clip.",
-                        (("clip_id", hit.clip.clip_id), ("ber", _ber(hit.match.ber)), ("source", REGISTERED)),
+                        (
+                            ("clip_id", hit.clip.clip_id),
+                            ("ber", _ber(hit.match.ber)),
+                            ("bits", str(hit.match.bits)),
+                            ("source", REGISTERED),
+                        ),
                     )
                 )
             elif promoted_hit is None:
@@ -106,7 +111,7 @@ class BroadcastGuard:
                 reasons, promoted_hit, matches if (reasons or promoted_hit) else [], household_id
             )
 
-        best = min(m.match.ber for m in matches if m.entry.household_id != household_id)
+        best = min((m.match for m in matches if m.entry.household_id != household_id), key=lambda f: f.ber)
         cluster_id = (
             promoted_hit.clip.clip_id if promoted_hit is not None else self._promote(entry, len(others), now)
         )
@@ -116,7 +121,8 @@ class BroadcastGuard:
                 "The same audio was heard by devices in other households at the same time: a broadcast.",
                 (
                     ("cluster_id", cluster_id),
-                    ("ber", _ber(best)),
+                    ("ber", _ber(best.ber)),
+                    ("bits", str(best.bits)),
                     ("matched_households", str(len(others))),
                 ),
             )
@@ -139,6 +145,7 @@ class BroadcastGuard:
                     (
                         ("cluster_id", promoted_hit.clip.clip_id),
                         ("ber", _ber(promoted_hit.match.ber)),
+                        ("bits", str(promoted_hit.match.bits)),
                         ("matched_households", str(promoted_hit.clip.households)),
                         ("source", PROMOTED),
                     ),
