@@ -86,6 +86,7 @@ SWEEP_LIMIT = tuple(round(0.08 + 0.01 * k, 2) for k in range(33))  # 0.08 .. 0.4
 SWEEP_SLACK = tuple(round(0.2 * k, 1) for k in range(41))  # 0 (a fixed threshold) .. 8
 SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 100, DEFAULT_MATCH.min_bits + 300)
 DENY_SWEEP = tuple(round(0.20 + 0.01 * k, 2) for k in range(11))  # the denylist rule's limit
+DENY_BITS = (300, 450, 600, 800, 1000)  # and its minimum of compared bits
 # The service's default: a broadcast needs matches from this many other homes.
 MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_other_households
 BACKGROUND = 10_000  # prints in the window during the detection measurements
@@ -537,17 +538,21 @@ def denylist(
         buf = _wav(prog.samples)
         clip_of[p] = registry.register(prog.name[:100], AudioInput(encoded=buf)).clip_id
     # The headline figures come from the service's denylist. The sweep takes every clip match up
-    # to a loose rule and applies each rule (the denylist's own, limit moved) to the best one
-    # per clip, so it can differ from the service by a pair or two.
+    # to a loose rule and applies each rule (the denylist's own with its limit, or its minimum
+    # of bits, moved) to the best one per clip, so it can differ from the service by a pair.
     deny = Denylist(store)
     loose = Denylist(store, LOOSE)
-    limits = sorted({*DENY_SWEEP, DENYLIST_MATCH.ber_limit})
-    rules = {lim: replace(DENYLIST_MATCH, ber_limit=lim) for lim in limits}
+    base = DENYLIST_MATCH
+    rules = {f"{lim:.2f}/{base.min_bits}": replace(base, ber_limit=lim) for lim in DENY_SWEEP}
+    rules |= {f"{base.ber_limit:.2f}/{bits}": replace(base, min_bits=bits) for bits in DENY_BITS}
+    configured = f"{base.ber_limit:.2f}/{base.min_bits}"
+    rules.setdefault(configured, base)
+    limits = list(rules)
 
     def passes(found: list[ClipMatch], rule: MatchParams) -> bool:
         return any(rule.accepts(m.match.ber, m.match.bits) for m in found)
 
-    out: dict[str, Any] = {"clips": len(progs), "rule_limit": DENYLIST_MATCH.ber_limit, "sweep": {}}
+    out: dict[str, Any] = {"clips": len(progs), "rule": configured, "sweep": {}}
     for snr in snrs:
         hits = dict.fromkeys(limits, 0)
         n = detected = 0
@@ -563,7 +568,7 @@ def denylist(
                     hits[lim] += passes(own, rule)
         out[f"{snr:g}dB"] = detected / max(n, 1)
         for lim in limits:
-            out["sweep"].setdefault(f"{lim:.2f}", {})[f"{snr:g}dB"] = hits[lim] / max(n, 1)
+            out["sweep"].setdefault(lim, {})[f"{snr:g}dB"] = hits[lim] / max(n, 1)
     # Unrelated speech (the negative pool, disjoint from the programmes) against every clip.
     refused = dict.fromkeys(limits, 0)
     for neg in negs:
@@ -571,7 +576,7 @@ def denylist(
         for lim, rule in rules.items():
             refused[lim] += passes(found, rule)
     for lim in limits:
-        out["sweep"][f"{lim:.2f}"]["false_refusals"] = refused[lim]
+        out["sweep"][lim]["false_refusals"] = refused[lim]
     out["false_refusals"] = sum(1 for neg in negs if deny.match(neg.fp, T0))
     out["negative_utterances"] = len(negs)
     return out
@@ -941,8 +946,8 @@ def table(r: dict[str, Any]) -> str:
     )
     lines.append(f"Fleet query CPU p50 / p99 by window size: {growth}.")
     lines.append(
-        f"Denylist rule: BER <= {dl['rule_limit']:.2f} - {DENYLIST_MATCH.ber_slack}/sqrt(bits); moving its "
-        "limit (5 dB / 0 dB detection, false refusals): "
+        f"Denylist rule: BER <= limit - {DENYLIST_MATCH.ber_slack}/sqrt(bits) over >= min bits, configured "
+        f"{dl['rule']}; moving either (limit/min bits: 5 dB / 0 dB detection, false refusals): "
         + "; ".join(
             f"{lim}: {v['5dB']:.1%} / {v['0dB']:.1%}, {v['false_refusals']}" for lim, v in dl["sweep"].items()
         )
