@@ -129,8 +129,9 @@ def best_score(
     ok = compared >= rule.min_bits
     if not ok.any():
         return 2.0
-    bits = np.maximum(compared, 1)
-    return float(np.where(ok, errors / bits + rule.ber_slack / np.sqrt(bits), 2.0).min())
+    # BER + slack/sqrt(bits) is the BER plus how far the rule's threshold sits below its limit.
+    score = errors / np.maximum(compared, 1) + (rule.ber_limit - rule.max_bers(compared))
+    return float(np.where(ok, score, 2.0).min())
 
 
 def hear(audio: ev.Audio, prog: ev.Program, room: ev.Room) -> np.ndarray:

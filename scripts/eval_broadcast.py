@@ -547,14 +547,13 @@ def denylist(
     rules |= {f"{base.ber_limit:.2f}/{bits}": replace(base, min_bits=bits) for bits in DENY_BITS}
     configured = f"{base.ber_limit:.2f}/{base.min_bits}"
     rules.setdefault(configured, base)
-    limits = list(rules)
 
     def passes(found: list[ClipMatch], rule: MatchParams) -> bool:
         return any(rule.accepts(m.match.ber, m.match.bits) for m in found)
 
     out: dict[str, Any] = {"clips": len(progs), "rule": configured, "sweep": {}}
     for snr in snrs:
-        hits = dict.fromkeys(limits, 0)
+        hits = dict.fromkeys(rules, 0)
         n = detected = 0
         for p, prog in enumerate(progs):
             for _ in range(homes):
@@ -564,19 +563,19 @@ def denylist(
                 n += 1
                 detected += any(m.clip.clip_id == clip_of[p] for m in deny.match(fp, T0))
                 own = [m for m in loose.match(fp, T0) if m.clip.clip_id == clip_of[p]]
-                for lim, rule in rules.items():
-                    hits[lim] += passes(own, rule)
+                for key, rule in rules.items():
+                    hits[key] += passes(own, rule)
         out[f"{snr:g}dB"] = detected / max(n, 1)
-        for lim in limits:
-            out["sweep"].setdefault(lim, {})[f"{snr:g}dB"] = hits[lim] / max(n, 1)
+        for key, count in hits.items():
+            out["sweep"].setdefault(key, {})[f"{snr:g}dB"] = count / max(n, 1)
     # Unrelated speech (the negative pool, disjoint from the programmes) against every clip.
-    refused = dict.fromkeys(limits, 0)
+    refused = dict.fromkeys(rules, 0)
     for neg in negs:
         found = loose.match(neg.fp, T0)
-        for lim, rule in rules.items():
-            refused[lim] += passes(found, rule)
-    for lim in limits:
-        out["sweep"][lim]["false_refusals"] = refused[lim]
+        for key, rule in rules.items():
+            refused[key] += passes(found, rule)
+    for key, count in refused.items():
+        out["sweep"][key]["false_refusals"] = count
     out["false_refusals"] = sum(1 for neg in negs if deny.match(neg.fp, T0))
     out["negative_utterances"] = len(negs)
     return out
@@ -593,8 +592,7 @@ def _wav(samples: np.ndarray) -> bytes:
 def passing(found: np.ndarray, rule: MatchParams) -> int:
     """How many of the (ber, bits) rows the rule accepts (MatchParams.accepts, vectorised)."""
     ber, bits = found[:, 0], found[:, 1]
-    limit = rule.ber_limit - rule.ber_slack / np.sqrt(np.maximum(bits, 1))
-    return int(np.sum((bits >= rule.min_bits) & (ber <= limit)))
+    return int(np.sum((bits >= rule.min_bits) & (ber <= rule.max_bers(bits))))
 
 
 def sweep_rules(r: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ at 5 dB, the best fixed threshold 90.8 % and 85.8 % (docs/broadcast.md).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -66,9 +65,12 @@ class MatchParams:
     coarse_min_z: float = 3.0
     max_candidates: int = 32  # fine-checked per query, best coarse score first
 
+    def max_bers(self, bits: np.ndarray[Any, Any]) -> F64Array:
+        """The highest bit error rate that is a match, for each count of compared bits."""
+        return np.asarray(self.ber_limit - self.ber_slack / np.sqrt(np.maximum(bits, 1)), dtype=np.float64)
+
     def max_ber(self, bits: int) -> float:
-        """The highest bit error rate that is a match when `bits` bits were compared."""
-        return self.ber_limit - self.ber_slack / math.sqrt(max(bits, 1))
+        return float(self.max_bers(np.asarray([bits]))[0])
 
     def accepts(self, ber: float, bits: int) -> bool:
         return bits >= self.min_bits and ber <= self.max_ber(bits)
@@ -145,9 +147,8 @@ def best_offset(
     ok = compared >= params.min_bits
     if not ok.any():
         return None
-    bits = np.maximum(compared, 1)
-    ber = errors / bits
-    margin = np.where(ok, params.ber_limit - params.ber_slack / np.sqrt(bits) - ber, -np.inf)
+    ber = errors / np.maximum(compared, 1)
+    margin = np.where(ok, params.max_bers(compared) - ber, -np.inf)
     k = int(np.argmax(margin))
     return FineMatch(ber=float(ber[k]), offset=offsets[0] + k, bits=int(compared[k]))
 
