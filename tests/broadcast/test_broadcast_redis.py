@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from unit.broadcast.broadcast_synth import hear, programme, wav
 
 from purchase_guard.broadcast.denylist import PROMOTED, Denylist, RedisClipStore
-from purchase_guard.broadcast.fingerprint import PRINT_VERSION, fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, Fingerprint, fingerprint
 from purchase_guard.broadcast.guard import BroadcastGuard
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import RedisWindow, WindowEntry
@@ -80,6 +81,27 @@ def test_clip_registered_on_one_replica_is_enforced_by_another(bc_redis: tuple[A
     other = Denylist(RedisClipStore(client, prefix))
     heard = fingerprint(hear(audio, seed=3, start_s=3.0))
     assert [m.clip.clip_id for m in other.match(heard, T0)] == [clip.clip_id]
+
+
+def test_registered_clip_audio_is_shared_and_reprinted_by_an_upgraded_replica(
+    bc_redis: tuple[Any, str],
+) -> None:
+    """The clip's kept audio lives in Redis beside its print: a replica running a newer print
+    method re-prints it from there and refuses the clip; RemoveClip deletes the audio too."""
+    client, prefix = bc_redis
+    audio = programme(10, seconds=8.0)
+    registry = ClipRegistry(RedisClipStore(client, prefix), FrozenClock(T0), SequentialIds())
+    clip = registry.register("Ad", AudioInput(encoded=wav(audio)))
+    store = RedisClipStore(client, prefix)
+    kept = store.audio(clip.clip_id)
+    assert kept is not None
+    flipped = Fingerprint(clip.fp.bits ^ 0xFFFFFFFF, clip.fp.mask, clip.fp.hop_s)
+    store.put(replace(clip, fp=flipped, print_version=PRINT_VERSION - 1), kept)
+    heard = fingerprint(hear(audio, seed=4, start_s=3.0))
+    found = Denylist(RedisClipStore(client, prefix)).match(heard, T0)
+    assert [(m.clip.clip_id, m.clip.print_version) for m in found] == [(clip.clip_id, PRINT_VERSION)]
+    registry.remove(clip.clip_id)
+    assert (store.all(), store.audio(clip.clip_id)) == ([], None)
 
 
 def test_unreachable_redis_is_unavailable() -> None:

@@ -1,10 +1,19 @@
-"""Known broadcast clips: stored prints (never audio) and a cached index to search them.
+"""Known broadcast clips: stored prints and a cached index to search them.
 
 `ClipStore` is the protocol; `SqliteClipStore` (the default: its own table, own
 connection, in a file of its own or the main store's file) and `RedisClipStore` persist
 across restarts, `MemoryClipStore` is the fake for unit tests. `Denylist` keeps an index of
 the live clips and reloads it whenever the store's generation counter moves, so a clip
 registered through one replica is enforced by every replica on its next check.
+
+Registered clips keep their audio (16 kHz PCM16) beside the print: they are operators' ad
+and news material, not a household's, and without it a clip printed by an older method
+could not be searched after an upgrade that changes the print (PRINT_VERSION); the clip
+would silently stop protecting anyone until an operator registered it again. `Denylist`
+re-prints such clips in memory with the running method and leaves the stored print alone,
+so replicas still on the old version keep searching it during a rolling upgrade. Promoted
+clips come from households' utterances: they keep only their print (docs/privacy.md) and
+lapse with their 48 h lifetime.
 
 A clip can be much longer than an utterance, and an utterance may hold any part of it, so
 each clip is indexed as overlapping segments every 0.5 s; the coarse search reaches 1 s
@@ -16,14 +25,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from purchase_guard.broadcast.fingerprint import PRINT_VERSION, Fingerprint
+from purchase_guard.broadcast.fingerprint import (
+    DEFAULT_PARAMS,
+    PRINT_VERSION,
+    Fingerprint,
+    FingerprintParams,
+    fingerprint,
+)
 from purchase_guard.broadcast.match import (
     COARSE_STEP,
     DEFAULT_MATCH,
@@ -32,8 +47,9 @@ from purchase_guard.broadcast.match import (
     PrintIndex,
     anchor,
 )
-from purchase_guard.errors import Unavailable
+from purchase_guard.errors import AudioError, Unavailable
 from purchase_guard.logs import get_logger
+from purchase_guard.voice.audio import pcm16_to_pcm
 
 log = get_logger("purchase_guard.broadcast.denylist")
 
@@ -60,7 +76,8 @@ class Clip:
     expires_at: datetime | None
     fp: Fingerprint = field(repr=False)
     households: int = 0  # promoted clips: households in the cluster when it was confirmed
-    print_version: int = PRINT_VERSION  # how `fp` was computed; others are not searched
+    print_version: int = PRINT_VERSION  # how `fp` was computed
+    audio_kept: bool = False  # the store holds the clip's audio, so it can be re-printed
 
     @property
     def voiced_seconds(self) -> float:
@@ -68,8 +85,9 @@ class Clip:
 
     @property
     def enforced(self) -> bool:
-        """Only prints of the current method are compared; older ones wait for re-registration."""
-        return self.print_version == PRINT_VERSION
+        """Searched by this version: printed by the current method, or re-printable from its
+        kept audio. Otherwise it waits for an operator to register it again."""
+        return self.print_version == PRINT_VERSION or self.audio_kept
 
     def live(self, now: datetime) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -82,9 +100,17 @@ class ClipMatch:
 
 
 class ClipStore(Protocol):
-    def put(self, clip: Clip) -> None: ...
+    def put(self, clip: Clip, audio: bytes | None = None) -> None:
+        """Add or replace a clip, with its 16 kHz PCM16 audio or none (then any kept audio goes)."""
+        ...
 
-    def delete(self, clip_id: str) -> bool: ...
+    def delete(self, clip_id: str) -> bool:
+        """Remove the clip and its audio; False when there was none."""
+        ...
+
+    def audio(self, clip_id: str) -> bytes | None:
+        """The clip's kept audio, or None."""
+        ...
 
     def all(self) -> list[Clip]: ...
 
@@ -102,6 +128,7 @@ def _meta(clip: Clip) -> dict[str, Any]:
         "expires_at": clip.expires_at.isoformat() if clip.expires_at else None,
         "households": clip.households,
         "print_version": clip.print_version,
+        "audio_kept": clip.audio_kept,
     }
 
 
@@ -116,25 +143,36 @@ def _from_meta(meta: dict[str, Any], blob: bytes) -> Clip:
         fp=Fingerprint.from_bytes(blob),
         households=int(meta.get("households", 0)),
         print_version=int(meta.get("print_version", 1)),
+        audio_kept=bool(meta.get("audio_kept", False)),
     )
 
 
 class MemoryClipStore:
     def __init__(self) -> None:
         self._clips: dict[str, Clip] = {}
+        self._audio: dict[str, bytes] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
-    def put(self, clip: Clip) -> None:
+    def put(self, clip: Clip, audio: bytes | None = None) -> None:
         with self._lock:
             self._clips[clip.clip_id] = clip
+            if audio is None:
+                self._audio.pop(clip.clip_id, None)
+            else:
+                self._audio[clip.clip_id] = audio
             self._generation += 1
 
     def delete(self, clip_id: str) -> bool:
         with self._lock:
             found = self._clips.pop(clip_id, None) is not None
+            self._audio.pop(clip_id, None)
             self._generation += 1
             return found
+
+    def audio(self, clip_id: str) -> bytes | None:
+        with self._lock:
+            return self._audio.get(clip_id)
 
     def all(self) -> list[Clip]:
         with self._lock:
@@ -150,6 +188,10 @@ CREATE TABLE IF NOT EXISTS broadcast_clips (
     clip_id TEXT PRIMARY KEY,
     meta TEXT NOT NULL,
     fingerprint BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS broadcast_clip_audio (
+    clip_id TEXT PRIMARY KEY,
+    pcm16 BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS broadcast_clips_generation (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -173,29 +215,57 @@ class SqliteClipStore:
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open the broadcast clip store at {path}: {exc}") from exc
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> int:
+        """Run the statements and bump the generation in one transaction; rows the first changed."""
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                changed = self._conn.execute(sql, args).rowcount
+                changed = [self._conn.execute(sql, args).rowcount for sql, args in statements]
                 self._conn.execute(
                     "UPDATE broadcast_clips_generation SET generation = generation + 1 WHERE id = 1"
                 )
                 self._conn.execute("COMMIT")
-                return int(changed)
+                return int(changed[0])
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise Unavailable("the broadcast clip store is unavailable") from exc
 
-    def put(self, clip: Clip) -> None:
+    def put(self, clip: Clip, audio: bytes | None = None) -> None:
+        keep_audio = (
+            (
+                "INSERT OR REPLACE INTO broadcast_clip_audio (clip_id, pcm16) VALUES (?, ?)",
+                (clip.clip_id, audio),
+            )
+            if audio is not None
+            else ("DELETE FROM broadcast_clip_audio WHERE clip_id = ?", (clip.clip_id,))
+        )
         self._write(
-            "INSERT OR REPLACE INTO broadcast_clips (clip_id, meta, fingerprint) VALUES (?, ?, ?)",
-            (clip.clip_id, json.dumps(_meta(clip)), clip.fp.to_bytes()),
+            (
+                "INSERT OR REPLACE INTO broadcast_clips (clip_id, meta, fingerprint) VALUES (?, ?, ?)",
+                (clip.clip_id, json.dumps(_meta(clip)), clip.fp.to_bytes()),
+            ),
+            keep_audio,
         )
 
     def delete(self, clip_id: str) -> bool:
-        return self._write("DELETE FROM broadcast_clips WHERE clip_id = ?", (clip_id,)) > 0
+        return (
+            self._write(
+                ("DELETE FROM broadcast_clips WHERE clip_id = ?", (clip_id,)),
+                ("DELETE FROM broadcast_clip_audio WHERE clip_id = ?", (clip_id,)),
+            )
+            > 0
+        )
+
+    def audio(self, clip_id: str) -> bytes | None:
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT pcm16 FROM broadcast_clip_audio WHERE clip_id = ?", (clip_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise Unavailable("the broadcast clip store is unavailable") from exc
+        return bytes(row[0]) if row else None
 
     def all(self) -> list[Clip]:
         with self._lock:
@@ -221,11 +291,13 @@ class SqliteClipStore:
 
 
 class RedisClipStore:
-    """Clips in one Redis hash (`{prefix}:clips`) with a generation counter beside it."""
+    """Clips in one Redis hash (`{prefix}:clips`), their kept audio in another (read only to
+    re-print), and a generation counter beside them."""
 
     def __init__(self, client: Any, prefix: str = "purchase-guard:broadcast") -> None:
         self._redis = client
         self._clips = f"{prefix}:clips"
+        self._audio = f"{prefix}:clips:audio"
         self._gen = f"{prefix}:clips:generation"
 
     def _call(self, fn: Any, *args: Any) -> Any:
@@ -236,20 +308,29 @@ class RedisClipStore:
                 raise Unavailable("the broadcast clip store (Redis) is unavailable") from exc
             raise
 
-    def put(self, clip: Clip) -> None:
+    def put(self, clip: Clip, audio: bytes | None = None) -> None:
         meta = json.dumps(_meta(clip)).encode()
         blob = len(meta).to_bytes(4, "little") + meta + clip.fp.to_bytes()
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._clips, clip.clip_id, blob)
+        if audio is None:
+            pipe.hdel(self._audio, clip.clip_id)
+        else:
+            pipe.hset(self._audio, clip.clip_id, audio)
         pipe.incr(self._gen)
         self._call(pipe.execute)
 
     def delete(self, clip_id: str) -> bool:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hdel(self._clips, clip_id)
+        pipe.hdel(self._audio, clip_id)
         pipe.incr(self._gen)
-        removed, _ = self._call(pipe.execute)
+        removed, _, _ = self._call(pipe.execute)
         return bool(removed)
+
+    def audio(self, clip_id: str) -> bytes | None:
+        blob = self._call(self._redis.hget, self._audio, clip_id)
+        return bytes(blob) if blob is not None else None
 
     def all(self) -> list[Clip]:
         out = []
@@ -271,12 +352,21 @@ class _Segment:
 class Denylist:
     """Searches the live clips of a `ClipStore`; thread-safe."""
 
-    def __init__(self, store: ClipStore, params: MatchParams = DENYLIST_MATCH) -> None:
+    def __init__(
+        self,
+        store: ClipStore,
+        params: MatchParams = DENYLIST_MATCH,
+        print_params: FingerprintParams = DEFAULT_PARAMS,
+    ) -> None:
         self._store = store
         self._params = params
+        self._print_params = print_params
         self._lock = threading.Lock()
         self._generation: int | None = None
         self._index: PrintIndex[_Segment] = PrintIndex(params)
+        # Prints recomputed from kept audio, so a reload does not recompute them; keyed by
+        # creation time too, because re-registering under the same id replaces the audio.
+        self._reprinted: dict[tuple[str, datetime], Fingerprint] = {}
 
     @property
     def store(self) -> ClipStore:
@@ -287,15 +377,10 @@ class Denylist:
         if generation == self._generation:
             return
         index: PrintIndex[_Segment] = PrintIndex(self._params)
-        for clip in self._store.all():
-            if not clip.enforced:
-                # Only the print was kept, never the audio, so it cannot be recomputed.
-                log.warning(
-                    "broadcast_clip_outdated",
-                    clip_id=clip.clip_id,
-                    print_version=clip.print_version,
-                    hint="register the clip again",
-                )
+        reprinted: dict[tuple[str, datetime], Fingerprint] = {}
+        for stored in self._store.all():
+            clip = self._current(stored, reprinted)
+            if clip is None:
                 continue
             first = anchor(clip.fp)
             if first is None:
@@ -310,7 +395,33 @@ class Denylist:
                     starts.add(int(following[0]))
                     index.add(_Segment(clip, int(following[0])), clip.fp, int(following[0]))
         self._index = index
+        self._reprinted = reprinted
         self._generation = generation
+
+    def _current(self, clip: Clip, reprinted: dict[tuple[str, datetime], Fingerprint]) -> Clip | None:
+        """The clip with a print of the running method, or None when it cannot have one."""
+        if clip.print_version == PRINT_VERSION:
+            return clip
+        key = (clip.clip_id, clip.created_at)
+        fp = self._reprinted.get(key)
+        if fp is None and clip.audio_kept:
+            audio = self._store.audio(clip.clip_id)  # Unavailable propagates: the check fails closed
+            try:
+                fp = fingerprint(pcm16_to_pcm(audio), self._print_params) if audio else None
+            except AudioError:
+                fp = None
+            if fp is not None:
+                log.info("broadcast_clip_reprinted", clip_id=clip.clip_id, print_version=clip.print_version)
+        if fp is None:
+            log.warning(
+                "broadcast_clip_outdated",
+                clip_id=clip.clip_id,
+                print_version=clip.print_version,
+                hint="register the clip again",
+            )
+            return None
+        reprinted[key] = fp
+        return replace(clip, fp=fp, print_version=PRINT_VERSION)
 
     def match(self, fp: Fingerprint, now: datetime) -> list[ClipMatch]:
         """Live clips the print matches, best first, one entry per clip."""

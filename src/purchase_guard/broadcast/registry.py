@@ -1,7 +1,8 @@
 """Operators' registry of known broadcast clips: register, list, remove (no gRPC here).
 
-Only the print of a clip is stored, never its audio. The caller (the gRPC servicer) checks
-the operator credential; this service validates the clip itself.
+A clip's print is stored with its audio (16 kHz PCM16): operators' ad and news material, kept
+so the clip can be re-printed when the print method changes (`denylist`). The caller (the gRPC
+servicer) checks the operator credential; this service validates the clip itself.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from purchase_guard.clock import Clock, IdSource
 from purchase_guard.domain import AudioInput
 from purchase_guard.errors import AudioError, InvalidArgument, NotFound
 from purchase_guard.logs import get_logger
-from purchase_guard.voice.audio import decode_audio
+from purchase_guard.voice.audio import decode_audio, to_pcm16
 
 log = get_logger("purchase_guard.broadcast.registry")
 
@@ -61,8 +62,8 @@ class ClipRegistry:
                 f"at least {self._min_voiced:g} s is needed"
             )
         now = self._clock.now()
-        clip = Clip(self._ids.new_id("clip"), label, REGISTERED, now, None, fp)
-        self._store.put(clip)
+        clip = Clip(self._ids.new_id("clip"), label, REGISTERED, now, None, fp, audio_kept=True)
+        self._store.put(clip, to_pcm16(pcm))
         log.info(
             "broadcast_clip_registered", clip_id=clip.clip_id, voiced_seconds=round(clip.voiced_seconds, 2)
         )

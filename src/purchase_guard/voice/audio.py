@@ -102,6 +102,19 @@ def _decode_pcm16(data: bytes, rate: int | None) -> tuple[np.ndarray[Any, np.dty
     return (ints.astype(np.float32) / 32768.0).reshape(-1, 1), rate
 
 
+def to_pcm16(pcm: Pcm) -> bytes:
+    """Little-endian PCM16 of 16 kHz samples (what `pcm16_to_pcm` reads back)."""
+    ints = (np.clip(pcm.samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    return bytes(ints.tobytes())
+
+
+def pcm16_to_pcm(data: bytes) -> Pcm:
+    """16 kHz little-endian PCM16 written by `to_pcm16`; AudioError if it cannot be."""
+    if len(data) % 2:
+        raise AudioError(f"stored PCM16 audio has an odd number of bytes ({len(data)})")
+    return Pcm(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+
+
 def _resample(
     mono: np.ndarray[Any, np.dtype[np.float32]], rate: int
 ) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -58,6 +58,8 @@ def test_third_household_is_a_broadcast_and_earlier_ones_are_returned_for_cancel
     promoted = [c for c in store.all() if c.source == PROMOTED]
     assert [c.clip_id for c in promoted] == [detail["cluster_id"]]
     assert promoted[0].expires_at == T0 + timedelta(seconds=4) + timedelta(hours=48)
+    # A promoted clip is made of households' utterances: only its print is kept.
+    assert (promoted[0].audio_kept, store.audio(promoted[0].clip_id)) == (False, None)
 
 
 def test_promoted_cluster_catches_a_replay_after_the_window(guard: BroadcastGuard) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pytest
 from unit.broadcast.broadcast_synth import RATE, programme, wav
 
 from purchase_guard.api.broadcast_servicer import clip_to_pb
+from purchase_guard.broadcast import denylist as denylist_module
 from purchase_guard.broadcast.denylist import PROMOTED, Clip, Denylist, MemoryClipStore, SqliteClipStore
-from purchase_guard.broadcast.fingerprint import PRINT_VERSION, fingerprint
+from purchase_guard.broadcast.fingerprint import PRINT_VERSION, Fingerprint, fingerprint
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.domain import AudioInput
 from purchase_guard.errors import AudioError, InvalidArgument, NotFound
-from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.audio import Pcm, pcm16_to_pcm
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
@@ -111,9 +113,9 @@ def test_denylist_reloads_when_another_writer_changes_the_store(tmp_path: Path) 
 
 
 def test_clip_printed_by_an_older_method_is_kept_but_not_searched(tmp_path: Path) -> None:
-    """A stored clip whose print version differs (the audio is gone, so it cannot be re-printed)
-    survives a restart but never matches, and ListClips shows it as not enforced; current
-    clips beside it still match."""
+    """A stored clip whose print version differs and whose audio was not kept (a promoted
+    cluster, or a clip stored before registered audio was kept) survives a restart but never
+    matches, and ListClips shows it as not enforced; current clips beside it still match."""
     path = tmp_path / "old.db"
     store = SqliteClipStore(path)
     audio = programme(5, seconds=6.0)
@@ -133,3 +135,89 @@ def test_clip_printed_by_an_older_method_is_kept_but_not_searched(tmp_path: Path
     )
     heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
     assert [m.clip.clip_id for m in Denylist(reopened).match(heard, T0)] == [current.clip_id]
+
+
+def scrambled(fp: Fingerprint) -> Fingerprint:
+    """The same frames and mask with every bit flipped: a print that matches nothing heard."""
+    return Fingerprint(fp.bits ^ np.uint32(0xFFFFFFFF), fp.mask.copy(), fp.hop_s)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_registered_clip_keeps_its_audio_until_removed(kind: str, tmp_path: Path) -> None:
+    """RegisterClip stores the clip's audio as 16 kHz PCM16 beside its print (what re-printing
+    needs); RemoveClip deletes both."""
+    store = MemoryClipStore() if kind == "memory" else SqliteClipStore(tmp_path / "clips.db")
+    audio = programme(6, seconds=3.0)
+    clip = registry(store).register("Ad", AudioInput(encoded=wav(audio)))
+    assert clip.audio_kept
+    kept = store.audio(clip.clip_id)
+    assert kept is not None
+    restored = pcm16_to_pcm(kept).samples
+    assert restored.shape == audio.shape
+    assert float(np.max(np.abs(restored - audio))) < 2.0 / 32768
+    registry(store).remove(clip.clip_id)
+    assert store.audio(clip.clip_id) is None
+
+
+def test_registered_clip_printed_by_an_older_method_is_reprinted_from_its_audio(tmp_path: Path) -> None:
+    """After an upgrade that changes the print, a registered clip is re-printed from its kept
+    audio and keeps protecting: it matches, ListClips shows it enforced, and the stored print
+    is left as it was (replicas still on the old version keep searching theirs)."""
+    path = tmp_path / "upgrade.db"
+    store = SqliteClipStore(path)
+    audio = programme(7, seconds=6.0)
+    clip = registry(store).register("Ad", AudioInput(encoded=wav(audio)))
+    kept = store.audio(clip.clip_id)
+    # As an older version would have stored it: another print version, a print this
+    # version's bits do not agree with.
+    store.put(replace(clip, fp=scrambled(clip.fp), print_version=PRINT_VERSION - 1), kept)
+    store.close()
+
+    reopened = SqliteClipStore(path)
+    (old,) = reopened.all()
+    assert (old.print_version, old.enforced, clip_to_pb(old).enforced) == (PRINT_VERSION - 1, True, True)
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    (found,) = Denylist(reopened).match(heard, T0)
+    assert (found.clip.clip_id, found.clip.print_version) == (clip.clip_id, PRINT_VERSION)
+    assert reopened.all()[0].print_version == PRINT_VERSION - 1
+    # Without the kept audio the same stored clip is not searched at all.
+    reopened.put(old, None)
+    assert Denylist(reopened).match(heard, T0) == []
+
+
+def test_reprinted_clip_is_not_recomputed_on_every_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-printed clip is fingerprinted once per process, not again each time the store
+    changes (every registration elsewhere reloads the index)."""
+    store = MemoryClipStore()
+    reg = registry(store)
+    audio = programme(8, seconds=6.0)
+    clip = reg.register("Ad", AudioInput(encoded=wav(audio)))
+    store.put(
+        replace(clip, fp=scrambled(clip.fp), print_version=PRINT_VERSION - 1), store.audio(clip.clip_id)
+    )
+    calls: list[int] = []
+    real = denylist_module.fingerprint
+
+    def counting(*args: object, **kwargs: object) -> Fingerprint:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(denylist_module, "fingerprint", counting)
+    deny = Denylist(store)
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    assert [m.clip.clip_id for m in deny.match(heard, T0)] == [clip.clip_id]
+    reg.register("Other", AudioInput(encoded=wav(programme(9))))
+    assert [m.clip.clip_id for m in deny.match(heard, T0)] == [clip.clip_id]
+    assert len(calls) == 1
+
+
+def test_damaged_kept_audio_leaves_the_clip_unsearched_and_the_rest_working() -> None:
+    """Kept audio that cannot be read back (a damaged blob) does not break the denylist: that
+    clip is skipped with a warning, current clips still match."""
+    store = MemoryClipStore()
+    audio = programme(10, seconds=6.0)
+    current = registry(store).register("Ad", AudioInput(encoded=wav(audio)))
+    old = Clip("clip_old", "Old ad", current.source, T0, None, current.fp, print_version=0, audio_kept=True)
+    store.put(old, b"\x01\x02\x03")  # an odd number of bytes is not PCM16
+    heard = fingerprint(Pcm(np.ascontiguousarray(audio[RATE : 4 * RATE])))
+    assert [m.clip.clip_id for m in Denylist(store).match(heard, T0)] == [current.clip_id]

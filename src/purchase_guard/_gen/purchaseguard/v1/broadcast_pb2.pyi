@@ -42,9 +42,10 @@ class Clip(_message.Message):
     source: _builtins.str
     """"registered" by an operator or "promoted" from a fleet cluster."""
     enforced: _builtins.bool
-    """False when the clip was fingerprinted by an older release's print method: it is kept
-    but never compared, because only the print was stored, not the audio. Register the clip
-    again to restore its protection.
+    """False when the clip was fingerprinted by an older release's print method and its audio
+    was not kept (promoted clips, or clips registered before audio was kept), so it cannot
+    be re-printed: it is kept but never compared. Register the clip again to restore its
+    protection. Registered clips with kept audio are re-printed and stay enforced.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:

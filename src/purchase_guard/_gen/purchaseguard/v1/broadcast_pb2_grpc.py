@@ -57,7 +57,7 @@ class BroadcastRegistryServicer:
     """
 
     def RegisterClip(self, request, context):
-        """Register a clip; its fingerprint is kept, the audio is not.
+        """Register a clip; its fingerprint and its audio (to re-print it after an upgrade) are kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,7 @@ class BroadcastRegistryStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BroadcastRegistryAsyncStub: ...
     RegisterClip: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.RegisterClipRequest, _broadcast_pb2.RegisterClipResponse]
-    """Register a clip; its fingerprint is kept, the audio is not."""
+    """Register a clip; its fingerprint and its audio (to re-print it after an upgrade) are kept."""
     ListClips: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListClipsRequest, _broadcast_pb2.ListClipsResponse]
     """List registered and promoted clips."""
     RemoveClip: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.RemoveClipRequest, _broadcast_pb2.RemoveClipResponse]
@@ -46,7 +46,7 @@ class BroadcastRegistryAsyncStub(BroadcastRegistryStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterClip: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.RegisterClipRequest, _broadcast_pb2.RegisterClipResponse]  # type: ignore[assignment]
-    """Register a clip; its fingerprint is kept, the audio is not."""
+    """Register a clip; its fingerprint and its audio (to re-print it after an upgrade) are kept."""
     ListClips: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListClipsRequest, _broadcast_pb2.ListClipsResponse]  # type: ignore[assignment]
     """List registered and promoted clips."""
     RemoveClip: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.RemoveClipRequest, _broadcast_pb2.RemoveClipResponse]  # type: ignore[assignment]
@@ -61,7 +61,7 @@ class BroadcastRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _broadcast_pb2.RegisterClipRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.RegisterClipResponse, _abc.Awaitable[_broadcast_pb2.RegisterClipResponse]]:
-        """Register a clip; its fingerprint is kept, the audio is not."""
+        """Register a clip; its fingerprint and its audio (to re-print it after an upgrade) are kept."""
 
     @_abc_1.abstractmethod
     def ListClips(
