@@ -13,14 +13,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from trust.trust_harness import AssembledGuard, assemble_guard, make_app, stubs
+from trust.trust_harness import OPERATOR, AssembledGuard, assemble_guard, make_app, stubs
 
+from purchase_guard.api.client import ClientTls, GuardClient
 from purchase_guard.api.tls import (
     channel_credentials,
     server_credentials,
     server_credentials_from_files,
     tls_config,
 )
+from purchase_guard.cli import main as cli_main
 from purchase_guard.config import ConfigError
 from purchase_guard.voice.encoder import SpeakerEncoder
 
@@ -221,3 +223,77 @@ def test_bad_tls_settings_stop_the_server_with_the_setting_name(
     }[which]
     with pytest.raises(ConfigError, match=message):
         tls_config(*args)
+
+
+def _status_of_lookup(client: GuardClient) -> grpc.StatusCode:
+    """The status of an admin call for a household that does not exist (NOT_FOUND means the
+    request crossed the channel and reached the servicer)."""
+    try:
+        client.get_household("hh_absent")
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    finally:
+        client.close()
+    raise AssertionError("a lookup of an absent household returned an answer")
+
+
+def test_guard_client_speaks_mtls(mtls_guard: AssembledGuard, pki: Pki) -> None:
+    """GuardClient with the CA, its certificate and key reaches the servicer of an mTLS guard
+    (NOT_FOUND for an absent household); without its certificate, or in plaintext, it cannot
+    reach it at all (UNAVAILABLE)."""
+    full = ClientTls(pki.ca.cert, pki.client.cert, pki.client.key, server_name="guard.test")
+    no_cert = ClientTls(pki.ca.cert, server_name="guard.test")
+    assert (
+        _status_of_lookup(GuardClient(mtls_guard.target, OPERATOR, 10, tls=full)) is grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        _status_of_lookup(GuardClient(mtls_guard.target, OPERATOR, 10, tls=no_cert))
+        is grpc.StatusCode.UNAVAILABLE
+    )
+    assert _status_of_lookup(GuardClient(mtls_guard.target, OPERATOR, 10)) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_cli_reaches_an_mtls_guard_with_tls_flags(
+    mtls_guard: AssembledGuard, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`purchase-guard admin --tls-ca/--tls-cert/--tls-key/--tls-server-name` talks to an mTLS
+    guard: the answer for an absent household is NOT_FOUND, not a failed handshake."""
+    code = cli_main(
+        [
+            "admin",
+            "--target",
+            mtls_guard.target,
+            "--token",
+            OPERATOR,
+            "--tls-ca",
+            str(pki.ca.cert),
+            "--tls-cert",
+            str(pki.client.cert),
+            "--tls-key",
+            str(pki.client.key),
+            "--tls-server-name",
+            "guard.test",
+            "get-household",
+            "--household",
+            "hh_absent",
+        ]
+    )
+    assert code == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "need --tls-ca"),
+        (["--tls-ca", "{ca}", "--tls-cert", "{ca}"], "go together"),
+        (["--tls-ca", "missing-ca.pem"], "cannot read missing-ca.pem"),
+    ],
+    ids=["cert-without-ca", "cert-without-key", "unreadable-ca"],
+)
+def test_cli_tls_flags_that_do_not_fit_stop_with_a_message(flags: list[str], message: str, pki: Pki) -> None:
+    """Client TLS flags that do not fit together, or a file that cannot be read, stop the CLI
+    with a message naming the problem, before any connection."""
+    args = [f.format(ca=pki.ca.cert) for f in flags]
+    with pytest.raises(SystemExit, match=message):
+        cli_main(["admin", "--target", "127.0.0.1:1", *args, "get-household", "--household", "hh_absent"])

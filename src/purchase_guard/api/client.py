@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +20,7 @@ from purchase_guard._gen.purchaseguard.v1 import (
     privacy_pb2,
     privacy_pb2_grpc,
 )
+from purchase_guard.api.tls import channel_credentials
 
 
 def _dict(msg: Message) -> dict[str, Any]:
@@ -28,17 +31,41 @@ def audio_pb(data: bytes) -> common_pb2.Audio:
     return common_pb2.Audio(encoded=data)
 
 
-class GuardClient:
-    """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls."""
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """How the client reaches a guard that serves TLS (api/tls.py): the CA that signed the
+    guard's certificate, and for mutual TLS the caller's own certificate and key."""
 
-    def __init__(self, target: str, token: str = "", timeout: float = 60.0) -> None:
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
+    server_ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # The name the guard's certificate carries, when the target address is another one
+    # (an IP, a load balancer's name).
+    server_name: str | None = None
+
+
+class GuardClient:
+    """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls.
+
+    Plaintext unless `tls` is given; with it the channel is TLS, and presents a client
+    certificate when `tls` holds one (required by a guard configured with a client CA).
+    Unreadable certificate files raise OSError here, before any call.
+    """
+
+    def __init__(
+        self, target: str, token: str = "", timeout: float = 60.0, tls: ClientTls | None = None
+    ) -> None:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        if tls is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            creds = channel_credentials(tls.server_ca_file, tls.cert_file, tls.key_file)
+            self._channel = grpc.secure_channel(target, creds, options=options)
         self._data = privacy_pb2_grpc.HouseholdDataStub(self._channel)
         self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)
         self._admin = admin_pb2_grpc.HouseholdAdminStub(self._channel)
