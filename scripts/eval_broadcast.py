@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+from scipy.stats import beta
 from script_paths import default_data_dir
 
 from purchase_guard.broadcast._kernels import coarse_scores, warm_up
@@ -420,6 +421,7 @@ def per_pair(
                     index.add((p, h), *trimmed)
         pairs = detected = 0
         by_kind: dict[str, list[int]] = {}
+        by_clip = np.zeros((len(progs), 2), dtype=np.int64)  # detected, pairs: for the interval
         found_pairs: list[tuple[float, int]] = []  # (ber, bits) of every true pair the search found
         # Why missed pairs were missed: compared exhaustively (every 8 ms within +-1.1 s), a
         # pair either never reaches the minimum of compared bits, or its best error rate is
@@ -430,6 +432,7 @@ def per_pair(
             for h in range(homes):
                 if (p, h) not in prints:
                     pairs += homes - 1
+                    by_clip[p, 1] += homes - 1
                     missed["no_print"] += homes - 1
                     by_kind.setdefault(kind, [0, 0])[1] += homes - 1
                     continue
@@ -443,6 +446,7 @@ def per_pair(
                     hit = fine is not None and DEFAULT_MATCH.accepts(fine.ber, fine.bits)
                     pairs += 1
                     detected += hit
+                    by_clip[p] += (hit, 1)
                     if not hit:
                         missed[_why_missed(prints[(p, h)], prints.get((p, other)))] += 1
                     counts = by_kind.setdefault(kind, [0, 0])
@@ -452,11 +456,34 @@ def per_pair(
             "pairs": pairs,
             "detected": detected,
             "rate": detected / max(pairs, 1),
+            "interval_95": clip_bootstrap(by_clip),
             "by_source": {k: v[0] / max(v[1], 1) for k, v in by_kind.items()},
             "_found": found_pairs,  # for the rule sweep; not written out
             "missed": missed,
         }
     return out
+
+
+def clip_bootstrap(by_clip: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
+    """95 % interval of a detection rate, resampling clips (not pairs) with replacement.
+
+    Pairs are not independent: the pairs of one clip share its audio and its homes, so a
+    binomial interval over pairs would be too narrow. Its own generator, so the measurements
+    after it draw the same rooms as without it.
+    """
+    counts = np.asarray(by_clip, dtype=np.float64)
+    if counts.shape[0] == 0 or counts[:, 1].sum() == 0:
+        return [float("nan"), float("nan")]
+    picks = np.random.default_rng(seed).integers(0, counts.shape[0], size=(n, counts.shape[0]))
+    rates = counts[picks, 0].sum(axis=1) / np.maximum(counts[picks, 1].sum(axis=1), 1)
+    return [float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))]
+
+
+def poisson_interval(k: int, pairs: int) -> list[float]:
+    """Exact (Clopper-Pearson) 95 % interval of a rate of k events in `pairs` trials."""
+    lo = float(beta.ppf(0.025, k, pairs - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(0.975, k + 1, pairs - k)) if k < pairs else 1.0
+    return [lo, hi]
 
 
 def _why_missed(query: tuple[Fingerprint, int], other: tuple[Fingerprint, int] | None) -> str:
@@ -701,6 +728,7 @@ def false_matches(negs: list[Negative]) -> dict[str, Any]:
         "pairs": pairs,
         "false_matches": matches,
         "rate": matches / max(pairs, 1),
+        "interval_95": poisson_interval(matches, max(pairs, 1)),
         "search_seconds": round(search_s, 1),
         "hard_pairs": hard_pairs,
         "hard_false_matches": hard_matches,
@@ -894,6 +922,14 @@ def table(r: dict[str, Any]) -> str:
         verdict = "-" if met is None else ("yes" if met else "NO")
         lines.append(f"| {name} | {target} | {measured} | {verdict} |")
     lines.append("")
+    (d5_lo, d5_hi), (d0_lo, d0_hi) = pp["5dB"]["interval_95"], pp["0dB"]["interval_95"]
+    fm_lo, fm_hi = fm["interval_95"]
+    lines.append(
+        f"95 % intervals: per-pair detection at 5 dB {d5_lo:.1%}-{d5_hi:.1%}, at 0 dB {d0_lo:.1%}-"
+        f"{d0_hi:.1%} (bootstrap over clips: a clip's pairs share its audio); false-match rate "
+        f"{fm_lo:.2e}-{fm_hi:.2e} (exact, over pairs, which share utterances: read it as a lower "
+        "bound on the uncertainty)."
+    )
     floors = {k: round(v, 3) for k, v in fm["hard_min_ber_exhaustive"].items()}
     lines.append(
         "Hard negative pairs (all searched, and exhaustively for the floor): "
