@@ -19,7 +19,8 @@ Why these choices (measured, see docs/broadcast.md):
   longer decay to every copy makes that shared tail dominate, so two rooms' copies look more
   alike. With the matcher's bit-count rule, at 1e-5 false matches, it detects 1.5 points more
   pairs at 5 dB than no tail on the tuning split and 1.7 on the test split
-  (`scripts/eval_broadcast.py --tail-rt60 0` for the comparison; docs/broadcast.md).
+  (`scripts/eval_broadcast.py --tail-rt60 0` for the comparison, one run per split at
+  commit 731889e; docs/broadcast.md).
 - A reliability mask: bits whose deviation from the average is in the weaker half for the
   utterance are mostly decided by the noise, so they are left out of every comparison
   ("soft" bits in Haitsma-Kalker's terms).

@@ -20,8 +20,8 @@ correlated bits), so a short comparison must agree more closely than a long one 
 the same evidence. A fixed threshold is either too loose for short comparisons or too
 strict for long ones (reverberant copies agreeing on thousands of bits at a BER of 0.15).
 `make eval-broadcast` scores both kinds of rule on the same pairs: the best sqrt rule within
-1e-5 false matches detects 94.1 % (tuning split) and 91.3 % (test split) of the true pairs
-at 5 dB, the best fixed threshold 90.8 % and 85.8 % (docs/broadcast.md).
+1e-5 false matches detects 93.4 % (tuning split) and 94.3 % (test split) of the true pairs
+at 5 dB, the best fixed threshold 89.2 % and 90.7 % (three runs pooled; docs/broadcast.md).
 """
 
 from __future__ import annotations
