@@ -4,12 +4,13 @@
         [--split test|tune] [--seeds 3] [--quick]
 
 A "broadcast" is one clip of real speech (FSDD digit strings, up to three 3 s segments of each
-programme LibriSpeech file, the JFK address) heard by many households. Each household hears it through its own loudspeaker band-limit
-(2nd-order band-pass, low edge 80-300 Hz, high edge 3.5-7.5 kHz, soft saturation in half the
-homes), its own room (one of the four recorded impulse responses, or none), gain (-25..-3 dBFS),
-background noise (one of the 11 noise recordings at a random offset, scaled to the target SNR
-against the active speech level) and its own cut points (start and end each moved by up to
-0.3 s). Measured, each against the issue's target:
+programme LibriSpeech file, the JFK address) heard by many households. Each household hears
+it through its own loudspeaker band-limit (2nd-order band-pass, low edge 80-300 Hz, high edge
+3.5-7.5 kHz, soft saturation in half the homes), its own room (one of the four recorded
+impulse responses, or none), gain (-25..-3 dBFS), background noise (one of the 11 noise
+recordings at a random offset, scaled to the target SNR against the active speech level) and
+its own cut points (start and end each moved by up to 0.3 s). Measured, each against the
+issue's target:
 
 - per-pair detection at 5 and 0 dB SNR (and 10 dB for the curve): for every ordered pair of
   households hearing the same clip, does a search from one find the other? The search runs
