@@ -94,9 +94,9 @@ def _load_structured(path: str) -> Any:
 def _admin(args: argparse.Namespace) -> int:
     import grpc
 
-    from purchase_guard.api.client import GuardClient
+    from purchase_guard.api.client import GuardClient, tls_from_args
 
-    client = GuardClient(args.target, _token(args), tls=_client_tls(args))
+    client = GuardClient(args.target, _token(args), tls=tls_from_args(args))
     try:
         out = _admin_call(client, args)
     except grpc.RpcError as exc:
@@ -161,9 +161,9 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
 def _guard(args: argparse.Namespace) -> int:
     import grpc
 
-    from purchase_guard.api.client import GuardClient
+    from purchase_guard.api.client import GuardClient, tls_from_args
 
-    client = GuardClient(args.target, tls=_client_tls(args))
+    client = GuardClient(args.target, tls=tls_from_args(args))
     order = _load_structured(args.order)
     try:
         if args.guard_cmd == "evaluate":
@@ -208,37 +208,9 @@ def _eval(args: argparse.Namespace) -> int:
     return int(evaluation.main(rest[1:]))
 
 
-def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tls-ca", type=Path, help="CA certificate (PEM) of a guard serving TLS; turns TLS on"
-    )
-    parser.add_argument(
-        "--tls-cert", type=Path, help="this client's certificate (PEM), for a guard requiring mTLS"
-    )
-    parser.add_argument("--tls-key", type=Path, help="the private key (PEM) of --tls-cert")
-    parser.add_argument(
-        "--tls-server-name", help="the name in the guard's certificate, if not the target's host"
-    )
-
-
-def _client_tls(args: argparse.Namespace) -> Any:
-    """ClientTls from the --tls-* flags, or None for plaintext; exits with a usage message when
-    they do not fit together or a file cannot be read."""
-    from purchase_guard.api.client import ClientTls
-
-    if args.tls_ca is None:
-        if args.tls_cert or args.tls_key or args.tls_server_name:
-            raise SystemExit("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
-        return None
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise SystemExit("--tls-cert and --tls-key go together")
-    for path in (args.tls_ca, args.tls_cert, args.tls_key):
-        if path is not None and not path.is_file():
-            raise SystemExit(f"cannot read {path}")
-    return ClientTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from purchase_guard.api.client import add_tls_arguments
+
     p = argparse.ArgumentParser(prog="purchase-guard", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -247,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     adm = sub.add_parser("admin", help="household administration over gRPC")
     adm.add_argument("--target", default=DEFAULT_TARGET)
-    _add_tls_arguments(adm)
+    add_tls_arguments(adm)
     adm.add_argument(
         "--token",
         help="household or operator token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then var/operator-token)",
@@ -304,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("guard", help="call Evaluate or Confirm (for QA and smoke tests)")
     g.add_argument("--target", default=DEFAULT_TARGET)
-    _add_tls_arguments(g)
+    add_tls_arguments(g)
     gsub = g.add_subparsers(dest="guard_cmd", required=True)
     ev = gsub.add_parser("evaluate")
     ev.add_argument("--household", required=True)

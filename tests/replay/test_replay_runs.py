@@ -19,11 +19,14 @@ import grpc
 import pytest
 import yaml
 from support.server import fast_pins, local_settings
+from trust.test_trust_tls import mint_ca, mint_leaf
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2_grpc, guard_pb2_grpc
+from purchase_guard.api.client import ClientTls
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
-from purchase_guard.api.testing_servicer import add_test_control
+from purchase_guard.api.testing_servicer import ReplayControl, add_test_control
+from purchase_guard.api.tls import server_credentials_from_files
 from purchase_guard.app import App, build_app
 from purchase_guard.clock import OffsetClock
 from purchase_guard.replay import runner
@@ -223,6 +226,35 @@ def test_remote_target_moves_the_guard_clock_and_reruns_cleanly(
     # 09:15 is on day 5.
     assert abs(asked[1] - asked[0] - timedelta(hours=96)) < timedelta(minutes=1)  # real time flows too
     assert first.results[0].steps[0].decision_id != second.results[0].steps[0].decision_id
+
+
+def test_remote_target_replays_against_a_guard_that_requires_client_certificates(
+    tmp_path: Path, synth_root: Path, test_mode_app: App
+) -> None:
+    """With the client TLS settings (`replay --tls-ca/--tls-cert/--tls-key`), a scenario replays
+    end to end against an mTLS guard; the same target without its certificate gets no answer."""
+    ca, ca_cert, ca_key = mint_ca(tmp_path, "replay-ca")
+    server_pair = mint_leaf(tmp_path, "server", ca_cert, ca_key, server=True)
+    client_pair = mint_leaf(tmp_path, "qa", ca_cert, ca_key, server=False)
+    server = remote_server(test_mode_app, True)
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials_from_files(server_pair.cert, server_pair.key, ca.cert)
+    )
+    server.start()
+    address = f"127.0.0.1:{port}"
+    tls = ClientTls(ca.cert, client_pair.cert, client_pair.key, server_name="guard.test")
+    target = RemoteTarget(address, OPERATOR, tls=tls)
+    no_cert = ReplayControl(address, OPERATOR, 10, tls=ClientTls(ca.cert, server_name="guard.test"))
+    try:
+        summary = runner.run([write(tmp_path, "tls.yaml", approval_scenario())], target, synth_root)
+        with pytest.raises(grpc.RpcError) as refused:
+            no_cert.has_service("clock")
+    finally:
+        target.close()
+        no_cert.close()
+        server.stop(0)
+    assert [r.status for r in summary.results] == [PASSED], summary.results[0].message
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 def test_remote_target_without_clock_control_skips_clock_scenarios(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,49 @@ class ClientTls:
     server_name: str | None = None
 
 
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """The client TLS flags of the CLI's admin, guard and replay commands (`tls_from_args`)."""
+    tls = parser.add_argument_group("TLS (plaintext without --tls-ca)")
+    tls.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) that signed the guard's certificate")
+    tls.add_argument(
+        "--tls-cert", type=Path, help="this client's certificate (PEM), for a guard requiring mTLS"
+    )
+    tls.add_argument("--tls-key", type=Path, help="the private key (PEM) of --tls-cert")
+    tls.add_argument(
+        "--tls-server-name", help="the name in the guard's certificate, if not the target's host"
+    )
+
+
+def tls_from_args(args: argparse.Namespace) -> ClientTls | None:
+    """ClientTls from the --tls-* flags, or None for plaintext. Flags that do not fit together,
+    or a file that cannot be read, stop the command with a message (SystemExit) before it
+    connects."""
+    if args.tls_ca is None:
+        if args.tls_cert or args.tls_key or args.tls_server_name:
+            raise SystemExit("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    for path in (args.tls_ca, args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"cannot read {path}")
+    return ClientTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+
+
+def open_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel to the guard with 64 MiB messages: plaintext, or TLS as `tls` says."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    creds = channel_credentials(tls.server_ca_file, tls.cert_file, tls.key_file)
+    return grpc.secure_channel(target, creds, options=options)
+
+
 class GuardClient:
     """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls.
 
@@ -55,17 +99,7 @@ class GuardClient:
     def __init__(
         self, target: str, token: str = "", timeout: float = 60.0, tls: ClientTls | None = None
     ) -> None:
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ]
-        if tls is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
-            creds = channel_credentials(tls.server_ca_file, tls.cert_file, tls.key_file)
-            self._channel = grpc.secure_channel(target, creds, options=options)
+        self._channel = open_channel(target, tls)
         self._data = privacy_pb2_grpc.HouseholdDataStub(self._channel)
         self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)
         self._admin = admin_pb2_grpc.HouseholdAdminStub(self._channel)

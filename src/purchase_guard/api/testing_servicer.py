@@ -26,6 +26,7 @@ from purchase_guard._gen.purchaseguard.v1 import (
     testing_pb2_grpc,
 )
 from purchase_guard.api import convert
+from purchase_guard.api.client import ClientTls, open_channel
 from purchase_guard.api.servicers import bearer_token
 from purchase_guard.app import App
 from purchase_guard.clock import Clock
@@ -103,10 +104,8 @@ def policy_mapping_problem(policy: Mapping[str, Any]) -> str:
 class ReplayControl:
     """The calls the replay runner needs beyond GuardClient: the test clock and broadcast clips."""
 
-    def __init__(self, target: str, token: str, timeout: float = 60.0) -> None:
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        )
+    def __init__(self, target: str, token: str, timeout: float = 60.0, tls: ClientTls | None = None) -> None:
+        self._channel = open_channel(target, tls)
         self._testing = testing_pb2_grpc.TestControlStub(self._channel)
         self._broadcast = broadcast_pb2_grpc.BroadcastRegistryStub(self._channel)
         self._meta = (("authorization", f"Bearer {token}"),)

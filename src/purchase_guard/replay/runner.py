@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from purchase_guard.api.client import add_tls_arguments, tls_from_args
 from purchase_guard.replay.audio import AudioRenderer
 from purchase_guard.replay.engine import (
     FAILED,
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", dest="name_filter", default="", help="only scenarios whose name or path contains this"
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_tls_arguments(p)
     return p
 
 
@@ -193,7 +195,7 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"replay: --gap: {exc}", file=sys.stderr)
             return 2
-        target = RemoteTarget(args.target, token, gap)
+        target = RemoteTarget(args.target, token, gap, tls=tls_from_args(args))
     else:
         target = InProcessTarget()
     try:

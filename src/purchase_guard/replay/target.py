@@ -18,7 +18,7 @@ from typing import Protocol
 
 import grpc
 
-from purchase_guard.api.client import GuardClient
+from purchase_guard.api.client import ClientTls, GuardClient
 from purchase_guard.api.testing_servicer import ReplayControl
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.replay.schema import REAL_WAIT_S
@@ -206,11 +206,13 @@ class RemoteTarget:
     default clears the default broadcast window (10 min) and promotion period (48 h).
     """
 
-    def __init__(self, address: str, token: str, gap: timedelta = DEFAULT_GAP) -> None:
-        self.description = f"guard at {address}"
+    def __init__(
+        self, address: str, token: str, gap: timedelta = DEFAULT_GAP, tls: ClientTls | None = None
+    ) -> None:
+        self.description = f"guard at {address}" + (" (TLS)" if tls else "")
         self._gap = gap
-        self._client = GuardClient(address, token, timeout=RPC_TIMEOUT_S)
-        self._control = ReplayControl(address, token, timeout=RPC_TIMEOUT_S)
+        self._client = GuardClient(address, token, timeout=RPC_TIMEOUT_S, tls=tls)
+        self._control = ReplayControl(address, token, timeout=RPC_TIMEOUT_S, tls=tls)
         self._caps: dict[str, bool] = {}
 
     def open(self, start: datetime | None) -> Session:
