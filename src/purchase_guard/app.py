@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
 from purchase_guard.privacy.keys import resolve_master_keys
 from purchase_guard.privacy.service import PrivacyService
+from purchase_guard.secret_files import write_once
 from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
@@ -75,13 +75,13 @@ def resolve_operator_token(settings: Settings) -> str:
         token = path.read_text().strip()
         if len(token) >= 24:
             return token
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = "pgo_" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    log.info("operator_token_created", path=str(path))
-    return token
+        # Unusable (empty, cut short by hand): replaced, as a first start would have written it.
+        path.unlink(missing_ok=True)
+    # A replica starting at the same moment may create the file first; then its token counts.
+    text, created = write_once(path, "pgo_" + secrets.token_urlsafe(32) + "\n")
+    if created:
+        log.info("operator_token_created", path=str(path))
+    return text.strip()
 
 
 def build_store(settings: Settings) -> PrivacyStore:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import secrets
 import threading
 import time
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from purchase_guard.errors import GuardError
 from purchase_guard.logs import get_logger
+from purchase_guard.secret_files import write_once
 
 log = get_logger("purchase_guard.privacy.keys")
 
@@ -167,15 +167,12 @@ def resolve_master_keys(value: str, path: Path) -> MasterKeys:
             # Readable by others: say so loudly, but starting is still better than losing access.
             log.warning("master_key_file_permissive", path=str(path), mode=oct(mode))
         return parse_master_keys(path.read_text(encoding="ascii"), str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = new_master_key_line()
-    # O_EXCL: if another process created the file meanwhile, fail rather than overwrite its key.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write("# purchase-guard master key(s): base64, active first. Back up apart from the database.\n")
-        fh.write(line + "\n")
-    log.info("master_key_created", path=str(path))
-    return parse_master_keys(line, str(path))
+    header = "# purchase-guard master key(s): base64, active first. Back up apart from the database.\n"
+    # A replica starting at the same moment may create the file first; then its key is the key.
+    text, created = write_once(path, header + new_master_key_line() + "\n")
+    if created:
+        log.info("master_key_created", path=str(path))
+    return parse_master_keys(text, str(path))
 
 
 class MemoryKeyStore:
