@@ -45,7 +45,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -61,7 +60,6 @@ from purchase_guard.domain import (
     Notification,
     PinState,
     Policy,
-    Role,
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
@@ -71,7 +69,6 @@ from purchase_guard.store.migrate_pg import advisory_key, apply_postgres
 from purchase_guard.store.protocol import (
     AuditAnchor,
     AuditEntry,
-    AuditRecord,
     HouseholdRecords,
     PolicyRevision,
     PrivacyStore,
@@ -82,10 +79,10 @@ from purchase_guard.store.protocol import (
     Tombstone,
     VoiceprintInfo,
 )
+from purchase_guard.store.rows import Row, SealedRows
 from purchase_guard.store.sqlite import pack_embedding, unpack_embedding
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-Row = tuple[Any, ...]
 ConnectionSource = Callable[[], AbstractContextManager[Conn]]
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -172,7 +169,7 @@ def _ephemeral_master() -> MasterKeys:
         return _EPHEMERAL_MASTER[0]
 
 
-class PostgresStore:
+class PostgresStore(SealedRows):
     """Store on PostgreSQL. See `store.protocol.PrivacyStore` for the contract of each method.
 
     `dsn` is a libpq connection string or URL; its `search_path` (e.g. `options=-csearch_path=guard`)
@@ -226,10 +223,6 @@ class PostgresStore:
         if sealer is None:
             sealer = KeyRing(master_keys or _ephemeral_master(), PostgresKeyStore(self._conn))
         self._sealer = sealer
-
-    @property
-    def sealer(self) -> Sealer:
-        return self._sealer
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -292,12 +285,6 @@ class PostgresStore:
         with self._conn() as conn:
             self._require_household(conn, household_id)
 
-    def _seal(self, household_id: str, text: str, aad: bytes) -> str:
-        return codec.seal_text(self._sealer, household_id, text, aad)
-
-    def _open(self, household_id: str, stored: str, aad: bytes) -> str:
-        return codec.open_text(self._sealer, household_id, stored, aad)
-
     # --- households and credentials -------------------------------------------------
 
     def create_household(self, household: Household, admin_token_hash: str) -> None:
@@ -340,16 +327,6 @@ class PostgresStore:
             raise NotFound(f"household {household_id!r} not found")
         return self._household(row)
 
-    def _household(self, row: Row) -> Household:
-        return Household(
-            household_id=row[0],
-            name=self._open(row[0], row[1], codec.household_name_aad(row[0])),
-            time_zone=row[2],
-            currency=row[3],
-            retain_audio=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
-        )
-
     def household_for_token_hash(self, token_hash: str) -> str | None:
         with self._conn() as conn:
             row = conn.execute(
@@ -358,16 +335,6 @@ class PostgresStore:
         return None if row is None else str(row[0])
 
     # --- members and voiceprints ----------------------------------------------------
-
-    def _member(self, row: Row) -> Member:
-        return Member(
-            member_id=row[0],
-            household_id=row[1],
-            display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
-            role=Role(row[3]),
-            is_parent=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
-        )
 
     def add_member(self, member: Member) -> None:
         self._check_household(member.household_id)
@@ -621,9 +588,6 @@ class PostgresStore:
             return None
         return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
 
-    def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
-        return codec.decision_from_json(self._open(household_id, stored, codec.decision_aad(decision_id)))
-
     @staticmethod
     def _chain_head(conn: Conn, household_id: str) -> tuple[int, str]:
         """(seq, entry hash) of the household's last audit entry; after retention purged every
@@ -840,9 +804,6 @@ class PostgresStore:
             raise NotFound(f"challenge {challenge_id!r} not found")
         return self._challenge(household_id, challenge_id, row[0])
 
-    def _challenge(self, household_id: str, challenge_id: str, stored: str) -> Challenge:
-        return codec.challenge_from_json(self._open(household_id, stored, codec.challenge_aad(challenge_id)))
-
     @staticmethod
     def _challenge_exists(conn: Conn, household_id: str, challenge_id: str) -> bool:
         found = conn.execute(
@@ -956,16 +917,6 @@ class PostgresStore:
             ).fetchall()
         return [self._notification(r) for r in rows]
 
-    def _notification(self, r: Row) -> Notification:
-        return Notification(
-            notification_id=r[0],
-            household_id=r[1],
-            kind=r[2],
-            message=self._open(r[1], r[3], codec.notification_aad(r[0])),
-            challenge_id=r[4],
-            created_at=codec.parse_ts(r[5]),
-        )
-
     # --- export -----------------------------------------------------------------------
 
     def household_records(self, household_id: str) -> HouseholdRecords:
@@ -1041,12 +992,6 @@ class PostgresStore:
             audit=tuple(self._audit_record(_audit_entry(r)) for r in audit),
             audit_anchor=anchor,
         )
-
-    def _audit_record(self, entry: AuditEntry) -> AuditRecord:
-        if not codec.is_sealed_text(entry.body):
-            return AuditRecord(entry, entry.body, sealed=False)  # written before sealing existed
-        body = self._open(entry.household_id, entry.body, codec.audit_aad(entry.decision_id))
-        return AuditRecord(entry, body, sealed=True)
 
     # --- erasure ----------------------------------------------------------------------
 
@@ -1231,11 +1176,6 @@ class PostgresStore:
 
     def __enter__(self) -> PostgresStore:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _pin(row: Row) -> PinState:

@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 from purchase_guard.audit.chain import GENESIS, entry_hash
 from purchase_guard.domain import (
@@ -40,7 +38,6 @@ from purchase_guard.domain import (
     Notification,
     PinState,
     Policy,
-    Role,
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, GuardError, InvalidArgument, NotFound, Unavailable
@@ -50,7 +47,6 @@ from purchase_guard.store.migrate import apply_sqlite
 from purchase_guard.store.protocol import (
     AuditAnchor,
     AuditEntry,
-    AuditRecord,
     HouseholdRecords,
     PolicyRevision,
     PrivacyStore,
@@ -61,10 +57,9 @@ from purchase_guard.store.protocol import (
     Tombstone,
     VoiceprintInfo,
 )
+from purchase_guard.store.rows import Row, SealedRows
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
-
-Row = tuple[Any, ...]
 
 
 def pack_embedding(values: tuple[float, ...]) -> bytes:
@@ -178,7 +173,7 @@ def _ephemeral_master() -> MasterKeys:
         return _EPHEMERAL_MASTER[0]
 
 
-class SqliteStore:
+class SqliteStore(SealedRows):
     """Store on one SQLite file. See `store.protocol.Store` for the contract of each method.
 
     `sealer` seals personal values (privacy/keys.py). Production passes `master_keys` (from
@@ -213,10 +208,6 @@ class SqliteStore:
             self._owned_keys = SqliteKeyStore(self._path, busy_timeout_ms=busy_timeout_ms)
             sealer = KeyRing(master_keys or _ephemeral_master(), self._owned_keys)
         self._sealer = sealer
-
-    @property
-    def sealer(self) -> Sealer:
-        return self._sealer
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -263,12 +254,6 @@ class SqliteStore:
         with self._read() as conn:
             self._require_household(conn, household_id)
 
-    def _seal(self, household_id: str, text: str, aad: bytes) -> str:
-        return codec.seal_text(self._sealer, household_id, text, aad)
-
-    def _open(self, household_id: str, stored: str, aad: bytes) -> str:
-        return codec.open_text(self._sealer, household_id, stored, aad)
-
     # --- households and credentials -------------------------------------------------
 
     def create_household(self, household: Household, admin_token_hash: str) -> None:
@@ -313,16 +298,6 @@ class SqliteStore:
             raise NotFound(f"household {household_id!r} not found")
         return self._household(row)
 
-    def _household(self, row: Row) -> Household:
-        return Household(
-            household_id=row[0],
-            name=self._open(row[0], row[1], codec.household_name_aad(row[0])),
-            time_zone=row[2],
-            currency=row[3],
-            retain_audio=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
-        )
-
     def household_for_token_hash(self, token_hash: str) -> str | None:
         with self._read() as conn:
             row = conn.execute(
@@ -333,16 +308,6 @@ class SqliteStore:
     # --- members and voiceprints ----------------------------------------------------
 
     _MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
-
-    def _member(self, row: Row) -> Member:
-        return Member(
-            member_id=row[0],
-            household_id=row[1],
-            display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
-            role=Role(row[3]),
-            is_parent=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
-        )
 
     def add_member(self, member: Member) -> None:
         self._check_household(member.household_id)
@@ -552,9 +517,6 @@ class SqliteStore:
         if row is None:
             return None
         return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
-
-    def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
-        return codec.decision_from_json(self._open(household_id, stored, codec.decision_aad(decision_id)))
 
     @staticmethod
     def _chain_head(conn: sqlite3.Connection, household_id: str) -> tuple[int, str]:
@@ -780,9 +742,6 @@ class SqliteStore:
             raise NotFound(f"challenge {challenge_id!r} not found")
         return self._challenge(household_id, challenge_id, row[0])
 
-    def _challenge(self, household_id: str, challenge_id: str, stored: str) -> Challenge:
-        return codec.challenge_from_json(self._open(household_id, stored, codec.challenge_aad(challenge_id)))
-
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
         """Compare-and-set; see the rule in `Store.update_challenge`.
 
@@ -885,16 +844,6 @@ class SqliteStore:
             ).fetchall()
         return [self._notification(r) for r in rows]
 
-    def _notification(self, r: Row) -> Notification:
-        return Notification(
-            notification_id=r[0],
-            household_id=r[1],
-            kind=r[2],
-            message=self._open(r[1], r[3], codec.notification_aad(r[0])),
-            challenge_id=r[4],
-            created_at=codec.parse_ts(r[5]),
-        )
-
     # --- export -----------------------------------------------------------------------
 
     @contextmanager
@@ -995,12 +944,6 @@ class SqliteStore:
             audit=tuple(self._audit_record(self._audit_entry(r)) for r in audit),
             audit_anchor=anchor,
         )
-
-    def _audit_record(self, entry: AuditEntry) -> AuditRecord:
-        if not codec.is_sealed_text(entry.body):
-            return AuditRecord(entry, entry.body, sealed=False)  # written before sealing existed
-        body = self._open(entry.household_id, entry.body, codec.audit_aad(entry.decision_id))
-        return AuditRecord(entry, body, sealed=True)
 
     # --- erasure ----------------------------------------------------------------------
 
@@ -1172,11 +1115,6 @@ class SqliteStore:
 
     def __enter__(self) -> SqliteStore:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _conforms(store: SqliteStore, keys: SqliteKeyStore) -> tuple[Store, PrivacyStore, WrappedKeyStore]:

@@ -1,0 +1,84 @@
+"""Turning stored rows back into domain values: what the SQLite and PostgreSQL stores share.
+
+Both stores keep the same columns in the same order and seal the same values the same way
+(`codec`), so reading a row back is the same code; only the SQL around it differs. A store
+mixes this in and sets `_sealer`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from purchase_guard.domain import Challenge, Decision, Household, Member, Notification, Role
+from purchase_guard.privacy.keys import Sealer
+from purchase_guard.store import codec
+from purchase_guard.store.protocol import AuditEntry, AuditRecord
+
+Row = tuple[Any, ...]
+
+
+class SealedRows:
+    """Row decoders and sealing helpers over `self._sealer`; `close()` comes from the store."""
+
+    _sealer: Sealer
+
+    @property
+    def sealer(self) -> Sealer:
+        return self._sealer
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _seal(self, household_id: str, text: str, aad: bytes) -> str:
+        return codec.seal_text(self._sealer, household_id, text, aad)
+
+    def _open(self, household_id: str, stored: str, aad: bytes) -> str:
+        return codec.open_text(self._sealer, household_id, stored, aad)
+
+    def _household(self, row: Row) -> Household:
+        return Household(
+            household_id=row[0],
+            name=self._open(row[0], row[1], codec.household_name_aad(row[0])),
+            time_zone=row[2],
+            currency=row[3],
+            retain_audio=bool(row[4]),
+            created_at=codec.parse_ts(row[5]),
+        )
+
+    def _member(self, row: Row) -> Member:
+        return Member(
+            member_id=row[0],
+            household_id=row[1],
+            display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
+            role=Role(row[3]),
+            is_parent=bool(row[4]),
+            created_at=codec.parse_ts(row[5]),
+        )
+
+    def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
+        return codec.decision_from_json(self._open(household_id, stored, codec.decision_aad(decision_id)))
+
+    def _challenge(self, household_id: str, challenge_id: str, stored: str) -> Challenge:
+        return codec.challenge_from_json(self._open(household_id, stored, codec.challenge_aad(challenge_id)))
+
+    def _notification(self, r: Row) -> Notification:
+        return Notification(
+            notification_id=r[0],
+            household_id=r[1],
+            kind=r[2],
+            message=self._open(r[1], r[3], codec.notification_aad(r[0])),
+            challenge_id=r[4],
+            created_at=codec.parse_ts(r[5]),
+        )
+
+    def _audit_record(self, entry: AuditEntry) -> AuditRecord:
+        if not codec.is_sealed_text(entry.body):
+            return AuditRecord(entry, entry.body, sealed=False)  # written before sealing existed
+        body = self._open(entry.household_id, entry.body, codec.audit_aad(entry.decision_id))
+        return AuditRecord(entry, body, sealed=True)
