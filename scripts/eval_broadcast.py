@@ -483,7 +483,7 @@ def per_pair(
             "pairs": pairs,
             "detected": detected,
             "rate": detected / max(pairs, 1),
-            "interval_95": clip_bootstrap(by_source),
+            "interval_95": source_bootstrap(by_source),
             "sources": len(sources),
             "_by_source": {src: by_source[k].tolist() for k, src in enumerate(sources)},  # for pooling
             "_by_kind": by_kind,
@@ -494,7 +494,7 @@ def per_pair(
     return out
 
 
-def clip_bootstrap(by_source: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
+def source_bootstrap(by_source: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
     """95 % interval of a detection rate, resampling source recordings (not pairs) with
     replacement; rows are (detected, pairs) per source.
 
@@ -1130,7 +1130,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "pairs": pairs,
             "detected": detected,
             "rate": detected / max(pairs, 1),
-            "interval_95": clip_bootstrap(np.asarray(list(by_source.values()), dtype=np.int64)),
+            "interval_95": source_bootstrap(np.asarray(list(by_source.values()), dtype=np.int64)),
             "sources": len(by_source),
             "by_source": {k: v[0] / max(v[1], 1) for k, v in by_kind.items()},
             "_found": [x for part in parts for x in part["_found"]],

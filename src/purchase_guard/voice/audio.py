@@ -110,9 +110,8 @@ def to_pcm16(pcm: Pcm) -> bytes:
 
 def pcm16_to_pcm(data: bytes) -> Pcm:
     """16 kHz little-endian PCM16 written by `to_pcm16`; AudioError if it cannot be."""
-    if len(data) % 2:
-        raise AudioError(f"stored PCM16 audio has an odd number of bytes ({len(data)})")
-    return Pcm(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+    frames, _ = _decode_pcm16(data, TARGET_RATE_HZ)
+    return Pcm(np.ascontiguousarray(frames[:, 0]))
 
 
 def _resample(

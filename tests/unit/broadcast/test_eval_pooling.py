@@ -109,9 +109,9 @@ def test_pooled_detection_interval_holds_the_rate_and_narrows_with_more_sources(
     few = np.array([[int(rng.integers(80, 100)), 100] for _ in range(5)])
     many = np.array([[int(rng.integers(80, 100)), 100] for _ in range(80)])
     for counts in (few, many):
-        lo, hi = ev.clip_bootstrap(counts)
+        lo, hi = ev.source_bootstrap(counts)
         assert lo <= counts[:, 0].sum() / counts[:, 1].sum() <= hi
-    assert np.diff(ev.clip_bootstrap(many))[0] < np.diff(ev.clip_bootstrap(few))[0]
+    assert np.diff(ev.source_bootstrap(many))[0] < np.diff(ev.source_bootstrap(few))[0]
 
 
 def test_false_match_interval_is_the_exact_binomial_one() -> None:
