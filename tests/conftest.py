@@ -9,6 +9,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# gRPC's core can log a stopped server's GOAWAY at INFO on stderr ("Got goaway ... UNAVAILABLE")
+# when a test shuts a server down under a connected client: noise that reads like a failure in
+# CI output. Only gRPC's errors are printed. Set before grpc is first imported (test modules
+# and the replica subprocesses, which inherit the environment, come after this file).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 def shared_data_dir() -> Path | None:
     path = Path(os.environ.get("PURCHASE_GUARD_DATA_DIR", ROOT.parent / "shared" / "data"))
