@@ -39,7 +39,7 @@ from script_paths import default_data_dir
 
 from purchase_guard.broadcast import fingerprint as fpmod
 from purchase_guard.broadcast._kernels import offset_counts, warm_up
-from purchase_guard.broadcast.match import DEFAULT_MATCH, MatchParams
+from purchase_guard.broadcast.match import MatchParams
 from purchase_guard.broadcast.window import trim_for_window
 
 DEFAULT_VARIANTS = (
@@ -59,11 +59,13 @@ DEFAULT_VARIANTS = (
     "v2-tail1200",
 )
 REACH = 136  # frames either side of the anchor difference (+-1.1 s)
-# How pairs are scored. "sqrt": the service's rule shape (MatchParams: BER + slack/sqrt(bits),
-# its slack and minimum of bits); "fixed": a plain BER over at least 400 bits (the shape the
-# variant study used for print versions 1 and 2).
+# How pairs are scored. "sqrt": BER + slack/sqrt(compared bits) with the slack and minimum of
+# bits the service used until its rule moved to effective bits (0.27 - 5.0/sqrt(bits), 300
+# bits); the study scores every offset exhaustively, and effective bits would need each
+# offset's runs, so it keeps the bit-count shape its tables were measured with. "fixed": a
+# plain BER over at least 400 bits (the shape the study used for print versions 1 and 2).
 RULES = {
-    "sqrt": DEFAULT_MATCH,
+    "sqrt": MatchParams(ber_limit=0.27, ber_slack=5.0, min_bits=300),
     "fixed": MatchParams(ber_limit=1.0, ber_slack=0.0, min_bits=400),
 }
 

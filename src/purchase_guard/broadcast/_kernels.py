@@ -98,8 +98,58 @@ def offset_counts(
         compared[k - lo] = c
 
 
+@njit(cache=True, nogil=True)
+def run_counts(
+    a_bits: Any, a_mask: Any, b_bits: Any, b_mask: Any, offset: int, compared: Any, flips_a: Any, flips_b: Any
+) -> None:
+    """Per bit position (32): how many frames compare it at `offset`, and how often a's and
+    b's value there changes from one compared frame to the next (frames where the position is
+    not compared are skipped, not counted as a change)."""
+    na = a_bits.shape[0]
+    nb = b_bits.shape[0]
+    last_a = np.zeros(32, dtype=np.uint32)
+    last_b = np.zeros(32, dtype=np.uint32)
+    for t in range(max(0, -offset), min(na, nb - offset)):
+        both = a_mask[t] & b_mask[t + offset]
+        if both == 0:
+            continue
+        va = a_bits[t]
+        vb = b_bits[t + offset]
+        for m in range(32):
+            if (both >> m) & 1:
+                xa = (va >> m) & 1
+                xb = (vb >> m) & 1
+                if compared[m] > 0:
+                    flips_a[m] += xa != last_a[m]
+                    flips_b[m] += xb != last_b[m]
+                last_a[m] = xa
+                last_b[m] = xb
+                compared[m] += 1
+
+
+@njit(cache=True, nogil=True)
+def effective_bits_at(a_bits: Any, a_mask: Any, b_bits: Any, b_mask: Any, offset: int) -> float:
+    """The effective bits of the comparison at `offset` (`match.effective_bits` says why):
+    the sum over bit positions of n (1 - r) / (1 + r), with r = ra * rb and each print's
+    lag-one correlation estimated as 1 - 2 (flips + 0.5) / n. A negative r (one print
+    alternating) is taken as 0: a position never counts for more than its compared bits."""
+    compared = np.zeros(32, dtype=np.int64)
+    flips_a = np.zeros(32, dtype=np.int64)
+    flips_b = np.zeros(32, dtype=np.int64)
+    run_counts(a_bits, a_mask, b_bits, b_mask, offset, compared, flips_a, flips_b)
+    total = 0.0
+    for m in range(32):
+        n = compared[m]
+        if n == 0:
+            continue
+        r = (1.0 - 2.0 * (flips_a[m] + 0.5) / n) * (1.0 - 2.0 * (flips_b[m] + 0.5) / n)
+        r = max(r, 0.0)
+        total += n * (1.0 - r) / (1.0 + r)
+    return total
+
+
 def warm_up() -> None:
-    """Compile (or load from cache) both loops with the argument types the matcher uses."""
+    """Compile (or load from cache) the loops with the argument types the matcher uses."""
     rows = np.zeros((1, 4), dtype=np.uint64)
     q = np.zeros(2, dtype=np.uint64)
     z = np.zeros(1, dtype=np.float64)
@@ -108,3 +158,6 @@ def warm_up() -> None:
     bits = np.zeros(3, dtype=np.uint32)
     out = np.zeros(3, dtype=np.int64)
     offset_counts(bits, bits, bits, bits, -1, 1, out, out.copy())
+    counts = np.zeros(32, dtype=np.int64)
+    run_counts(bits, bits, bits, bits, 0, counts, counts.copy(), counts.copy())
+    effective_bits_at(bits, bits, bits, bits, 0)

@@ -17,8 +17,8 @@ Why these choices (measured, see docs/broadcast.md):
 - The artificial tail: the true copies version 2 missed were almost all pairs of *different*
   rooms. A room smears each band's energy over time with its own decay; adding the same
   longer decay to every copy makes that shared tail dominate, so two rooms' copies look more
-  alike. With the matcher's bit-count rule, at 1e-5 false matches, it detects 1.5 points more
-  pairs at 5 dB than no tail on the tuning split and 1.7 on the test split
+  alike. With the bit-count rule the matcher had then, at 1e-5 false matches, it detected
+  1.5 points more pairs at 5 dB than no tail on the tuning split and 1.7 on the test split
   (`scripts/eval_broadcast.py --tail-rt60 0` for the comparison, one run per split at
   commit 731889e; docs/broadcast.md).
 - A reliability mask: bits whose deviation from the average is in the weaker half for the

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from purchase_guard.broadcast.denylist import PROMOTED, REGISTERED, Clip, ClipMatch, Denylist
 from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, FingerprintParams, fingerprint
+from purchase_guard.broadcast.match import FineMatch
 from purchase_guard.broadcast.window import FleetWindow, WindowEntry, WindowMatch
 from purchase_guard.clock import IdSource
 from purchase_guard.domain import Reason, ReasonCode
@@ -45,8 +46,14 @@ class AudioGate:
 DEFAULT_GATE = AudioGate()
 
 
-def _ber(value: float) -> str:
-    return f"{value:.3f}"
+def _strength(match: FineMatch) -> tuple[tuple[str, str], ...]:
+    """A reason's match strength: the error rate over that many compared bits, and what those
+    bits are worth as independent evidence (the count the threshold is set against)."""
+    return (
+        ("ber", f"{match.ber:.3f}"),
+        ("bits", str(match.bits)),
+        ("effective_bits", f"{match.effective_bits:.0f}"),
+    )
 
 
 class BroadcastGuard:
@@ -91,8 +98,7 @@ class BroadcastGuard:
                         "The audio contains a known broadcast clip.",
                         (
                             ("clip_id", hit.clip.clip_id),
-                            ("ber", _ber(hit.match.ber)),
-                            ("bits", str(hit.match.bits)),
+                            *_strength(hit.match),
                             ("source", REGISTERED),
                         ),
                     )
@@ -121,8 +127,7 @@ class BroadcastGuard:
                 "The same audio was heard by devices in other households at the same time: a broadcast.",
                 (
                     ("cluster_id", cluster_id),
-                    ("ber", _ber(best.ber)),
-                    ("bits", str(best.bits)),
+                    *_strength(best),
                     ("matched_households", str(len(others))),
                 ),
             )
@@ -144,8 +149,7 @@ class BroadcastGuard:
                     "The audio matches a broadcast recently heard across many households.",
                     (
                         ("cluster_id", promoted_hit.clip.clip_id),
-                        ("ber", _ber(promoted_hit.match.ber)),
-                        ("bits", str(promoted_hit.match.bits)),
+                        *_strength(promoted_hit.match),
                         ("matched_households", str(promoted_hit.clip.households)),
                         ("source", PROMOTED),
                     ),

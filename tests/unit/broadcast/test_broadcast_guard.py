@@ -10,7 +10,7 @@ from unit.broadcast.broadcast_synth import RATE, hear, programme, wav
 
 from purchase_guard.broadcast.denylist import PROMOTED, Denylist, MemoryClipStore
 from purchase_guard.broadcast.guard import BroadcastGuard
-from purchase_guard.broadcast.match import DEFAULT_MATCH
+from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import MemoryWindow
 from purchase_guard.clock import FrozenClock, SequentialIds
@@ -35,6 +35,11 @@ def guard(store: MemoryClipStore, window: MemoryWindow) -> BroadcastGuard:
     return BroadcastGuard(window, Denylist(store), SequentialIds(), promote_for=timedelta(hours=48))
 
 
+def strength(detail: dict[str, str]) -> FineMatch:
+    """The match strength a reason reports, as the rule reads it."""
+    return FineMatch(float(detail["ber"]), 0, int(detail["bits"]), float(detail["effective_bits"]))
+
+
 def codes(check: object) -> list[ReasonCode]:
     return [r.code for r in check.reasons]  # type: ignore[attr-defined]
 
@@ -53,7 +58,7 @@ def test_third_household_is_a_broadcast_and_earlier_ones_are_returned_for_cancel
     assert codes(third) == [ReasonCode.BROADCAST_MATCH]
     detail = dict(third.reasons[0].detail)
     assert detail["matched_households"] == "2"
-    assert DEFAULT_MATCH.accepts(float(detail["ber"]), int(detail["bits"]))  # the strength that passed
+    assert DEFAULT_MATCH.accepts(strength(detail))  # the strength that passed
     assert set(third.cluster_decisions) == {("hh1", "dec1"), ("hh2", "dec2")}
     promoted = [c for c in store.all() if c.source == PROMOTED]
     assert [c.clip_id for c in promoted] == [detail["cluster_id"]]
@@ -139,7 +144,7 @@ def test_known_clip_is_refused_whatever_part_is_heard(guard: BroadcastGuard, sto
     assert codes(check) == [ReasonCode.KNOWN_BROADCAST]
     detail = dict(check.reasons[0].detail)
     assert detail["clip_id"] == clip.clip_id
-    assert DEFAULT_MATCH.accepts(float(detail["ber"]), int(detail["bits"]))
+    assert DEFAULT_MATCH.accepts(strength(detail))
 
 
 def test_removed_clip_is_no_longer_enforced(guard: BroadcastGuard, store: MemoryClipStore) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from purchase_guard.broadcast._kernels import coarse_scores, offset_counts
+from purchase_guard.broadcast._kernels import coarse_scores, effective_bits_at, offset_counts, run_counts
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -72,3 +74,52 @@ def test_offset_counts_match_numpy() -> None:
         assert (errors[k - lo], compared[k - lo]) == (e, c), k
     assert compared[0] == 0  # no overlap at -60 frames
     assert compared[-1] == 0
+
+
+@pytest.mark.parametrize("offset", [-45, -3, 0, 7, 39, 40])
+def test_run_counts_match_a_direct_count(offset: int) -> None:
+    """Per bit position, the compared frames and each print's value changes between consecutive
+    compared frames equal a direct count, with sparse masks and overlaps down to none."""
+    rng = np.random.default_rng(4)
+    a_bits = rng.integers(0, 2**32, size=50, dtype=np.uint32)
+    a_mask = rng.integers(0, 2**32, size=50, dtype=np.uint32) & rng.integers(
+        0, 2**32, size=50, dtype=np.uint32
+    )
+    b_bits = rng.integers(0, 2**32, size=40, dtype=np.uint32)
+    b_mask = rng.integers(0, 2**32, size=40, dtype=np.uint32)
+    compared, flips_a, flips_b = (np.zeros(32, dtype=np.int64) for _ in range(3))
+    run_counts(a_bits, a_mask, b_bits, b_mask, offset, compared, flips_a, flips_b)
+    for m in range(32):
+        frames = [
+            t
+            for t in range(50)
+            if 0 <= t + offset < 40 and (int(a_mask[t]) & int(b_mask[t + offset])) >> m & 1
+        ]
+        va = [int(a_bits[t]) >> m & 1 for t in frames]
+        vb = [int(b_bits[t + offset]) >> m & 1 for t in frames]
+        assert compared[m] == len(frames), m
+        assert flips_a[m] == sum(x != y for x, y in itertools.pairwise(va)), m
+        assert flips_b[m] == sum(x != y for x, y in itertools.pairwise(vb)), m
+    if offset >= 40:
+        assert compared.sum() == 0
+
+
+def test_effective_bits_follow_the_run_counts() -> None:
+    """The compiled effective-bit count equals the formula applied to the run counts: each
+    position's n (1 - r) / (1 + r), r the product of both prints' lag-one correlations and
+    never below 0, so no position counts for more than its compared bits."""
+    rng = np.random.default_rng(8)
+    a_bits = rng.integers(0, 2**32, size=60, dtype=np.uint32)
+    b_bits = a_bits ^ (rng.integers(0, 2**32, size=60, dtype=np.uint32) & np.uint32(0x0F0F0F0F))
+    a_bits[:30] = a_bits[0]  # a held stretch: long runs in a
+    a_mask = rng.integers(0, 2**32, size=60, dtype=np.uint32)
+    b_mask = rng.integers(0, 2**32, size=60, dtype=np.uint32)
+    compared, flips_a, flips_b = (np.zeros(32, dtype=np.int64) for _ in range(3))
+    run_counts(a_bits, a_mask, b_bits, b_mask, 2, compared, flips_a, flips_b)
+    expected = 0.0
+    for n, fa, fb in zip(compared, flips_a, flips_b, strict=True):
+        if n:
+            r = max((1 - 2 * (fa + 0.5) / n) * (1 - 2 * (fb + 0.5) / n), 0.0)
+            expected += n * (1 - r) / (1 + r)
+    assert effective_bits_at(a_bits, a_mask, b_bits, b_mask, 2) == pytest.approx(expected)
+    assert 0 < expected < compared.sum()  # the held stretch counts for less than its bits
