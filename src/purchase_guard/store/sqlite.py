@@ -24,11 +24,11 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from purchase_guard.audit.chain import GENESIS, entry_hash
+from purchase_guard.audit.chain import entry_hash
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
@@ -45,7 +45,6 @@ from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyS
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import apply_sqlite
 from purchase_guard.store.protocol import (
-    AuditAnchor,
     AuditEntry,
     HouseholdRecords,
     PolicyRevision,
@@ -53,11 +52,11 @@ from purchase_guard.store.protocol import (
     PurgeResult,
     SpendEntry,
     Store,
-    StoredDecision,
     Tombstone,
     VoiceprintInfo,
 )
-from purchase_guard.store.rows import Row, SealedRows
+from purchase_guard.store.rows import Row
+from purchase_guard.store.shared_sql import SharedQueries
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -173,7 +172,7 @@ def _ephemeral_master() -> MasterKeys:
         return _EPHEMERAL_MASTER[0]
 
 
-class SqliteStore(SealedRows):
+class SqliteStore(SharedQueries):
     """Store on one SQLite file. See `store.protocol.Store` for the contract of each method.
 
     `sealer` seals personal values (privacy/keys.py). Production passes `master_keys` (from
@@ -242,17 +241,13 @@ class SqliteStore(SealedRows):
                     raise Unavailable(f"store unavailable: {exc}") from exc
                 raise
 
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._read()
+
     @staticmethod
     def _require_household(conn: sqlite3.Connection, household_id: str) -> None:
         if conn.execute("SELECT 1 FROM households WHERE id = ?", (household_id,)).fetchone() is None:
             raise NotFound(f"household {household_id!r} not found")
-
-    def _check_household(self, household_id: str) -> None:
-        """NotFound before sealing anything: sealing creates the household's data key, and a key
-        must not be created for a household that does not exist. The write re-checks inside its
-        transaction; this read only keeps stray keys from being made."""
-        with self._read() as conn:
-            self._require_household(conn, household_id)
 
     # --- households and credentials -------------------------------------------------
 
@@ -297,13 +292,6 @@ class SqliteStore(SealedRows):
         if row is None:
             raise NotFound(f"household {household_id!r} not found")
         return self._household(row)
-
-    def household_for_token_hash(self, token_hash: str) -> str | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT id FROM households WHERE admin_token_hash = ?", (token_hash,)
-            ).fetchone()
-        return None if row is None else str(row[0])
 
     # --- members and voiceprints ----------------------------------------------------
 
@@ -446,14 +434,6 @@ class SqliteStore(SealedRows):
             )
         return stored
 
-    def get_policy(self, household_id: str) -> Policy | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT body FROM policies WHERE household_id = ? ORDER BY revision DESC LIMIT 1",
-                (household_id,),
-            ).fetchone()
-        return None if row is None else codec.policy_from_json(row[0])
-
     def put_pin(self, state: PinState) -> None:
         with self._write() as conn:
             self._require_household(conn, state.household_id)
@@ -510,27 +490,6 @@ class SqliteStore(SealedRows):
             lock = self._household_locks.setdefault(household_id, threading.Lock())
         with lock:
             yield
-
-    def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None:
-        with self._read() as conn:
-            row = self._stored_decision(conn, household_id, kind, request_id)
-        if row is None:
-            return None
-        return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
-
-    @staticmethod
-    def _chain_head(conn: sqlite3.Connection, household_id: str) -> tuple[int, str]:
-        """(seq, entry hash) of the household's last audit entry; after retention purged every
-        entry, the anchor; for a new chain (0, GENESIS)."""
-        head = conn.execute(
-            "SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1",
-            (household_id,),
-        ).fetchone()
-        if head is None:
-            head = conn.execute(
-                "SELECT seq, entry_hash FROM audit_anchors WHERE household_id = ?", (household_id,)
-            ).fetchone()
-        return (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
 
     def record_decision(
         self,
@@ -638,49 +597,6 @@ class SqliteStore(SealedRows):
         if challenge is not None and challenge_body is not None:
             self._upsert_challenge(conn, challenge, challenge_body, seq)
 
-    @staticmethod
-    def _upsert_challenge(conn: sqlite3.Connection, challenge: Challenge, body: str, seq: int) -> None:
-        owner = conn.execute(
-            "SELECT household_id FROM challenges WHERE challenge_id = ?", (challenge.challenge_id,)
-        ).fetchone()
-        if owner is not None and owner[0] != challenge.household_id:
-            # Another household's challenge: report it as unknown, never as someone else's.
-            raise NotFound(f"challenge {challenge.challenge_id!r} not found")
-        passed_seq = seq if challenge.status is ChallengeStatus.PASSED else None
-        conn.execute(
-            "INSERT INTO challenges (challenge_id, household_id, decision_id, member_id, status,"
-            " attempts_left, expires_at, created_at, passed_seq, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (challenge_id) DO UPDATE SET decision_id = excluded.decision_id,"
-            " member_id = excluded.member_id, status = excluded.status,"
-            " attempts_left = excluded.attempts_left, expires_at = excluded.expires_at,"
-            " created_at = excluded.created_at,"
-            " passed_seq = COALESCE(challenges.passed_seq, excluded.passed_seq), body = excluded.body"
-            " WHERE challenges.household_id = excluded.household_id",
-            (
-                challenge.challenge_id,
-                challenge.household_id,
-                challenge.decision_id,
-                challenge.member_id,
-                challenge.status.value,
-                challenge.attempts_left,
-                codec.format_ts(challenge.expires_at),
-                codec.format_ts(challenge.created_at),
-                passed_seq,
-                body,
-            ),
-        )
-
-    def list_decisions(self, household_id: str, limit: int) -> list[Decision]:
-        """Newest first (by commit order); `limit <= 0` returns nothing."""
-        if limit <= 0:
-            return []
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT decision_id, body FROM decisions WHERE household_id = ? ORDER BY seq DESC LIMIT ?",
-                (household_id, limit),
-            ).fetchall()
-        return [self._decision(household_id, r[0], r[1]) for r in rows]
-
     def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
         """Spend with `at >= since` (inclusive)."""
         since_iso = codec.format_ts(since)
@@ -731,16 +647,6 @@ class SqliteStore(SealedRows):
         )
 
     # --- challenges -----------------------------------------------------------------
-
-    def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT body FROM challenges WHERE household_id = ? AND challenge_id = ?",
-                (household_id, challenge_id),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"challenge {challenge_id!r} not found")
-        return self._challenge(household_id, challenge_id, row[0])
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
         """Compare-and-set; see the rule in `Store.update_challenge`.
@@ -985,15 +891,6 @@ class SqliteStore(SealedRows):
         self._sealer.destroy(household_id)
         return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3])), erased_now
 
-    @staticmethod
-    def _tombstone_row(conn: sqlite3.Connection, household_id: str) -> Row | None:
-        row: Row | None = conn.execute(
-            "SELECT household_id, erased_at, audit_entries, audit_head FROM household_tombstones"
-            " WHERE household_id = ?",
-            (household_id,),
-        ).fetchone()
-        return row
-
     def get_tombstone(self, household_id: str) -> Tombstone | None:
         with self._read() as conn:
             row = self._tombstone_row(conn, household_id)
@@ -1010,18 +907,6 @@ class SqliteStore(SealedRows):
         return [str(r[0]) for r in rows]
 
     # --- retention --------------------------------------------------------------------
-
-    @staticmethod
-    def _anchor(conn: sqlite3.Connection, household_id: str) -> AuditAnchor | None:
-        row = conn.execute(
-            "SELECT household_id, seq, entry_hash, at FROM audit_anchors WHERE household_id = ?",
-            (household_id,),
-        ).fetchone()
-        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], codec.parse_ts(row[3]))
-
-    def audit_anchor(self, household_id: str) -> AuditAnchor | None:
-        with self._read() as conn:
-            return self._anchor(conn, household_id)
 
     def retention_candidates(self, cutoff: datetime) -> list[str]:
         before = codec.format_ts(cutoff)
@@ -1100,10 +985,6 @@ class SqliteStore(SealedRows):
         return int(purged)
 
     # --- lifecycle ------------------------------------------------------------------
-
-    def ping(self) -> None:
-        with self._read() as conn:
-            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:
