@@ -67,7 +67,6 @@ from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyS
 from purchase_guard.store import codec
 from purchase_guard.store.migrate_pg import advisory_key, apply_postgres
 from purchase_guard.store.protocol import (
-    AuditEntry,
     HouseholdRecords,
     PolicyRevision,
     PrivacyStore,
@@ -77,7 +76,16 @@ from purchase_guard.store.protocol import (
     Tombstone,
     VoiceprintInfo,
 )
-from purchase_guard.store.rows import Row
+from purchase_guard.store.rows import (
+    AUDIT_COLUMNS,
+    HOUSEHOLD_COLUMNS,
+    MEMBER_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    Row,
+    audit_entry_from_row,
+    pin_from_row,
+    tombstone_from_row,
+)
 from purchase_guard.store.shared_sql import SharedQueries
 from purchase_guard.store.sqlite import pack_embedding, unpack_embedding
 
@@ -94,11 +102,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     PoolTimeout,
     PoolClosed,
 )
-
-_MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
-_HOUSEHOLD_COLUMNS = "id, name, time_zone, currency, retain_audio, created_at"
-_NOTIFICATION_COLUMNS = "notification_id, household_id, kind, message, challenge_id, created_at"
-_AUDIT_COLUMNS = "household_id, seq, decision_id, at, body, prev_hash, entry_hash"
 
 
 class PostgresKeyStore:
@@ -225,7 +228,10 @@ class PostgresStore(SharedQueries):
 
     # --- plumbing -------------------------------------------------------------------
 
-    _PARAM = "%s"  # psycopg's placeholder, for the queries in shared_sql
+    # For the queries in shared_sql: psycopg's placeholder, and byte order for text (the
+    # order SQLite uses), whatever the database's collation is.
+    _PARAM = "%s"
+    _BYTE_ORDER = ' COLLATE "C"'
 
     def _reading(self) -> AbstractContextManager[Conn]:
         return self._conn()
@@ -314,16 +320,6 @@ class PostgresStore(SharedQueries):
             # Either the id or the token hash is taken; say which without echoing the hash.
             raise AlreadyExists(f"household {hid!r} or its admin token exists already") from exc
 
-    def get_household(self, household_id: str) -> Household:
-        with self._conn() as conn:
-            row = conn.execute(
-                f"SELECT {_HOUSEHOLD_COLUMNS} FROM households WHERE id = %s",  # noqa: S608
-                (household_id,),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"household {household_id!r} not found")
-        return self._household(row)
-
     # --- members and voiceprints ----------------------------------------------------
 
     def add_member(self, member: Member) -> None:
@@ -333,7 +329,7 @@ class PostgresStore(SharedQueries):
             with self._tx() as conn:
                 self._require_household(conn, member.household_id)
                 conn.execute(
-                    f"INSERT INTO members ({_MEMBER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
+                    f"INSERT INTO members ({MEMBER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
                     (
                         member.member_id,
                         member.household_id,
@@ -345,26 +341,6 @@ class PostgresStore(SharedQueries):
                 )
         except psycopg.IntegrityError as exc:
             raise AlreadyExists(f"member {member.member_id!r} exists already") from exc
-
-    def get_member(self, household_id: str, member_id: str) -> Member:
-        with self._conn() as conn:
-            row = conn.execute(
-                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s AND member_id = %s",  # noqa: S608
-                (household_id, member_id),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"member {member_id!r} not found")
-        return self._member(row)
-
-    def list_members(self, household_id: str) -> list[Member]:
-        with self._conn() as conn:
-            # COLLATE "C": the same byte order SQLite uses, whatever the database's collation is.
-            rows = conn.execute(
-                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s"  # noqa: S608
-                ' ORDER BY created_at COLLATE "C", member_id COLLATE "C"',
-                (household_id,),
-            ).fetchall()
-        return [self._member(r) for r in rows]
 
     def remove_member(self, household_id: str, member_id: str) -> None:
         with self._tx() as conn:
@@ -483,15 +459,6 @@ class PostgresStore(SharedQueries):
                     codec.format_ts(state.set_at),
                 ),
             )
-
-    def get_pin(self, household_id: str) -> PinState | None:
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
-                " WHERE household_id = %s",
-                (household_id,),
-            ).fetchone()
-        return None if row is None else _pin(row)
 
     # --- decisions, spend and audit -------------------------------------------------
 
@@ -642,7 +609,7 @@ class PostgresStore(SharedQueries):
         )
         # The hash covers the sealed text as stored, so the chain verifies without any key.
         conn.execute(
-            f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
             (
                 hid,
                 seq,
@@ -670,44 +637,6 @@ class PostgresStore(SharedQueries):
             )
         if challenge is not None and challenge_body is not None:
             self._upsert_challenge(conn, challenge, challenge_body, seq)
-
-    def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
-        """Spend with `at >= since` (inclusive)."""
-        # Fixed-width timestamps with punctuation in the same places order the same under any
-        # collation, so the comparison can use the (household_id, at) index as it is.
-        since_iso = codec.format_ts(since)
-        with self._conn() as conn:
-            if member_id is None:
-                row = conn.execute(
-                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend WHERE household_id = %s AND at >= %s",
-                    (household_id, since_iso),
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
-                    " WHERE household_id = %s AND member_id = %s AND at >= %s",
-                    (household_id, member_id, since_iso),
-                ).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def exempt_spend_since_last_challenge(self, household_id: str) -> int:
-        """Exempt spend recorded after the household's last passed challenge, in commit order."""
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
-                " WHERE household_id = %s AND exempt AND seq > COALESCE("
-                "  (SELECT MAX(passed_seq) FROM challenges WHERE household_id = %s), 0)",
-                (household_id, household_id),
-            ).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def audit_entries(self, household_id: str) -> list[AuditEntry]:
-        with self._conn() as conn:
-            rows = conn.execute(
-                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE household_id = %s ORDER BY seq",  # noqa: S608
-                (household_id,),
-            ).fetchall()
-        return [_audit_entry(r) for r in rows]
 
     # --- challenges -----------------------------------------------------------------
 
@@ -772,22 +701,6 @@ class PostgresStore(SharedQueries):
                 raise NotFound(f"challenge {challenge.challenge_id!r} not found")
             return False
 
-    def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]:
-        with self._conn() as conn:
-            if status is None:
-                rows = conn.execute(
-                    "SELECT challenge_id, body FROM challenges WHERE household_id = %s"
-                    ' ORDER BY created_at COLLATE "C", challenge_id COLLATE "C"',
-                    (household_id,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT challenge_id, body FROM challenges WHERE household_id = %s AND status = %s"
-                    ' ORDER BY created_at COLLATE "C", challenge_id COLLATE "C"',
-                    (household_id, status.value),
-                ).fetchall()
-        return [self._challenge(household_id, r[0], r[1]) for r in rows]
-
     # --- notifications --------------------------------------------------------------
 
     def add_notification(self, notification: Notification) -> None:
@@ -801,7 +714,7 @@ class PostgresStore(SharedQueries):
             with self._tx() as conn:
                 self._require_household(conn, notification.household_id)
                 conn.execute(
-                    f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS})"  # noqa: S608
+                    f"INSERT INTO notifications ({NOTIFICATION_COLUMNS})"  # noqa: S608
                     " VALUES (%s, %s, %s, %s, %s, %s)",
                     (
                         notification.notification_id,
@@ -815,28 +728,19 @@ class PostgresStore(SharedQueries):
         except psycopg.IntegrityError as exc:
             raise AlreadyExists(f"notification {notification.notification_id!r} exists already") from exc
 
-    def list_notifications(self, household_id: str) -> list[Notification]:
-        with self._conn() as conn:
-            rows = conn.execute(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = %s"  # noqa: S608
-                ' ORDER BY created_at COLLATE "C", notification_id COLLATE "C"',
-                (household_id,),
-            ).fetchall()
-        return [self._notification(r) for r in rows]
-
     # --- export -----------------------------------------------------------------------
 
     def household_records(self, household_id: str) -> HouseholdRecords:
         hid = (household_id,)
         with self._snapshot() as conn:
             household = conn.execute(
-                f"SELECT {_HOUSEHOLD_COLUMNS} FROM households WHERE id = %s",  # noqa: S608
+                f"SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE id = %s",  # noqa: S608
                 hid,
             ).fetchone()
             if household is None:
                 raise NotFound(f"household {household_id!r} not found")
             members = conn.execute(
-                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE household_id = %s"  # noqa: S608
+                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = %s"  # noqa: S608
                 ' ORDER BY created_at COLLATE "C", member_id COLLATE "C"',
                 hid,
             ).fetchall()
@@ -870,12 +774,12 @@ class PostgresStore(SharedQueries):
                 hid,
             ).fetchall()
             notifications = conn.execute(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = %s"  # noqa: S608
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = %s"  # noqa: S608
                 ' ORDER BY created_at COLLATE "C", notification_id COLLATE "C"',
                 hid,
             ).fetchall()
             audit = conn.execute(
-                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE household_id = %s ORDER BY seq",  # noqa: S608
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE household_id = %s ORDER BY seq",  # noqa: S608
                 hid,
             ).fetchall()
             anchor = self._anchor(conn, household_id)
@@ -889,14 +793,14 @@ class PostgresStore(SharedQueries):
             policies=tuple(
                 PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
             ),
-            pin=None if pin is None else _pin(pin),
+            pin=None if pin is None else pin_from_row(pin),
             decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
             spend=tuple(
                 SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
             ),
             challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
             notifications=tuple(self._notification(r) for r in notifications),
-            audit=tuple(self._audit_record(_audit_entry(r)) for r in audit),
+            audit=tuple(self._audit_record(audit_entry_from_row(r)) for r in audit),
             audit_anchor=anchor,
         )
 
@@ -949,37 +853,9 @@ class PostgresStore(SharedQueries):
         # After the commit: if destroying the key fails, the call fails and a retry (idempotent)
         # destroys it; the rows are gone either way.
         self._sealer.destroy(household_id)
-        return _tombstone(row), erased_now
-
-    def get_tombstone(self, household_id: str) -> Tombstone | None:
-        with self._conn() as conn:
-            row = self._tombstone_row(conn, household_id)
-        return None if row is None else _tombstone(row)
-
-    def list_household_ids(self) -> list[str]:
-        """Every household with data or a chain: live ones and erased ones whose sealed audit
-        entries are kept (audit/startup.py verifies all their chains at start)."""
-        with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT id FROM (SELECT id FROM households UNION SELECT household_id FROM audit"
-                " UNION SELECT household_id FROM household_tombstones) AS ids"
-                ' ORDER BY id COLLATE "C"'
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+        return tombstone_from_row(row), erased_now
 
     # --- retention --------------------------------------------------------------------
-
-    def retention_candidates(self, cutoff: datetime) -> list[str]:
-        before = codec.format_ts(cutoff)
-        with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT household_id FROM (SELECT household_id FROM audit WHERE at < %s"
-                " UNION SELECT household_id FROM decisions WHERE created_at < %s"
-                " UNION SELECT household_id FROM notifications WHERE created_at < %s) AS old"
-                ' ORDER BY household_id COLLATE "C"',
-                (before, before, before),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
         before = codec.format_ts(cutoff)
@@ -1058,32 +934,6 @@ class PostgresStore(SharedQueries):
 
     def __enter__(self) -> PostgresStore:
         return self
-
-
-def _pin(row: Row) -> PinState:
-    return PinState(
-        household_id=row[0],
-        pin_hash=row[1],
-        lockouts=int(row[2]),
-        throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
-        set_at=codec.parse_ts(row[4]),
-    )
-
-
-def _audit_entry(r: Row) -> AuditEntry:
-    return AuditEntry(
-        household_id=r[0],
-        seq=int(r[1]),
-        decision_id=r[2],
-        at=codec.parse_ts(r[3]),
-        body=r[4],
-        prev_hash=r[5],
-        entry_hash=r[6],
-    )
-
-
-def _tombstone(row: Row) -> Tombstone:
-    return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
 
 
 def _brief(exc: BaseException) -> str:

@@ -10,12 +10,45 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from purchase_guard.domain import Challenge, Decision, Household, Member, Notification, Role
+from purchase_guard.domain import Challenge, Decision, Household, Member, Notification, PinState, Role
 from purchase_guard.privacy.keys import Sealer
 from purchase_guard.store import codec
-from purchase_guard.store.protocol import AuditEntry, AuditRecord
+from purchase_guard.store.protocol import AuditEntry, AuditRecord, Tombstone
 
 Row = tuple[Any, ...]
+
+# Column lists in the order the decoders below read them.
+HOUSEHOLD_COLUMNS = "id, name, time_zone, currency, retain_audio, created_at"
+MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
+NOTIFICATION_COLUMNS = "notification_id, household_id, kind, message, challenge_id, created_at"
+AUDIT_COLUMNS = "household_id, seq, decision_id, at, body, prev_hash, entry_hash"
+PIN_COLUMNS = "household_id, pin_hash, lockouts, throttled_until, set_at"
+
+
+def pin_from_row(row: Row) -> PinState:
+    return PinState(
+        household_id=row[0],
+        pin_hash=row[1],
+        lockouts=int(row[2]),
+        throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
+        set_at=codec.parse_ts(row[4]),
+    )
+
+
+def audit_entry_from_row(r: Row) -> AuditEntry:
+    return AuditEntry(
+        household_id=r[0],
+        seq=int(r[1]),
+        decision_id=r[2],
+        at=codec.parse_ts(r[3]),
+        body=r[4],
+        prev_hash=r[5],
+        entry_hash=r[6],
+    )
+
+
+def tombstone_from_row(row: Row) -> Tombstone:
+    return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
 
 
 class SealedRows:

@@ -45,7 +45,6 @@ from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyS
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import apply_sqlite
 from purchase_guard.store.protocol import (
-    AuditEntry,
     HouseholdRecords,
     PolicyRevision,
     PrivacyStore,
@@ -55,7 +54,7 @@ from purchase_guard.store.protocol import (
     Tombstone,
     VoiceprintInfo,
 )
-from purchase_guard.store.rows import Row
+from purchase_guard.store.rows import MEMBER_COLUMNS, Row, audit_entry_from_row
 from purchase_guard.store.shared_sql import SharedQueries
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -283,19 +282,7 @@ class SqliteStore(SharedQueries):
                 f"household {household.household_id!r} or its admin token exists already"
             ) from exc
 
-    def get_household(self, household_id: str) -> Household:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT id, name, time_zone, currency, retain_audio, created_at FROM households WHERE id = ?",
-                (household_id,),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"household {household_id!r} not found")
-        return self._household(row)
-
     # --- members and voiceprints ----------------------------------------------------
-
-    _MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
 
     def add_member(self, member: Member) -> None:
         self._check_household(member.household_id)
@@ -304,7 +291,7 @@ class SqliteStore(SharedQueries):
             with self._write() as conn:
                 self._require_household(conn, member.household_id)
                 conn.execute(
-                    f"INSERT INTO members ({self._MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+                    f"INSERT INTO members ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
                     (
                         member.member_id,
                         member.household_id,
@@ -316,25 +303,6 @@ class SqliteStore(SharedQueries):
                 )
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"member {member.member_id!r} exists already") from exc
-
-    def get_member(self, household_id: str, member_id: str) -> Member:
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._MEMBER_COLUMNS} FROM members WHERE household_id = ? AND member_id = ?",  # noqa: S608
-                (household_id, member_id),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"member {member_id!r} not found")
-        return self._member(row)
-
-    def list_members(self, household_id: str) -> list[Member]:
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {self._MEMBER_COLUMNS} FROM members WHERE household_id = ?"  # noqa: S608
-                " ORDER BY created_at, member_id",
-                (household_id,),
-            ).fetchall()
-        return [self._member(r) for r in rows]
 
     def remove_member(self, household_id: str, member_id: str) -> None:
         with self._write() as conn:
@@ -451,23 +419,6 @@ class SqliteStore(SharedQueries):
                     codec.format_ts(state.set_at),
                 ),
             )
-
-    def get_pin(self, household_id: str) -> PinState | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
-                " WHERE household_id = ?",
-                (household_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return PinState(
-            household_id=row[0],
-            pin_hash=row[1],
-            lockouts=int(row[2]),
-            throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
-            set_at=codec.parse_ts(row[4]),
-        )
 
     # --- decisions, spend and audit -------------------------------------------------
 
@@ -597,55 +548,6 @@ class SqliteStore(SharedQueries):
         if challenge is not None and challenge_body is not None:
             self._upsert_challenge(conn, challenge, challenge_body, seq)
 
-    def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
-        """Spend with `at >= since` (inclusive)."""
-        since_iso = codec.format_ts(since)
-        with self._read() as conn:
-            if member_id is None:
-                row = conn.execute(
-                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend WHERE household_id = ? AND at >= ?",
-                    (household_id, since_iso),
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
-                    " WHERE household_id = ? AND member_id = ? AND at >= ?",
-                    (household_id, member_id, since_iso),
-                ).fetchone()
-        return int(row[0])
-
-    def exempt_spend_since_last_challenge(self, household_id: str) -> int:
-        """Exempt spend recorded after the household's last passed challenge, in commit order."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
-                " WHERE household_id = ? AND exempt = ? AND seq > COALESCE("
-                "  (SELECT MAX(passed_seq) FROM challenges WHERE household_id = ?), 0)",
-                (household_id, True, household_id),
-            ).fetchone()
-        return int(row[0])
-
-    def audit_entries(self, household_id: str) -> list[AuditEntry]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT household_id, seq, decision_id, at, body, prev_hash, entry_hash FROM audit"
-                " WHERE household_id = ? ORDER BY seq",
-                (household_id,),
-            ).fetchall()
-        return [self._audit_entry(r) for r in rows]
-
-    @staticmethod
-    def _audit_entry(r: Row) -> AuditEntry:
-        return AuditEntry(
-            household_id=r[0],
-            seq=int(r[1]),
-            decision_id=r[2],
-            at=codec.parse_ts(r[3]),
-            body=r[4],
-            prev_hash=r[5],
-            entry_hash=r[6],
-        )
-
     # --- challenges -----------------------------------------------------------------
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
@@ -698,22 +600,6 @@ class SqliteStore(SharedQueries):
                 raise NotFound(f"challenge {challenge.challenge_id!r} not found")
             return False
 
-    def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]:
-        with self._read() as conn:
-            if status is None:
-                rows = conn.execute(
-                    "SELECT challenge_id, body FROM challenges WHERE household_id = ?"
-                    " ORDER BY created_at, challenge_id",
-                    (household_id,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT challenge_id, body FROM challenges WHERE household_id = ? AND status = ?"
-                    " ORDER BY created_at, challenge_id",
-                    (household_id, status.value),
-                ).fetchall()
-        return [self._challenge(household_id, r[0], r[1]) for r in rows]
-
     # --- notifications --------------------------------------------------------------
 
     def add_notification(self, notification: Notification) -> None:
@@ -740,15 +626,6 @@ class SqliteStore(SharedQueries):
                 )
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"notification {notification.notification_id!r} exists already") from exc
-
-    def list_notifications(self, household_id: str) -> list[Notification]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT notification_id, household_id, kind, message, challenge_id, created_at"
-                " FROM notifications WHERE household_id = ? ORDER BY created_at, notification_id",
-                (household_id,),
-            ).fetchall()
-        return [self._notification(r) for r in rows]
 
     # --- export -----------------------------------------------------------------------
 
@@ -778,7 +655,7 @@ class SqliteStore(SharedQueries):
             if household is None:
                 raise NotFound(f"household {household_id!r} not found")
             members = conn.execute(
-                f"SELECT {self._MEMBER_COLUMNS} FROM members WHERE household_id = ?"  # noqa: S608
+                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ?"  # noqa: S608
                 " ORDER BY created_at, member_id",
                 hid,
             ).fetchall()
@@ -847,7 +724,7 @@ class SqliteStore(SharedQueries):
             ),
             challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
             notifications=tuple(self._notification(r) for r in notifications),
-            audit=tuple(self._audit_record(self._audit_entry(r)) for r in audit),
+            audit=tuple(self._audit_record(audit_entry_from_row(r)) for r in audit),
             audit_anchor=anchor,
         )
 
@@ -891,34 +768,7 @@ class SqliteStore(SharedQueries):
         self._sealer.destroy(household_id)
         return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3])), erased_now
 
-    def get_tombstone(self, household_id: str) -> Tombstone | None:
-        with self._read() as conn:
-            row = self._tombstone_row(conn, household_id)
-        return None if row is None else Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
-
-    def list_household_ids(self) -> list[str]:
-        """Every household with data or a chain: live ones and erased ones whose sealed audit
-        entries are kept (audit/startup.py verifies all their chains at start)."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT id FROM households UNION SELECT household_id FROM audit"
-                " UNION SELECT household_id FROM household_tombstones ORDER BY 1"
-            ).fetchall()
-        return [str(r[0]) for r in rows]
-
     # --- retention --------------------------------------------------------------------
-
-    def retention_candidates(self, cutoff: datetime) -> list[str]:
-        before = codec.format_ts(cutoff)
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT household_id FROM audit WHERE at < ?"
-                " UNION SELECT household_id FROM decisions WHERE created_at < ?"
-                " UNION SELECT household_id FROM notifications WHERE created_at < ?"
-                " ORDER BY 1",
-                (before, before, before),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
         before = codec.format_ts(cutoff)
