@@ -91,6 +91,7 @@ T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 LOOSE = replace(DEFAULT_MATCH, ber_limit=0.35, ber_slack=0.0)
 SWEEP_LIMIT = tuple(round(0.08 + 0.01 * k, 2) for k in range(33))  # 0.08 .. 0.40
 SWEEP_SLACK = tuple(round(0.1 * k, 1) for k in range(41))  # 0 (a fixed threshold) .. 4
+SWEEP_SLACK_BITS = tuple(round(0.2 * k, 1) for k in range(41))  # 0 .. 8, against compared bits
 SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 100, DEFAULT_MATCH.min_bits + 300)
 DENY_SWEEP = tuple(round(0.20 + 0.01 * k, 2) for k in range(11))  # the denylist rule's limit
 DENY_BITS = (300, 450, 600, 800, 1000)  # and its minimum of compared bits
@@ -647,11 +648,60 @@ def _wav(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def passing(found: np.ndarray, rule: MatchParams) -> int:
+# Columns of the recorded (ber, bits, effective bits) rows that a rule's slack can be set
+# against: effective bits (the service) or compared bits (the previous rule shape).
+BITS, EFFECTIVE = 1, 2
+
+
+def passing(found: np.ndarray, rule: MatchParams, against: int = EFFECTIVE) -> int:
     """How many of the (ber, bits, effective bits) rows the rule accepts (MatchParams.accepts,
-    vectorised)."""
-    ber, bits, effective = found[:, 0], found[:, 1], found[:, 2]
-    return int(np.sum((bits >= rule.min_bits) & (ber <= rule.max_bers(effective))))
+    vectorised), with its slack set against column `against`."""
+    ber, bits = found[:, 0], found[:, 1]
+    return int(np.sum((bits >= rule.min_bits) & (ber <= rule.max_bers(found[:, against]))))
+
+
+def _score(
+    rule: MatchParams, found: dict[str, np.ndarray], negs: np.ndarray, pp: dict[str, Any], against: int
+) -> dict[str, Any]:
+    return {
+        "ber_limit": rule.ber_limit,
+        "ber_slack": rule.ber_slack,
+        "min_bits": rule.min_bits,
+        "5dB": passing(found["5dB"], rule, against) / max(pp["5dB"]["pairs"], 1),
+        "0dB": passing(found["0dB"], rule, against) / max(pp["0dB"]["pairs"], 1),
+        "false_matches": passing(negs, rule, against),
+    }
+
+
+def _within(
+    found: dict[str, np.ndarray],
+    negs: np.ndarray,
+    pp: dict[str, Any],
+    pairs: int,
+    slacks: tuple[float, ...],
+    against: int,
+) -> list[dict[str, Any]]:
+    """Every swept rule whose false matches stay within 1e-5 of `pairs`, best at 5 dB (then
+    0 dB) first."""
+    within: list[dict[str, Any]] = []
+    for bits in SWEEP_BITS:
+        for slack in slacks:
+            for limit in SWEEP_LIMIT:
+                rule = MatchParams(ber_limit=limit, ber_slack=slack, min_bits=bits)
+                if passing(negs, rule, against) > 1e-5 * pairs:
+                    break  # looser limits only let more through
+                within.append(_score(rule, found, negs, pp, against))
+    within.sort(key=lambda x: (x["5dB"], x["0dB"]), reverse=True)
+    return within
+
+
+def _shown(within: list[dict[str, Any]], pairs: int) -> dict[str, Any] | None:
+    """How the configured rule is chosen (on --split tune): the best rule whose false-match
+    rate this pool *shows* within 1e-5, i.e. the upper end of its 95 % interval. The best of
+    some thousands of rules whose point estimate just fits is, by that very selection,
+    likely to let more through on other speech."""
+    shown = [x for x in within if poisson_interval(x["false_matches"], pairs)[1] <= 1e-5]
+    return shown[0] if shown else None
 
 
 def sweep_rules(r: dict[str, Any]) -> dict[str, Any]:
@@ -660,83 +710,31 @@ def sweep_rules(r: dict[str, Any]) -> dict[str, Any]:
     The best rule whose false-match rate meets 1e-5 (and the best fixed-threshold rule, for
     comparison), and the trade-off around the configured rule. Each pair was compared at the
     offset the service compares (the strongest agreement, whatever the rule), so every rule
-    is scored as the service would apply it.
+    is scored as the service would apply it. The previous rule shape (the slack set against
+    compared bits, BER <= limit - slack / sqrt(bits)) is swept on the same pairs for
+    comparison.
     """
     pp, fm = r["per_pair"], r["false_matches"]
     found = {
         k: np.asarray(pp[k].pop("_found"), dtype=np.float64).reshape(-1, 3) for k in ("10dB", "5dB", "0dB")
     }
     negs = np.asarray(fm.pop("_found"), dtype=np.float64).reshape(-1, 3)
-    budget = 1e-5 * fm["pairs"]
-
-    def score(rule: MatchParams) -> dict[str, Any]:
-        return {
-            "ber_limit": rule.ber_limit,
-            "ber_slack": rule.ber_slack,
-            "min_bits": rule.min_bits,
-            "5dB": passing(found["5dB"], rule) / max(pp["5dB"]["pairs"], 1),
-            "0dB": passing(found["0dB"], rule) / max(pp["0dB"]["pairs"], 1),
-            "false_matches": passing(negs, rule),
-        }
-
-    within: list[dict[str, Any]] = []
-    for bits in SWEEP_BITS:
-        for slack in SWEEP_SLACK:
-            for limit in SWEEP_LIMIT:
-                rule = MatchParams(ber_limit=limit, ber_slack=slack, min_bits=bits)
-                if passing(negs, rule) > budget:
-                    break  # looser limits only let more through
-                within.append(score(rule))
-    within.sort(key=lambda x: (x["5dB"], x["0dB"]), reverse=True)
+    within = _within(found, negs, pp, fm["pairs"], SWEEP_SLACK, EFFECTIVE)
     fixed = [x for x in within if x["ber_slack"] == 0.0]
-    # How the configured rule is chosen (on --split tune): the best rule whose false-match
-    # rate this pool *shows* within 1e-5, i.e. the upper end of its 95 % interval. The best of
-    # some thousands of rules whose point estimate just fits is, by that very selection,
-    # likely to let more through on other speech.
-    shown = [x for x in within if poisson_interval(x["false_matches"], fm["pairs"])[1] <= 1e-5]
     d = DEFAULT_MATCH
-    tradeoff = [score(replace(d, ber_limit=round(d.ber_limit + 0.01 * k, 2))) for k in range(-4, 5)]
+    tradeoff = [
+        _score(replace(d, ber_limit=round(d.ber_limit + 0.01 * k, 2)), found, negs, pp, EFFECTIVE)
+        for k in range(-4, 5)
+    ]
+    old = _within(found, negs, pp, fm["pairs"], SWEEP_SLACK_BITS, BITS)
     return {
         "best": within[0] if within else None,
-        "best_shown": shown[0] if shown else None,
+        "best_shown": _shown(within, fm["pairs"]),
         "best_fixed": fixed[0] if fixed else None,
         "top": within[:10],
         "tradeoff": tradeoff,
-        "bit_count_rule": _bit_count_rules(found, negs, pp, fm["pairs"]),
+        "bit_count_rule": {"best": old[0] if old else None, "best_shown": _shown(old, fm["pairs"])},
     }
-
-
-def _bit_count_rules(
-    found: dict[str, np.ndarray], negs: np.ndarray, pp: dict[str, Any], pairs: int
-) -> dict[str, Any]:
-    """The previous rule shape on the same pairs, for comparison: the slack set against
-    compared bits, not effective bits (BER <= limit - slack / sqrt(bits)). Best rules under
-    both selections above."""
-
-    def passing_bits(rows: np.ndarray, limit: float, slack: float, min_bits: int) -> int:
-        ber, bits = rows[:, 0], rows[:, 1]
-        return int(np.sum((bits >= min_bits) & (ber <= limit - slack / np.sqrt(np.maximum(bits, 1)))))
-
-    within: list[dict[str, Any]] = []
-    for bits in SWEEP_BITS:
-        for slack in (round(0.2 * k, 1) for k in range(41)):  # 0 .. 8
-            for limit in SWEEP_LIMIT:
-                fm = passing_bits(negs, limit, slack, bits)
-                if fm > 1e-5 * pairs:
-                    break
-                within.append(
-                    {
-                        "ber_limit": limit,
-                        "ber_slack": slack,
-                        "min_bits": bits,
-                        "5dB": passing_bits(found["5dB"], limit, slack, bits) / max(pp["5dB"]["pairs"], 1),
-                        "0dB": passing_bits(found["0dB"], limit, slack, bits) / max(pp["0dB"]["pairs"], 1),
-                        "false_matches": fm,
-                    }
-                )
-    within.sort(key=lambda x: (x["5dB"], x["0dB"]), reverse=True)
-    shown = [x for x in within if poisson_interval(x["false_matches"], pairs)[1] <= 1e-5]
-    return {"best": within[0] if within else None, "best_shown": shown[0] if shown else None}
 
 
 def false_matches(negs: list[Negative]) -> dict[str, Any]:
