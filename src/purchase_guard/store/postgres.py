@@ -81,6 +81,7 @@ from purchase_guard.store.rows import (
     HOUSEHOLD_COLUMNS,
     MEMBER_COLUMNS,
     NOTIFICATION_COLUMNS,
+    PIN_COLUMNS,
     Row,
     audit_entry_from_row,
     pin_from_row,
@@ -446,8 +447,7 @@ class PostgresStore(SharedQueries):
         with self._tx() as conn:
             self._require_household(conn, state.household_id)
             conn.execute(
-                "INSERT INTO pins (household_id, pin_hash, lockouts, throttled_until, set_at)"
-                " VALUES (%s, %s, %s, %s, %s)"
+                f"INSERT INTO pins ({PIN_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
                 " ON CONFLICT (household_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
                 " lockouts = excluded.lockouts, throttled_until = excluded.throttled_until,"
                 " set_at = excluded.set_at",
@@ -756,8 +756,7 @@ class PostgresStore(SharedQueries):
                 hid,
             ).fetchall()
             pin = conn.execute(
-                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
-                " WHERE household_id = %s",
+                f"SELECT {PIN_COLUMNS} FROM pins WHERE household_id = %s",  # noqa: S608
                 hid,
             ).fetchone()
             decisions = conn.execute(

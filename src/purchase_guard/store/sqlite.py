@@ -54,7 +54,17 @@ from purchase_guard.store.protocol import (
     Tombstone,
     VoiceprintInfo,
 )
-from purchase_guard.store.rows import MEMBER_COLUMNS, Row, audit_entry_from_row
+from purchase_guard.store.rows import (
+    AUDIT_COLUMNS,
+    HOUSEHOLD_COLUMNS,
+    MEMBER_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    PIN_COLUMNS,
+    Row,
+    audit_entry_from_row,
+    pin_from_row,
+    tombstone_from_row,
+)
 from purchase_guard.store.shared_sql import SharedQueries
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -406,8 +416,7 @@ class SqliteStore(SharedQueries):
         with self._write() as conn:
             self._require_household(conn, state.household_id)
             conn.execute(
-                "INSERT INTO pins (household_id, pin_hash, lockouts, throttled_until, set_at)"
-                " VALUES (?, ?, ?, ?, ?)"
+                f"INSERT INTO pins ({PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (household_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
                 " lockouts = excluded.lockouts, throttled_until = excluded.throttled_until,"
                 " set_at = excluded.set_at",
@@ -518,8 +527,7 @@ class SqliteStore(SharedQueries):
             ),
         )
         conn.execute(
-            "INSERT INTO audit (household_id, seq, decision_id, at, body, prev_hash, entry_hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             (
                 hid,
                 seq,
@@ -613,8 +621,8 @@ class SqliteStore(SharedQueries):
             with self._write() as conn:
                 self._require_household(conn, notification.household_id)
                 conn.execute(
-                    "INSERT INTO notifications (notification_id, household_id, kind, message, challenge_id,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO notifications ({NOTIFICATION_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         notification.notification_id,
                         notification.household_id,
@@ -649,7 +657,7 @@ class SqliteStore(SharedQueries):
         hid = (household_id,)
         with self._snapshot() as conn:
             household = conn.execute(
-                "SELECT id, name, time_zone, currency, retain_audio, created_at FROM households WHERE id = ?",
+                f"SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE id = ?",  # noqa: S608
                 hid,
             ).fetchone()
             if household is None:
@@ -671,8 +679,7 @@ class SqliteStore(SharedQueries):
                 hid,
             ).fetchall()
             pin = conn.execute(
-                "SELECT household_id, pin_hash, lockouts, throttled_until, set_at FROM pins"
-                " WHERE household_id = ?",
+                f"SELECT {PIN_COLUMNS} FROM pins WHERE household_id = ?",  # noqa: S608
                 hid,
             ).fetchone()
             decisions = conn.execute(
@@ -689,13 +696,12 @@ class SqliteStore(SharedQueries):
                 hid,
             ).fetchall()
             notifications = conn.execute(
-                "SELECT notification_id, household_id, kind, message, challenge_id, created_at"
-                " FROM notifications WHERE household_id = ? ORDER BY created_at, notification_id",
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = ?"  # noqa: S608
+                " ORDER BY created_at, notification_id",
                 hid,
             ).fetchall()
             audit = conn.execute(
-                "SELECT household_id, seq, decision_id, at, body, prev_hash, entry_hash FROM audit"
-                " WHERE household_id = ? ORDER BY seq",
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE household_id = ? ORDER BY seq",  # noqa: S608
                 hid,
             ).fetchall()
             anchor = self._anchor(conn, household_id)
@@ -709,15 +715,7 @@ class SqliteStore(SharedQueries):
             policies=tuple(
                 PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
             ),
-            pin=None
-            if pin is None
-            else PinState(
-                household_id=pin[0],
-                pin_hash=pin[1],
-                lockouts=int(pin[2]),
-                throttled_until=None if pin[3] is None else codec.parse_ts(pin[3]),
-                set_at=codec.parse_ts(pin[4]),
-            ),
+            pin=None if pin is None else pin_from_row(pin),
             decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
             spend=tuple(
                 SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
@@ -766,7 +764,7 @@ class SqliteStore(SharedQueries):
         # After the commit: if destroying the key fails, the call fails and a retry (idempotent)
         # destroys it; the rows are gone either way.
         self._sealer.destroy(household_id)
-        return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3])), erased_now
+        return tombstone_from_row(row), erased_now
 
     # --- retention --------------------------------------------------------------------
 
