@@ -65,13 +65,15 @@ import grpc
 import numpy as np
 import soundfile as sf
 
+from purchase_guard.serial import format_ts
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from script_paths import default_data_dir
 
 from purchase_guard._gen.purchaseguard.v1 import common_pb2, guard_pb2
-from purchase_guard.privacy.keys import MasterKeys
+from purchase_guard.sealing import MasterKeys
 
 BENCH_MASTER_KEY = os.urandom(32)
 BENCH_MASTER_KEY_B64 = base64.b64encode(BENCH_MASTER_KEY).decode()
@@ -390,7 +392,7 @@ def _filler_rows(
     from purchase_guard.store.sqlite import pack_embedding
 
     now = datetime.now(UTC)
-    ts = codec.format_ts(now)
+    ts = format_ts(now)
     blob = pack_embedding(centroid)
     policy = codec.policy_to_json(bench_policy())
     for i in range(start, start + count):

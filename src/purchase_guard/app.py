@@ -18,8 +18,8 @@ from purchase_guard.limits import InProcessPinGuessCounter, PinGuessCounter, Red
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
-from purchase_guard.privacy.keys import resolve_master_keys
 from purchase_guard.privacy.service import PrivacyService
+from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
 from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.store.sqlite import SqliteStore

@@ -14,6 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from purchase_guard.sealing import parse_master_keys
+from purchase_guard.tls import TlsError, tls_config
+
 ENV_PREFIX = "PURCHASE_GUARD_"
 ENCODERS = ("ge2e", "ecapa", "fake")
 STORES = ("sqlite", "postgres")
@@ -131,8 +134,6 @@ class Settings:
         if not 60.0 <= self.retention_interval_seconds <= 7 * 86400.0:
             raise ConfigError(f"{ENV_PREFIX}RETENTION_INTERVAL_SECONDS must be 60-604800")
         if self.master_key:
-            from purchase_guard.privacy.keys import parse_master_keys
-
             try:
                 parse_master_keys(self.master_key, f"{ENV_PREFIX}MASTER_KEY")
             except ValueError as exc:
@@ -151,9 +152,10 @@ class Settings:
         ):
             if not 1 <= getattr(self, name) <= 100_000:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 1-100000")
-        from purchase_guard.api.tls import tls_config  # lazy: api.tls imports this module
-
-        tls_config(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        try:
+            tls_config(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        except TlsError as exc:
+            raise ConfigError(str(exc)) from exc
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:

@@ -219,6 +219,17 @@ class SpeakerResult:
 
 
 @dataclass(frozen=True, slots=True)
+class BroadcastCheck:
+    """What the broadcast check found: its reasons, or the error that stopped it."""
+
+    reasons: tuple[Reason, ...] = ()  # KNOWN_BROADCAST / BROADCAST_MATCH when matched
+    error: str | None = None
+    # (household_id, decision_id) of earlier utterances in the same broadcast cluster: their
+    # pending challenges are cancelled ("late catch"), since they heard the broadcast first.
+    cluster_decisions: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ChallengeInfo:
     challenge_id: str
     method: ChallengeMethod

@@ -19,8 +19,8 @@ from purchase_guard.app import App, build_app
 from purchase_guard.clock import FrozenClock
 from purchase_guard.domain import AudioInput, LineItem, Money, Order, Outcome, Role
 from purchase_guard.pipeline.guard import EvaluateInput
-from purchase_guard.privacy.keys import KeyRing
 from purchase_guard.privacy.service import PrivacyService
+from purchase_guard.sealing import KeyRing
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.encoder import FakeEncoder
 

@@ -12,7 +12,7 @@ from privacy.privacy_world import NOW, OPERATOR, World, make_family
 
 from purchase_guard.domain import Household
 from purchase_guard.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from purchase_guard.privacy.keys import TEST_MASTER_KEY, KeyUnavailable, MasterKeys, SealError
+from purchase_guard.sealing import TEST_MASTER_KEY, KeyUnavailable, MasterKeys, SealError
 from purchase_guard.store import codec
 from purchase_guard.store.sqlite import SqliteStore
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from purchase_guard.privacy.keys import (
+from purchase_guard.sealing import (
     TEST_MASTER_KEY,
     KeyRing,
     KeyUnavailable,

@@ -26,13 +26,13 @@ from purchase_guard.api.client import ClientTls
 from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import ReplayControl, add_test_control
-from purchase_guard.api.tls import server_credentials_from_files
 from purchase_guard.app import App, build_app
 from purchase_guard.clock import OffsetClock
 from purchase_guard.replay import runner
 from purchase_guard.replay.engine import FAILED, INVALID, PASSED, SKIPPED
 from purchase_guard.replay.report import write_html, write_junit
 from purchase_guard.replay.target import InProcessTarget, RemoteTarget
+from purchase_guard.tls import server_credentials_from_files
 from purchase_guard.voice.encoder import FakeEncoder
 
 OPERATOR = "op-" + "r" * 40

@@ -40,7 +40,7 @@ from purchase_guard.domain import (
     Role,
     SpeakerResult,
 )
-from purchase_guard.privacy.keys import TEST_MASTER_KEY, KeyRing, MasterKeys
+from purchase_guard.sealing import TEST_MASTER_KEY, KeyRing, MasterKeys
 from purchase_guard.store.fake import FakeStore
 from purchase_guard.store.postgres import PostgresStore
 from purchase_guard.store.protocol import SpendEntry, Store

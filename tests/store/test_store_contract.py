@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from purchase_guard.audit.chain import GENESIS, verify_chain
+from purchase_guard.audit.chain import GENESIS, verify_anchored_chain, verify_chain
 from purchase_guard.domain import (
     Challenge,
     ChallengeInfo,
@@ -26,7 +26,6 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from purchase_guard.privacy.retention import verify_anchored_chain
 from purchase_guard.store.protocol import PrivacyStore, Store
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import pytest
 from purchase_guard.audit.chain import verify_chain
 from purchase_guard.domain import Outcome, Voiceprint
 from purchase_guard.errors import Unavailable
-from purchase_guard.privacy.keys import TEST_MASTER_KEY, MasterKeys, key_id_of
+from purchase_guard.sealing import TEST_MASTER_KEY, MasterKeys, key_id_of
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import Migration, load_migrations
 from purchase_guard.store.migrate_pg import advisory_key, apply_postgres

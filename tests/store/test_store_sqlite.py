@@ -13,7 +13,7 @@ import pytest
 
 from purchase_guard.domain import Household, Member, Role, Voiceprint
 from purchase_guard.errors import Unavailable
-from purchase_guard.privacy.keys import TEST_MASTER_KEY, KeyRing, MasterKeys, key_id_of
+from purchase_guard.sealing import TEST_MASTER_KEY, KeyRing, MasterKeys, key_id_of
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import Migration, apply_sqlite, load_migrations, split_statements
 from purchase_guard.store.sqlite import SqliteKeyStore, SqliteStore

@@ -16,14 +16,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from trust.trust_harness import OPERATOR, AssembledGuard, assemble_guard, make_app, stubs
 
 from purchase_guard.api.client import ClientTls, GuardClient
-from purchase_guard.api.tls import (
+from purchase_guard.cli import main as cli_main
+from purchase_guard.config import ConfigError, Settings
+from purchase_guard.tls import (
     channel_credentials,
     server_credentials,
     server_credentials_from_files,
     tls_config,
 )
-from purchase_guard.cli import main as cli_main
-from purchase_guard.config import ConfigError
 from purchase_guard.voice.encoder import SpeakerEncoder
 
 SERVING = 1
@@ -221,8 +221,9 @@ def test_bad_tls_settings_stop_the_server_with_the_setting_name(
         "key-as-cert": (pki.server.key, pki.server.key, None),
         "cert-as-key": (pki.server.cert, pki.server.cert, None),
     }[which]
+    cert, key, ca = args
     with pytest.raises(ConfigError, match=message):
-        tls_config(*args)
+        Settings(tls_cert_file=cert, tls_key_file=key, tls_client_ca_file=ca).validated()
 
 
 def _status_of_lookup(client: GuardClient) -> grpc.StatusCode:

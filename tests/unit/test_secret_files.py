@@ -9,7 +9,7 @@ import pytest
 
 from purchase_guard.app import resolve_operator_token
 from purchase_guard.config import Settings
-from purchase_guard.privacy.keys import resolve_master_keys
+from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
 
 

@@ -21,7 +21,7 @@ from purchase_guard._gen.purchaseguard.v1 import (
     privacy_pb2,
     privacy_pb2_grpc,
 )
-from purchase_guard.api.tls import channel_credentials
+from purchase_guard.tls import channel_credentials
 
 
 def _dict(msg: Message) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def audio_pb(data: bytes) -> common_pb2.Audio:
 
 @dataclass(frozen=True, slots=True)
 class ClientTls:
-    """How the client reaches a guard that serves TLS (api/tls.py): the CA that signed the
+    """How the client reaches a guard that serves TLS (tls.py): the CA that signed the
     guard's certificate, and for mutual TLS the caller's own certificate and key."""
 
     server_ca_file: Path

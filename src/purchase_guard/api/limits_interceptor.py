@@ -22,7 +22,6 @@ It must be the outermost interceptor (first in the server's list): it answers wi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import grpc
 
 from purchase_guard.errors import Unavailable
+from purchase_guard.ids import is_valid_id
 from purchase_guard.limits.rate import RateLimit, RateLimited, RateLimiter, enforce
 from purchase_guard.logs import get_logger
 
@@ -42,7 +42,6 @@ RETRY_AFTER_KEY = "retry-after-ms"
 
 # Only ids the pipeline would accept become bucket keys; anything else shares one bucket, so
 # malformed ids can neither make huge Redis keys nor mint fresh buckets at will.
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _INVALID_KEY = "~invalid"
 
 
@@ -76,7 +75,7 @@ def default_method_limits(
 
 
 def _key(value: object) -> str:
-    return value if isinstance(value, str) and _ID.match(value) else _INVALID_KEY
+    return value if isinstance(value, str) and is_valid_id(value) else _INVALID_KEY
 
 
 def limit_checks(limits: MethodLimits, request: Any) -> list[tuple[RateLimit, str]]:

@@ -27,13 +27,13 @@ from purchase_guard.api.privacy_servicer import HouseholdDataServicer
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
 from purchase_guard.api.testing_servicer import add_test_control
-from purchase_guard.api.tls import server_credentials, tls_config
 from purchase_guard.app import App
-from purchase_guard.audit.startup import ListsHouseholds, verify_all_chains
+from purchase_guard.audit.startup import verify_all_chains
 from purchase_guard.config import Settings
 from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from purchase_guard.logs import get_logger
 from purchase_guard.privacy.retention import RetentionWorker
+from purchase_guard.tls import server_credentials, tls_config
 
 log = get_logger("purchase_guard.server")
 
@@ -139,12 +139,9 @@ def build_server(app: App) -> RunningServer:
     running = RunningServer(server, port, health_servicer, app, stop, retention)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding
     # silently on top of a broken record: every chain is checked, and a broken one is logged loudly.
-    if isinstance(app.store, ListsHouseholds):
-        audit = verify_all_chains(app.store)
-        if not audit.ok:
-            log.error("audit_chains_broken_at_start", households=[b.household_id for b in audit.broken])
-    else:
-        log.warning("audit_chains_not_verified_at_start", reason="the store cannot list households")
+    audit = verify_all_chains(app.store)
+    if not audit.ok:
+        log.error("audit_chains_broken_at_start", households=[b.household_id for b in audit.broken])
     running.set_serving(True)
     threading.Thread(target=_probe, args=(running,), name="health-probe", daemon=True).start()
     server.start()

@@ -6,8 +6,9 @@ import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
 from purchase_guard.api import convert
+from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.household.service import HouseholdService, Principal
-from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput, Guard, challenge_info
+from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput, Guard
 
 
 class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):

@@ -14,11 +14,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from purchase_guard.store.codec import dumps, format_ts
-from purchase_guard.store.protocol import AuditEntry
+from purchase_guard.serial import dumps, format_ts
 
 GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    household_id: str
+    seq: int
+    decision_id: str
+    at: datetime
+    body: str  # canonical JSON of the masked decision record (as stored: sealed)
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """Where a household's chain starts after retention purged its oldest entries: the first
+    kept entry has seq `seq + 1` and prev_hash `entry_hash`."""
+
+    household_id: str
+    seq: int
+    entry_hash: str
+    at: datetime  # time of the last purged entry
 
 # Domain separation: a hash from this chain cannot be mistaken for any other sha256 use.
 _DOMAIN = b"purchase-guard/audit-entry/v1"
@@ -97,3 +119,13 @@ def verify_chain(
             False, len(entries), first_seq + len(entries), "chain does not end at the expected head"
         )
     return ChainReport(True, len(entries), None, "")
+
+
+def verify_anchored_chain(
+    entries: Sequence[AuditEntry], anchor: AuditAnchor | None, expected_head: str | None = None
+) -> ChainReport:
+    """`verify_chain` for a chain whose oldest entries were purged: it starts after `anchor`
+    (seq anchor.seq + 1, prev_hash anchor.entry_hash) instead of at seq 1 from GENESIS.
+    `expected_head` (e.g. a tombstone's) must be the last entry's hash, or the anchor's if none is left."""
+    first_seq, prev = (1, GENESIS) if anchor is None else (anchor.seq + 1, anchor.entry_hash)
+    return verify_chain(entries, expected_head, first_seq=first_seq, prev_hash=prev)

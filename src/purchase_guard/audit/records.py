@@ -17,7 +17,7 @@ from typing import Any
 from purchase_guard.audit.chain import canonical_json
 from purchase_guard.domain import ChallengeInfo, Decision, Order, SpeakerResult
 from purchase_guard.errors import GuardError
-from purchase_guard.store.codec import format_ts
+from purchase_guard.serial import format_ts
 
 RECORD_VERSION = 1
 

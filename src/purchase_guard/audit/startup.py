@@ -6,27 +6,20 @@ walks each household's chain; the report lists every household whose chain is br
 where, and `ok` is False if any is. What to do with a broken chain (refuse to start, or
 serve and alert) is the caller's choice; the report is never silent.
 
-The Store protocol has no way to list households, so the ids come either from the caller or
-from a store that offers `list_household_ids()`.
+The ids come from the caller, or from the store (`AuditSource.list_household_ids`), which lists
+erased households too: their sealed chains must still verify.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from purchase_guard.audit.chain import ChainReport
+from purchase_guard.audit.verify import AuditSource, verify_household_audit
 from purchase_guard.logs import get_logger
-from purchase_guard.privacy.retention import verify_household_audit
-from purchase_guard.store.protocol import PrivacyStore
 
 log = get_logger("purchase_guard.audit.startup")
-
-
-@runtime_checkable
-class ListsHouseholds(Protocol):
-    def list_household_ids(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +40,13 @@ class StartupAuditReport:
         return not self.broken
 
 
-def verify_all_chains(store: PrivacyStore, household_ids: Iterable[str] | None = None) -> StartupAuditReport:
+def verify_all_chains(store: AuditSource, household_ids: Iterable[str] | None = None) -> StartupAuditReport:
     """Check the audit chain of every household (all of `household_ids`, else all the store has).
 
     A household whose entries cannot even be read counts as broken: an unverifiable chain is
     not a verified one.
     """
     if household_ids is None:
-        if not isinstance(store, ListsHouseholds):
-            raise TypeError("the store cannot list households; pass household_ids")
         household_ids = store.list_household_ids()
     households = 0
     entries = 0

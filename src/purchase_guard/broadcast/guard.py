@@ -25,9 +25,8 @@ from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, FingerprintPara
 from purchase_guard.broadcast.match import FineMatch
 from purchase_guard.broadcast.window import FleetWindow, WindowEntry, WindowMatch
 from purchase_guard.clock import IdSource
-from purchase_guard.domain import Reason, ReasonCode
+from purchase_guard.domain import BroadcastCheck, Reason, ReasonCode
 from purchase_guard.logs import get_logger
-from purchase_guard.pipeline.verdict import BroadcastCheck
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.vad import clipped_fraction
 

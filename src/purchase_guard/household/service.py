@@ -19,7 +19,9 @@ import numpy as np
 
 from purchase_guard.audit.chain import ChainReport
 from purchase_guard.audit.records import audit_body
+from purchase_guard.audit.verify import verify_household_audit
 from purchase_guard.challenge.pin import PinHasher, validate_pin
+from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.clock import Clock, IdSource
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
@@ -46,13 +48,11 @@ from purchase_guard.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from purchase_guard.ids import validate_id
 from purchase_guard.logs import get_logger
 from purchase_guard.money import is_currency
-from purchase_guard.pipeline.guard import challenge_info
-from purchase_guard.pipeline.validate import validate_id
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.policy.validate import validate_policy
-from purchase_guard.privacy.retention import verify_household_audit
 from purchase_guard.store.protocol import PrivacyStore
 from purchase_guard.voice.audio import decode_audio
 from purchase_guard.voice.quality import TakeReport, assess_enrollment

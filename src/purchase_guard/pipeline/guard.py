@@ -19,6 +19,7 @@ import structlog
 from purchase_guard.audit.records import audit_body
 from purchase_guard.challenge.digest import digits_digest, digits_match, order_digest
 from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.challenge.rules import (
     AnswerVerdict,
     approval_state,
@@ -32,6 +33,7 @@ from purchase_guard.clock import Clock, IdSource
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
     AudioInput,
+    BroadcastCheck,
     Challenge,
     ChallengeInfo,
     ChallengeMethod,
@@ -50,6 +52,7 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument
+from purchase_guard.ids import validate_id
 from purchase_guard.limits import (
     InProcessPinGuessCounter,
     PinGuessCounter,
@@ -61,10 +64,9 @@ from purchase_guard.logs import get_logger
 from purchase_guard.metrics import CHECK_ERRORS, DECISIONS, LATENCY, REASONS
 from purchase_guard.money import format_money
 from purchase_guard.pipeline.ports import BroadcastDefence, SpeakerVerifier
-from purchase_guard.pipeline.validate import request_digest, validate_id, validate_order
+from purchase_guard.pipeline.validate import request_digest, validate_order
 from purchase_guard.pipeline.verdict import (
     DEFAULT_CHILD_THRESHOLD,
-    BroadcastCheck,
     ChallengeOptions,
     VoiceCheck,
     decide,
@@ -608,22 +610,3 @@ class Guard:
             policy_revision=decision.policy_revision,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
-
-
-def challenge_info(challenge: Challenge) -> ChallengeInfo:
-    total = format_money(challenge.order.total)
-    if challenge.method is ChallengeMethod.SPOKEN_PIN:
-        prompt = f"To confirm {total} from {challenge.order.merchant}, say your household PIN."
-    elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
-        spaced = " ".join(challenge.digits_to_repeat)
-        prompt = f"To confirm {total}, please repeat these digits: {spaced}."
-    else:
-        prompt = "I've asked a parent to approve this purchase on their phone."
-    return ChallengeInfo(
-        challenge_id=challenge.challenge_id,
-        method=challenge.method,
-        prompt=prompt,
-        digits_to_repeat=challenge.digits_to_repeat,
-        expires_at=challenge.expires_at,
-        attempts_left=challenge.attempts_left,
-    )

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from purchase_guard.domain import Role, SpeakerResult, Voiceprint
-from purchase_guard.pipeline.verdict import BroadcastCheck
+from purchase_guard.domain import BroadcastCheck, Role, SpeakerResult, Voiceprint
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import SpeakerEncoder
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 
 from purchase_guard.domain import AudioInput, Order
@@ -15,17 +14,6 @@ MAX_ITEMS = 100
 MAX_QUANTITY = 1000
 # Far above any household purchase, far below int64 overflow when multiplied and summed.
 MAX_MINOR_UNITS = 10**12
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def validate_id(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    if not _ID.match(value):
-        raise InvalidArgument(f"{field} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
-    return value
-
-
 def _text(value: str, field: str, *, required: bool, limit: int = 200) -> None:
     if required and not value.strip():
         raise InvalidArgument(f"{field} is required")

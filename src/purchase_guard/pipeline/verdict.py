@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from purchase_guard.domain import (
+    BroadcastCheck,
     ChallengeMethod,
     Outcome,
     Reason,
@@ -28,15 +29,6 @@ DEFAULT_CHILD_THRESHOLD = 0.5
 class VoiceCheck:
     result: SpeakerResult | None
     error: str | None = None  # the check raised; the text is for the reason, never audio
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastCheck:
-    reasons: tuple[Reason, ...] = ()  # KNOWN_BROADCAST / BROADCAST_MATCH when matched
-    error: str | None = None
-    # (household_id, decision_id) of earlier utterances in the same broadcast cluster: their
-    # pending challenges are cancelled ("late catch"), since they heard the broadcast first.
-    cluster_decisions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

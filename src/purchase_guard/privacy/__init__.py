@@ -1,3 +1,5 @@
-"""Data protection: per-household envelope encryption, export (GDPR Art. 15), erasure (Art. 17)
-and retention. Import the submodules directly; this package imports nothing so that the store
-can use `privacy.keys` without pulling in the parts that use the store."""
+"""Data protection services: export (GDPR Art. 15), erasure (Art. 17) and retention.
+
+The sealing they rely on (per-household envelope encryption) lives below the store, in
+`purchase_guard.sealing`, since the store seals and opens values itself.
+"""

@@ -34,6 +34,7 @@ from typing import Any
 
 from purchase_guard.errors import GuardError
 from purchase_guard.logs import get_logger
+from purchase_guard.serial import format_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import HouseholdRecords, PrivacyStore
 
@@ -111,7 +112,7 @@ def check_records(records: HouseholdRecords, household_id: str) -> int:
 
 
 def _ts(when: datetime | None) -> str | None:
-    return None if when is None else codec.format_ts(when)
+    return None if when is None else format_ts(when)
 
 
 def _decision(d: Any) -> dict[str, Any]:
@@ -293,7 +294,7 @@ def build_archive(records: HouseholdRecords, household_id: str, generated_at: da
         manifest: Mapping[str, object] = {
             "format": FORMAT,
             "household_id": household_id,
-            "generated_at": codec.format_ts(generated_at),
+            "generated_at": format_ts(generated_at),
             "parts": [
                 {"name": p.name, "sha256": p.sha256, "bytes": p.size, "records": p.records} for p in parts
             ],

@@ -13,39 +13,17 @@ monthly caps, and purging it would let a household spend past a cap (fail open).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from purchase_guard.audit.chain import GENESIS, ChainReport, verify_chain
 from purchase_guard.logs import get_logger
-from purchase_guard.store.protocol import AuditAnchor, AuditEntry, PrivacyStore
+from purchase_guard.store.protocol import PrivacyStore
 
 log = get_logger("purchase_guard.privacy.retention")
 
 # Monthly caps look back 30 days; one more day covers a window that starts mid-day.
 MIN_RETENTION_DAYS = 31
-
-
-def verify_anchored_chain(
-    entries: Sequence[AuditEntry], anchor: AuditAnchor | None, expected_head: str | None = None
-) -> ChainReport:
-    """`audit.chain.verify_chain` for a chain whose oldest entries were purged: it starts after
-    `anchor` (seq anchor.seq + 1, prev_hash anchor.entry_hash) instead of at seq 1 from GENESIS.
-    `expected_head` (e.g. a tombstone's) must be the last entry's hash, or the anchor's if none is left."""
-    first_seq, prev = (1, GENESIS) if anchor is None else (anchor.seq + 1, anchor.entry_hash)
-    return verify_chain(entries, expected_head, first_seq=first_seq, prev_hash=prev)
-
-
-def verify_household_audit(store: PrivacyStore, household_id: str) -> ChainReport:
-    """Verifies a household's chain from its retention anchor; for an erased household also that
-    it still ends where it ended at erasure. Needs no key: the hashes cover the sealed bodies."""
-    tombstone = store.get_tombstone(household_id)
-    return verify_anchored_chain(
-        store.audit_entries(household_id),
-        store.audit_anchor(household_id),
-        None if tombstone is None else tombstone.audit_head,
-    )
 
 
 @dataclass(frozen=True, slots=True)

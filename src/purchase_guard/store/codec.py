@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from purchase_guard.domain import (
@@ -37,48 +36,15 @@ from purchase_guard.domain import (
     RoleRule,
     SpeakerResult,
 )
-from purchase_guard.privacy.keys import SealError
+from purchase_guard.sealing import SealError
+from purchase_guard.serial import dumps, format_ts, parse_ts
 
 if TYPE_CHECKING:
-    from purchase_guard.privacy.keys import Sealer
+    from purchase_guard.sealing import Sealer
 
 JsonDict = dict[str, Any]
 
-# --- timestamps ---------------------------------------------------------------------
-
-
-def format_ts(when: datetime) -> str:
-    """Fixed-width ISO-8601 UTC with microseconds; text order equals time order."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError("timestamps must be timezone-aware")
-    u = when.astimezone(UTC)
-    # Built by hand: strftime("%Y") does not zero-pad years below 1000 on every platform.
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
-        f".{u.microsecond:06d}Z"
-    )
-
-
-def parse_ts(text: str) -> datetime:
-    """Inverse of `format_ts`; rejects timestamps without an offset."""
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no UTC offset")
-    return parsed.astimezone(UTC)
-
-
-def _opt_ts(when: datetime | None) -> str | None:
-    return None if when is None else format_ts(when)
-
-
-def _opt_parse_ts(text: str | None) -> datetime | None:
-    return None if text is None else parse_ts(text)
-
-
-def dumps(obj: object) -> str:
-    """Compact, key-sorted, strict JSON (no NaN/Infinity, which PostgreSQL's JSON rejects)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
+# --- timestamps and JSON live in serial.py (the audit chain uses them too) -------------
 
 def _loads(text: str) -> JsonDict:
     value = json.loads(text)
@@ -398,7 +364,7 @@ def challenge_from_json(text: str) -> Challenge:
 
 # --- sealed values --------------------------------------------------------------------
 #
-# Which stored values are sealed with the household's data key (privacy/keys.py), and the
+# Which stored values are sealed with the household's data key (sealing.py), and the
 # associated data each is bound to. Binding to the row's own id means a sealed value copied
 # into another row, member or household fails to open instead of being read in the wrong place.
 # Every backend uses these helpers, so a value sealed by one opens in the other.

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from purchase_guard.audit.chain import GENESIS, entry_hash
+from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry, entry_hash
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
@@ -32,11 +32,10 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from purchase_guard.privacy.keys import KeyRing, Sealer
+from purchase_guard.sealing import KeyRing, Sealer
+from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import (
-    AuditAnchor,
-    AuditEntry,
     AuditRecord,
     HouseholdRecords,
     PolicyRevision,
@@ -90,7 +89,7 @@ def _f32(values: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def _utc(when: datetime) -> datetime:
-    return codec.parse_ts(codec.format_ts(when))
+    return parse_ts(format_ts(when))
 
 
 class FakeStore:
@@ -258,13 +257,13 @@ class FakeStore:
     # --- policy and PIN -------------------------------------------------------------
 
     def put_policy(self, household_id: str, policy: Policy, at: datetime) -> Policy:
-        codec.format_ts(at)  # same validation as the real store: aware timestamps only
+        format_ts(at)  # same validation as the real store: aware timestamps only
         with self._lock:
             self._check_open()
             self._require_household(household_id)
             revisions = self._policies.setdefault(household_id, [])
             stored = replace(policy, revision=len(revisions) + 1)
-            revisions.append((codec.policy_to_json(stored), codec.format_ts(at)))
+            revisions.append((codec.policy_to_json(stored), format_ts(at)))
             return stored
 
     def get_policy(self, household_id: str) -> Policy | None:
@@ -335,8 +334,8 @@ class FakeStore:
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
-        at_iso = codec.format_ts(decision.decided_at)
-        spend_at = None if spend is None else codec.format_ts(spend.at)
+        at_iso = format_ts(decision.decided_at)
+        spend_at = None if spend is None else format_ts(spend.at)
         self._exists(hid)
         body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
         sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
@@ -399,7 +398,7 @@ class FakeStore:
                 household_id=hid,
                 seq=seq,
                 decision_id=decision.decision_id,
-                at=codec.parse_ts(at_iso),
+                at=parse_ts(at_iso),
                 body=audit_body,
                 prev_hash=prev,
                 entry_hash=entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev),
@@ -425,8 +424,8 @@ class FakeStore:
             body,
             passed,
             challenge.status,
-            codec.format_ts(challenge.created_at),
-            codec.format_ts(challenge.expires_at),
+            format_ts(challenge.created_at),
+            format_ts(challenge.expires_at),
         )
 
     def list_decisions(self, household_id: str, limit: int) -> list[Decision]:
@@ -437,7 +436,7 @@ class FakeStore:
         return [self._decision(household_id, d) for d in found[: max(limit, 0)]]
 
     def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
-        since_iso = codec.format_ts(since)
+        since_iso = format_ts(since)
         with self._lock:
             self._check_open()
             return sum(
@@ -583,12 +582,12 @@ class FakeStore:
             members=tuple(self._opened_member(m) for m in members),
             voiceprints=tuple(prints),
             policies=tuple(
-                PolicyRevision(hid, codec.policy_from_json(body), codec.parse_ts(at)) for body, at in policies
+                PolicyRevision(hid, codec.policy_from_json(body), parse_ts(at)) for body, at in policies
             ),
             pin=pin,
             decisions=tuple(self._decision(hid, d) for d in decisions),
             spend=tuple(
-                SpendEntry(hid, s.member_id, s.amount_minor, s.decision_id, codec.parse_ts(s.at), s.exempt)
+                SpendEntry(hid, s.member_id, s.amount_minor, s.decision_id, parse_ts(s.at), s.exempt)
                 for s in spend
             ),
             challenges=tuple(self._challenge(hid, cid, c) for cid, c in challenges),
@@ -648,23 +647,23 @@ class FakeStore:
             return self._anchors.get(household_id)
 
     def retention_candidates(self, cutoff: datetime) -> list[str]:
-        before = codec.format_ts(cutoff)
+        before = format_ts(cutoff)
         with self._lock:
             self._check_open()
             found = {
-                h for h, chain in self._audit.items() if any(codec.format_ts(e.at) < before for e in chain)
+                h for h, chain in self._audit.items() if any(format_ts(e.at) < before for e in chain)
             }
             found |= {h for (h, _, _), d in self._decisions.items() if d.at < before}
             found |= {
                 h
                 for h, ns in self._notifications.items()
-                if any(codec.format_ts(n.created_at) < before for n in ns)
+                if any(format_ts(n.created_at) < before for n in ns)
             }
         return sorted(found)
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
         hid = household_id
-        before = codec.format_ts(cutoff)
+        before = format_ts(cutoff)
         with self._lock:
             self._check_open()
             passed = [
@@ -692,11 +691,11 @@ class FakeStore:
             for cid in old_challenges:
                 del self._challenges[cid]
             notes = self._notifications.get(hid, [])
-            kept_notes = [n for n in notes if codec.format_ts(n.created_at) >= before]
+            kept_notes = [n for n in notes if format_ts(n.created_at) >= before]
             self._notifications[hid] = kept_notes
             chain = self._audit.get(hid, [])
             prefix = 0
-            while prefix < len(chain) and codec.format_ts(chain[prefix].at) < before:
+            while prefix < len(chain) and format_ts(chain[prefix].at) < before:
                 prefix += 1
             if prefix:
                 tail = chain[prefix - 1]

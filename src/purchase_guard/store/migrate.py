@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 
-from purchase_guard.store.codec import format_ts
+from purchase_guard.serial import format_ts
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

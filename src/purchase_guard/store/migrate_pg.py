@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from purchase_guard.store.codec import format_ts
+from purchase_guard.serial import format_ts
 from purchase_guard.store.migrate import (
     SCHEMA_MIGRATIONS_DDL,
     Migration,

@@ -63,7 +63,8 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyStore
+from purchase_guard.sealing import KeyRing, MasterKeys, Sealer, WrappedKeyStore
+from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.migrate_pg import advisory_key, apply_postgres
 from purchase_guard.store.protocol import (
@@ -127,7 +128,7 @@ class PostgresKeyStore:
             conn.execute(
                 "INSERT INTO data_keys (household_id, wrapped, master_key_id, created_at)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (household_id) DO NOTHING",
-                (household_id, wrapped, master_key_id, codec.format_ts(datetime.now(UTC))),
+                (household_id, wrapped, master_key_id, format_ts(datetime.now(UTC))),
             )
             # Whoever inserted first wins; everyone then seals with that one key.
             row = conn.execute(
@@ -314,7 +315,7 @@ class PostgresStore(SharedQueries):
                         household.currency,
                         household.retain_audio,
                         admin_token_hash,
-                        codec.format_ts(household.created_at),
+                        format_ts(household.created_at),
                     ),
                 )
         except psycopg.IntegrityError as exc:
@@ -337,7 +338,7 @@ class PostgresStore(SharedQueries):
                         name,
                         member.role.value,
                         member.is_parent,
-                        codec.format_ts(member.created_at),
+                        format_ts(member.created_at),
                     ),
                 )
         except psycopg.IntegrityError as exc:
@@ -389,7 +390,7 @@ class PostgresStore(SharedQueries):
                         blob,
                         dim,
                         voiceprint.n_utterances,
-                        codec.format_ts(voiceprint.created_at),
+                        format_ts(voiceprint.created_at),
                     ),
                 )
         except psycopg.errors.ForeignKeyViolation as exc:
@@ -413,7 +414,7 @@ class PostgresStore(SharedQueries):
                     int(r[4]),
                 ),
                 n_utterances=int(r[5]),
-                created_at=codec.parse_ts(r[6]),
+                created_at=parse_ts(r[6]),
             )
             for r in rows
         ]
@@ -439,7 +440,7 @@ class PostgresStore(SharedQueries):
             )
             conn.execute(
                 "INSERT INTO policies (household_id, revision, body, created_at) VALUES (%s, %s, %s, %s)",
-                (household_id, revision, codec.policy_to_json(stored), codec.format_ts(at)),
+                (household_id, revision, codec.policy_to_json(stored), format_ts(at)),
             )
         return stored
 
@@ -455,8 +456,8 @@ class PostgresStore(SharedQueries):
                     state.household_id,
                     state.pin_hash,
                     state.lockouts,
-                    None if state.throttled_until is None else codec.format_ts(state.throttled_until),
-                    codec.format_ts(state.set_at),
+                    None if state.throttled_until is None else format_ts(state.throttled_until),
+                    format_ts(state.set_at),
                 ),
             )
 
@@ -543,7 +544,7 @@ class PostgresStore(SharedQueries):
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
-        codec.format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
+        format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
         self._check_household(hid)
         body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
         sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
@@ -589,7 +590,7 @@ class PostgresStore(SharedQueries):
         challenge_body: str | None,
     ) -> None:
         hid = decision.household_id
-        at_iso = codec.format_ts(decision.decided_at)
+        at_iso = format_ts(decision.decided_at)
         last_seq, prev_hash = self._chain_head(conn, hid)
         seq = last_seq + 1
         conn.execute(
@@ -631,7 +632,7 @@ class PostgresStore(SharedQueries):
                     spend.member_id,
                     spend.amount_minor,
                     seq,
-                    codec.format_ts(spend.at),
+                    format_ts(spend.at),
                     spend.exempt,
                 ),
             )
@@ -682,7 +683,7 @@ class PostgresStore(SharedQueries):
                     challenge.attempts_left,
                     challenge.decision_id,
                     challenge.member_id,
-                    codec.format_ts(challenge.expires_at),
+                    format_ts(challenge.expires_at),
                     body,
                     passes,
                     hid,
@@ -722,7 +723,7 @@ class PostgresStore(SharedQueries):
                         notification.kind,
                         message,
                         notification.challenge_id,
-                        codec.format_ts(notification.created_at),
+                        format_ts(notification.created_at),
                     ),
                 )
         except psycopg.IntegrityError as exc:
@@ -787,15 +788,15 @@ class PostgresStore(SharedQueries):
             household=self._household(household),
             members=tuple(self._member(r) for r in members),
             voiceprints=tuple(
-                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), codec.parse_ts(r[5])) for r in prints
+                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), parse_ts(r[5])) for r in prints
             ),
             policies=tuple(
-                PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
+                PolicyRevision(r[0], codec.policy_from_json(r[1]), parse_ts(r[2])) for r in policies
             ),
             pin=None if pin is None else pin_from_row(pin),
             decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
             spend=tuple(
-                SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
+                SpendEntry(r[0], r[1], int(r[2]), r[3], parse_ts(r[4]), bool(r[5])) for r in spend
             ),
             challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
             notifications=tuple(self._notification(r) for r in notifications),
@@ -818,7 +819,7 @@ class PostgresStore(SharedQueries):
     )
 
     def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
-        at_iso = codec.format_ts(at)
+        at_iso = format_ts(at)
         erased_now = False
         with self._tx() as conn:
             # FOR UPDATE waits for every writer holding the row (decisions, policies, foreign-key
@@ -857,7 +858,7 @@ class PostgresStore(SharedQueries):
     # --- retention --------------------------------------------------------------------
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
-        before = codec.format_ts(cutoff)
+        before = format_ts(cutoff)
         hid = household_id
         with self._tx() as conn:
             # Orders the purge with appends to the chain (record_decision takes the same lock), so

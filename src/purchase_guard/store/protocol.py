@@ -5,7 +5,7 @@ it in the query itself, so one household's rows can never come back for another.
 Implementations: `SqliteStore` (embedded default). The schema is plain SQL with text ids,
 integer minor units and ISO timestamps so that a PostgreSQL backend can follow it.
 
-Personal values are sealed at rest with the household's data key (a `privacy.keys.Sealer`
+Personal values are sealed at rest with the household's data key (a `sealing.Sealer`
 given to the store's constructor): household and member names, voiceprint embeddings,
 decision, challenge and audit bodies, notification messages. Methods take and return them
 in clear; `AuditEntry.body` is the exception: it is the body *as stored* (sealed), because
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from purchase_guard.audit.chain import AuditAnchor, AuditEntry
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
@@ -43,17 +44,6 @@ class SpendEntry:
     decision_id: str
     at: datetime
     exempt: bool  # counted against the low-value exemption's cumulative threshold
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    household_id: str
-    seq: int
-    decision_id: str
-    at: datetime
-    body: str  # canonical JSON of the masked decision record
-    prev_hash: str
-    entry_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +105,6 @@ class Tombstone:
     erased_at: datetime
     audit_entries: int  # sealed entries kept so the chain stays verifiable; unreadable now
     audit_head: str  # entry hash of the chain's last entry at erasure (GENESIS if none)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditAnchor:
-    """Where a household's chain starts after retention purged its oldest entries: the first
-    kept entry has seq `seq + 1` and prev_hash `entry_hash`."""
-
-    household_id: str
-    seq: int
-    entry_hash: str
-    at: datetime  # time of the last purged entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +244,10 @@ class PrivacyStore(Store, Protocol):
         ...
 
     def get_tombstone(self, household_id: str) -> Tombstone | None: ...
+
+    def list_household_ids(self) -> list[str]:
+        """Every household with data or a chain: live ones and erased ones with kept entries."""
+        ...
 
     # --- retention ------------------------------------------------------------------
     def audit_anchor(self, household_id: str) -> AuditAnchor | None: ...

@@ -10,10 +10,12 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from purchase_guard.audit.chain import AuditEntry
 from purchase_guard.domain import Challenge, Decision, Household, Member, Notification, PinState, Role
-from purchase_guard.privacy.keys import Sealer
+from purchase_guard.sealing import Sealer
+from purchase_guard.serial import parse_ts
 from purchase_guard.store import codec
-from purchase_guard.store.protocol import AuditEntry, AuditRecord, Tombstone
+from purchase_guard.store.protocol import AuditRecord, Tombstone
 
 Row = tuple[Any, ...]
 
@@ -30,8 +32,8 @@ def pin_from_row(row: Row) -> PinState:
         household_id=row[0],
         pin_hash=row[1],
         lockouts=int(row[2]),
-        throttled_until=None if row[3] is None else codec.parse_ts(row[3]),
-        set_at=codec.parse_ts(row[4]),
+        throttled_until=None if row[3] is None else parse_ts(row[3]),
+        set_at=parse_ts(row[4]),
     )
 
 
@@ -40,7 +42,7 @@ def audit_entry_from_row(r: Row) -> AuditEntry:
         household_id=r[0],
         seq=int(r[1]),
         decision_id=r[2],
-        at=codec.parse_ts(r[3]),
+        at=parse_ts(r[3]),
         body=r[4],
         prev_hash=r[5],
         entry_hash=r[6],
@@ -48,7 +50,7 @@ def audit_entry_from_row(r: Row) -> AuditEntry:
 
 
 def tombstone_from_row(row: Row) -> Tombstone:
-    return Tombstone(row[0], codec.parse_ts(row[1]), int(row[2]), str(row[3]))
+    return Tombstone(row[0], parse_ts(row[1]), int(row[2]), str(row[3]))
 
 
 class SealedRows:
@@ -81,7 +83,7 @@ class SealedRows:
             time_zone=row[2],
             currency=row[3],
             retain_audio=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
+            created_at=parse_ts(row[5]),
         )
 
     def _member(self, row: Row) -> Member:
@@ -91,7 +93,7 @@ class SealedRows:
             display_name=self._open(row[1], row[2], codec.member_name_aad(row[0])),
             role=Role(row[3]),
             is_parent=bool(row[4]),
-            created_at=codec.parse_ts(row[5]),
+            created_at=parse_ts(row[5]),
         )
 
     def _decision(self, household_id: str, decision_id: str, stored: str) -> Decision:
@@ -107,7 +109,7 @@ class SealedRows:
             kind=r[2],
             message=self._open(r[1], r[3], codec.notification_aad(r[0])),
             challenge_id=r[4],
-            created_at=codec.parse_ts(r[5]),
+            created_at=parse_ts(r[5]),
         )
 
     def _audit_record(self, entry: AuditEntry) -> AuditRecord:

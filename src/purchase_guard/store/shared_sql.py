@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
-from purchase_guard.audit.chain import GENESIS
+from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
@@ -25,8 +25,9 @@ from purchase_guard.domain import (
     Policy,
 )
 from purchase_guard.errors import NotFound
+from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
-from purchase_guard.store.protocol import AuditAnchor, AuditEntry, StoredDecision, Tombstone
+from purchase_guard.store.protocol import StoredDecision, Tombstone
 from purchase_guard.store.rows import (
     AUDIT_COLUMNS,
     HOUSEHOLD_COLUMNS,
@@ -177,8 +178,8 @@ class SharedQueries(SealedRows):
                 challenge.member_id,
                 challenge.status.value,
                 challenge.attempts_left,
-                codec.format_ts(challenge.expires_at),
-                codec.format_ts(challenge.created_at),
+                format_ts(challenge.expires_at),
+                format_ts(challenge.created_at),
                 passed_seq,
                 body,
             ),
@@ -201,7 +202,7 @@ class SharedQueries(SealedRows):
         """Spend with `at >= since` (inclusive)."""
         # Fixed-width timestamps with punctuation in the same places order the same under any
         # collation, so the comparison can use the (household_id, at) index as it is.
-        since_iso = codec.format_ts(since)
+        since_iso = format_ts(since)
         with self._reading() as conn:
             if member_id is None:
                 row = conn.execute(
@@ -297,7 +298,7 @@ class SharedQueries(SealedRows):
             cls._sql("SELECT household_id, seq, entry_hash, at FROM audit_anchors WHERE household_id = ?"),
             (household_id,),
         ).fetchone()
-        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], codec.parse_ts(row[3]))
+        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], parse_ts(row[3]))
 
     def get_tombstone(self, household_id: str) -> Tombstone | None:
         with self._reading() as conn:
@@ -316,7 +317,7 @@ class SharedQueries(SealedRows):
         return [str(r[0]) for r in rows]
 
     def retention_candidates(self, cutoff: datetime) -> list[str]:
-        before = codec.format_ts(cutoff)
+        before = format_ts(cutoff)
         with self._reading() as conn:
             rows = conn.execute(
                 self._sql(

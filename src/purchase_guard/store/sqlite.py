@@ -41,7 +41,8 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, GuardError, InvalidArgument, NotFound, Unavailable
-from purchase_guard.privacy.keys import KeyRing, MasterKeys, Sealer, WrappedKeyStore
+from purchase_guard.sealing import KeyRing, MasterKeys, Sealer, WrappedKeyStore
+from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.migrate import apply_sqlite
 from purchase_guard.store.protocol import (
@@ -134,7 +135,7 @@ class SqliteKeyStore:
             conn.execute(
                 "INSERT INTO data_keys (household_id, wrapped, master_key_id, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (household_id) DO NOTHING",
-                (household_id, wrapped, master_key_id, codec.format_ts(datetime.now(UTC))),
+                (household_id, wrapped, master_key_id, format_ts(datetime.now(UTC))),
             )
             row = conn.execute(
                 "SELECT wrapped FROM data_keys WHERE household_id = ?", (household_id,)
@@ -184,8 +185,8 @@ def _ephemeral_master() -> MasterKeys:
 class SqliteStore(SharedQueries):
     """Store on one SQLite file. See `store.protocol.Store` for the contract of each method.
 
-    `sealer` seals personal values (privacy/keys.py). Production passes `master_keys` (from
-    `privacy.keys.resolve_master_keys`): the store then seals with a `KeyRing` whose wrapped
+    `sealer` seals personal values (sealing.py). Production passes `master_keys` (from
+    `sealing.resolve_master_keys`): the store then seals with a `KeyRing` whose wrapped
     data keys live in this file's `data_keys` table (`SqliteKeyStore`, closed with the store).
     Tests may pass any `sealer` instead. With neither, the store uses a per-process random master
     key with the wrapped keys in this file: fine for tests, unreadable after a restart (data is
@@ -283,7 +284,7 @@ class SqliteStore(SharedQueries):
                         household.currency,
                         household.retain_audio,
                         admin_token_hash,
-                        codec.format_ts(household.created_at),
+                        format_ts(household.created_at),
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -308,7 +309,7 @@ class SqliteStore(SharedQueries):
                         name,
                         member.role.value,
                         member.is_parent,
-                        codec.format_ts(member.created_at),
+                        format_ts(member.created_at),
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -362,7 +363,7 @@ class SqliteStore(SharedQueries):
                     blob,
                     dim,
                     voiceprint.n_utterances,
-                    codec.format_ts(voiceprint.created_at),
+                    format_ts(voiceprint.created_at),
                 ),
             )
 
@@ -383,7 +384,7 @@ class SqliteStore(SharedQueries):
                     int(r[4]),
                 ),
                 n_utterances=int(r[5]),
-                created_at=codec.parse_ts(r[6]),
+                created_at=parse_ts(r[6]),
             )
             for r in rows
         ]
@@ -408,7 +409,7 @@ class SqliteStore(SharedQueries):
             )
             conn.execute(
                 "INSERT INTO policies (household_id, revision, body, created_at) VALUES (?, ?, ?, ?)",
-                (household_id, revision, codec.policy_to_json(stored), codec.format_ts(at)),
+                (household_id, revision, codec.policy_to_json(stored), format_ts(at)),
             )
         return stored
 
@@ -424,8 +425,8 @@ class SqliteStore(SharedQueries):
                     state.household_id,
                     state.pin_hash,
                     state.lockouts,
-                    None if state.throttled_until is None else codec.format_ts(state.throttled_until),
-                    codec.format_ts(state.set_at),
+                    None if state.throttled_until is None else format_ts(state.throttled_until),
+                    format_ts(state.set_at),
                 ),
             )
 
@@ -464,7 +465,7 @@ class SqliteStore(SharedQueries):
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
-        codec.format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
+        format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
         self._check_household(hid)
         body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
         sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
@@ -507,7 +508,7 @@ class SqliteStore(SharedQueries):
         challenge_body: str | None,
     ) -> None:
         hid = decision.household_id
-        at_iso = codec.format_ts(decision.decided_at)
+        at_iso = format_ts(decision.decided_at)
         self._require_household(conn, hid)
         last_seq, prev_hash = self._chain_head(conn, hid)
         seq = last_seq + 1
@@ -549,7 +550,7 @@ class SqliteStore(SharedQueries):
                     spend.member_id,
                     spend.amount_minor,
                     seq,
-                    codec.format_ts(spend.at),
+                    format_ts(spend.at),
                     spend.exempt,
                 ),
             )
@@ -585,7 +586,7 @@ class SqliteStore(SharedQueries):
                     challenge.attempts_left,
                     challenge.decision_id,
                     challenge.member_id,
-                    codec.format_ts(challenge.expires_at),
+                    format_ts(challenge.expires_at),
                     body,
                     challenge.status is ChallengeStatus.PASSED,
                     challenge.household_id,
@@ -629,7 +630,7 @@ class SqliteStore(SharedQueries):
                         notification.kind,
                         message,
                         notification.challenge_id,
-                        codec.format_ts(notification.created_at),
+                        format_ts(notification.created_at),
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -710,15 +711,15 @@ class SqliteStore(SharedQueries):
             household=self._household(household),
             members=tuple(self._member(r) for r in members),
             voiceprints=tuple(
-                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), codec.parse_ts(r[5])) for r in prints
+                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), parse_ts(r[5])) for r in prints
             ),
             policies=tuple(
-                PolicyRevision(r[0], codec.policy_from_json(r[1]), codec.parse_ts(r[2])) for r in policies
+                PolicyRevision(r[0], codec.policy_from_json(r[1]), parse_ts(r[2])) for r in policies
             ),
             pin=None if pin is None else pin_from_row(pin),
             decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
             spend=tuple(
-                SpendEntry(r[0], r[1], int(r[2]), r[3], codec.parse_ts(r[4]), bool(r[5])) for r in spend
+                SpendEntry(r[0], r[1], int(r[2]), r[3], parse_ts(r[4]), bool(r[5])) for r in spend
             ),
             challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
             notifications=tuple(self._notification(r) for r in notifications),
@@ -741,7 +742,7 @@ class SqliteStore(SharedQueries):
     )
 
     def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
-        at_iso = codec.format_ts(at)
+        at_iso = format_ts(at)
         erased_now = False
         with self._write() as conn:
             row = self._tombstone_row(conn, household_id)
@@ -769,7 +770,7 @@ class SqliteStore(SharedQueries):
     # --- retention --------------------------------------------------------------------
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
-        before = codec.format_ts(cutoff)
+        before = format_ts(cutoff)
         hid = household_id
         with self._write() as conn:
             row = conn.execute(

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from purchase_guard.audit.chain import GENESIS, canonical_json, entry_hash, hash_of, verify_chain
-from purchase_guard.store.codec import format_ts
-from purchase_guard.store.protocol import AuditEntry
+from purchase_guard.audit.chain import GENESIS, AuditEntry, canonical_json, entry_hash, hash_of, verify_chain
+from purchase_guard.serial import format_ts
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

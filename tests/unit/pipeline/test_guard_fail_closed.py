@@ -14,6 +14,7 @@ from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
     AudioInput,
+    BroadcastCheck,
     Household,
     LineItem,
     Member,
@@ -26,7 +27,6 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.pipeline.guard import EvaluateInput, Guard
-from purchase_guard.pipeline.verdict import BroadcastCheck
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.store.fake import FakeStore
 from purchase_guard.voice.audio import Pcm

@@ -6,7 +6,9 @@ before any RPC is read. The voice backend is the only intended caller of Evaluat
 Confirm, so mTLS is how the guard knows a request really comes from it.
 
 Files are read once at start; a missing, unreadable or non-PEM file stops the server with
-the setting's name (`tls_config` raises ConfigError), never a half-secured listener.
+the setting's name (`tls_config` raises TlsError, which settings validation reports as a
+ConfigError), never a half-secured listener. This module sits below the settings, so it
+names the variables itself rather than importing them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from pathlib import Path
 
 import grpc
 
-from purchase_guard.config import ENV_PREFIX, ConfigError
+_CERT_SETTING = "PURCHASE_GUARD_TLS_CERT_FILE"
+_KEY_SETTING = "PURCHASE_GUARD_TLS_KEY_FILE"
+_CA_SETTING = "PURCHASE_GUARD_TLS_CLIENT_CA_FILE"
+
+
+class TlsError(ValueError):
+    """TLS material named by a setting is missing, unreadable, not PEM, or incomplete."""
+
 
 _CERT_MARK = b"-----BEGIN CERTIFICATE-----"
 _KEY_MARK = b"PRIVATE KEY-----"
@@ -37,9 +46,9 @@ def _read(path: Path, setting: str, mark: bytes, what: str) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{ENV_PREFIX}{setting}: cannot read {path}: {exc.strerror}") from exc
+        raise TlsError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
     if mark not in data:
-        raise ConfigError(f"{ENV_PREFIX}{setting}: {path} holds no PEM {what}")
+        raise TlsError(f"{setting}: {path} holds no PEM {what}")
     return data
 
 
@@ -53,16 +62,14 @@ def tls_config(
     """
     if cert_file is None and key_file is None:
         if client_ca_file is not None:
-            raise ConfigError(
-                f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs {ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE"
-            )
+            raise TlsError(f"{_CA_SETTING} needs {_CERT_SETTING} and {_KEY_SETTING}")
         return None
     if cert_file is None or key_file is None:
-        raise ConfigError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE must be set together")
-    cert = _read(cert_file, "TLS_CERT_FILE", _CERT_MARK, "certificate")
-    key = _read(key_file, "TLS_KEY_FILE", _KEY_MARK, "private key")
+        raise TlsError(f"{_CERT_SETTING} and {_KEY_SETTING} must be set together")
+    cert = _read(cert_file, _CERT_SETTING, _CERT_MARK, "certificate")
+    key = _read(key_file, _KEY_SETTING, _KEY_MARK, "private key")
     ca = (
-        _read(client_ca_file, "TLS_CLIENT_CA_FILE", _CERT_MARK, "certificate")
+        _read(client_ca_file, _CA_SETTING, _CERT_MARK, "certificate")
         if client_ca_file is not None
         else None
     )

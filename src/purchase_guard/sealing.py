@@ -38,7 +38,7 @@ from purchase_guard.errors import GuardError
 from purchase_guard.logs import get_logger
 from purchase_guard.secret_files import write_once
 
-log = get_logger("purchase_guard.privacy.keys")
+log = get_logger("purchase_guard.sealing")
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
