@@ -21,7 +21,7 @@ from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
 from purchase_guard.privacy.service import PrivacyService
 from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
-from purchase_guard.store.protocol import PrivacyStore
+from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
 from purchase_guard.voice.encoder import SpeakerEncoder
@@ -33,7 +33,7 @@ log = get_logger("purchase_guard.app")
 @dataclass
 class App:
     settings: Settings
-    store: PrivacyStore
+    store: Store
     verifier: VoiceVerifier
     guard: Guard
     households: HouseholdService
@@ -84,7 +84,7 @@ def resolve_operator_token(settings: Settings) -> str:
     return text.strip()
 
 
-def build_store(settings: Settings) -> PrivacyStore:
+def build_store(settings: Settings) -> Store:
     try:
         master = resolve_master_keys(settings.master_key, Path(settings.master_key_file))
     except ValueError as exc:
@@ -93,18 +93,19 @@ def build_store(settings: Settings) -> PrivacyStore:
         # Imported here so the embedded default does not need libpq loaded.
         from purchase_guard.store.postgres import PostgresStore
 
-        store: PrivacyStore = PostgresStore(
+        store: Store = PostgresStore(
             settings.postgres_dsn, pool_size=settings.postgres_pool_size, master_keys=master
         )
         return store
-    Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    # The folder holds household data and keys: only the service's user may enter it.
+    Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteStore(settings.sqlite_path, master_keys=master)
 
 
 def build_app(
     settings: Settings,
     *,
-    store: PrivacyStore | None = None,
+    store: Store | None = None,
     encoder: SpeakerEncoder | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,

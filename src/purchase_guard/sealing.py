@@ -206,6 +206,22 @@ class MemoryKeyStore:
             self._keys.pop(household_id, None)
 
 
+_EPHEMERAL_LOCK = threading.Lock()
+_EPHEMERAL_MASTER: list[MasterKeys] = []
+
+
+def ephemeral_master_keys() -> MasterKeys:
+    """One random master key per process, for stores opened without keys (tests, benchmarks).
+
+    Other processes and later runs cannot unwrap what it wrapped, so data is lost rather than
+    exposed; production always passes the configured master keys.
+    """
+    with _EPHEMERAL_LOCK:
+        if not _EPHEMERAL_MASTER:
+            _EPHEMERAL_MASTER.append(MasterKeys.of(secrets.token_bytes(32)))
+        return _EPHEMERAL_MASTER[0]
+
+
 class KeyRing:
     """The `Sealer`: data keys per household, wrapped by the master keys, cached briefly in memory."""
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 def write_once(path: Path, text: str) -> tuple[str, bool]:
     """Create `path` (mode 0600) holding `text` unless it exists; returns (the file's text,
-    whether this call created it). Never overwrites, never returns a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    whether this call created it). Never overwrites, never returns a half-written file. A folder
+    it has to create is made 0700: it holds secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from privacy.privacy_world import NOW, OPERATOR, World, make_family, order, utterance
@@ -12,7 +13,8 @@ from purchase_guard.audit.chain import verify_chain
 from purchase_guard.domain import Outcome
 from purchase_guard.pipeline.guard import EvaluateInput
 from purchase_guard.privacy.retention import MIN_RETENTION_DAYS, RetentionWorker, purge_expired
-from purchase_guard.store.fake import FakeStore
+from purchase_guard.sealing import KeyRing
+from purchase_guard.store.sqlite import SqliteStore
 
 
 def test_purge_expired_removes_what_is_older_than_the_retention(world: World) -> None:
@@ -65,9 +67,9 @@ def test_retention_also_ages_out_an_erased_households_sealed_entries(world: Worl
     assert (report.ok, report.entries) == (True, 0)
 
 
-class _FailingOnce(FakeStore):
-    def __init__(self) -> None:
-        super().__init__()
+class _FailingOnce(SqliteStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, sealer=KeyRing.in_memory())
         self.calls = 0
         self.second_run = threading.Event()
 
@@ -79,9 +81,9 @@ class _FailingOnce(FakeStore):
         return super().retention_candidates(cutoff)
 
 
-def test_the_worker_survives_a_failed_run_and_runs_again() -> None:
+def test_the_worker_survives_a_failed_run_and_runs_again(tmp_path: Path) -> None:
     """A run that raises is logged and the worker keeps its schedule: the next run happens."""
-    store = _FailingOnce()
+    store = _FailingOnce(tmp_path / "guard.db")
     worker = RetentionWorker(store, lambda: NOW, 31, interval_seconds=0.01)
     worker.start()
     try:
@@ -92,9 +94,9 @@ def test_the_worker_survives_a_failed_run_and_runs_again() -> None:
     assert worker.runs >= 2
 
 
-def test_the_worker_purges_on_its_first_run() -> None:
+def test_the_worker_purges_on_its_first_run(tmp_path: Path) -> None:
     """run_once purges with the configured retention and reports what it removed."""
-    store = FakeStore()
+    store = SqliteStore(tmp_path / "guard.db", sealer=KeyRing.in_memory())
     worker = RetentionWorker(store, lambda: NOW, 31)
     report = worker.run_once()
     assert report is not None

@@ -40,8 +40,7 @@ from purchase_guard.domain import (
     Role,
     SpeakerResult,
 )
-from purchase_guard.sealing import TEST_MASTER_KEY, KeyRing, MasterKeys
-from purchase_guard.store.fake import FakeStore
+from purchase_guard.sealing import TEST_MASTER_KEY, MasterKeys
 from purchase_guard.store.postgres import PostgresStore
 from purchase_guard.store.protocol import SpendEntry, Store
 from purchase_guard.store.sqlite import SqliteStore
@@ -101,24 +100,6 @@ class SqliteBackend(Backend):
 
     def tamper_delete_audit(self, store: Store, household_id: str, seq: int) -> None:
         self._raw("DELETE FROM audit WHERE household_id = ? AND seq = ?", (household_id, seq))
-
-
-class FakeBackend(Backend):
-    name = "fake"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._store = FakeStore(sealer=KeyRing.in_memory())
-
-    def _new(self) -> Store:
-        # One in-memory instance: every "handle" is the same object.
-        return self._store
-
-    def tamper_audit_body(self, store: Store, household_id: str, seq: int, body: str) -> None:
-        self._store.tamper_audit_body(household_id, seq, body)
-
-    def tamper_delete_audit(self, store: Store, household_id: str, seq: int) -> None:
-        self._store.tamper_delete_audit(household_id, seq)
 
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
@@ -184,7 +165,7 @@ class PostgresBackend(Backend):
             conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE".encode())
 
 
-BACKENDS = ["sqlite", "fake", "postgres"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 def open_backend(name: str, tmp_path: Path) -> Backend:
@@ -192,7 +173,7 @@ def open_backend(name: str, tmp_path: Path) -> Backend:
         return SqliteBackend(tmp_path / "guard.db")
     if name == "postgres":
         return PostgresBackend(postgres_base_dsn())
-    return FakeBackend()
+    raise ValueError(f"unknown backend {name!r}")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,7 +26,7 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from purchase_guard.store.protocol import PrivacyStore, Store
+from purchase_guard.store.protocol import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -635,13 +635,6 @@ def test_data_survives_reopen(backend: Backend, make: Make) -> None:
 
 # --- privacy: sealed bodies, records for export, erasure, retention --------------------------
 #
-# PrivacyStore methods; every backend implements them.
-
-
-def _privacy(store: Store) -> PrivacyStore:
-    return cast("PrivacyStore", store)
-
-
 def _full_household(store: Store, make: Make, name: str = "Home") -> str:
     """A household with a row in every table: member, voiceprint, policy, PIN, decision with
     spend and challenge, notification."""
@@ -661,7 +654,7 @@ def _full_household(store: Store, make: Make, name: str = "Home") -> str:
 
 def test_audit_bodies_are_stored_sealed_and_open_in_the_records(store: Store, make: Make) -> None:
     """The audit body as stored (and hashed) is sealed text, not the record; household_records opens it."""
-    privacy = _privacy(store)
+    privacy = store
     hid = make.household(store).household_id
     store.record_decision(make.decision(hid), "dg", '{"n":1}')
     (entry,) = store.audit_entries(hid)
@@ -674,7 +667,7 @@ def test_audit_bodies_are_stored_sealed_and_open_in_the_records(store: Store, ma
 
 def test_household_records_hold_that_household_only(store: Store, make: Make) -> None:
     """Every record returned for A belongs to A, however much B has stored beside it."""
-    privacy = _privacy(store)
+    privacy = store
     a = _full_household(store, make, "Alpha")
     b = _full_household(store, make, "Bravo")
     records = privacy.household_records(a)
@@ -703,7 +696,7 @@ def test_household_records_carry_voiceprint_metadata_and_every_policy_revision(
     store: Store, make: Make
 ) -> None:
     """Voiceprints come back as metadata (no embedding field at all); every policy revision is there."""
-    privacy = _privacy(store)
+    privacy = store
     hid = _full_household(store, make)
     store.put_policy(hid, replace(_policy(), household_daily_cap_minor=7), T0 + timedelta(days=1))
     records = privacy.household_records(hid)
@@ -719,7 +712,7 @@ def test_household_records_carry_voiceprint_metadata_and_every_policy_revision(
 def test_erasure_deletes_everything_but_the_sealed_audit_chain(store: Store, make: Make) -> None:
     """After erasure: no row of the household is readable, its token resolves to nothing, a tombstone
     records where the kept chain ends, and that chain still verifies."""
-    privacy = _privacy(store)
+    privacy = store
     hid = _full_household(store, make)
     entries = store.audit_entries(hid)
     tombstone, erased = privacy.erase_household(hid, T0 + timedelta(days=2))
@@ -747,7 +740,7 @@ def test_erasure_deletes_everything_but_the_sealed_audit_chain(store: Store, mak
 
 def test_erasure_is_idempotent_and_unknown_households_are_not_found(store: Store, make: Make) -> None:
     """A second erasure returns the first tombstone and says it did nothing; an unknown id is NotFound."""
-    privacy = _privacy(store)
+    privacy = store
     hid = _full_household(store, make)
     first, _ = privacy.erase_household(hid, T0)
     again, erased = privacy.erase_household(hid, T0 + timedelta(hours=1))
@@ -759,7 +752,7 @@ def test_erasure_is_idempotent_and_unknown_households_are_not_found(store: Store
 
 def test_an_erased_household_id_is_never_reused(store: Store, make: Make) -> None:
     """Creating a household with an erased id is AlreadyExists (its kept chain must not grow again)."""
-    privacy = _privacy(store)
+    privacy = store
     hid = _full_household(store, make)
     privacy.erase_household(hid, T0)
     with pytest.raises(AlreadyExists):
@@ -768,7 +761,7 @@ def test_an_erased_household_id_is_never_reused(store: Store, make: Make) -> Non
 
 def test_erasure_leaves_other_households_untouched(store: Store, make: Make) -> None:
     """Erasing A changes nothing of B: B's records before and after are equal and B's chain verifies."""
-    privacy = _privacy(store)
+    privacy = store
     a = _full_household(store, make, "Alpha")
     b = _full_household(store, make, "Bravo")
     before = privacy.household_records(b)
@@ -786,7 +779,7 @@ def _decisions_at(store: Store, make: Make, hid: str, days: list[int]) -> None:
 def test_purge_drops_the_old_prefix_and_anchors_the_rest(store: Store, make: Make) -> None:
     """Decisions and audit entries before the cutoff go; the anchor holds the last purged entry's
     hash, and the kept chain verifies from it (but not from the genesis)."""
-    privacy = _privacy(store)
+    privacy = store
     hid = make.household(store).household_id
     _decisions_at(store, make, hid, [0, 1, 2, 40, 41])
     before = store.audit_entries(hid)
@@ -806,7 +799,7 @@ def test_purge_drops_the_old_prefix_and_anchors_the_rest(store: Store, make: Mak
 
 def test_chain_continues_from_the_anchor_after_everything_was_purged(store: Store, make: Make) -> None:
     """With every entry purged, the next decision gets the next seq and links to the anchor."""
-    privacy = _privacy(store)
+    privacy = store
     hid = make.household(store).household_id
     _decisions_at(store, make, hid, [0, 1])
     last = store.audit_entries(hid)[-1]
@@ -821,7 +814,7 @@ def test_chain_continues_from_the_anchor_after_everything_was_purged(store: Stor
 def test_purge_keeps_exempt_spend_that_still_counts(store: Store, make: Make) -> None:
     """Old low-value-exempt spend after the last passed challenge, its decision and that challenge stay:
     the exemption's cumulative count must not shrink because time passed."""
-    privacy = _privacy(store)
+    privacy = store
     hid = make.household(store).household_id
     evaluate = make.decision(hid, outcome=Outcome.CHALLENGE)
     challenge = make.challenge(hid, evaluate.decision_id, status=ChallengeStatus.PASSED)
@@ -838,7 +831,7 @@ def test_purge_keeps_exempt_spend_that_still_counts(store: Store, make: Make) ->
 def test_purge_removes_old_closed_challenges_and_notifications(store: Store, make: Make) -> None:
     """Challenges that expired before the cutoff (other than the last passed one) and old
     notifications are purged; newer ones stay."""
-    privacy = _privacy(store)
+    privacy = store
     hid = make.household(store).household_id
     d = make.decision(hid, outcome=Outcome.CHALLENGE)
     store.record_decision(d, "dg", "{}", challenge=make.challenge(hid, d.decision_id))
@@ -858,7 +851,7 @@ def test_purge_removes_old_closed_challenges_and_notifications(store: Store, mak
 def test_retention_candidates_are_households_with_old_rows(store: Store, make: Make) -> None:
     """Households with decisions, audit entries or notifications before the cutoff are candidates,
     erased ones included (their sealed audit entries age out too); others are not."""
-    privacy = _privacy(store)
+    privacy = store
     old = make.household(store).household_id
     _decisions_at(store, make, old, [0])
     recent = make.household(store).household_id
@@ -873,7 +866,7 @@ def test_retention_candidates_are_households_with_old_rows(store: Store, make: M
 
 def test_list_household_ids_includes_erased_households_with_a_chain(store: Store, make: Make) -> None:
     """The startup audit check finds live households and erased ones (whose chains are kept)."""
-    privacy = _privacy(store)
+    privacy = store
     lister = getattr(store, "list_household_ids", None)
     if lister is None:
         pytest.skip(f"{type(store).__name__} cannot list households")

@@ -53,7 +53,7 @@ from purchase_guard.logs import get_logger
 from purchase_guard.money import is_currency
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.policy.validate import validate_policy
-from purchase_guard.store.protocol import PrivacyStore
+from purchase_guard.store.protocol import Store
 from purchase_guard.voice.audio import decode_audio
 from purchase_guard.voice.quality import TakeReport, assess_enrollment
 from purchase_guard.voice.verifier import VoiceVerifier
@@ -88,7 +88,7 @@ class HouseholdService:
     def __init__(
         self,
         settings: Settings,
-        store: PrivacyStore,
+        store: Store,
         verifier: VoiceVerifier,
         pins: PinHasher,
         clock: Clock,

@@ -73,7 +73,7 @@ from purchase_guard.pipeline.verdict import (
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
-from purchase_guard.store.protocol import SpendEntry, Store
+from purchase_guard.store.protocol import DecidingStore, SpendEntry
 from purchase_guard.tracing import span
 from purchase_guard.voice.audio import Pcm, decode_audio
 
@@ -114,7 +114,7 @@ class Guard:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: DecidingStore,
         verifier: SpeakerVerifier,
         broadcast: BroadcastDefence,
         pins: PinHasher,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from purchase_guard.logs import get_logger
-from purchase_guard.store.protocol import PrivacyStore, Tombstone
+from purchase_guard.store.protocol import Store, Tombstone
 
 log = get_logger("purchase_guard.privacy.erase")
 
@@ -29,7 +29,7 @@ class ErasureResult:
     already_erased: bool
 
 
-def erase_household(store: PrivacyStore, household_id: str, now: datetime) -> ErasureResult:
+def erase_household(store: Store, household_id: str, now: datetime) -> ErasureResult:
     """Raises NotFound for a household that neither exists nor was erased."""
     with store.household_lock(household_id):
         tombstone, erased_now = store.erase_household(household_id, now)

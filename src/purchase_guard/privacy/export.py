@@ -4,7 +4,7 @@
     household.json  members.json  voiceprints.json  policies.json  pin.json  decisions.json
     spend.json  challenges.json  notifications.json  audit.json
 
-The records come from `PrivacyStore.household_records`, whose queries each filter on the
+The records come from `Records.household_records`, whose queries each filter on the
 household id. Before anything is serialised, every record is checked, one by one, to carry the
 requested household id (`check_records`); a single foreign record aborts the export with an
 internal error and a log line naming the part and position only, never its content. The
@@ -36,7 +36,7 @@ from purchase_guard.errors import GuardError
 from purchase_guard.logs import get_logger
 from purchase_guard.serial import format_ts
 from purchase_guard.store import codec
-from purchase_guard.store.protocol import HouseholdRecords, PrivacyStore
+from purchase_guard.store.protocol import HouseholdRecords, Records
 
 log = get_logger("purchase_guard.privacy.export")
 
@@ -304,7 +304,7 @@ def build_archive(records: HouseholdRecords, household_id: str, generated_at: da
     return ExportArchive(household_id, generated_at, data, hashlib.sha256(data).hexdigest(), tuple(parts))
 
 
-def export_household(store: PrivacyStore, household_id: str, now: Callable[[], datetime]) -> ExportArchive:
+def export_household(store: Records, household_id: str, now: Callable[[], datetime]) -> ExportArchive:
     """Reads the household's records (one snapshot, household-scoped queries) and archives them."""
     records = store.household_records(household_id)
     archive = build_archive(records, household_id, now())

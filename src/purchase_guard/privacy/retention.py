@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from purchase_guard.logs import get_logger
-from purchase_guard.store.protocol import PrivacyStore
+from purchase_guard.store.protocol import Store
 
 log = get_logger("purchase_guard.privacy.retention")
 
@@ -46,7 +46,7 @@ def cutoff_for(now: datetime, retention_days: int) -> datetime:
     return now - timedelta(days=retention_days)
 
 
-def purge_expired(store: PrivacyStore, now: datetime, retention_days: int) -> RetentionReport:
+def purge_expired(store: Store, now: datetime, retention_days: int) -> RetentionReport:
     """Purges, household by household, everything older than `retention_days` before `now`.
     Each household is purged under its decision lock, in one transaction of its own."""
     cutoff = cutoff_for(now, retention_days)
@@ -80,7 +80,7 @@ class RetentionWorker:
 
     def __init__(
         self,
-        store: PrivacyStore,
+        store: Store,
         now: Callable[[], datetime],
         retention_days: int,
         interval_seconds: float = 3600.0,

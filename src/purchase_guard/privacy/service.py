@@ -15,11 +15,11 @@ from purchase_guard.household.service import HouseholdService, Principal
 from purchase_guard.ids import validate_id
 from purchase_guard.privacy.erase import ErasureResult, erase_household
 from purchase_guard.privacy.export import ExportArchive, export_household
-from purchase_guard.store.protocol import PrivacyStore
+from purchase_guard.store.protocol import Store
 
 
 class PrivacyService:
-    def __init__(self, store: PrivacyStore, households: HouseholdService, clock: Clock) -> None:
+    def __init__(self, store: Store, households: HouseholdService, clock: Clock) -> None:
         self._store = store
         self._households = households
         self._clock = clock

@@ -4,7 +4,8 @@ Every value round-trips exactly: `X_from_json(X_to_json(x)) == x`. Datetimes mus
 timezone-aware; they are stored in UTC with microseconds in a fixed-width form
 (`2026-05-09T07:35:25.000000Z`) so that text comparison orders them correctly in SQLite
 and PostgreSQL alike. Frozensets are written as sorted lists so equal values give equal
-JSON. Embeddings are never part of these records: voiceprints have their own binary column.
+JSON. Embeddings are never part of these records: voiceprints have their own binary column, packed
+by `pack_embedding`.
 The end of the file holds the sealing helpers every backend uses for values kept encrypted.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,7 @@ from purchase_guard.domain import (
     RoleRule,
     SpeakerResult,
 )
+from purchase_guard.errors import GuardError
 from purchase_guard.sealing import SealError
 from purchase_guard.serial import dumps, format_ts, parse_ts
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 JsonDict = dict[str, Any]
 
 # --- timestamps and JSON live in serial.py (the audit chain uses them too) -------------
+
 
 def _loads(text: str) -> JsonDict:
     value = json.loads(text)
@@ -360,6 +364,20 @@ def challenge_to_json(c: Challenge) -> str:
 
 def challenge_from_json(text: str) -> Challenge:
     return challenge_from_dict(_loads(text))
+
+
+# --- embeddings -----------------------------------------------------------------------
+
+
+def pack_embedding(values: tuple[float, ...]) -> bytes:
+    """float32 little-endian, whatever the host byte order."""
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+def unpack_embedding(blob: bytes, dim: int) -> tuple[float, ...]:
+    if len(blob) != 4 * dim:
+        raise GuardError("stored voiceprint has the wrong size for its dimension")
+    return struct.unpack(f"<{dim}f", blob)
 
 
 # --- sealed values --------------------------------------------------------------------

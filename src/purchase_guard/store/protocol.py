@@ -1,18 +1,24 @@
-"""The store protocol: everything the guard persists, behind one small interface.
+"""The store protocols: what the guard persists, cut into the roles its callers use.
+
+    Households      households and their credentials        (household service, every lookup)
+    Members         members and voiceprints                   (household service, the pipeline)
+    HouseholdRules  policy revisions and the PIN              (household service, the pipeline)
+    DecisionLog     the household lock, decisions with their audit entries, spend, challenges
+                    and notifications                         (the pipeline, approvals)
+    Records         export, erasure, retention, and the chain reads of `audit.verify.AuditSource`
+                                                              (privacy, start-up verification)
+    Store           all of them, plus ping and close          (the composition root)
 
 Every method that reads or writes household data takes the household id and filters by
 it in the query itself, so one household's rows can never come back for another.
-Implementations: `SqliteStore` (embedded default). The schema is plain SQL with text ids,
-integer minor units and ISO timestamps so that a PostgreSQL backend can follow it.
+Implementations: `SqlStore` (store/sql.py) on SQLite (`SqliteStore`, the embedded default)
+and PostgreSQL (`PostgresStore`, for replicas).
 
 Personal values are sealed at rest with the household's data key (a `sealing.Sealer`
 given to the store's constructor): household and member names, voiceprint embeddings,
 decision, challenge and audit bodies, notification messages. Methods take and return them
 in clear; `AuditEntry.body` is the exception: it is the body *as stored* (sealed), because
 that is what the hash chain covers, so the chain verifies without any key.
-
-`PrivacyStore` adds what export, erasure and retention need (privacy/). Every backend must
-implement it; it is a separate protocol only until the PostgreSQL store has the methods.
 """
 
 from __future__ import annotations
@@ -118,8 +124,7 @@ class PurgeResult:
     anchor: AuditAnchor | None  # the household's anchor after the purge
 
 
-class Store(Protocol):
-    # --- households and credentials -------------------------------------------------
+class Households(Protocol):
     def create_household(self, household: Household, admin_token_hash: str) -> None: ...
 
     def get_household(self, household_id: str) -> Household:
@@ -128,7 +133,10 @@ class Store(Protocol):
 
     def household_for_token_hash(self, token_hash: str) -> str | None: ...
 
-    # --- members and voiceprints ----------------------------------------------------
+    def get_tombstone(self, household_id: str) -> Tombstone | None: ...
+
+
+class Members(Protocol):
     def add_member(self, member: Member) -> None: ...
 
     def get_member(self, household_id: str, member_id: str) -> Member:
@@ -147,7 +155,8 @@ class Store(Protocol):
 
     def list_voiceprints(self, household_id: str) -> list[Voiceprint]: ...
 
-    # --- policy and PIN -------------------------------------------------------------
+
+class HouseholdRules(Protocol):
     def put_policy(self, household_id: str, policy: Policy, at: datetime) -> Policy:
         """Stores the policy as the next revision and returns it with that revision."""
         ...
@@ -158,7 +167,8 @@ class Store(Protocol):
 
     def get_pin(self, household_id: str) -> PinState | None: ...
 
-    # --- decisions, spend and audit (written together, atomically) ------------------
+
+class DecisionLog(Protocol):
     def household_lock(self, household_id: str) -> AbstractContextManager[None]:
         """Serialise deciding for one household: reading spend, deciding and recording happen
         inside it, so two concurrent orders cannot both pass a cap. Held for milliseconds (no
@@ -193,9 +203,6 @@ class Store(Protocol):
         """Sum of low-value-exempt spend after the last passed challenge."""
         ...
 
-    def audit_entries(self, household_id: str) -> list[AuditEntry]: ...
-
-    # --- challenges -----------------------------------------------------------------
     def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:
         """Raises NotFound."""
         ...
@@ -215,27 +222,19 @@ class Store(Protocol):
         self, household_id: str, status: ChallengeStatus | None = None
     ) -> list[Challenge]: ...
 
-    # --- notifications --------------------------------------------------------------
     def add_notification(self, notification: Notification) -> None: ...
 
     def list_notifications(self, household_id: str) -> list[Notification]: ...
 
-    # --- lifecycle ------------------------------------------------------------------
-    def ping(self) -> None:
-        """Raises Unavailable when the store cannot be reached."""
-        ...
 
-    def close(self) -> None: ...
+class Records(Protocol):
+    """Export, erasure and retention (privacy/), and what chain verification reads (audit/)."""
 
-
-class PrivacyStore(Store, Protocol):
-    # --- export ---------------------------------------------------------------------
     def household_records(self, household_id: str) -> HouseholdRecords:
         """Every record of the household, by queries that filter on it, in one read
         transaction (a consistent snapshot). Raises NotFound (also for an erased household)."""
         ...
 
-    # --- erasure --------------------------------------------------------------------
     def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
         """Deletes every row of the household except its sealed audit entries, writes a
         tombstone, then destroys the household's data key. Returns the tombstone and whether
@@ -245,12 +244,13 @@ class PrivacyStore(Store, Protocol):
 
     def get_tombstone(self, household_id: str) -> Tombstone | None: ...
 
+    def audit_entries(self, household_id: str) -> list[AuditEntry]: ...
+
+    def audit_anchor(self, household_id: str) -> AuditAnchor | None: ...
+
     def list_household_ids(self) -> list[str]:
         """Every household with data or a chain: live ones and erased ones with kept entries."""
         ...
-
-    # --- retention ------------------------------------------------------------------
-    def audit_anchor(self, household_id: str) -> AuditAnchor | None: ...
 
     def retention_candidates(self, cutoff: datetime) -> list[str]:
         """Ids of households (erased ones included) with decisions, audit entries or
@@ -264,3 +264,15 @@ class PrivacyStore(Store, Protocol):
         needs: spend (and its decisions) after the last passed challenge that counts towards
         the low-value exemption, and that challenge itself."""
         ...
+
+
+class DecidingStore(Households, Members, HouseholdRules, DecisionLog, Protocol):
+    """What the decision pipeline reads and writes."""
+
+
+class Store(Households, Members, HouseholdRules, DecisionLog, Records, Protocol):
+    def ping(self) -> None:
+        """Raises Unavailable when the store cannot be reached."""
+        ...
+
+    def close(self) -> None: ...

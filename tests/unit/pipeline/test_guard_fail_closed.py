@@ -1,9 +1,10 @@
-"""The pipeline with fakes: a failing check or store read never becomes ALLOW."""
+"""The pipeline with failing parts: a failing check or store read never becomes ALLOW."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ from purchase_guard.domain import (
 )
 from purchase_guard.pipeline.guard import EvaluateInput, Guard
 from purchase_guard.policy.defaults import default_policy
-from purchase_guard.store.fake import FakeStore
+from purchase_guard.sealing import KeyRing
+from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import FakeEncoder
 
@@ -70,12 +72,16 @@ class QuietBroadcast:
         return BroadcastCheck()
 
 
-class PolicyReadFails(FakeStore):
+class PolicyReadFails(SqliteStore):
     def get_policy(self, household_id: str) -> Any:
         raise OSError("disk gone")
 
 
-def make_guard(store: FakeStore, verifier: Any = None, broadcast: Any = None) -> Guard:
+def sqlite(path: Path, kind: type[SqliteStore] = SqliteStore) -> SqliteStore:
+    return kind(path / "guard.db", sealer=KeyRing.in_memory())
+
+
+def make_guard(store: SqliteStore, verifier: Any = None, broadcast: Any = None) -> Guard:
     store.create_household(Household("hh_1", "H", "UTC", "USD", False, NOW), "tokenhash")
     store.put_policy("hh_1", default_policy(), NOW)
     store.add_member(Member("mem_a", "hh_1", "A", Role.ADULT, True, NOW))
@@ -96,22 +102,25 @@ def evaluate(guard: Guard, request_id: str = "r1") -> Any:
     )
 
 
-def test_baseline_adult_is_allowed() -> None:
+def test_baseline_adult_is_allowed(tmp_path: Path) -> None:
     """With working checks the verified adult is allowed, so the failures below mean something."""
-    assert evaluate(make_guard(FakeStore())).outcome is Outcome.ALLOW
+    assert evaluate(make_guard(sqlite(tmp_path))).outcome is Outcome.ALLOW
 
 
 @pytest.mark.parametrize(
-    ("store", "verifier", "broadcast"),
+    ("kind", "verifier", "broadcast"),
     [
-        (FakeStore(), ExplodingVerifier(), None),
-        (FakeStore(), None, ExplodingBroadcast()),
-        (PolicyReadFails(), None, None),
+        (SqliteStore, ExplodingVerifier(), None),
+        (SqliteStore, None, ExplodingBroadcast()),
+        (PolicyReadFails, None, None),
     ],
     ids=["voice model raises", "broadcast backend raises", "policy read raises"],
 )
-def test_a_failing_check_is_deny_with_guard_error(store: FakeStore, verifier: Any, broadcast: Any) -> None:
+def test_a_failing_check_is_deny_with_guard_error(
+    tmp_path: Path, kind: type[SqliteStore], verifier: Any, broadcast: Any
+) -> None:
     """Whatever check fails, the answer is DENY with GUARD_ERROR, and it is recorded in the audit chain."""
+    store = sqlite(tmp_path, kind)
     guard = make_guard(store, verifier, broadcast)
     decision = evaluate(guard)
     assert decision.outcome is Outcome.DENY

@@ -1,0 +1,1023 @@
+"""`SqlStore`: every query and write of the store, written once for SQLite and PostgreSQL.
+
+The two databases run the same schema (`store/migrations/*.sql`), the same stored forms
+(fixed-width ISO UTC text timestamps, JSON bodies from `codec`, values sealed with the same
+associated data) and, here, the same SQL. What differs is a handful of hooks a backend sets:
+
+- `_PARAM`: the driver's placeholder (`?` for sqlite3, `%s` for psycopg); queries are written
+  with `?` and translated once.
+- `_BYTE_ORDER`: appended to text columns in ORDER BY so both list in byte order (PostgreSQL's
+  `COLLATE "C"`; SQLite already does).
+- `_ROW_LOCK` / `_ROW_LOCK_EXCLUSIVE`: appended to the household-row read that starts a write
+  which must be ordered with others of the same household (appending to the audit chain,
+  numbering a policy revision, purging, erasing). PostgreSQL takes `FOR NO KEY UPDATE` /
+  `FOR UPDATE`; SQLite needs nothing, since `BEGIN IMMEDIATE` already holds the one write lock.
+- `_reading()`, `_tx()`, `_snapshot()`: how a backend reads, runs one write transaction
+  (committed on success, rolled back on any error, driver failures raised as `Unavailable`),
+  and runs a consistent read-only snapshot.
+- `_INTEGRITY_ERRORS` and `_is_foreign_key_violation`: how a backend reports a constraint.
+- `household_lock` and `close`, which are about connections and processes, not SQL.
+
+Sealing: personal values are sealed before a write transaction starts and opened after a read
+has given its connection back, so no cryptography (and no data-key lookup) runs while a
+connection or transaction is held. Every method that reads or writes household data filters
+by the household id in the query itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry, entry_hash
+from purchase_guard.domain import (
+    Challenge,
+    ChallengeStatus,
+    Decision,
+    Household,
+    Member,
+    Notification,
+    PinState,
+    Policy,
+    Voiceprint,
+)
+from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound
+from purchase_guard.serial import format_ts, parse_ts
+from purchase_guard.store import codec
+from purchase_guard.store.protocol import (
+    HouseholdRecords,
+    PolicyRevision,
+    PurgeResult,
+    SpendEntry,
+    StoredDecision,
+    Tombstone,
+    VoiceprintInfo,
+)
+from purchase_guard.store.rows import (
+    AUDIT_COLUMNS,
+    HOUSEHOLD_COLUMNS,
+    MEMBER_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    PIN_COLUMNS,
+    Row,
+    SealedRows,
+    audit_entry_from_row,
+    pin_from_row,
+    tombstone_from_row,
+)
+
+# Children before parents, for the foreign keys; audit entries stay (sealed) after erasure.
+_ERASE_ORDER = (
+    "spend",
+    "decisions",
+    "voiceprints",
+    "members",
+    "policies",
+    "pins",
+    "challenges",
+    "notifications",
+)
+
+
+class SqlStore(SealedRows):
+    """The Store protocol over a SQL connection; a backend subclass supplies the hooks above.
+
+    See `store.protocol` for the contract of each public method.
+    """
+
+    _PARAM: ClassVar[str] = "?"
+    _BYTE_ORDER: ClassVar[str] = ""
+    _ROW_LOCK: ClassVar[str] = ""
+    _ROW_LOCK_EXCLUSIVE: ClassVar[str] = ""
+    _INTEGRITY_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
+
+    # --- hooks ----------------------------------------------------------------------
+
+    def _reading(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _is_foreign_key_violation(exc: Exception) -> bool:
+        raise NotImplementedError
+
+    # --- helpers --------------------------------------------------------------------
+
+    @classmethod
+    def _sql(cls, text: str) -> str:
+        # No query here holds a literal "?", so every one is a placeholder.
+        return text if cls._PARAM == "?" else text.replace("?", cls._PARAM)
+
+    @classmethod
+    def _run(cls, conn: Any, text: str, params: Iterable[object] = ()) -> Any:
+        return conn.execute(cls._sql(text), tuple(params))
+
+    def _ordered(self, *columns: str) -> str:
+        return ", ".join(column + self._BYTE_ORDER for column in columns)
+
+    @classmethod
+    def _household_row(
+        cls, conn: Any, household_id: str, *, lock: bool = False, exclusive: bool = False
+    ) -> bool:
+        suffix = cls._ROW_LOCK_EXCLUSIVE if exclusive else cls._ROW_LOCK if lock else ""
+        found = cls._run(conn, "SELECT 1 FROM households WHERE id = ?" + suffix, (household_id,)).fetchone()
+        return found is not None
+
+    @classmethod
+    def _require_household(cls, conn: Any, household_id: str, *, lock: bool = False) -> None:
+        if not cls._household_row(conn, household_id, lock=lock):
+            raise NotFound(f"household {household_id!r} not found")
+
+    @classmethod
+    def _require_member(cls, conn: Any, household_id: str, member_id: str) -> None:
+        found = cls._run(
+            conn, "SELECT 1 FROM members WHERE household_id = ? AND member_id = ?", (household_id, member_id)
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"member {member_id!r} not found")
+
+    @classmethod
+    def _challenge_exists(cls, conn: Any, household_id: str, challenge_id: str) -> bool:
+        found = cls._run(
+            conn,
+            "SELECT 1 FROM challenges WHERE household_id = ? AND challenge_id = ?",
+            (household_id, challenge_id),
+        ).fetchone()
+        return found is not None
+
+    def _check_household(self, household_id: str) -> None:
+        """NotFound before sealing anything: sealing creates the household's data key, and a key
+        must not be created for a household that does not exist. The write re-checks inside its
+        transaction; this read only keeps stray keys from being made."""
+        with self._reading() as conn:
+            self._require_household(conn, household_id)
+
+    # --- households -----------------------------------------------------------------
+
+    def create_household(self, household: Household, admin_token_hash: str) -> None:
+        hid = household.household_id
+        taken = f"household {hid!r} or its admin token exists already"
+        if self.get_tombstone(hid) is not None:
+            # An erased id is never reused: its kept audit entries would join the new chain.
+            raise AlreadyExists(taken)
+        name = self._seal(hid, household.name, codec.household_name_aad(hid))
+        try:
+            with self._tx() as conn:
+                if self._tombstone_row(conn, hid) is not None:
+                    raise AlreadyExists(taken)
+                self._run(
+                    conn,
+                    "INSERT INTO households"
+                    " (id, name, time_zone, currency, retain_audio, admin_token_hash, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        hid,
+                        name,
+                        household.time_zone,
+                        household.currency,
+                        household.retain_audio,
+                        admin_token_hash,
+                        format_ts(household.created_at),
+                    ),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            # Either the id or the token hash is taken; say which without echoing the hash.
+            raise AlreadyExists(taken) from exc
+
+    def get_household(self, household_id: str) -> Household:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                f"SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE id = ?",
+                (household_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"household {household_id!r} not found")
+        return self._household(row)
+
+    def household_for_token_hash(self, token_hash: str) -> str | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn, "SELECT id FROM households WHERE admin_token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- members and voiceprints ----------------------------------------------------
+
+    def add_member(self, member: Member) -> None:
+        hid = member.household_id
+        self._check_household(hid)
+        name = self._seal(hid, member.display_name, codec.member_name_aad(member.member_id))
+        try:
+            with self._tx() as conn:
+                self._require_household(conn, hid)
+                self._run(
+                    conn,
+                    f"INSERT INTO members ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        member.member_id,
+                        hid,
+                        name,
+                        member.role.value,
+                        member.is_parent,
+                        format_ts(member.created_at),
+                    ),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            raise AlreadyExists(f"member {member.member_id!r} exists already") from exc
+
+    def get_member(self, household_id: str, member_id: str) -> Member:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"member {member_id!r} not found")
+        return self._member(row)
+
+    def list_members(self, household_id: str) -> list[Member]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ?"
+                f" ORDER BY {self._ordered('created_at', 'member_id')}",
+                (household_id,),
+            ).fetchall()
+        return [self._member(r) for r in rows]
+
+    def remove_member(self, household_id: str, member_id: str) -> None:
+        with self._tx() as conn:
+            self._run(
+                conn,
+                "DELETE FROM voiceprints WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            )
+            gone = self._run(
+                conn,
+                "DELETE FROM members WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            )
+            if gone.rowcount == 0:
+                raise NotFound(f"member {member_id!r} not found")
+
+    def put_voiceprint(self, voiceprint: Voiceprint) -> None:
+        hid, mid = voiceprint.household_id, voiceprint.member_id
+        with self._reading() as conn:
+            self._require_member(conn, hid, mid)
+        dim = len(voiceprint.embedding)
+        blob = self._sealer.seal(
+            hid,
+            codec.pack_embedding(voiceprint.embedding),
+            codec.voiceprint_aad(mid, voiceprint.encoder, dim),
+        )
+        try:
+            with self._tx() as conn:
+                self._require_member(conn, hid, mid)
+                self._run(
+                    conn,
+                    "INSERT INTO voiceprints"
+                    " (member_id, household_id, encoder, embedding, dim, n_utterances, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (member_id) DO UPDATE SET encoder = excluded.encoder,"
+                    " embedding = excluded.embedding, dim = excluded.dim,"
+                    " n_utterances = excluded.n_utterances, created_at = excluded.created_at",
+                    (
+                        mid,
+                        hid,
+                        voiceprint.encoder,
+                        blob,
+                        dim,
+                        voiceprint.n_utterances,
+                        format_ts(voiceprint.created_at),
+                    ),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            if self._is_foreign_key_violation(exc):
+                # The member was removed between the check and the insert.
+                raise NotFound(f"member {mid!r} not found") from exc
+            raise
+
+    def list_voiceprints(self, household_id: str) -> list[Voiceprint]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at"
+                f" FROM voiceprints WHERE household_id = ? ORDER BY {self._ordered('member_id')}",
+                (household_id,),
+            ).fetchall()
+        return [
+            Voiceprint(
+                member_id=r[0],
+                household_id=r[1],
+                encoder=r[2],
+                embedding=codec.unpack_embedding(
+                    self._sealer.open(r[1], bytes(r[3]), codec.voiceprint_aad(r[0], r[2], int(r[4]))),
+                    int(r[4]),
+                ),
+                n_utterances=int(r[5]),
+                created_at=parse_ts(r[6]),
+            )
+            for r in rows
+        ]
+
+    # --- policy and PIN -------------------------------------------------------------
+
+    def put_policy(self, household_id: str, policy: Policy, at: datetime) -> Policy:
+        with self._tx() as conn:
+            # The row lock makes two concurrent puts take revisions n+1 and n+2 instead of colliding.
+            self._require_household(conn, household_id, lock=True)
+            row = self._run(
+                conn, "SELECT MAX(revision) FROM policies WHERE household_id = ?", (household_id,)
+            ).fetchone()
+            revision = (0 if row is None or row[0] is None else int(row[0])) + 1
+            stored = Policy(
+                rules=policy.rules,
+                household_daily_cap_minor=policy.household_daily_cap_minor,
+                household_monthly_cap_minor=policy.household_monthly_cap_minor,
+                blocked_categories=policy.blocked_categories,
+                quiet_hours=policy.quiet_hours,
+                low_value_exemption=policy.low_value_exemption,
+                revision=revision,
+            )
+            self._run(
+                conn,
+                "INSERT INTO policies (household_id, revision, body, created_at) VALUES (?, ?, ?, ?)",
+                (household_id, revision, codec.policy_to_json(stored), format_ts(at)),
+            )
+        return stored
+
+    def get_policy(self, household_id: str) -> Policy | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT body FROM policies WHERE household_id = ? ORDER BY revision DESC LIMIT 1",
+                (household_id,),
+            ).fetchone()
+        return None if row is None else codec.policy_from_json(row[0])
+
+    def put_pin(self, state: PinState) -> None:
+        with self._tx() as conn:
+            self._require_household(conn, state.household_id)
+            self._run(
+                conn,
+                f"INSERT INTO pins ({PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (household_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
+                " lockouts = excluded.lockouts, throttled_until = excluded.throttled_until,"
+                " set_at = excluded.set_at",
+                (
+                    state.household_id,
+                    state.pin_hash,
+                    state.lockouts,
+                    None if state.throttled_until is None else format_ts(state.throttled_until),
+                    format_ts(state.set_at),
+                ),
+            )
+
+    def get_pin(self, household_id: str) -> PinState | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                f"SELECT {PIN_COLUMNS} FROM pins WHERE household_id = ?",
+                (household_id,),
+            ).fetchone()
+        return None if row is None else pin_from_row(row)
+
+    # --- decisions, spend and audit -------------------------------------------------
+
+    @classmethod
+    def _stored_decision(cls, conn: Any, household_id: str, kind: str, request_id: str) -> Row | None:
+        row: Row | None = cls._run(
+            conn,
+            "SELECT body, request_digest, decision_id FROM decisions"
+            " WHERE household_id = ? AND kind = ? AND request_id = ?",
+            (household_id, kind, request_id),
+        ).fetchone()
+        return row
+
+    def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None:
+        with self._reading() as conn:
+            row = self._stored_decision(conn, household_id, kind, request_id)
+        if row is None:
+            return None
+        return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
+
+    @classmethod
+    def _chain_head(cls, conn: Any, household_id: str) -> tuple[int, str]:
+        """(seq, entry hash) of the household's last audit entry; after retention purged every
+        entry, the anchor; for a new chain (0, GENESIS)."""
+        head = cls._run(
+            conn,
+            "SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1",
+            (household_id,),
+        ).fetchone()
+        if head is None:
+            head = cls._run(
+                conn, "SELECT seq, entry_hash FROM audit_anchors WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        return (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+
+    def record_decision(
+        self,
+        decision: Decision,
+        request_digest: str,
+        audit_body: str,
+        spend: SpendEntry | None = None,
+        challenge: Challenge | None = None,
+    ) -> Decision:
+        hid = decision.household_id
+        if spend is not None and (spend.household_id != hid or spend.decision_id != decision.decision_id):
+            raise InvalidArgument("spend entry must belong to the decision it is recorded with")
+        if challenge is not None and challenge.household_id != hid:
+            raise InvalidArgument("challenge must belong to the decision's household")
+        format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
+        self._check_household(hid)
+        body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
+        sealed_audit = self._seal(hid, audit_body, codec.audit_aad(decision.decision_id))
+        challenge_body = (
+            None
+            if challenge is None
+            else self._seal(
+                hid, codec.challenge_to_json(challenge), codec.challenge_aad(challenge.challenge_id)
+            )
+        )
+        existing: Row | None = None
+        try:
+            with self._tx() as conn:
+                # The household row lock orders all appends to this household's chain; a racing
+                # retry of the same request id waits here and then finds the first decision.
+                self._require_household(conn, hid, lock=True)
+                existing = self._stored_decision(conn, hid, decision.kind, decision.request_id)
+                if existing is not None:
+                    if existing[1] != request_digest:
+                        raise AlreadyExists(
+                            f"request id {decision.request_id!r} was used for another request"
+                        )
+                else:
+                    seq = self._append(conn, decision, request_digest, body, sealed_audit)
+                    if spend is not None:
+                        self._insert_spend(conn, spend, seq)
+                    if challenge is not None and challenge_body is not None:
+                        self._upsert_challenge(conn, challenge, challenge_body, seq)
+        except self._INTEGRITY_ERRORS as exc:
+            raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
+        if existing is not None:
+            return self._decision(hid, existing[2], existing[0])
+        return decision
+
+    @classmethod
+    def _append(cls, conn: Any, decision: Decision, request_digest: str, body: str, audit_body: str) -> int:
+        """Stores the decision and appends its audit entry at the chain's head; returns its seq."""
+        hid = decision.household_id
+        at_iso = format_ts(decision.decided_at)
+        last_seq, prev_hash = cls._chain_head(conn, hid)
+        seq = last_seq + 1
+        cls._run(
+            conn,
+            "INSERT INTO decisions (decision_id, household_id, kind, request_id, request_digest,"
+            " outcome, seq, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision.decision_id,
+                hid,
+                decision.kind,
+                decision.request_id,
+                request_digest,
+                decision.outcome.value,
+                seq,
+                body,
+                at_iso,
+            ),
+        )
+        # The hash covers the sealed text as stored, so the chain verifies without any key.
+        cls._run(
+            conn,
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                hid,
+                seq,
+                decision.decision_id,
+                at_iso,
+                audit_body,
+                prev_hash,
+                entry_hash(hid, seq, decision.decision_id, at_iso, audit_body, prev_hash),
+            ),
+        )
+        return seq
+
+    @classmethod
+    def _insert_spend(cls, conn: Any, spend: SpendEntry, seq: int) -> None:
+        cls._run(
+            conn,
+            "INSERT INTO spend (decision_id, household_id, member_id, amount_minor, seq, at, exempt)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                spend.decision_id,
+                spend.household_id,
+                spend.member_id,
+                spend.amount_minor,
+                seq,
+                format_ts(spend.at),
+                spend.exempt,
+            ),
+        )
+
+    @classmethod
+    def _upsert_challenge(cls, conn: Any, challenge: Challenge, body: str, seq: int) -> None:
+        owner = cls._run(
+            conn, "SELECT household_id FROM challenges WHERE challenge_id = ?", (challenge.challenge_id,)
+        ).fetchone()
+        if owner is not None and owner[0] != challenge.household_id:
+            # Another household's challenge: report it as unknown, never as someone else's.
+            raise NotFound(f"challenge {challenge.challenge_id!r} not found")
+        passed_seq = seq if challenge.status is ChallengeStatus.PASSED else None
+        cls._run(
+            conn,
+            "INSERT INTO challenges (challenge_id, household_id, decision_id, member_id, status,"
+            " attempts_left, expires_at, created_at, passed_seq, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (challenge_id) DO UPDATE SET decision_id = excluded.decision_id,"
+            " member_id = excluded.member_id, status = excluded.status,"
+            " attempts_left = excluded.attempts_left, expires_at = excluded.expires_at,"
+            " created_at = excluded.created_at,"
+            " passed_seq = COALESCE(challenges.passed_seq, excluded.passed_seq), body = excluded.body"
+            " WHERE challenges.household_id = excluded.household_id",
+            (
+                challenge.challenge_id,
+                challenge.household_id,
+                challenge.decision_id,
+                challenge.member_id,
+                challenge.status.value,
+                challenge.attempts_left,
+                format_ts(challenge.expires_at),
+                format_ts(challenge.created_at),
+                passed_seq,
+                body,
+            ),
+        )
+
+    def list_decisions(self, household_id: str, limit: int) -> list[Decision]:
+        """Newest first (by commit order); `limit <= 0` returns nothing."""
+        if limit <= 0:
+            return []
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT decision_id, body FROM decisions WHERE household_id = ? ORDER BY seq DESC LIMIT ?",
+                (household_id, limit),
+            ).fetchall()
+        return [self._decision(household_id, r[0], r[1]) for r in rows]
+
+    def spend_since(self, household_id: str, member_id: str | None, since: datetime) -> int:
+        """Spend with `at >= since` (inclusive)."""
+        # Fixed-width timestamps with punctuation in the same places order the same under any
+        # collation, so the comparison can use the (household_id, at) index as it is.
+        since_iso = format_ts(since)
+        with self._reading() as conn:
+            if member_id is None:
+                row = self._run(
+                    conn,
+                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend WHERE household_id = ? AND at >= ?",
+                    (household_id, since_iso),
+                ).fetchone()
+            else:
+                row = self._run(
+                    conn,
+                    "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
+                    " WHERE household_id = ? AND member_id = ? AND at >= ?",
+                    (household_id, member_id, since_iso),
+                ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def exempt_spend_since_last_challenge(self, household_id: str) -> int:
+        """Exempt spend recorded after the household's last passed challenge, in commit order."""
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
+                " WHERE household_id = ? AND exempt = ? AND seq > COALESCE("
+                "  (SELECT MAX(passed_seq) FROM challenges WHERE household_id = ?), 0)",
+                (household_id, True, household_id),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def audit_entries(self, household_id: str) -> list[AuditEntry]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE household_id = ? ORDER BY seq",
+                (household_id,),
+            ).fetchall()
+        return [audit_entry_from_row(r) for r in rows]
+
+    # --- challenges -----------------------------------------------------------------
+
+    def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT body FROM challenges WHERE household_id = ? AND challenge_id = ?",
+                (household_id, challenge_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"challenge {challenge_id!r} not found")
+        return self._challenge(household_id, challenge_id, row[0])
+
+    def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
+        """Compare-and-set; see the rule in `Store.update_challenge`.
+
+        A challenge that becomes PASSED here is ordered after every decision recorded so far,
+        so exempt spend recorded later counts towards the next threshold.
+        """
+        hid, cid = challenge.household_id, challenge.challenge_id
+        with self._reading() as conn:
+            # Before sealing: an unknown challenge (or household) must not get a data key made.
+            if not self._challenge_exists(conn, hid, cid):
+                raise NotFound(f"challenge {cid!r} not found")
+        status_changes = challenge.status is not expected_status
+        passes = challenge.status is ChallengeStatus.PASSED
+        body = self._seal(hid, codec.challenge_to_json(challenge), codec.challenge_aad(cid))
+        with self._tx() as conn:
+            if passes:
+                # Taken only to read a final MAX(seq): no decision of the household is mid-append.
+                self._household_row(conn, hid, lock=True)
+            # The chain head falls back to the retention anchor when every entry was purged.
+            cursor = self._run(
+                conn,
+                "UPDATE challenges SET status = ?, attempts_left = ?, decision_id = ?, member_id = ?,"
+                " expires_at = ?, body = ?,"
+                " passed_seq = CASE WHEN ? THEN COALESCE(passed_seq,"
+                "  (SELECT MAX(seq) FROM audit WHERE household_id = ?),"
+                "  (SELECT seq FROM audit_anchors WHERE household_id = ?), 0) ELSE passed_seq END"
+                " WHERE household_id = ? AND challenge_id = ? AND status = ?"
+                " AND (attempts_left = ? + 1 OR (? AND attempts_left = ?))",
+                (
+                    challenge.status.value,
+                    challenge.attempts_left,
+                    challenge.decision_id,
+                    challenge.member_id,
+                    format_ts(challenge.expires_at),
+                    body,
+                    passes,
+                    hid,
+                    hid,
+                    hid,
+                    cid,
+                    expected_status.value,
+                    challenge.attempts_left,
+                    status_changes,
+                    challenge.attempts_left,
+                ),
+            )
+            if cursor.rowcount == 1:
+                return True
+            if not self._challenge_exists(conn, hid, cid):
+                raise NotFound(f"challenge {cid!r} not found")
+            return False
+
+    def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]:
+        where, params = ("household_id = ?", [household_id])
+        if status is not None:
+            where, params = ("household_id = ? AND status = ?", [household_id, status.value])
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                f"SELECT challenge_id, body FROM challenges WHERE {where}"
+                f" ORDER BY {self._ordered('created_at', 'challenge_id')}",
+                params,
+            ).fetchall()
+        return [self._challenge(household_id, r[0], r[1]) for r in rows]
+
+    # --- notifications --------------------------------------------------------------
+
+    def add_notification(self, notification: Notification) -> None:
+        hid = notification.household_id
+        self._check_household(hid)
+        message = self._seal(hid, notification.message, codec.notification_aad(notification.notification_id))
+        try:
+            with self._tx() as conn:
+                self._require_household(conn, hid)
+                self._run(
+                    conn,
+                    f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        notification.notification_id,
+                        hid,
+                        notification.kind,
+                        message,
+                        notification.challenge_id,
+                        format_ts(notification.created_at),
+                    ),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            raise AlreadyExists(f"notification {notification.notification_id!r} exists already") from exc
+
+    def list_notifications(self, household_id: str) -> list[Notification]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = ?"
+                f" ORDER BY {self._ordered('created_at', 'notification_id')}",
+                (household_id,),
+            ).fetchall()
+        return [self._notification(r) for r in rows]
+
+    # --- export ---------------------------------------------------------------------
+
+    def household_records(self, household_id: str) -> HouseholdRecords:
+        hid = (household_id,)
+        with self._snapshot() as conn:
+            household = self._run(
+                conn,
+                f"SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE id = ?",
+                hid,
+            ).fetchone()
+            if household is None:
+                raise NotFound(f"household {household_id!r} not found")
+
+            def rows(query: str) -> list[Row]:
+                return list(self._run(conn, query, hid).fetchall())
+
+            members = rows(
+                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ?"
+                f" ORDER BY {self._ordered('created_at', 'member_id')}"
+            )
+            # The embedding column is not even read: an export carries voiceprint metadata only.
+            prints = rows(
+                "SELECT household_id, member_id, encoder, dim, n_utterances, created_at FROM voiceprints"
+                f" WHERE household_id = ? ORDER BY {self._ordered('member_id')}"
+            )
+            policies = rows(
+                "SELECT household_id, body, created_at FROM policies WHERE household_id = ? ORDER BY revision"
+            )
+            pin = self._run(conn, f"SELECT {PIN_COLUMNS} FROM pins WHERE household_id = ?", hid).fetchone()
+            decisions = rows("SELECT decision_id, body FROM decisions WHERE household_id = ? ORDER BY seq")
+            spend = rows(
+                "SELECT household_id, member_id, amount_minor, decision_id, at, exempt FROM spend"
+                " WHERE household_id = ? ORDER BY seq"
+            )
+            challenges = rows(
+                "SELECT challenge_id, body FROM challenges WHERE household_id = ?"
+                f" ORDER BY {self._ordered('created_at', 'challenge_id')}"
+            )
+            notifications = rows(
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE household_id = ?"
+                f" ORDER BY {self._ordered('created_at', 'notification_id')}"
+            )
+            audit = rows(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE household_id = ? ORDER BY seq")
+            anchor = self._anchor(conn, household_id)
+        # Opened after the snapshot ends: no cryptography while a transaction is open.
+        return HouseholdRecords(
+            household=self._household(household),
+            members=tuple(self._member(r) for r in members),
+            voiceprints=tuple(
+                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), parse_ts(r[5])) for r in prints
+            ),
+            policies=tuple(
+                PolicyRevision(r[0], codec.policy_from_json(r[1]), parse_ts(r[2])) for r in policies
+            ),
+            pin=None if pin is None else pin_from_row(pin),
+            decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
+            spend=tuple(SpendEntry(r[0], r[1], int(r[2]), r[3], parse_ts(r[4]), bool(r[5])) for r in spend),
+            challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),
+            notifications=tuple(self._notification(r) for r in notifications),
+            audit=tuple(self._audit_record(audit_entry_from_row(r)) for r in audit),
+            audit_anchor=anchor,
+        )
+
+    # --- erasure --------------------------------------------------------------------
+
+    @classmethod
+    def _tombstone_row(cls, conn: Any, household_id: str) -> Row | None:
+        row: Row | None = cls._run(
+            conn,
+            "SELECT household_id, erased_at, audit_entries, audit_head FROM household_tombstones"
+            " WHERE household_id = ?",
+            (household_id,),
+        ).fetchone()
+        return row
+
+    def get_tombstone(self, household_id: str) -> Tombstone | None:
+        with self._reading() as conn:
+            row = self._tombstone_row(conn, household_id)
+        return None if row is None else tombstone_from_row(row)
+
+    def erase_household(self, household_id: str, at: datetime) -> tuple[Tombstone, bool]:
+        at_iso = format_ts(at)
+        erased_now = False
+        with self._tx() as conn:
+            # The exclusive row lock waits for every writer holding the row (decisions, policies,
+            # foreign-key checks of inserts); a concurrent erasure of the same household is found
+            # by the tombstone read after the wait, which sees what committed meanwhile.
+            live = self._household_row(conn, household_id, exclusive=True)
+            row = self._tombstone_row(conn, household_id)
+            if row is None:
+                if not live:
+                    raise NotFound(f"household {household_id!r} not found")
+                count_row = self._run(
+                    conn, "SELECT COUNT(*) FROM audit WHERE household_id = ?", (household_id,)
+                ).fetchone()
+                count = 0 if count_row is None else int(count_row[0])
+                _, head = self._chain_head(conn, household_id)
+                for table in _ERASE_ORDER:
+                    self._run(conn, f"DELETE FROM {table} WHERE household_id = ?", (household_id,))
+                self._run(conn, "DELETE FROM households WHERE id = ?", (household_id,))
+                self._run(
+                    conn,
+                    "INSERT INTO household_tombstones (household_id, erased_at, audit_entries, audit_head)"
+                    " VALUES (?, ?, ?, ?)",
+                    (household_id, at_iso, count, head),
+                )
+                row = (household_id, at_iso, count, head)
+                erased_now = True
+        # After the commit: if destroying the key fails, the call fails and a retry (idempotent)
+        # destroys it; the rows are gone either way.
+        self._sealer.destroy(household_id)
+        return tombstone_from_row(row), erased_now
+
+    # --- retention and chains ------------------------------------------------------
+
+    @classmethod
+    def _anchor(cls, conn: Any, household_id: str) -> AuditAnchor | None:
+        row = cls._run(
+            conn,
+            "SELECT household_id, seq, entry_hash, at FROM audit_anchors WHERE household_id = ?",
+            (household_id,),
+        ).fetchone()
+        return None if row is None else AuditAnchor(row[0], int(row[1]), row[2], parse_ts(row[3]))
+
+    def audit_anchor(self, household_id: str) -> AuditAnchor | None:
+        with self._reading() as conn:
+            return self._anchor(conn, household_id)
+
+    def list_household_ids(self) -> list[str]:
+        """Every household with data or a chain: live ones and erased ones whose sealed audit
+        entries are kept (audit/startup.py verifies all their chains at start)."""
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT id FROM (SELECT id FROM households UNION SELECT household_id FROM audit"
+                " UNION SELECT household_id FROM household_tombstones) AS ids"
+                f" ORDER BY {self._ordered('id')}",
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def retention_candidates(self, cutoff: datetime) -> list[str]:
+        before = format_ts(cutoff)
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT household_id FROM (SELECT household_id FROM audit WHERE at < ?"
+                " UNION SELECT household_id FROM decisions WHERE created_at < ?"
+                " UNION SELECT household_id FROM notifications WHERE created_at < ?) AS old"
+                f" ORDER BY {self._ordered('household_id')}",
+                (before, before, before),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
+        before = format_ts(cutoff)
+        hid = household_id
+        with self._tx() as conn:
+            # Orders the purge with appends to the chain (record_decision takes the same lock), so
+            # the anchor never moves under a decision that is reading the chain head. An erased
+            # household has no row and no appends: nothing to lock.
+            self._household_row(conn, hid, lock=True)
+            row = self._run(
+                conn, "SELECT MAX(passed_seq) FROM challenges WHERE household_id = ?", (hid,)
+            ).fetchone()
+            last_passed = 0 if row is None or row[0] is None else int(row[0])
+            # Exempt spend after the last passed challenge still counts towards the low-value
+            # exemption's cumulative limit, however old; it and its decision stay.
+            spend = self._run(
+                conn,
+                "DELETE FROM spend WHERE household_id = ? AND at < ? AND NOT (exempt AND seq > ?)",
+                (hid, before, last_passed),
+            ).rowcount
+            decisions = self._run(
+                conn,
+                "DELETE FROM decisions WHERE household_id = ? AND created_at < ?"
+                " AND decision_id NOT IN (SELECT decision_id FROM spend WHERE household_id = ?)",
+                (hid, before, hid),
+            ).rowcount
+            # The last passed challenge stays: it is where the exemption's count restarts.
+            challenges = self._run(
+                conn,
+                "DELETE FROM challenges WHERE household_id = ? AND expires_at < ?"
+                " AND (passed_seq IS NULL OR passed_seq < ?)",
+                (hid, before, last_passed),
+            ).rowcount
+            notifications = self._run(
+                conn, "DELETE FROM notifications WHERE household_id = ? AND created_at < ?", (hid, before)
+            ).rowcount
+            audit = self._purge_audit_prefix(conn, hid, before)
+            anchor = self._anchor(conn, hid)
+        return PurgeResult(hid, decisions, spend, audit, challenges, notifications, anchor)
+
+    @classmethod
+    def _purge_audit_prefix(cls, conn: Any, household_id: str, before: str) -> int:
+        """Deletes the longest prefix of the chain older than `before` and moves the anchor to its
+        last entry. Only a prefix: an old entry after a newer one (clock skew) waits for the next run."""
+        row = cls._run(
+            conn, "SELECT MIN(seq) FROM audit WHERE household_id = ? AND at >= ?", (household_id, before)
+        ).fetchone()
+        if row is None or row[0] is None:
+            row = cls._run(
+                conn, "SELECT MAX(seq) FROM audit WHERE household_id = ?", (household_id,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return 0
+            last = int(row[0])
+        else:
+            last = int(row[0]) - 1
+        tail = cls._run(
+            conn,
+            "SELECT seq, entry_hash, at FROM audit WHERE household_id = ? AND seq = ?",
+            (household_id, last),
+        ).fetchone()
+        if tail is None:  # nothing older than the first kept entry is left
+            return 0
+        purged = cls._run(
+            conn, "DELETE FROM audit WHERE household_id = ? AND seq <= ?", (household_id, last)
+        ).rowcount
+        cls._run(
+            conn,
+            "INSERT INTO audit_anchors (household_id, seq, entry_hash, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (household_id) DO UPDATE SET seq = excluded.seq,"
+            " entry_hash = excluded.entry_hash, at = excluded.at",
+            (household_id, int(tail[0]), str(tail[1]), str(tail[2])),
+        )
+        return int(purged)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._reading() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+
+class SqlKeyStore:
+    """Wrapped data keys (table `data_keys`) in a store's database; a `sealing.WrappedKeyStore`.
+
+    `connection` yields a connection in autocommit mode: SQLite passes one of its own (so a data
+    key can be looked up while the store's connection is busy), PostgreSQL its routing, so a
+    lookup inside `household_lock` uses the connection the lock holds instead of a second one.
+    """
+
+    def __init__(self, connection: Any, *, param: str = "?", byte_order: str = "") -> None:
+        self._connection = connection
+        self._param = param
+        self._byte_order = byte_order
+
+    def _run(self, conn: Any, text: str, params: tuple[object, ...] = ()) -> Any:
+        return conn.execute(text if self._param == "?" else text.replace("?", self._param), params)
+
+    def get_wrapped_key(self, household_id: str) -> bytes | None:
+        with self._connection() as conn:
+            row = self._run(
+                conn, "SELECT wrapped FROM data_keys WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_wrapped_key(self, household_id: str, wrapped: bytes, master_key_id: str) -> bytes:
+        with self._connection() as conn:
+            self._run(
+                conn,
+                "INSERT INTO data_keys (household_id, wrapped, master_key_id, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (household_id) DO NOTHING",
+                (household_id, wrapped, master_key_id, format_ts(datetime.now(UTC))),
+            )
+            # Whoever inserted first wins; everyone then seals with that one key.
+            row = self._run(
+                conn, "SELECT wrapped FROM data_keys WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        if row is None:  # destroyed between our insert and read: a concurrent erasure won
+            raise NotFound(f"household {household_id!r} not found")
+        return bytes(row[0])
+
+    def replace_wrapped_key(self, household_id: str, old: bytes, new: bytes, master_key_id: str) -> bool:
+        with self._connection() as conn:
+            cursor = self._run(
+                conn,
+                "UPDATE data_keys SET wrapped = ?, master_key_id = ? WHERE household_id = ? AND wrapped = ?",
+                (new, master_key_id, household_id, old),
+            )
+            return bool(cursor.rowcount == 1)
+
+    def list_wrapped_keys(self) -> list[tuple[str, bytes]]:
+        with self._connection() as conn:
+            rows = self._run(
+                conn, f"SELECT household_id, wrapped FROM data_keys ORDER BY household_id{self._byte_order}"
+            ).fetchall()
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def delete_wrapped_key(self, household_id: str) -> None:
+        with self._connection() as conn:
+            self._run(conn, "DELETE FROM data_keys WHERE household_id = ?", (household_id,))
