@@ -30,6 +30,7 @@ test: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
 	$(BIN)/ruff check src tests scripts deploy
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
