@@ -140,6 +140,6 @@ def build_app(
     else:
         defence = broadcast or NoBroadcastDefence()
     guard = Guard(settings, store, verifier, defence, pins, clock, ids, pin_guesses=pin_guesses)
-    households = HouseholdService(settings, store, verifier, pins, clock, ids, token)
+    households = HouseholdService(settings, store, verifier, pins, clock, ids, token, approvals=guard)
     privacy = PrivacyService(store, households, clock)
     return App(settings, store, verifier, guard, households, clock, token, privacy, clips)

@@ -58,6 +58,23 @@ class ReasonCode(enum.Enum):
     BROADCAST_MATCH = "BROADCAST_MATCH"
 
 
+class Effect(enum.Enum):
+    """What a finding does to the decision (Cedar's forbid / permit, plus a step-up and errors).
+
+    FORBID     decides DENY, whatever else fired (a forbid always wins)
+    CHALLENGE  asks for a step-up: never ALLOW while it stands
+    PERMIT     grounds for ALLOW; without one (and with nothing against it) there is no ALLOW
+    NOTE       context that explains (who spoke, what fell back) and decides nothing
+    ERROR      a check failed: the decision fails closed to DENY, and says which check
+    """
+
+    FORBID = "FORBID"
+    CHALLENGE = "CHALLENGE"
+    PERMIT = "PERMIT"
+    NOTE = "NOTE"
+    ERROR = "ERROR"
+
+
 class ChallengeMethod(enum.Enum):
     SPOKEN_PIN = "SPOKEN_PIN"
     RANDOM_DIGITS = "RANDOM_DIGITS"
@@ -198,9 +215,44 @@ class SpendSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
+    """A finding: what was found (code, message, detail), its effect, and the rule that found it.
+
+    `rule` names the rule in words a reviewer can look up (e.g. "policy.max_order",
+    "voice.speaker", "broadcast.fleet"); `effect` is what the verdict does with it, so nothing
+    downstream guesses effects back from codes.
+    """
+
     code: ReasonCode
     message: str
     detail: tuple[tuple[str, str], ...] = ()
+    effect: Effect = Effect.NOTE
+    rule: str = ""
+
+
+def forbid(code: ReasonCode, message: str, rule: str, detail: tuple[tuple[str, str], ...] = ()) -> Reason:
+    return Reason(code, message, detail, Effect.FORBID, rule)
+
+
+def needs_challenge(
+    code: ReasonCode, message: str, rule: str, detail: tuple[tuple[str, str], ...] = ()
+) -> Reason:
+    return Reason(code, message, detail, Effect.CHALLENGE, rule)
+
+
+def permit(code: ReasonCode, message: str, rule: str, detail: tuple[tuple[str, str], ...] = ()) -> Reason:
+    return Reason(code, message, detail, Effect.PERMIT, rule)
+
+
+def note(code: ReasonCode, message: str, rule: str, detail: tuple[tuple[str, str], ...] = ()) -> Reason:
+    return Reason(code, message, detail, Effect.NOTE, rule)
+
+
+def check_error(message: str, rule: str, detail: tuple[tuple[str, str], ...] = ()) -> Reason:
+    return Reason(ReasonCode.GUARD_ERROR, message, detail, Effect.ERROR, rule)
+
+
+# The effect a decision's outcome is determined by (DENY: a forbid; when only errors fired, them).
+_DECIDING_EFFECT = {"ALLOW": Effect.PERMIT, "CHALLENGE": Effect.CHALLENGE, "DENY": Effect.FORBID}
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +333,25 @@ class Decision:
     @property
     def codes(self) -> tuple[ReasonCode, ...]:
         return tuple(r.code for r in self.reasons)
+
+    @property
+    def errors(self) -> tuple[Reason, ...]:
+        """Checks that failed; a decision with any is a DENY (fail closed)."""
+        return tuple(r for r in self.reasons if r.effect is Effect.ERROR)
+
+    @property
+    def determining(self) -> tuple[Reason, ...]:
+        """The findings that decided the outcome (Cedar's `reason`): the permits of an ALLOW, the
+        step-ups of a CHALLENGE, the forbids of a DENY, or, for a DENY only errors explain, them."""
+        wanted = _DECIDING_EFFECT[self.outcome.value]
+        found = tuple(r for r in self.reasons if r.effect is wanted)
+        return found if found or self.outcome is not Outcome.DENY else self.errors
+
+    @property
+    def context(self) -> tuple[Reason, ...]:
+        """Everything else the decision reports: notes, and non-deciding findings of a CHALLENGE."""
+        deciding = set(map(id, self.determining)) | set(map(id, self.errors))
+        return tuple(r for r in self.reasons if id(r) not in deciding)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@
     +-- NotFound                    -> NOT_FOUND          (unknown household, member, challenge)
     +-- AlreadyExists               -> ALREADY_EXISTS     (request id reused with another request)
     +-- FailedPrecondition          -> FAILED_PRECONDITION (state does not allow the call)
+    +-- Aborted                     -> ABORTED            (state changed under the call; retry)
     +-- Unauthenticated             -> UNAUTHENTICATED    (no or unknown credential)
     +-- PermissionDenied            -> PERMISSION_DENIED  (credential for another household)
     +-- ResourceExhausted           -> RESOURCE_EXHAUSTED (payload or rate limits)
@@ -55,6 +56,10 @@ class AlreadyExists(GuardError):
 
 class FailedPrecondition(GuardError):
     """The system is not in a state that allows the call (e.g. no voiceprint enrolled)."""
+
+
+class Aborted(GuardError):
+    """A compare-and-set lost: what the call was based on changed while it ran. Safe to retry."""
 
 
 class Unauthenticated(GuardError):

@@ -68,11 +68,7 @@ def tls_config(
         raise TlsError(f"{_CERT_SETTING} and {_KEY_SETTING} must be set together")
     cert = _read(cert_file, _CERT_SETTING, _CERT_MARK, "certificate")
     key = _read(key_file, _KEY_SETTING, _KEY_MARK, "private key")
-    ca = (
-        _read(client_ca_file, _CA_SETTING, _CERT_MARK, "certificate")
-        if client_ca_file is not None
-        else None
-    )
+    ca = _read(client_ca_file, _CA_SETTING, _CERT_MARK, "certificate") if client_ca_file is not None else None
     return TlsConfig(cert, key, ca)
 
 

@@ -14,6 +14,7 @@ from purchase_guard.domain import (
     ChallengeInfo,
     ChallengeMethod,
     Decision,
+    Effect,
     Household,
     LimitAction,
     LineItem,
@@ -27,7 +28,6 @@ from purchase_guard.domain import (
     PurchaseMode,
     QuietHours,
     Reason,
-    ReasonCode,
     Role,
     RoleRule,
     SpeakerResult,
@@ -182,17 +182,32 @@ def outcome_to_pb(outcome: Outcome) -> common_pb2.Outcome.ValueType:
     return _OUTCOME_TO_PB[outcome]
 
 
-def reasons_to_pb(reasons: Iterable[Reason]) -> list[common_pb2.Reason]:
+_EFFECT_TO_PB = {
+    Effect.FORBID: common_pb2.FORBID,
+    Effect.CHALLENGE: common_pb2.NEEDS_CHALLENGE,
+    Effect.PERMIT: common_pb2.PERMIT,
+    Effect.NOTE: common_pb2.NOTE,
+    Effect.ERROR: common_pb2.CHECK_ERROR,
+}
+
+
+def reasons_to_pb(reasons: Iterable[Reason], determining: Iterable[Reason] = ()) -> list[common_pb2.Reason]:
+    deciding = {id(r) for r in determining}
     return [
         common_pb2.Reason(
-            code=common_pb2.ReasonCode.Value(r.code.value), message=r.message, detail=dict(r.detail)
+            code=common_pb2.ReasonCode.Value(r.code.value),
+            message=r.message,
+            detail=dict(r.detail),
+            effect=_EFFECT_TO_PB[r.effect],
+            rule=r.rule,
+            determining=id(r) in deciding,
         )
         for r in reasons
     ]
 
 
-def reason_code_from_pb(value: int) -> ReasonCode:
-    return ReasonCode(common_pb2.ReasonCode.Name(value))  # type: ignore[arg-type]
+def decision_reasons_to_pb(decision: Decision) -> list[common_pb2.Reason]:
+    return reasons_to_pb(decision.reasons, decision.determining)
 
 
 def speaker_to_pb(result: SpeakerResult | None) -> common_pb2.SpeakerMatch:
@@ -291,7 +306,7 @@ def decision_record_to_pb(d: Decision) -> admin_pb2.DecisionRecord:
         kind=d.kind,
         request_id=d.request_id,
         outcome=_OUTCOME_TO_PB[d.outcome],
-        reasons=reasons_to_pb(d.reasons),
+        reasons=decision_reasons_to_pb(d),
         speaker=speaker_to_pb(d.speaker),
         policy_revision=d.policy_revision,
         total=money_to_pb(d.total),

@@ -31,7 +31,7 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
         return guard_pb2.EvaluateResponse(
             decision_id=decision.decision_id,
             outcome=convert.outcome_to_pb(decision.outcome),
-            reasons=convert.reasons_to_pb(decision.reasons),
+            reasons=convert.decision_reasons_to_pb(decision),
             speaker=convert.speaker_to_pb(decision.speaker),
             policy_revision=decision.policy_revision,
             challenge=convert.challenge_to_pb(decision.challenge),
@@ -55,7 +55,7 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
         return guard_pb2.ConfirmResponse(
             decision_id=decision.decision_id,
             outcome=convert.outcome_to_pb(decision.outcome),
-            reasons=convert.reasons_to_pb(decision.reasons),
+            reasons=convert.decision_reasons_to_pb(decision),
             speaker=convert.speaker_to_pb(decision.speaker),
             challenge=convert.challenge_to_pb(decision.challenge),
             decided_at=convert.ts(decision.decided_at),

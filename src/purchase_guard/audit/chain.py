@@ -42,6 +42,7 @@ class AuditAnchor:
     entry_hash: str
     at: datetime  # time of the last purged entry
 
+
 # Domain separation: a hash from this chain cannot be mistaken for any other sha256 use.
 _DOMAIN = b"purchase-guard/audit-entry/v1"
 

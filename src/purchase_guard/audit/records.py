@@ -19,7 +19,8 @@ from purchase_guard.domain import ChallengeInfo, Decision, Order, SpeakerResult
 from purchase_guard.errors import GuardError
 from purchase_guard.serial import format_ts
 
-RECORD_VERSION = 1
+# 2: records carry `inputs`, the values the pure rules decided from, and each reason's effect and rule.
+RECORD_VERSION = 2
 
 # Words that must never appear as a key (or as one word of a snake/kebab/camel key) in a record.
 MASKED_KEYS: frozenset[str] = frozenset(
@@ -94,6 +95,7 @@ def _speaker(s: SpeakerResult) -> dict[str, Any]:
 
 
 def _order(order: Order) -> dict[str, Any]:
+    # Titles stay out (free text a caller wrote); what the rules read is here.
     return {
         "merchant": order.merchant,
         "currency": order.total.currency,
@@ -121,8 +123,17 @@ def _challenge(c: ChallengeInfo) -> dict[str, Any]:
     }
 
 
-def audit_record(decision: Decision, order: Order | None, extra: Mapping[str, str]) -> dict[str, Any]:
-    """The masked record as a dict; raises GuardError if any key is on the denylist."""
+def audit_record(
+    decision: Decision,
+    order: Order | None,
+    extra: Mapping[str, str],
+    inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The masked record as a dict; raises GuardError if any key is on the denylist.
+
+    `inputs` holds what the pure rules were given beyond the order and the time (JSON values,
+    written by the pipeline), so the decision can be re-run; it is masked like everything else.
+    """
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "decision_id": decision.decision_id,
@@ -134,19 +145,33 @@ def audit_record(decision: Decision, order: Order | None, extra: Mapping[str, st
         "outcome": decision.outcome.value,
         "decided_at": format_ts(decision.decided_at),
         "reasons": [
-            {"code": r.code.value, "message": r.message, "detail": dict(r.detail)} for r in decision.reasons
+            {
+                "code": r.code.value,
+                "message": r.message,
+                "detail": dict(r.detail),
+                "effect": r.effect.value,
+                "rule": r.rule,
+            }
+            for r in decision.reasons
         ],
+        "determining": [r.code.value for r in decision.determining],
         "speaker": None if decision.speaker is None else _speaker(decision.speaker),
         "policy_revision": decision.policy_revision,
         "total": {"minor_units": decision.total.minor_units, "currency": decision.total.currency},
         "order": None if order is None else _order(order),
         "challenge": None if decision.challenge is None else _challenge(decision.challenge),
         "extra": {str(k): str(v) for k, v in extra.items()},
+        "inputs": dict(inputs or {}),
     }
     _check_keys(record, "")
     return record
 
 
-def audit_body(decision: Decision, order: Order | None, extra: Mapping[str, str]) -> str:
+def audit_body(
+    decision: Decision,
+    order: Order | None,
+    extra: Mapping[str, str],
+    inputs: Mapping[str, Any] | None = None,
+) -> str:
     """Canonical JSON of the masked record, ready to be the body of an audit entry."""
-    return canonical_json(audit_record(decision, order, extra))
+    return canonical_json(audit_record(decision, order, extra, inputs))

@@ -1,8 +1,10 @@
 """Pure rules for answering a challenge: state checks, attempts, lockout. No I/O, no clock reads.
 
-The service layer gathers the facts (does the order digest match, does the voice belong
-to an enrolled adult, are the digits right) and these functions turn them into the
-outcome and the challenge's next state.
+The service layer gathers the facts (`AnswerFacts`: does the order digest match, may the PIN be
+checked now, does the voice belong to an enrolled adult, does the audio say what was expected)
+and `judge_answer` turns them and the challenge as it stood into the outcome and the
+challenge's next state. The facts are recorded with the decision, so a stored answer can be
+judged again by today's rules (pipeline/rerun.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,18 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from purchase_guard.domain import Challenge, ChallengeMethod, ChallengeStatus, Outcome, Reason, ReasonCode
+from purchase_guard.domain import (
+    Challenge,
+    ChallengeMethod,
+    ChallengeStatus,
+    Effect,
+    Outcome,
+    Reason,
+    ReasonCode,
+    forbid,
+    needs_challenge,
+    permit,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +36,55 @@ class AnswerVerdict:
     passed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerFacts:
+    """What the service found out about one answer. Facts not gathered (because an earlier stage
+    already decides) are None; `judge_answer` never reads a fact its earlier stages make moot."""
+
+    order_matches: bool
+    # SPOKEN_PIN only: is a PIN set, and if the PIN may not be checked now, why (throttle, budget,
+    # or an error reading the budget).
+    pin_set: bool = True
+    pin_blocked: Reason | None = None
+    # The spoken answer: voice of an enrolled adult, and content (the expected digits; for a PIN,
+    # digits whose hash matches).
+    speaker_ok: bool | None = None
+    content_ok: bool | None = None
+
+
+def pre_answer(challenge: Challenge, facts: AnswerFacts, now: datetime) -> AnswerVerdict | None:
+    """The verdict when the answer is decided before its audio is judged, else None."""
+    closed = state_check(challenge, now)
+    if closed is not None:
+        return closed
+    if not facts.order_matches:
+        return order_mismatch(challenge)
+    if challenge.method is ChallengeMethod.PARENT_APPROVAL:
+        return approval_state(challenge)
+    if challenge.method is ChallengeMethod.SPOKEN_PIN:
+        if not facts.pin_set:
+            return AnswerVerdict(
+                Outcome.DENY,
+                (forbid(ReasonCode.CHALLENGE_UNAVAILABLE, "The household has no PIN set.", "challenge.pin"),),
+                challenge,
+            )
+        if facts.pin_blocked is not None:
+            return AnswerVerdict(Outcome.DENY, (facts.pin_blocked,), challenge)
+    return None
+
+
+def judge_answer(challenge: Challenge, facts: AnswerFacts, now: datetime) -> AnswerVerdict:
+    """The whole rule for one answer to `challenge` (as it stood) at `now`."""
+    early = pre_answer(challenge, facts, now)
+    if early is not None:
+        return early
+    if facts.speaker_ok is None or facts.content_ok is None:
+        raise ValueError("a spoken answer needs its speaker and content facts")
+    return voice_answer(challenge, speaker_ok=facts.speaker_ok, digits_ok=facts.content_ok)
+
+
 def _deny(challenge: Challenge, code: ReasonCode, message: str) -> AnswerVerdict:
-    return AnswerVerdict(Outcome.DENY, (Reason(code, message),), challenge)
+    return AnswerVerdict(Outcome.DENY, (forbid(code, message, "challenge.state"),), challenge)
 
 
 def state_check(challenge: Challenge, now: datetime) -> AnswerVerdict | None:
@@ -34,10 +94,11 @@ def state_check(challenge: Challenge, now: datetime) -> AnswerVerdict | None:
         return AnswerVerdict(
             Outcome.DENY,
             (
-                Reason(
+                forbid(
                     challenge.cancel_reason,
                     "This challenge was cancelled: the request came from broadcast audio heard by many "
                     "homes.",
+                    "broadcast.late_catch",
                     challenge.cancel_detail,
                 ),
             ),
@@ -59,16 +120,23 @@ def state_check(challenge: Challenge, now: datetime) -> AnswerVerdict | None:
 
 
 def wrong_answer(challenge: Challenge, reasons: tuple[Reason, ...]) -> AnswerVerdict:
-    """Spend one attempt; the last one locks the challenge."""
+    """Spend one attempt; the last one locks the challenge.
+
+    What was wrong with the answer asks for another one (a step-up, effect CHALLENGE) while
+    attempts are left; on the last attempt it is part of what refuses the purchase (FORBID).
+    """
     left = max(0, challenge.attempts_left - 1)
     if left == 0:
         locked = replace(challenge, attempts_left=0, status=ChallengeStatus.LOCKED)
-        lock_reason = Reason(
+        lock_reason = forbid(
             ReasonCode.CHALLENGE_LOCKED,
             "Too many wrong answers: the challenge is locked and the parents have been notified.",
+            "challenge.attempts",
         )
-        return AnswerVerdict(Outcome.DENY, (*reasons, lock_reason), locked, locked_now=True)
-    return AnswerVerdict(Outcome.CHALLENGE, reasons, replace(challenge, attempts_left=left))
+        refused = tuple(replace(r, effect=Effect.FORBID) for r in reasons)
+        return AnswerVerdict(Outcome.DENY, (*refused, lock_reason), locked, locked_now=True)
+    retry = tuple(replace(r, effect=Effect.CHALLENGE) for r in reasons)
+    return AnswerVerdict(Outcome.CHALLENGE, retry, replace(challenge, attempts_left=left))
 
 
 def order_mismatch(challenge: Challenge) -> AnswerVerdict:
@@ -76,9 +144,10 @@ def order_mismatch(challenge: Challenge) -> AnswerVerdict:
     return wrong_answer(
         challenge,
         (
-            Reason(
+            needs_challenge(
                 ReasonCode.ORDER_MISMATCH,
                 "The order differs from the one this challenge was issued for; nothing was bought.",
+                "challenge.order_digest",
             ),
         ),
     )
@@ -89,13 +158,19 @@ def approval_state(challenge: Challenge) -> AnswerVerdict:
     if challenge.status is ChallengeStatus.APPROVED:
         return AnswerVerdict(
             Outcome.ALLOW,
-            (Reason(ReasonCode.APPROVAL_GRANTED, "A parent approved this purchase."),),
+            (permit(ReasonCode.APPROVAL_GRANTED, "A parent approved this purchase.", "approval.parent"),),
             replace(challenge, status=ChallengeStatus.PASSED),
             passed=True,
         )
     return AnswerVerdict(
         Outcome.CHALLENGE,
-        (Reason(ReasonCode.CHALLENGE_REQUIRED, "Waiting for a parent to approve this purchase."),),
+        (
+            needs_challenge(
+                ReasonCode.CHALLENGE_REQUIRED,
+                "Waiting for a parent to approve this purchase.",
+                "approval.parent",
+            ),
+        ),
         challenge,
     )
 
@@ -110,8 +185,10 @@ def voice_answer(challenge: Challenge, *, speaker_ok: bool, digits_ok: bool) -> 
         return AnswerVerdict(
             Outcome.ALLOW,
             (
-                Reason(
-                    ReasonCode.CHALLENGE_PASSED, "The challenge was answered correctly by an adult's voice."
+                permit(
+                    ReasonCode.CHALLENGE_PASSED,
+                    "The challenge was answered correctly by an adult's voice.",
+                    "challenge.answer",
                 ),
             ),
             replace(challenge, status=ChallengeStatus.PASSED),
@@ -121,12 +198,15 @@ def voice_answer(challenge: Challenge, *, speaker_ok: bool, digits_ok: bool) -> 
     reasons: list[Reason] = []
     if not speaker_ok:
         reasons.append(
-            Reason(
+            needs_challenge(
                 ReasonCode.SPEAKER_MISMATCH,
                 "The answer was not spoken by an enrolled adult of the household.",
+                "challenge.answer_voice",
             )
         )
-    reasons.append(Reason(ReasonCode.PIN_INCORRECT, f"The spoken {what} was not accepted."))
+    reasons.append(
+        needs_challenge(ReasonCode.PIN_INCORRECT, f"The spoken {what} was not accepted.", "challenge.answer")
+    )
     return wrong_answer(challenge, tuple(reasons))
 
 

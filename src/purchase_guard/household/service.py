@@ -11,17 +11,16 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
 from purchase_guard.audit.chain import ChainReport
-from purchase_guard.audit.records import audit_body
 from purchase_guard.audit.verify import verify_household_audit
 from purchase_guard.challenge.pin import PinHasher, validate_pin
-from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.clock import Clock, IdSource
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
@@ -33,11 +32,8 @@ from purchase_guard.domain import (
     Household,
     Member,
     Notification,
-    Outcome,
     PinState,
     Policy,
-    Reason,
-    ReasonCode,
     Role,
     Voiceprint,
 )
@@ -77,6 +73,14 @@ class Principal:
         return self.household_id is None
 
 
+class ApprovalRecorder(Protocol):
+    """Records a parent's approval or rejection as a decision (implemented by the pipeline's Guard)."""
+
+    def resolve_approval(
+        self, household_id: str, challenge_id: str, parent: Member, approve: bool
+    ) -> Challenge: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EnrollmentReport:
     member: Member
@@ -94,7 +98,9 @@ class HouseholdService:
         clock: Clock,
         ids: IdSource,
         operator_token: str,
+        approvals: ApprovalRecorder | None = None,
     ) -> None:
+        self._approvals = approvals
         self._settings = settings
         self._store = store
         self._verifier = verifier
@@ -265,45 +271,15 @@ class HouseholdService:
     def resolve_approval(
         self, principal: Principal, household_id: str, challenge_id: str, parent_member_id: str, approve: bool
     ) -> Challenge:
+        """Authorises the parent; the decision itself is made and recorded by the `ApprovalRecorder`
+        (the pipeline), in the same transaction as the challenge's new state."""
         self.get_household(principal, household_id)
         parent = self._store.get_member(household_id, validate_id(parent_member_id, "parent_member_id"))
         if not parent.is_parent:
             raise PermissionDenied(f"member {parent.member_id!r} is not a parent of this household")
-        challenge = self._store.get_challenge(household_id, validate_id(challenge_id, "challenge_id"))
-        if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
-            raise FailedPrecondition("this challenge is answered by voice, not by a parent's approval")
-        now = self._clock.now()
-        if challenge.status is not ChallengeStatus.PENDING:
-            raise FailedPrecondition(f"this challenge is already {challenge.status.value.lower()}")
-        if now >= challenge.expires_at:
-            raise FailedPrecondition("this approval request has expired")
-        status = ChallengeStatus.APPROVED if approve else ChallengeStatus.REJECTED
-        updated = replace(challenge, status=status, resolved_by=parent.member_id)
-        if not self._store.update_challenge(updated, ChallengeStatus.PENDING):
-            raise FailedPrecondition("this challenge was resolved at the same moment by someone else")
-        code = ReasonCode.APPROVAL_GRANTED if approve else ReasonCode.APPROVAL_REJECTED
-        verb = "approved" if approve else "rejected"
-        decision = Decision(
-            decision_id=self._ids.new_id("dec"),
-            household_id=household_id,
-            kind="approval",
-            request_id=f"approval:{challenge.challenge_id}",
-            device_id="",
-            outcome=Outcome.ALLOW if approve else Outcome.DENY,
-            reasons=(Reason(code, f"Parent {parent.display_name} {verb} the purchase."),),
-            speaker=None,
-            policy_revision=0,
-            total=challenge.order.total,
-            decided_at=now,
-            challenge=challenge_info(updated),
-            member_id=parent.member_id,
-        )
-        self._store.record_decision(
-            decision,
-            challenge.challenge_id,
-            audit_body(decision, challenge.order, {"resolved_by": parent.member_id}),
-        )
-        return updated
+        if self._approvals is None:
+            raise FailedPrecondition("approvals are not available on this server")
+        return self._approvals.resolve_approval(household_id, challenge_id, parent, approve)
 
     def verify_audit(self, principal: Principal, household_id: str) -> ChainReport:
         # An erased household has no row any more, but its sealed chain and tombstone remain

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from purchase_guard.domain import Reason, ReasonCode
+from purchase_guard.domain import Reason, ReasonCode, check_error, forbid
 from purchase_guard.errors import Unavailable
 from purchase_guard.logs import get_logger
 
@@ -118,15 +118,15 @@ def pin_guess_gate(
         wrong = counter.wrong_since(household_id, now - policy.window)
     except Exception as exc:
         log.warning("pin_guess_counter_failed", error=type(exc).__name__)
-        return Reason(
-            ReasonCode.GUARD_ERROR,
-            "The guard could not decide safely: the PIN guess counter is unavailable.",
+        return check_error(
+            "The guard could not decide safely: the PIN guess counter is unavailable.", "challenge.pin_budget"
         )
     if pin_guesses_blocked(wrong, policy):
         minutes = int(policy.window.total_seconds() // 60)
-        return Reason(
+        return forbid(
             ReasonCode.PIN_THROTTLED,
             f"Too many wrong PIN answers for this household in the last {minutes} minutes; try later.",
+            "challenge.pin_budget",
         )
     return None
 

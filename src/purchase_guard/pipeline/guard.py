@@ -21,12 +21,12 @@ from purchase_guard.challenge.digest import digits_digest, digits_match, order_d
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.challenge.rules import (
+    AnswerFacts,
     AnswerVerdict,
-    approval_state,
+    judge_answer,
     normalise_digits,
-    order_mismatch,
+    pre_answer,
     state_check,
-    voice_answer,
 )
 from purchase_guard.challenge.throttle import pin_backoff
 from purchase_guard.clock import Clock, IdSource
@@ -35,7 +35,6 @@ from purchase_guard.domain import (
     AudioInput,
     BroadcastCheck,
     Challenge,
-    ChallengeInfo,
     ChallengeMethod,
     ChallengeStatus,
     Decision,
@@ -44,14 +43,17 @@ from purchase_guard.domain import (
     Notification,
     Order,
     Outcome,
+    Policy,
     Reason,
     ReasonCode,
     Role,
     SpeakerResult,
     SpendSnapshot,
     Voiceprint,
+    forbid,
+    permit,
 )
-from purchase_guard.errors import AlreadyExists, InvalidArgument
+from purchase_guard.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from purchase_guard.ids import validate_id
 from purchase_guard.limits import (
     InProcessPinGuessCounter,
@@ -64,12 +66,21 @@ from purchase_guard.logs import get_logger
 from purchase_guard.metrics import CHECK_ERRORS, DECISIONS, LATENCY, REASONS
 from purchase_guard.money import format_money
 from purchase_guard.pipeline.ports import BroadcastDefence, SpeakerVerifier
+from purchase_guard.pipeline.record import (
+    DecisionContext,
+    approval_inputs,
+    confirm_inputs,
+    evaluate_inputs,
+    make_decision,
+)
 from purchase_guard.pipeline.validate import request_digest, validate_order
 from purchase_guard.pipeline.verdict import (
     DEFAULT_CHILD_THRESHOLD,
+    NO_OPTIONS,
     ChallengeOptions,
     VoiceCheck,
     decide,
+    policy_failed,
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
@@ -175,9 +186,16 @@ class Guard:
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
         role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
+        ctx = DecisionContext(
+            decision_id, hh, "evaluate", req.request_id, req.device_id, req.order.total, now
+        )
         with span("store.lock"), self._store.household_lock(hh):
             # Spend is read and the decision recorded under one lock, so two concurrent orders
             # cannot both fit under a cap that only one of them fits under.
+            policy: Policy | None = None
+            spend = SpendSnapshot()
+            options = NO_OPTIONS
+            policy_error: str | None = None
             try:
                 policy = self._store.get_policy(hh)
                 spend = self._spend_snapshot(hh, member_id, now)
@@ -186,34 +204,29 @@ class Guard:
                     policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
                     s.set(effect=policy_verdict.effect.name, revision=policy.revision if policy else 0)
             except Exception as exc:
+                # Still decided (and recorded) by the verdict rule, so the broadcast findings and
+                # the late catch below are not lost with the policy.
                 CHECK_ERRORS.labels("policy").inc()
                 log.warning("policy_facts_failed", error=type(exc).__name__)
-                decision = self._error_decision(
-                    household, req, decision_id, now, voice, "policy data unavailable"
-                )
-                return self._store.record_decision(decision, digest, self._audit_body(req, decision))
+                policy_error = "policy data unavailable"
+                policy_verdict = policy_failed(policy_error)
             verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
 
             challenge: Challenge | None = None
-            info: ChallengeInfo | None = None
+            notifications: tuple[Notification, ...] = ()
             if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
                 challenge = self._new_challenge(
                     hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now
                 )
-                info = challenge_info(challenge)
-            decision = Decision(
-                decision_id=decision_id,
-                household_id=hh,
-                kind="evaluate",
-                request_id=req.request_id,
-                device_id=req.device_id,
-                outcome=verdict.outcome,
-                reasons=verdict.reasons,
+                notifications = self._challenge_notifications(challenge, now)
+            revision = policy.revision if policy is not None else 0
+            decision = make_decision(
+                ctx,
+                verdict.outcome,
+                verdict.reasons,
                 speaker=voice.result,
-                policy_revision=policy.revision if policy is not None else 0,
-                total=req.order.total,
-                decided_at=now,
-                challenge=info,
+                policy_revision=revision,
+                challenge=None if challenge is None else challenge_info(challenge),
                 member_id=verdict.member_id,
             )
             spend_entry = None
@@ -226,19 +239,29 @@ class Guard:
                     now,
                     verdict.low_value_exempt,
                 )
+            inputs = evaluate_inputs(
+                voice=voice,
+                broadcast=broadcast,
+                policy_revision=revision,
+                policy_error=policy_error,
+                time_zone=household.time_zone,
+                spend=spend,
+                options=options,
+                child_threshold=self._child_threshold,
+            )
+            body = audit_body(decision, req.order, {"device_id": req.device_id}, inputs)
             with span("store.record", kind="evaluate", outcome=decision.outcome.name):
                 stored = self._store.record_decision(
-                    decision, digest, self._audit_body(req, decision), spend=spend_entry, challenge=challenge
+                    decision,
+                    digest,
+                    body,
+                    spend=spend_entry,
+                    challenge=challenge,
+                    notifications=notifications,
                 )
-        if stored.decision_id == decision_id and challenge is not None:
-            self._after_challenge_issued(challenge, now)
         if broadcast.cluster_decisions:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
         return stored
-
-    @staticmethod
-    def _audit_body(req: EvaluateInput, decision: Decision) -> str:
-        return audit_body(decision, req.order, {"device_id": req.device_id})
 
     def _cancel_broadcast_challenges(
         self, decisions: tuple[tuple[str, str], ...], reasons: tuple[Reason, ...]
@@ -248,11 +271,11 @@ class Guard:
         by_household: dict[str, set[str]] = {}
         for hh, decision_id in decisions:
             by_household.setdefault(hh, set()).add(decision_id)
+        cause = reasons[0] if reasons else Reason(ReasonCode.BROADCAST_MATCH, "broadcast")
         for hh, ids in by_household.items():
             for status in (ChallengeStatus.PENDING, ChallengeStatus.APPROVED):
                 for challenge in self._store.list_challenges(hh, status):
                     if challenge.decision_id in ids:
-                        cause = reasons[0] if reasons else Reason(ReasonCode.BROADCAST_MATCH, "broadcast")
                         cancelled = replace(
                             challenge,
                             status=ChallengeStatus.CANCELLED,
@@ -261,29 +284,6 @@ class Guard:
                         )
                         if self._store.update_challenge(cancelled, status):
                             log.warning("challenge_cancelled_broadcast", challenge_id=challenge.challenge_id)
-
-    def _error_decision(
-        self,
-        household: Household,
-        req: EvaluateInput,
-        decision_id: str,
-        now: datetime,
-        voice: VoiceCheck,
-        what: str,
-    ) -> Decision:
-        return Decision(
-            decision_id=decision_id,
-            household_id=household.household_id,
-            kind="evaluate",
-            request_id=req.request_id,
-            device_id=req.device_id,
-            outcome=Outcome.DENY,
-            reasons=(Reason(ReasonCode.GUARD_ERROR, f"The guard could not decide safely: {what}."),),
-            speaker=voice.result,
-            policy_revision=0,
-            total=req.order.total,
-            decided_at=now,
-        )
 
     def _check_voice(
         self,
@@ -380,21 +380,22 @@ class Guard:
             digits_to_repeat=digits,
         )
 
-    def _after_challenge_issued(self, challenge: Challenge, now: datetime) -> None:
-        if challenge.method is ChallengeMethod.PARENT_APPROVAL:
-            total = format_money(challenge.order.total)
-            self._store.add_notification(
-                Notification(
-                    notification_id=self._ids.new_id("ntf"),
-                    household_id=challenge.household_id,
-                    kind="approval_requested",
-                    message=(
-                        f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval."
-                    ),
-                    challenge_id=challenge.challenge_id,
-                    created_at=now,
-                )
-            )
+    def _challenge_notifications(self, challenge: Challenge, now: datetime) -> tuple[Notification, ...]:
+        if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
+            return ()
+        total = format_money(challenge.order.total)
+        return (
+            Notification(
+                notification_id=self._ids.new_id("ntf"),
+                household_id=challenge.household_id,
+                kind="approval_requested",
+                message=(
+                    f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval."
+                ),
+                challenge_id=challenge.challenge_id,
+                created_at=now,
+            ),
+        )
 
     # ------------------------------------------------------------------ Confirm
     def confirm(self, req: ConfirmInput) -> Decision:
@@ -426,34 +427,38 @@ class Guard:
 
         decision_id = self._ids.new_id("dec")
         with _decision_context(decision_id, "confirm", household.household_id), span("guard.confirm") as root:
+            stored: Decision | None = None
             for _ in range(3):
                 now = self._clock.now()
-                verdict, speaker = self._judge(household, challenge, req, pcm, now)
-                if verdict.challenge == challenge or self._store.update_challenge(
-                    verdict.challenge, challenge.status
-                ):
+                facts, verdict, speaker = self._judge(household, challenge, req, pcm, now)
+                try:
+                    stored = self._record_confirm(
+                        req, decision_id, challenge, facts, verdict, speaker, now, digest
+                    )
                     break
-                # Another answer to the same challenge landed first; judge again on fresh state.
-                challenge = self._store.get_challenge(req.household_id, req.challenge_id)
-            else:
+                except Aborted:
+                    # Another answer to the same challenge landed first; judge again on fresh state.
+                    challenge = self._store.get_challenge(req.household_id, req.challenge_id)
+            if stored is None:
+                facts = AnswerFacts(order_matches=True)
                 verdict = AnswerVerdict(
                     Outcome.DENY,
                     (
-                        Reason(
+                        forbid(
                             ReasonCode.CHALLENGE_CLOSED,
                             "The challenge changed while this answer was checked.",
+                            "challenge.state",
                         ),
                     ),
                     challenge,
                 )
-                speaker = None
+                stored = self._record_confirm(req, decision_id, challenge, facts, verdict, None, now, digest)
             if challenge.method is ChallengeMethod.SPOKEN_PIN and any(
                 r.code in (ReasonCode.PIN_INCORRECT, ReasonCode.SPEAKER_MISMATCH) for r in verdict.reasons
             ):
                 record_wrong_pin(self._pin_guesses, household.household_id, now)
             if verdict.locked_now:
-                self._on_locked(verdict.challenge, now)
-            stored = self._record_confirm(req, household, decision_id, verdict, speaker, now, digest)
+                self._throttle_pin(verdict.challenge, now)
             root.set(
                 decision_id=stored.decision_id, outcome=stored.outcome.name, method=challenge.method.name
             )
@@ -462,40 +467,34 @@ class Guard:
 
     def _judge(
         self, household: Household, challenge: Challenge, req: ConfirmInput, pcm: Pcm | None, now: datetime
-    ) -> tuple[AnswerVerdict, SpeakerResult | None]:
-        closed = state_check(challenge, now)
-        if closed is not None:
-            return closed, None
-        if order_digest(household.household_id, req.order) != challenge.order_digest:
-            return order_mismatch(challenge), None
-        if challenge.method is ChallengeMethod.PARENT_APPROVAL:
-            return approval_state(challenge), None
-        assert pcm is not None  # checked by the caller for spoken methods
+    ) -> tuple[AnswerFacts, AnswerVerdict, SpeakerResult | None]:
+        """Gathers the answer's facts stage by stage (no audio is judged when the challenge, the
+        order or the PIN's state already decides) and applies the pure rule."""
         hh = household.household_id
+        facts = AnswerFacts(order_matches=order_digest(hh, req.order) == challenge.order_digest)
         pin_state = None
-        if challenge.method is ChallengeMethod.SPOKEN_PIN:
+        if challenge.method is ChallengeMethod.SPOKEN_PIN and state_check(challenge, now) is None:
             pin_state = self._store.get_pin(hh)
-            if pin_state is None:
-                return AnswerVerdict(
-                    Outcome.DENY,
-                    (Reason(ReasonCode.CHALLENGE_UNAVAILABLE, "The household has no PIN set."),),
-                    challenge,
-                ), None
-            if pin_state.throttled_until is not None and now < pin_state.throttled_until:
+            blocked: Reason | None = None
+            if (
+                pin_state is not None
+                and pin_state.throttled_until is not None
+                and now < pin_state.throttled_until
+            ):
                 until = pin_state.throttled_until.isoformat(timespec="seconds")
-                return AnswerVerdict(
-                    Outcome.DENY,
-                    (
-                        Reason(
-                            ReasonCode.PIN_THROTTLED,
-                            f"PIN answers are blocked until {until} after repeated failures.",
-                        ),
-                    ),
-                    challenge,
-                ), None
-            gate = pin_guess_gate(self._pin_guesses, self._pin_policy, hh, now)
-            if gate is not None:  # PIN_THROTTLED, or GUARD_ERROR when the counter is down
-                return AnswerVerdict(Outcome.DENY, (gate,), challenge), None
+                blocked = forbid(
+                    ReasonCode.PIN_THROTTLED,
+                    f"PIN answers are blocked until {until} after repeated failures.",
+                    "challenge.pin_throttle",
+                )
+            elif pin_state is not None:
+                # PIN_THROTTLED, or GUARD_ERROR when the counter is down.
+                blocked = pin_guess_gate(self._pin_guesses, self._pin_policy, hh, now)
+            facts = replace(facts, pin_set=pin_state is not None, pin_blocked=blocked)
+        early = pre_answer(challenge, facts, now)
+        if early is not None:
+            return facts, early, None
+        assert pcm is not None  # checked by the caller for spoken methods
         members: dict[str, Member] = {}
         voice = self._check_voice(hh, pcm, members)
         result = voice.result
@@ -505,75 +504,145 @@ class Guard:
         speaker_ok = (
             voice.error is None and result is not None and result.verified and result.role is Role.ADULT
         )
-        digits_ok = False
+        content_ok = False
         if speaker_ok:
             spoken = normalise_digits(req.spoken_digits)
             if challenge.method is ChallengeMethod.SPOKEN_PIN and pin_state is not None:
-                digits_ok = self._pins.verify(pin_state.pin_hash, spoken)
+                content_ok = self._pins.verify(pin_state.pin_hash, spoken)
             elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
-                digits_ok = digits_match(challenge.challenge_id, challenge.expected_digits_hash, spoken)
-        return voice_answer(challenge, speaker_ok=speaker_ok, digits_ok=digits_ok), result
+                content_ok = digits_match(challenge.challenge_id, challenge.expected_digits_hash, spoken)
+        facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
+        return facts, judge_answer(challenge, facts, now), result
 
-    def _on_locked(self, challenge: Challenge, now: datetime) -> None:
-        hh = challenge.household_id
-        pin = self._store.get_pin(hh)
-        if pin is not None and challenge.method is ChallengeMethod.SPOKEN_PIN:
+    def _throttle_pin(self, challenge: Challenge, now: datetime) -> None:
+        if challenge.method is not ChallengeMethod.SPOKEN_PIN:
+            return
+        pin = self._store.get_pin(challenge.household_id)
+        if pin is not None:
             lockouts = pin.lockouts + 1
             self._store.put_pin(replace(pin, lockouts=lockouts, throttled_until=now + pin_backoff(lockouts)))
+
+    def _locked_notification(self, challenge: Challenge, now: datetime) -> Notification:
         log.warning("challenge_locked", challenge_id=challenge.challenge_id)
-        self._store.add_notification(
-            Notification(
-                notification_id=self._ids.new_id("ntf"),
-                household_id=hh,
-                kind="challenge_locked",
-                message=(
-                    f"Someone answered a purchase challenge wrongly {self._settings.max_attempts} times "
-                    f"({format_money(challenge.order.total)} from {challenge.order.merchant}); "
-                    "it is now locked."
-                ),
-                challenge_id=challenge.challenge_id,
-                created_at=now,
-            )
+        return Notification(
+            notification_id=self._ids.new_id("ntf"),
+            household_id=challenge.household_id,
+            kind="challenge_locked",
+            message=(
+                f"Someone answered a purchase challenge wrongly {self._settings.max_attempts} times "
+                f"({format_money(challenge.order.total)} from {challenge.order.merchant}); "
+                "it is now locked."
+            ),
+            challenge_id=challenge.challenge_id,
+            created_at=now,
         )
 
     def _record_confirm(
         self,
         req: ConfirmInput,
-        household: Household,
         decision_id: str,
+        before: Challenge,
+        facts: AnswerFacts,
         verdict: AnswerVerdict,
         speaker: SpeakerResult | None,
         now: datetime,
         digest: str,
     ) -> Decision:
+        """Records the answer's decision, its spend and the challenge's next state in one transaction;
+        the challenge is compare-and-set against `before` (Aborted when another answer won)."""
         challenge = verdict.challenge
-        decision = Decision(
-            decision_id=decision_id,
-            household_id=household.household_id,
-            kind="confirm",
-            request_id=req.request_id,
-            device_id=req.device_id,
-            outcome=verdict.outcome,
-            reasons=verdict.reasons,
+        ctx = DecisionContext(
+            decision_id, before.household_id, "confirm", req.request_id, req.device_id, req.order.total, now
+        )
+        decision = make_decision(
+            ctx,
+            verdict.outcome,
+            verdict.reasons,
             speaker=speaker,
-            policy_revision=0,
-            total=req.order.total,
-            decided_at=now,
             challenge=challenge_info(challenge),
             member_id=challenge.member_id,
         )
         spend = None
         if verdict.passed:
             spend = SpendEntry(
-                household.household_id,
-                challenge.member_id,
-                req.order.total.minor_units,
-                decision_id,
-                now,
-                False,
+                before.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False
             )
-        body = audit_body(decision, req.order, {"challenge_method": challenge.method.value})
-        return self._store.record_decision(decision, digest, body, spend=spend)
+        changed = challenge != before
+        notifications = (self._locked_notification(challenge, now),) if verdict.locked_now else ()
+        body = audit_body(
+            decision, req.order, {"challenge_method": challenge.method.value}, confirm_inputs(before, facts)
+        )
+        return self._store.record_decision(
+            decision,
+            digest,
+            body,
+            spend=spend,
+            challenge=challenge if changed else None,
+            expected_status=before.status if changed else None,
+            notifications=notifications,
+        )
+
+    # ------------------------------------------------------------------ approvals
+    def resolve_approval(
+        self, household_id: str, challenge_id: str, parent: Member, approve: bool
+    ) -> Challenge:
+        """A parent's answer to a PARENT_APPROVAL challenge, recorded with its decision in one
+        transaction. `parent` is already authorised by the caller (the household service)."""
+        challenge = self._store.get_challenge(household_id, validate_id(challenge_id, "challenge_id"))
+        if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
+            raise FailedPrecondition("this challenge is answered by voice, not by a parent's approval")
+        now = self._clock.now()
+        if challenge.status is not ChallengeStatus.PENDING:
+            raise FailedPrecondition(f"this challenge is already {challenge.status.value.lower()}")
+        if now >= challenge.expires_at:
+            raise FailedPrecondition("this approval request has expired")
+        status = ChallengeStatus.APPROVED if approve else ChallengeStatus.REJECTED
+        updated = replace(challenge, status=status, resolved_by=parent.member_id)
+        verb = "approved" if approve else "rejected"
+        message = f"Parent {parent.display_name} {verb} the purchase."
+        reason = (
+            permit(ReasonCode.APPROVAL_GRANTED, message, "approval.parent")
+            if approve
+            else forbid(ReasonCode.APPROVAL_REJECTED, message, "approval.parent")
+        )
+        decision_id = self._ids.new_id("dec")
+        ctx = DecisionContext(
+            decision_id,
+            household_id,
+            "approval",
+            f"approval:{challenge.challenge_id}",
+            "",
+            challenge.order.total,
+            now,
+        )
+        decision = make_decision(
+            ctx,
+            Outcome.ALLOW if approve else Outcome.DENY,
+            (reason,),
+            challenge=challenge_info(updated),
+            member_id=parent.member_id,
+        )
+        body = audit_body(
+            decision,
+            challenge.order,
+            {"resolved_by": parent.member_id},
+            approval_inputs(challenge, approve, parent.member_id),
+        )
+        with _decision_context(decision_id, "approval", household_id):
+            try:
+                self._store.record_decision(
+                    decision,
+                    challenge.challenge_id,
+                    body,
+                    challenge=updated,
+                    expected_status=ChallengeStatus.PENDING,
+                )
+            except Aborted as exc:
+                raise FailedPrecondition(
+                    "this challenge was resolved at the same moment by someone else"
+                ) from exc
+            log.info("approval_resolved", approve=approve, challenge_id=challenge.challenge_id)
+        return updated
 
     # ------------------------------------------------------------------ shared
     def _replay(self, kind: str, household_id: str, request_id: str, digest: str) -> Decision | None:

@@ -14,6 +14,8 @@ MAX_ITEMS = 100
 MAX_QUANTITY = 1000
 # Far above any household purchase, far below int64 overflow when multiplied and summed.
 MAX_MINOR_UNITS = 10**12
+
+
 def _text(value: str, field: str, *, required: bool, limit: int = 200) -> None:
     if required and not value.strip():
         raise InvalidArgument(f"{field} is required")

@@ -1,24 +1,40 @@
 """The verdict rule: a pure function from check results and the policy verdict to a decision.
 
-Modelled on Cedar's evaluation: every reason that fired is kept, a forbid (DENY) always
-wins over a challenge, a challenge wins over an allow, and ALLOW needs a positive
-reason with nothing against it. Beyond the household's policy, some facts can never
-lead to ALLOW whatever the policy says: a failed check, broadcast audio, an unknown or
-unusable voice, a child or guest speaker, or a child-like voice.
+Modelled on Cedar's authorizer. Every check contributes findings that carry their effect
+(`domain.Effect`) and the rule that produced them; the rule below reads only effects:
+
+    any ERROR      -> DENY, reporting the errors (and any forbids)
+    any FORBID     -> DENY, reporting the forbids (a forbid always wins)
+    any CHALLENGE  -> CHALLENGE by the method policy and the speaker facts allow, or DENY
+                      with CHALLENGE_UNAVAILABLE when the household has no way to answer
+    a PERMIT       -> ALLOW
+    nothing        -> DENY (default deny; the policy engine always says something, so this
+                      only guards against a bug)
+
+A DENY never lists a permit or a step-up among its reasons: it names what determined it. Notes
+(who spoke, what fell back) ride along with every outcome. Beyond the household's policy some
+facts never lead to ALLOW whatever the policy says: they are CHALLENGE findings of the speaker
+check (an unknown or unusable voice, a child or guest speaker, a child-like voice), and a
+failed check or broadcast audio is an ERROR or FORBID.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from purchase_guard.domain import (
     BroadcastCheck,
     ChallengeMethod,
+    Effect,
     Outcome,
     Reason,
     ReasonCode,
     Role,
     SpeakerResult,
+    check_error,
+    forbid,
+    needs_challenge,
+    note,
 )
 from purchase_guard.policy.engine import PolicyVerdict
 
@@ -41,10 +57,22 @@ class ChallengeOptions:
     has_parent: bool
 
 
+# What a decision assumes when the options could not be read: nothing can be answered.
+NO_OPTIONS = ChallengeOptions(has_pin=False, pin_throttled=False, has_enrolled_adult=False, has_parent=False)
+
+
+def policy_failed(what: str) -> PolicyVerdict:
+    """The policy verdict when the policy facts could not be read: an error, so the decision is a
+    DENY that still carries every other check's findings."""
+    return PolicyVerdict(
+        Outcome.DENY, (check_error(f"The guard could not decide safely: {what}.", "policy"),), None, False
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     outcome: Outcome
-    reasons: tuple[Reason, ...]
+    reasons: tuple[Reason, ...]  # determining findings first, then notes
     challenge_method: ChallengeMethod | None
     low_value_exempt: bool
     member_id: str | None
@@ -67,54 +95,99 @@ def is_child_like(result: SpeakerResult, child_threshold: float) -> bool:
 
 
 def speaker_reasons(voice: VoiceCheck, child_threshold: float) -> tuple[Reason, ...]:
+    """What the speaker check observed, as notes (who spoke, whether the audio was usable, whether
+    the voice sounds like a child's); only a failed check is more than a note: an error.
+
+    Whether those facts bar an ALLOW is the verdict rule's business (`speaker_step_up`), so a DENY
+    decided by something else still says who spoke and why the voice was not recognised.
+    """
     if voice.error is not None:
-        return (Reason(ReasonCode.GUARD_ERROR, f"Speaker verification failed: {voice.error}."),)
+        return (check_error(f"Speaker verification failed: {voice.error}.", "voice.speaker"),)
     result = voice.result
     if result is None:
-        return (Reason(ReasonCode.GUARD_ERROR, "Speaker verification did not run."),)
+        return (check_error("Speaker verification did not run.", "voice.speaker"),)
     score = (("score", f"{result.score:.3f}"), ("threshold", f"{result.threshold:.3f}"))
     out: list[Reason] = []
     if not result.usable:
         out.append(
-            Reason(
+            note(
                 ReasonCode.AUDIO_UNUSABLE,
                 f"The audio could not be used to recognise the speaker: {result.problem}.",
+                "voice.audio_quality",
             )
         )
     if result.verified and result.member_id is not None:
         out.append(
-            Reason(
+            note(
                 ReasonCode.SPEAKER_VERIFIED,
                 "The voice matched an enrolled household member.",
+                "voice.speaker",
                 (("member_id", result.member_id), *score),
             )
         )
         if result.role is Role.CHILD:
-            out.append(Reason(ReasonCode.SPEAKER_CHILD, "The speaker is a child of the household."))
+            out.append(
+                note(ReasonCode.SPEAKER_CHILD, "The speaker is a child of the household.", "voice.role")
+            )
     else:
         problem = f" ({result.problem})" if result.problem and result.usable else ""
         out.append(
-            Reason(
+            note(
                 ReasonCode.SPEAKER_UNKNOWN,
                 f"The voice did not match any enrolled household member{problem}.",
+                "voice.speaker",
                 score,
             )
         )
     if is_child_like(result, child_threshold):
         out.append(
-            Reason(
+            note(
                 ReasonCode.CHILD_VOICE,
                 "The voice sounds like a child's, so the purchase needs a grown-up to confirm it.",
+                "voice.child_likeness",
                 (("child_likelihood", f"{result.child_likelihood:.3f}"),),
             )
         )
     return tuple(out)
 
 
+def speaker_step_up(voice: VoiceCheck, child_threshold: float) -> Reason | None:
+    """The step-up the speaker facts demand, or None when they allow a plain ALLOW.
+
+    Never ALLOW, whatever the policy says, for an unknown or unusable voice, a child or guest
+    speaker, or a voice that sounds like a child's.
+    """
+    result = voice.result
+    if voice.error is not None or result is None:
+        return None  # an error already fails the decision closed
+    if not result.usable:
+        why, because = "the audio was not clear enough to recognise the speaker", ReasonCode.AUDIO_UNUSABLE
+    elif not result.verified:
+        why, because = "the voice was not recognised", ReasonCode.SPEAKER_UNKNOWN
+    elif result.role is Role.CHILD:
+        why, because = "the speaker is a child", ReasonCode.SPEAKER_CHILD
+    elif result.role is Role.GUEST:
+        why, because = "the speaker is a guest", ReasonCode.SPEAKER_VERIFIED
+    elif is_child_like(result, child_threshold):
+        why, because = "the voice sounds like a child's", ReasonCode.CHILD_VOICE
+    else:
+        return None
+    return needs_challenge(
+        ReasonCode.CHALLENGE_REQUIRED,
+        f"A grown-up must confirm this purchase: {why}.",
+        "voice.never_allow",
+        (("because", because.value),),
+    )
+
+
 def choose_method(
     wanted: ChallengeMethod, options: ChallengeOptions
 ) -> tuple[ChallengeMethod | None, Reason | None]:
-    """Fall back to the next method the household can actually answer, never to nothing silently."""
+    """Fall back to the next method the household can actually answer, never to nothing silently.
+
+    The second value is a note on why the wanted method was not used, or, when no method is
+    left, the forbid that makes the decision a DENY.
+    """
     order = {
         ChallengeMethod.SPOKEN_PIN: (
             ChallengeMethod.SPOKEN_PIN,
@@ -124,26 +197,30 @@ def choose_method(
         ChallengeMethod.RANDOM_DIGITS: (ChallengeMethod.RANDOM_DIGITS, ChallengeMethod.PARENT_APPROVAL),
         ChallengeMethod.PARENT_APPROVAL: (ChallengeMethod.PARENT_APPROVAL,),
     }[wanted]
-    note: Reason | None = None
+    fell_back: Reason | None = None
     for method in order:
         if method is ChallengeMethod.SPOKEN_PIN:
             if options.pin_throttled:
-                note = Reason(
+                fell_back = note(
                     ReasonCode.PIN_THROTTLED,
                     "The household PIN is temporarily blocked after repeated wrong answers.",
+                    "challenge.pin_throttle",
                 )
                 continue
             if options.has_pin and options.has_enrolled_adult:
-                return method, note
+                return method, fell_back
         elif method is ChallengeMethod.RANDOM_DIGITS:
             # Random digits still need an enrolled adult's voice to say them.
             if options.has_enrolled_adult:
-                return method, note
+                return method, fell_back
         elif options.has_parent:
-            return method, note
-    return None, note or Reason(
+            return method, fell_back
+    return None, forbid(
         ReasonCode.CHALLENGE_UNAVAILABLE,
-        "No way to confirm this purchase is set up: add a parent, a PIN or an enrolled adult voice.",
+        "This purchase needs confirming, but no way to confirm it is set up: add a parent, a PIN or an "
+        "enrolled adult voice.",
+        "challenge.method",
+        (("wanted", wanted.value),),
     )
 
 
@@ -154,71 +231,47 @@ def decide(
     options: ChallengeOptions,
     child_threshold: float = DEFAULT_CHILD_THRESHOLD,
 ) -> Verdict:
-    broadcast_reasons = broadcast.reasons
+    # BroadcastCheck.reasons are matches by contract: each is a forbid of the broadcast check.
+    findings: list[Reason] = [
+        replace(r, effect=Effect.FORBID, rule=r.rule or "broadcast") for r in broadcast.reasons
+    ]
     if broadcast.error is not None:
-        broadcast_reasons = (
-            *broadcast_reasons,
-            Reason(ReasonCode.GUARD_ERROR, f"Broadcast check failed: {broadcast.error}."),
-        )
-    voice_reasons = speaker_reasons(voice, child_threshold)
-    reasons = (*broadcast_reasons, *policy.reasons, *voice_reasons)
+        findings.append(check_error(f"Broadcast check failed: {broadcast.error}.", "broadcast"))
+    findings.extend(policy.reasons)
+    findings.extend(speaker_reasons(voice, child_threshold))
+    step_up = speaker_step_up(voice, child_threshold)
+    if step_up is not None:
+        findings.append(step_up)
     result = voice.result
     verified = voice.error is None and result is not None and result.verified
     member_id = result.member_id if verified and result is not None else None
 
-    def deny(extra: tuple[Reason, ...] = ()) -> Verdict:
-        # Like Cedar, a DENY reports what determined it: permits and "a challenge would do" are
-        # dropped, since no challenge is offered.
-        kept = tuple(r for r in (*extra, *reasons) if r.code not in _PERMIT_CODES)
-        return Verdict(Outcome.DENY, _forbids_first(kept), None, False, member_id)
+    def of(effect: Effect) -> tuple[Reason, ...]:
+        return tuple(r for r in findings if r.effect is effect)
 
-    if broadcast_reasons or any(r.code is ReasonCode.GUARD_ERROR for r in voice_reasons):
-        return deny()
-    if policy.effect is Outcome.DENY:
-        return deny()
+    notes = of(Effect.NOTE)
+    errors, forbids = of(Effect.ERROR), of(Effect.FORBID)
+    if errors or forbids or policy.effect is Outcome.DENY:
+        # The policy engine reports a DENY with its forbids; a DENY without any would be a bug
+        # there, and is still a DENY here.
+        return Verdict(Outcome.DENY, (*errors, *forbids, *notes), None, False, member_id)
 
-    never_allow = (
-        not verified
-        or (result is not None and result.role in (Role.CHILD, Role.GUEST))
-        or (result is not None and is_child_like(result, child_threshold))
-    )
-    if policy.effect is Outcome.ALLOW and not never_allow:
-        return Verdict(Outcome.ALLOW, reasons, None, policy.low_value_exempt, member_id)
+    challenges, permits = of(Effect.CHALLENGE), of(Effect.PERMIT)
+    if policy.effect is Outcome.ALLOW and permits and not challenges:
+        return Verdict(Outcome.ALLOW, (*permits, *notes), None, policy.low_value_exempt, member_id)
 
-    # A challenge: either policy asked for one or the speaker facts forbid a plain ALLOW.
+    # A step-up: policy asked for one, or a speaker fact bars a plain ALLOW.
     wanted = policy.challenge_method or ChallengeMethod.SPOKEN_PIN
     verified_adult = verified and result is not None and result.role is Role.ADULT
     if result is not None and (
         result.role is Role.CHILD or (is_child_like(result, child_threshold) and not verified_adult)
     ):
         # A child must not be able to confirm their own purchase by knowing the PIN. A verified
-        # adult whose voice merely sounds young (the detector flags ~15% of adults) still gets a
-        # challenge, but one they can answer: the PIN in their own, voiceprint-matched voice.
+        # adult whose voice merely sounds young still gets a challenge, but one they can answer.
         wanted = ChallengeMethod.PARENT_APPROVAL
-    extra: tuple[Reason, ...] = ()
-    if policy.effect is Outcome.ALLOW:
-        extra = (Reason(ReasonCode.CHALLENGE_REQUIRED, "A grown-up must confirm this purchase."),)
-    method, note = choose_method(wanted, options)
-    if note is not None:
-        extra = (*extra, note)
+    method, fallback = choose_method(wanted, options)
     if method is None:
-        return deny(extra)
-    return Verdict(Outcome.CHALLENGE, (*reasons, *extra), method, False, member_id)
-
-
-_PERMIT_CODES = frozenset(
-    {ReasonCode.CHALLENGE_REQUIRED, ReasonCode.POLICY_ALLOWED, ReasonCode.LOW_VALUE_EXEMPT}
-)
-_FORBID_CODES = frozenset(
-    {
-        ReasonCode.KNOWN_BROADCAST,
-        ReasonCode.BROADCAST_MATCH,
-        ReasonCode.GUARD_ERROR,
-        ReasonCode.ROLE_NOT_ALLOWED,
-        ReasonCode.CATEGORY_BLOCKED,
-    }
-)
-
-
-def _forbids_first(reasons: tuple[Reason, ...]) -> tuple[Reason, ...]:
-    return tuple(sorted(reasons, key=lambda r: r.code not in _FORBID_CODES))
+        assert fallback is not None  # choose_method always explains a missing method
+        return Verdict(Outcome.DENY, (fallback, *notes), None, False, member_id)
+    extra = () if fallback is None else (fallback,)
+    return Verdict(Outcome.CHALLENGE, (*challenges, *permits, *notes, *extra), method, False, member_id)

@@ -5,8 +5,9 @@ Modelled on Cedar's semantics so the answer is easy to reason about:
 * default deny: no policy, or no rule for the speaker's role, refuses the purchase;
 * forbid wins: once any check says DENY, nothing (not even the low-value exemption) turns it into
   an ALLOW or a CHALLENGE;
-* the verdict carries every reason that fired, forbids first, so a parent (and the audit log) can
-  see all of why, not just the first thing that tripped.
+* the verdict carries every finding that fired, forbids first, each with its effect (FORBID or
+  CHALLENGE; PERMIT for what allows) and the rule that produced it, so a parent (and the audit
+  log) can see all of why, and the verdict rule never has to guess an effect from a code.
 
 Everything the decision depends on comes in as a parameter, including `now` and the household's
 time zone, so a recorded decision can be replayed bit for bit.
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from purchase_guard.domain import (
     ChallengeMethod,
+    Effect,
     LimitAction,
     Money,
     Order,
@@ -32,6 +34,9 @@ from purchase_guard.domain import (
     Role,
     RoleRule,
     SpendSnapshot,
+    forbid,
+    needs_challenge,
+    permit,
 )
 from purchase_guard.errors import InvalidArgument
 from purchase_guard.money import format_money
@@ -40,21 +45,23 @@ from purchase_guard.policy.categories import normalize_category
 __all__ = ["PolicyVerdict", "evaluate_policy", "format_money"]
 
 MINUTES_PER_DAY = 24 * 60
+Detail = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyVerdict:
     effect: Outcome  # ALLOW, CHALLENGE or DENY
-    reasons: tuple[Reason, ...]  # every rule that fired, forbids first
+    reasons: tuple[Reason, ...]  # every finding that fired, forbids first, each with its effect
     challenge_method: ChallengeMethod | None  # set exactly when effect is CHALLENGE
     low_value_exempt: bool  # the ALLOW came from the exemption; the caller books it as exempt spend
 
 
-@dataclass(frozen=True, slots=True)
-class _Finding:
-    # DENY is a forbid; CHALLENGE asks for a challenge unless a forbid also fired.
-    action: LimitAction
-    reason: Reason
+def _limit_finding(action: LimitAction, code: ReasonCode, message: str, rule: str, detail: Detail) -> Reason:
+    # A limit's action is the parent's choice: DENY forbids, CHALLENGE asks for a step-up. Anything
+    # else (a newer enum value) fails closed as a forbid.
+    if action is LimitAction.CHALLENGE:
+        return needs_challenge(code, message, rule, detail)
+    return forbid(code, message, rule, detail)
 
 
 _PLURAL = {Role.ADULT: "adults", Role.TEEN: "teens", Role.CHILD: "children", Role.GUEST: "guests"}
@@ -101,36 +108,33 @@ def evaluate_policy(
     if policy is None:
         return _deny(
             [
-                Reason(
+                forbid(
                     ReasonCode.ROLE_NOT_ALLOWED,
                     "This household has no purchase policy yet, so purchases are refused.",
+                    "policy.no_policy",
                     (("role", role.value), ("cause", "no_policy")),
                 )
             ]
         )
 
     rule = policy.rule_for(role)
-    findings: list[_Finding] = []
+    findings: list[Reason] = []
     if rule is None:
         findings.append(
-            _Finding(
-                LimitAction.DENY,
-                Reason(
-                    ReasonCode.ROLE_NOT_ALLOWED,
-                    f"The household policy has no rule for {_plural(role)}, so they may not buy.",
-                    (("role", role.value), ("cause", "no_rule")),
-                ),
+            forbid(
+                ReasonCode.ROLE_NOT_ALLOWED,
+                f"The household policy has no rule for {_plural(role)}, so they may not buy.",
+                "policy.role_rule",
+                (("role", role.value), ("cause", "no_rule")),
             )
         )
     elif rule.mode is PurchaseMode.NEVER:
         findings.append(
-            _Finding(
-                LimitAction.DENY,
-                Reason(
-                    ReasonCode.ROLE_NOT_ALLOWED,
-                    f"The household policy does not let {_plural(role)} buy anything.",
-                    (("role", role.value), ("cause", "mode_never")),
-                ),
+            forbid(
+                ReasonCode.ROLE_NOT_ALLOWED,
+                f"The household policy does not let {_plural(role)} buy anything.",
+                "policy.role_mode",
+                (("role", role.value), ("cause", "mode_never")),
             )
         )
 
@@ -143,13 +147,13 @@ def evaluate_policy(
         if quiet is not None:
             findings.append(quiet)
 
-    forbids = [f.reason for f in findings if f.action is not LimitAction.CHALLENGE]
-    challenges = [f.reason for f in findings if f.action is LimitAction.CHALLENGE]
+    forbids = [f for f in findings if f.effect is Effect.FORBID]
+    challenges = [f for f in findings if f.effect is Effect.CHALLENGE]
     mode_reason = _challenge_required(rule, role) if rule is not None else None
     if mode_reason is not None:
         challenges.append(mode_reason)
 
-    # Anything other than CHALLENGE counts as a forbid above, so an unknown action fails closed.
+    # `_limit_finding` made every action it does not know a forbid, so an unknown one fails closed.
     if rule is None or forbids:
         return _deny(forbids + challenges)
 
@@ -160,10 +164,11 @@ def evaluate_policy(
         return PolicyVerdict(
             Outcome.ALLOW,
             (
-                Reason(
+                permit(
                     ReasonCode.POLICY_ALLOWED,
                     f"The household policy lets {_plural(role)} buy this order of "
                     f"{format_money(order.total)}.",
+                    "policy.role_mode",
                     (("role", role.value), ("total_minor", str(order.total.minor_units))),
                 ),
             ),
@@ -183,10 +188,11 @@ def evaluate_policy(
     # A mode this engine does not know (a newer enum value): default deny.
     return _deny(
         [
-            Reason(
+            forbid(
                 ReasonCode.ROLE_NOT_ALLOWED,
                 f"The household policy's purchase mode for {_plural(role)} is not understood, "
                 "so purchases are refused.",
+                "policy.role_mode",
                 (("role", role.value), ("cause", "unknown_mode")),
             )
         ]
@@ -197,12 +203,12 @@ def _deny(reasons: list[Reason]) -> PolicyVerdict:
     return PolicyVerdict(Outcome.DENY, tuple(reasons), None, False)
 
 
-def _category_findings(policy: Policy, rule: RoleRule | None, role: Role, order: Order) -> list[_Finding]:
+def _category_findings(policy: Policy, rule: RoleRule | None, role: Role, order: Order) -> list[Reason]:
     # Normalised here as well as in validate_policy so an unvalidated policy (an old stored one, a
     # hand-built one in a test) cannot be bypassed by case or spacing.
     ordered = sorted({normalize_category(item.category) for item in order.items})
     household_blocked = {normalize_category(c) for c in policy.blocked_categories}
-    findings: list[_Finding] = []
+    findings: list[Reason] = []
 
     hit = [c for c in ordered if c in household_blocked]
     if hit:
@@ -241,14 +247,12 @@ def _category_findings(policy: Policy, rule: RoleRule | None, role: Role, order:
     return findings
 
 
-def _category_finding(categories: list[str], scope: str, message: str) -> _Finding:
-    return _Finding(
-        LimitAction.DENY,
-        Reason(
-            ReasonCode.CATEGORY_BLOCKED,
-            message,
-            (("categories", ",".join(categories)), ("scope", scope)),
-        ),
+def _category_finding(categories: list[str], scope: str, message: str) -> Reason:
+    return forbid(
+        ReasonCode.CATEGORY_BLOCKED,
+        message,
+        f"policy.categories.{scope}",
+        (("categories", ",".join(categories)), ("scope", scope)),
     )
 
 
@@ -258,29 +262,28 @@ def _amount_findings(
     role: Role,
     order: Order,
     spend: SpendSnapshot,
-) -> list[_Finding]:
+) -> list[Reason]:
     # Household caps follow the role's on_limit too; without a rule, deny is the default.
     on_limit = rule.on_limit if rule is not None else LimitAction.DENY
     total = order.total
-    findings: list[_Finding] = []
+    findings: list[Reason] = []
 
     def money(minor: int) -> str:
         return format_money(Money(minor, total.currency))
 
     if rule is not None and rule.max_order_minor > 0 and total.minor_units > rule.max_order_minor:
         findings.append(
-            _Finding(
+            _limit_finding(
                 on_limit,
-                Reason(
-                    ReasonCode.AMOUNT_OVER_LIMIT,
-                    f"This order of {money(total.minor_units)} is over the {money(rule.max_order_minor)} "
-                    f"limit per order for {_plural(role)}.",
-                    (
-                        ("limit_minor", str(rule.max_order_minor)),
-                        ("total_minor", str(total.minor_units)),
-                        ("currency", total.currency),
-                        ("action", on_limit.value),
-                    ),
+                ReasonCode.AMOUNT_OVER_LIMIT,
+                f"This order of {money(total.minor_units)} is over the {money(rule.max_order_minor)} "
+                f"limit per order for {_plural(role)}.",
+                "policy.max_order",
+                (
+                    ("limit_minor", str(rule.max_order_minor)),
+                    ("total_minor", str(total.minor_units)),
+                    ("currency", total.currency),
+                    ("action", on_limit.value),
                 ),
             )
         )
@@ -328,28 +331,28 @@ def _amount_findings(
         if cap <= 0 or spent + total.minor_units <= cap:
             continue
         who = "this member's" if scope == "member" else "the household's"
+        period = "daily" if code is ReasonCode.DAILY_LIMIT_REACHED else "monthly"
         findings.append(
-            _Finding(
+            _limit_finding(
                 on_limit,
-                Reason(
-                    code,
-                    f"This order of {money(total.minor_units)} would bring {who} spending over the last "
-                    f"{window} to {money(spent + total.minor_units)}, over the limit of {money(cap)}.",
-                    (
-                        ("scope", scope),
-                        ("limit_minor", str(cap)),
-                        ("spent_minor", str(spent)),
-                        ("total_minor", str(total.minor_units)),
-                        ("currency", total.currency),
-                        ("action", on_limit.value),
-                    ),
+                code,
+                f"This order of {money(total.minor_units)} would bring {who} spending over the last "
+                f"{window} to {money(spent + total.minor_units)}, over the limit of {money(cap)}.",
+                f"policy.{scope}_{period}_cap",
+                (
+                    ("scope", scope),
+                    ("limit_minor", str(cap)),
+                    ("spent_minor", str(spent)),
+                    ("total_minor", str(total.minor_units)),
+                    ("currency", total.currency),
+                    ("action", on_limit.value),
                 ),
             )
         )
     return findings
 
 
-def _quiet_hours_finding(quiet: QuietHours, now: datetime, time_zone: str) -> _Finding | None:
+def _quiet_hours_finding(quiet: QuietHours, now: datetime, time_zone: str) -> Reason | None:
     start, end = quiet.start_minute, quiet.end_minute
     if start == end:
         # An empty window, not a 24 h one: "from 22:00 to 22:00" is how a UI clears quiet hours.
@@ -365,19 +368,18 @@ def _quiet_hours_finding(quiet: QuietHours, now: datetime, time_zone: str) -> _F
     inside = start <= minute < end if start < end else (minute >= start or minute < end)
     if not inside:
         return None
-    return _Finding(
+    return _limit_finding(
         quiet.action,
-        Reason(
-            ReasonCode.QUIET_HOURS,
-            f"Purchases are paused during quiet hours, {_hhmm(start)} to {_hhmm(end)} household time; "
-            f"it is {_hhmm(minute)} there now.",
-            (
-                ("start_minute", str(start)),
-                ("end_minute", str(end)),
-                ("local_time", _hhmm(minute)),
-                ("time_zone", time_zone),
-                ("action", quiet.action.value),
-            ),
+        ReasonCode.QUIET_HOURS,
+        f"Purchases are paused during quiet hours, {_hhmm(start)} to {_hhmm(end)} household time; "
+        f"it is {_hhmm(minute)} there now.",
+        "policy.quiet_hours",
+        (
+            ("start_minute", str(start)),
+            ("end_minute", str(end)),
+            ("local_time", _hhmm(minute)),
+            ("time_zone", time_zone),
+            ("action", quiet.action.value),
         ),
     )
 
@@ -386,9 +388,10 @@ def _challenge_required(rule: RoleRule, role: Role) -> Reason | None:
     if rule.mode is not PurchaseMode.WITH_CHALLENGE:
         return None
     phrase = _METHOD_PHRASE.get(rule.challenge_method, "a challenge")
-    return Reason(
+    return needs_challenge(
         ReasonCode.CHALLENGE_REQUIRED,
         f"Purchases by {_plural(role)} need {phrase}.",
+        "policy.role_mode",
         (("role", role.value), ("method", rule.challenge_method.value)),
     )
 
@@ -408,11 +411,12 @@ def _low_value_exemption(policy: Policy, order: Order, spend: SpendSnapshot) -> 
     def money(minor: int) -> str:
         return format_money(Money(minor, order.total.currency))
 
-    return Reason(
+    return permit(
         ReasonCode.LOW_VALUE_EXEMPT,
         f"This order of {money(total)} is small enough to go through without a challenge "
         f"(up to {money(exemption.per_order_max_minor)} per order and "
         f"{money(exemption.cumulative_max_minor)} in total between challenges).",
+        "policy.low_value_exemption",
         (
             ("per_order_max_minor", str(exemption.per_order_max_minor)),
             ("cumulative_max_minor", str(exemption.cumulative_max_minor)),

@@ -12,9 +12,10 @@ import contextlib
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -23,6 +24,9 @@ from purchase_guard.api.testing_servicer import ReplayControl
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.replay.schema import REAL_WAIT_S
 from purchase_guard.voice.encoder import SpeakerEncoder
+
+if TYPE_CHECKING:
+    from purchase_guard.app import App
 
 # A Wednesday noon in Los Angeles: outside any quiet hours a scenario is likely to set, the same
 # instant the integration tests use.
@@ -71,7 +75,13 @@ def _register(control: ReplayControl, label: str, audio: bytes) -> str:
 
 
 class InProcessSession:
-    def __init__(self, encoder: SpeakerEncoder, start: datetime, thresholds_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        encoder: SpeakerEncoder,
+        start: datetime,
+        thresholds_file: Path | None = None,
+        before_close: Callable[[App], None] | None = None,
+    ) -> None:
         from purchase_guard.api.server import build_server
         from purchase_guard.app import build_app
         from purchase_guard.challenge.pin import PinHasher
@@ -94,6 +104,8 @@ class InProcessSession:
         # Sequential ids make an in-process run repeatable: the same digits to repeat, the same ids.
         pins = PinHasher(time_cost=1, memory_cost=1024)
         app = build_app(settings, encoder=encoder, clock=self.clock, ids=SequentialIds(), pins=pins)
+        self._app = app
+        self._before_close = before_close
         self._server = build_server(app)
         address = f"127.0.0.1:{self._server.port}"
         self.client = GuardClient(address, token, timeout=RPC_TIMEOUT_S)
@@ -116,8 +128,12 @@ class InProcessSession:
     def close(self) -> None:
         self.client.close()
         self._control.close()
-        self._server.stop(grace=0)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        try:
+            if self._before_close is not None:
+                self._before_close(self._app)
+        finally:
+            self._server.stop(grace=0)
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class InProcessTarget:
@@ -125,9 +141,16 @@ class InProcessTarget:
 
     description = "in-process guard (throwaway SQLite store, frozen clock)"
 
-    def __init__(self, encoder: SpeakerEncoder | None = None, thresholds_file: Path | None = None) -> None:
-        """`thresholds_file` is for an encoder without packaged thresholds (the fake one in tests)."""
+    def __init__(
+        self,
+        encoder: SpeakerEncoder | None = None,
+        thresholds_file: Path | None = None,
+        before_close: Callable[[App], None] | None = None,
+    ) -> None:
+        """`thresholds_file` is for an encoder without packaged thresholds (the fake one in tests);
+        `before_close` sees each scenario's guard (its store) after the scenario, before it is gone."""
         self._thresholds_file = thresholds_file
+        self._before_close = before_close
         if encoder is None:
             from purchase_guard.voice.ge2e import Ge2eEncoder
 
@@ -135,7 +158,9 @@ class InProcessTarget:
         self._encoder = encoder
 
     def open(self, start: datetime | None) -> Session:
-        return InProcessSession(self._encoder, start or DEFAULT_START, self._thresholds_file)
+        return InProcessSession(
+            self._encoder, start or DEFAULT_START, self._thresholds_file, self._before_close
+        )
 
     def close(self) -> None:
         return None

@@ -23,6 +23,7 @@ from purchase_guard.domain import (
     ChallengeMethod,
     ChallengeStatus,
     Decision,
+    Effect,
     LimitAction,
     LineItem,
     LowValueExemption,
@@ -113,14 +114,20 @@ def reason_to_dict(reason: Reason) -> JsonDict:
         "code": reason.code.value,
         "message": reason.message,
         "detail": [[k, v] for k, v in reason.detail],
+        "effect": reason.effect.value,
+        "rule": reason.rule,
     }
 
 
 def reason_from_dict(d: Mapping[str, Any]) -> Reason:
+    # Decisions stored before findings carried effects read back as notes of no named rule: they
+    # are shown, never re-decided.
     return Reason(
         code=ReasonCode(d["code"]),
         message=str(d["message"]),
         detail=tuple((str(k), str(v)) for k, v in d.get("detail", [])),
+        effect=Effect(d.get("effect", Effect.NOTE.value)),
+        rule=str(d.get("rule", "")),
     )
 
 

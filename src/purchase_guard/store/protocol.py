@@ -161,7 +161,9 @@ class HouseholdRules(Protocol):
         """Stores the policy as the next revision and returns it with that revision."""
         ...
 
-    def get_policy(self, household_id: str) -> Policy | None: ...
+    def get_policy(self, household_id: str, revision: int | None = None) -> Policy | None:
+        """The current policy, or the given revision of it (revisions are never purged)."""
+        ...
 
     def put_pin(self, state: PinState) -> None: ...
 
@@ -184,9 +186,14 @@ class DecisionLog(Protocol):
         audit_body: str,
         spend: SpendEntry | None = None,
         challenge: Challenge | None = None,
+        *,
+        expected_status: ChallengeStatus | None = None,
+        notifications: tuple[Notification, ...] = (),
     ) -> Decision:
         """Atomically: store the decision, append its audit entry to the household's chain,
-        add the spend entry and insert or update the challenge. If a decision with the same
+        add the spend entry, write the challenge and add the notifications. The challenge is
+        inserted or replaced, or with `expected_status` compare-and-set as `update_challenge`
+        does (the whole write is rolled back and Aborted raised when it lost). If a decision with the same
         (household, kind, request_id) exists already, nothing is written and the stored
         one is returned (idempotent retries under concurrency); if that stored decision has
         a different request_digest, AlreadyExists is raised instead (request id reused).

@@ -43,7 +43,7 @@ from purchase_guard.domain import (
     Policy,
     Voiceprint,
 )
-from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound
+from purchase_guard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import (
@@ -355,13 +355,20 @@ class SqlStore(SealedRows):
             )
         return stored
 
-    def get_policy(self, household_id: str) -> Policy | None:
+    def get_policy(self, household_id: str, revision: int | None = None) -> Policy | None:
         with self._reading() as conn:
-            row = self._run(
-                conn,
-                "SELECT body FROM policies WHERE household_id = ? ORDER BY revision DESC LIMIT 1",
-                (household_id,),
-            ).fetchone()
+            if revision is None:
+                row = self._run(
+                    conn,
+                    "SELECT body FROM policies WHERE household_id = ? ORDER BY revision DESC LIMIT 1",
+                    (household_id,),
+                ).fetchone()
+            else:
+                row = self._run(
+                    conn,
+                    "SELECT body FROM policies WHERE household_id = ? AND revision = ?",
+                    (household_id, revision),
+                ).fetchone()
         return None if row is None else codec.policy_from_json(row[0])
 
     def put_pin(self, state: PinState) -> None:
@@ -432,12 +439,19 @@ class SqlStore(SealedRows):
         audit_body: str,
         spend: SpendEntry | None = None,
         challenge: Challenge | None = None,
+        *,
+        expected_status: ChallengeStatus | None = None,
+        notifications: tuple[Notification, ...] = (),
     ) -> Decision:
         hid = decision.household_id
         if spend is not None and (spend.household_id != hid or spend.decision_id != decision.decision_id):
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
             raise InvalidArgument("challenge must belong to the decision's household")
+        if expected_status is not None and challenge is None:
+            raise InvalidArgument("expected_status needs the challenge it is compared on")
+        if any(n.household_id != hid for n in notifications):
+            raise InvalidArgument("notifications must belong to the decision's household")
         format_ts(decision.decided_at)  # rejects a naive time before anything is sealed
         self._check_household(hid)
         body = self._seal(hid, codec.decision_to_json(decision), codec.decision_aad(decision.decision_id))
@@ -449,6 +463,9 @@ class SqlStore(SealedRows):
                 hid, codec.challenge_to_json(challenge), codec.challenge_aad(challenge.challenge_id)
             )
         )
+        messages = [
+            self._seal(hid, n.message, codec.notification_aad(n.notification_id)) for n in notifications
+        ]
         existing: Row | None = None
         try:
             with self._tx() as conn:
@@ -466,7 +483,15 @@ class SqlStore(SealedRows):
                     if spend is not None:
                         self._insert_spend(conn, spend, seq)
                     if challenge is not None and challenge_body is not None:
-                        self._upsert_challenge(conn, challenge, challenge_body, seq)
+                        if expected_status is None:
+                            self._upsert_challenge(conn, challenge, challenge_body, seq)
+                        elif not self._compare_and_set(conn, challenge, challenge_body, expected_status, seq):
+                            # Rolls the whole decision back: it was judged on a state that is gone.
+                            raise Aborted(
+                                f"challenge {challenge.challenge_id!r} changed while it was answered"
+                            )
+                    for n, message in zip(notifications, messages, strict=True):
+                        self._insert_notification(conn, n, message)
         except self._INTEGRITY_ERRORS as exc:
             raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
         if existing is not None:
@@ -631,7 +656,7 @@ class SqlStore(SealedRows):
         return self._challenge(household_id, challenge_id, row[0])
 
     def update_challenge(self, challenge: Challenge, expected_status: ChallengeStatus) -> bool:
-        """Compare-and-set; see the rule in `Store.update_challenge`.
+        """Compare-and-set; see the rule in `DecisionLog.update_challenge`.
 
         A challenge that becomes PASSED here is ordered after every decision recorded so far,
         so exempt spend recorded later counts towards the next threshold.
@@ -641,46 +666,57 @@ class SqlStore(SealedRows):
             # Before sealing: an unknown challenge (or household) must not get a data key made.
             if not self._challenge_exists(conn, hid, cid):
                 raise NotFound(f"challenge {cid!r} not found")
-        status_changes = challenge.status is not expected_status
-        passes = challenge.status is ChallengeStatus.PASSED
         body = self._seal(hid, codec.challenge_to_json(challenge), codec.challenge_aad(cid))
         with self._tx() as conn:
-            if passes:
+            if challenge.status is ChallengeStatus.PASSED:
                 # Taken only to read a final MAX(seq): no decision of the household is mid-append.
                 self._household_row(conn, hid, lock=True)
-            # The chain head falls back to the retention anchor when every entry was purged.
-            cursor = self._run(
-                conn,
-                "UPDATE challenges SET status = ?, attempts_left = ?, decision_id = ?, member_id = ?,"
-                " expires_at = ?, body = ?,"
-                " passed_seq = CASE WHEN ? THEN COALESCE(passed_seq,"
-                "  (SELECT MAX(seq) FROM audit WHERE household_id = ?),"
-                "  (SELECT seq FROM audit_anchors WHERE household_id = ?), 0) ELSE passed_seq END"
-                " WHERE household_id = ? AND challenge_id = ? AND status = ?"
-                " AND (attempts_left = ? + 1 OR (? AND attempts_left = ?))",
-                (
-                    challenge.status.value,
-                    challenge.attempts_left,
-                    challenge.decision_id,
-                    challenge.member_id,
-                    format_ts(challenge.expires_at),
-                    body,
-                    passes,
-                    hid,
-                    hid,
-                    hid,
-                    cid,
-                    expected_status.value,
-                    challenge.attempts_left,
-                    status_changes,
-                    challenge.attempts_left,
-                ),
-            )
-            if cursor.rowcount == 1:
+            if self._compare_and_set(conn, challenge, body, expected_status, None):
                 return True
             if not self._challenge_exists(conn, hid, cid):
                 raise NotFound(f"challenge {cid!r} not found")
             return False
+
+    @classmethod
+    def _compare_and_set(
+        cls, conn: Any, challenge: Challenge, body: str, expected_status: ChallengeStatus, seq: int | None
+    ) -> bool:
+        """The conditional UPDATE behind `update_challenge`: writes only if the stored status is still
+        `expected_status` and the attempts rule holds. A challenge that passes records `seq` (the
+        decision it passes with) or, without one, the chain head (falling back to the retention
+        anchor when every entry was purged)."""
+        status_changes = challenge.status is not expected_status
+        passes = challenge.status is ChallengeStatus.PASSED
+        hid = challenge.household_id
+        cursor = cls._run(
+            conn,
+            "UPDATE challenges SET status = ?, attempts_left = ?, decision_id = ?, member_id = ?,"
+            " expires_at = ?, body = ?,"
+            " passed_seq = CASE WHEN ? THEN COALESCE(passed_seq, ?,"
+            "  (SELECT MAX(seq) FROM audit WHERE household_id = ?),"
+            "  (SELECT seq FROM audit_anchors WHERE household_id = ?), 0) ELSE passed_seq END"
+            " WHERE household_id = ? AND challenge_id = ? AND status = ?"
+            " AND (attempts_left = ? + 1 OR (? AND attempts_left = ?))",
+            (
+                challenge.status.value,
+                challenge.attempts_left,
+                challenge.decision_id,
+                challenge.member_id,
+                format_ts(challenge.expires_at),
+                body,
+                passes,
+                seq,
+                hid,
+                hid,
+                hid,
+                challenge.challenge_id,
+                expected_status.value,
+                challenge.attempts_left,
+                status_changes,
+                challenge.attempts_left,
+            ),
+        )
+        return bool(cursor.rowcount == 1)
 
     def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]:
         where, params = ("household_id = ?", [household_id])
@@ -704,20 +740,24 @@ class SqlStore(SealedRows):
         try:
             with self._tx() as conn:
                 self._require_household(conn, hid)
-                self._run(
-                    conn,
-                    f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        notification.notification_id,
-                        hid,
-                        notification.kind,
-                        message,
-                        notification.challenge_id,
-                        format_ts(notification.created_at),
-                    ),
-                )
+                self._insert_notification(conn, notification, message)
         except self._INTEGRITY_ERRORS as exc:
             raise AlreadyExists(f"notification {notification.notification_id!r} exists already") from exc
+
+    @classmethod
+    def _insert_notification(cls, conn: Any, notification: Notification, sealed_message: str) -> None:
+        cls._run(
+            conn,
+            f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                notification.notification_id,
+                notification.household_id,
+                notification.kind,
+                sealed_message,
+                notification.challenge_id,
+                format_ts(notification.created_at),
+            ),
+        )
 
     def list_notifications(self, household_id: str) -> list[Notification]:
         with self._reading() as conn:

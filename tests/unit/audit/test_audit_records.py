@@ -14,6 +14,7 @@ from purchase_guard.domain import (
     ChallengeInfo,
     ChallengeMethod,
     Decision,
+    Effect,
     LineItem,
     Money,
     Order,
@@ -45,7 +46,15 @@ def decision(**changes: object) -> Decision:
         request_id="req_1",
         device_id="dev_1",
         outcome=Outcome.CHALLENGE,
-        reasons=(Reason(ReasonCode.CHALLENGE_REQUIRED, "over the limit", (("limit", "5000"),)),),
+        reasons=(
+            Reason(
+                ReasonCode.CHALLENGE_REQUIRED,
+                "over the limit",
+                (("limit", "5000"),),
+                Effect.CHALLENGE,
+                "policy.max_order",
+            ),
+        ),
         speaker=SpeakerResult("mem_1", Role.TEEN, 0.72, 0.7, True, 0.1, "ge2e-v1"),
         policy_revision=4,
         total=Money(6899, "EUR"),
@@ -72,8 +81,15 @@ def test_record_holds_what_a_reviewer_needs() -> None:
     assert record["device_id"] == "dev_1"
     assert record["outcome"] == "CHALLENGE"
     assert record["reasons"] == [
-        {"code": "CHALLENGE_REQUIRED", "message": "over the limit", "detail": {"limit": "5000"}}
+        {
+            "code": "CHALLENGE_REQUIRED",
+            "message": "over the limit",
+            "detail": {"limit": "5000"},
+            "effect": "CHALLENGE",
+            "rule": "policy.max_order",
+        }
     ]
+    assert record["determining"] == ["CHALLENGE_REQUIRED"]
     assert record["speaker"]["member_id"] == "mem_1"
     assert record["speaker"]["score"] == 0.72
     assert record["speaker"]["threshold"] == 0.7

@@ -2,23 +2,57 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from purchase_guard.domain import ChallengeMethod, Outcome, Reason, ReasonCode, Role, SpeakerResult
-from purchase_guard.pipeline.verdict import (
+from purchase_guard.domain import (
     BroadcastCheck,
+    ChallengeMethod,
+    Effect,
+    LimitAction,
+    LineItem,
+    Money,
+    Order,
+    Outcome,
+    Policy,
+    PurchaseMode,
+    Reason,
+    ReasonCode,
+    Role,
+    RoleRule,
+    SpeakerResult,
+    SpendSnapshot,
+    forbid,
+    needs_challenge,
+    permit,
+)
+from purchase_guard.pipeline.verdict import (
     ChallengeOptions,
     VoiceCheck,
     decide,
     policy_role,
 )
-from purchase_guard.policy.engine import PolicyVerdict
+from purchase_guard.policy.engine import PolicyVerdict, evaluate_policy
 
-ALLOW = PolicyVerdict(Outcome.ALLOW, (Reason(ReasonCode.POLICY_ALLOWED, "ok"),), None, False)
-CHALLENGE_PIN = PolicyVerdict(
-    Outcome.CHALLENGE, (Reason(ReasonCode.AMOUNT_OVER_LIMIT, "over"),), ChallengeMethod.SPOKEN_PIN, False
+ALLOW = PolicyVerdict(
+    Outcome.ALLOW, (permit(ReasonCode.POLICY_ALLOWED, "ok", "policy.role_mode"),), None, False
 )
-DENY = PolicyVerdict(Outcome.DENY, (Reason(ReasonCode.CATEGORY_BLOCKED, "blocked"),), None, False)
+CHALLENGE_PIN = PolicyVerdict(
+    Outcome.CHALLENGE,
+    (needs_challenge(ReasonCode.AMOUNT_OVER_LIMIT, "over", "policy.max_order"),),
+    ChallengeMethod.SPOKEN_PIN,
+    False,
+)
+DENY = PolicyVerdict(
+    Outcome.DENY,
+    (
+        needs_challenge(ReasonCode.AMOUNT_OVER_LIMIT, "over", "policy.max_order"),
+        forbid(ReasonCode.CATEGORY_BLOCKED, "blocked", "policy.categories.household"),
+    ),
+    None,
+    False,
+)
 FULL = ChallengeOptions(has_pin=True, pin_throttled=False, has_enrolled_adult=True, has_parent=True)
 
 
@@ -82,16 +116,40 @@ def test_child_like_verified_adult_gets_a_challenge_they_can_answer() -> None:
 
 
 def test_policy_deny_wins_over_everything() -> None:
-    """A forbid from policy is a DENY even for a verified adult, with the forbid listed first."""
+    """A forbid from policy is a DENY even for a verified adult, listed first, although the policy
+    verdict listed a step-up before it; the step-up is not among a DENY's reasons."""
     v = decide(speaker(Role.ADULT), BroadcastCheck(), DENY, FULL)
     assert v.outcome is Outcome.DENY
     assert v.reasons[0].code is ReasonCode.CATEGORY_BLOCKED
+    assert v.reasons[0].effect is Effect.FORBID
+    assert ReasonCode.AMOUNT_OVER_LIMIT not in {r.code for r in v.reasons}
+
+
+def test_blocked_category_over_the_maximum_is_denied_for_the_category_alone() -> None:
+    """An adult order in a blocked category and over a per-order maximum that asks for a challenge is
+    a DENY determined by the category: the over-limit step-up does not appear among its reasons."""
+    rule = RoleRule(
+        Role.ADULT,
+        PurchaseMode.ALLOWED,
+        max_order_minor=1000,
+        on_limit=LimitAction.CHALLENGE,
+        blocked_categories=frozenset({"alcohol"}),
+    )
+    order = Order((LineItem("w", "Wine", "alcohol", 1, Money(5000, "USD")),), Money(5000, "USD"), "shop")
+    now = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+    policy = evaluate_policy(Policy((rule,)), Role.ADULT, order, SpendSnapshot(), now, "UTC")
+    assert ReasonCode.AMOUNT_OVER_LIMIT in {r.code for r in policy.reasons}  # it did fire
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), policy, FULL)
+    assert v.outcome is Outcome.DENY
+    assert [r.code for r in v.reasons if r.effect is not Effect.NOTE] == [ReasonCode.CATEGORY_BLOCKED]
 
 
 def test_deny_does_not_list_permits() -> None:
     """A DENY keeps the reasons that determined it, not CHALLENGE_REQUIRED or POLICY_ALLOWED."""
     hit = BroadcastCheck(reasons=(Reason(ReasonCode.KNOWN_BROADCAST, "ad"),))
-    codes = {r.code for r in decide(speaker(Role.ADULT), hit, ALLOW, FULL).reasons}
+    v = decide(speaker(Role.ADULT), hit, ALLOW, FULL)
+    codes = {r.code for r in v.reasons}
+    assert all(r.effect in (Effect.FORBID, Effect.NOTE) for r in v.reasons)
     assert ReasonCode.KNOWN_BROADCAST in codes
     assert not codes & {ReasonCode.POLICY_ALLOWED, ReasonCode.CHALLENGE_REQUIRED}
 

@@ -180,6 +180,42 @@ BROADCAST_MATCH: ReasonCode.ValueType  # 41
 """The same audio reached several households at once."""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
+class _Effect:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EffectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Effect.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EFFECT_UNSPECIFIED: _Effect.ValueType  # 0
+    """Not set (decisions recorded before effects existed)."""
+    FORBID: _Effect.ValueType  # 1
+    """Decides DENY."""
+    NEEDS_CHALLENGE: _Effect.ValueType  # 2
+    """Asks for a step-up: never ALLOW while it stands."""
+    PERMIT: _Effect.ValueType  # 3
+    """Grounds for ALLOW."""
+    NOTE: _Effect.ValueType  # 4
+    """Context that decides nothing (who spoke, what fell back)."""
+    CHECK_ERROR: _Effect.ValueType  # 5
+    """A check failed; the decision failed closed."""
+
+class Effect(_Effect, metaclass=_EffectEnumTypeWrapper):
+    """What a finding does to a decision. A forbid always wins; an error fails closed to DENY."""
+
+EFFECT_UNSPECIFIED: Effect.ValueType  # 0
+"""Not set (decisions recorded before effects existed)."""
+FORBID: Effect.ValueType  # 1
+"""Decides DENY."""
+NEEDS_CHALLENGE: Effect.ValueType  # 2
+"""Asks for a step-up: never ALLOW while it stands."""
+PERMIT: Effect.ValueType  # 3
+"""Grounds for ALLOW."""
+NOTE: Effect.ValueType  # 4
+"""Context that decides nothing (who spoke, what fell back)."""
+CHECK_ERROR: Effect.ValueType  # 5
+"""A check failed; the decision failed closed."""
+Global___Effect: _TypeAlias = Effect  # noqa: Y015
+
 class _Role:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -425,10 +461,21 @@ class Reason(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    DETERMINING_FIELD_NUMBER: _builtins.int
     code: Global___ReasonCode.ValueType
     """The machine-readable code."""
     message: _builtins.str
     """A sentence a person can read."""
+    effect: Global___Effect.ValueType
+    """What this finding did to the decision."""
+    rule: _builtins.str
+    """The rule that produced it, e.g. "policy.max_order", "voice.speaker", "broadcast.fleet"."""
+    determining: _builtins.bool
+    """True for the findings that determined the outcome (the forbids of a DENY, the step-ups of a
+    CHALLENGE, the permits of an ALLOW; for a DENY that only errors explain, the errors).
+    """
     @_builtins.property
     def detail(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional key/value detail (clip id, limit, score...)."""
@@ -439,10 +486,13 @@ class Reason(_message.Message):
         code: Global___ReasonCode.ValueType = ...,
         message: _builtins.str = ...,
         detail: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        effect: Global___Effect.ValueType = ...,
+        rule: _builtins.str = ...,
+        determining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail", "determining", b"determining", "effect", b"effect", "message", b"message", "rule", b"rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
