@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -39,10 +39,6 @@ log = get_logger("purchase_guard.api.testing")
 SERVICE_NAME = testing_pb2.DESCRIPTOR.services_by_name["TestControl"].full_name
 # A replay `wait` of more than this is a scenario bug (a typo like 24d for 24h), not a test.
 MAX_ADVANCE = timedelta(days=400)
-
-
-class AdjustableClock(Clock, Protocol):
-    def advance(self, delta: timedelta) -> None: ...
 
 
 class TestControlServicer(testing_pb2_grpc.TestControlServicer):

@@ -19,12 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from purchase_guard.domain import ChallengeMethod, Outcome, ReasonCode, Role
 from purchase_guard.money import EXPONENTS
 from purchase_guard.replay.audio import AudioRenderer, AudioSpec, spec_from_mapping
 
-OUTCOMES = ("ALLOW", "DENY", "CHALLENGE")
-ROLES = ("ADULT", "TEEN", "CHILD", "GUEST")
-METHODS = ("SPOKEN_PIN", "RANDOM_DIGITS", "PARENT_APPROVAL")
+# Taken from the domain, so a new outcome, role or method is known to scenarios the day it exists.
+OUTCOMES = tuple(o.value for o in Outcome)
+ROLES = tuple(r.value for r in Role)
+METHODS = tuple(m.value for m in ChallengeMethod)
 ACTIONS = ("evaluate", "confirm", "approve", "reject", "wait", "check")
 # gRPC status names a step may expect instead of a decision.
 ERROR_CODES = (
@@ -39,40 +41,9 @@ ERROR_CODES = (
     "UNIMPLEMENTED",
 )
 CAPABILITIES = ("broadcast", "clock")
-# Every reason code the API can send (common.proto ReasonCode), so a typo in a scenario is caught
-# on load instead of making a "must not appear" check vacuous.
-REASON_CODES = frozenset(
-    {
-        "SPEAKER_VERIFIED",
-        "SPEAKER_UNKNOWN",
-        "SPEAKER_CHILD",
-        "ROLE_NOT_ALLOWED",
-        "AMOUNT_OVER_LIMIT",
-        "DAILY_LIMIT_REACHED",
-        "MONTHLY_LIMIT_REACHED",
-        "CATEGORY_BLOCKED",
-        "QUIET_HOURS",
-        "AUDIO_UNUSABLE",
-        "PIN_INCORRECT",
-        "CHALLENGE_EXPIRED",
-        "CHALLENGE_LOCKED",
-        "ORDER_MISMATCH",
-        "APPROVAL_REJECTED",
-        "GUARD_ERROR",
-        "CHALLENGE_REQUIRED",
-        "LOW_VALUE_EXEMPT",
-        "POLICY_ALLOWED",
-        "CHALLENGE_PASSED",
-        "APPROVAL_GRANTED",
-        "CHALLENGE_CLOSED",
-        "SPEAKER_MISMATCH",
-        "PIN_THROTTLED",
-        "CHALLENGE_UNAVAILABLE",
-        "CHILD_VOICE",
-        "KNOWN_BROADCAST",
-        "BROADCAST_MATCH",
-    }
-)
+# Every reason code the API can send (domain.ReasonCode mirrors common.proto one to one), so a
+# typo in a scenario is caught on load instead of making a "must not appear" check vacuous.
+REASON_CODES = frozenset(c.value for c in ReasonCode)
 # Waits up to this long are done in real time against a guard without clock control.
 REAL_WAIT_S = 10.0
 KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
