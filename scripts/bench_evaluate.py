@@ -85,7 +85,7 @@ def main() -> int:
             rate_limits_enabled=False,
         ).validated()
         running = build_server(build_app(settings, encoder=encoder))
-        client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR)
+        client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR, backend_token=running.app.backend_token)
         hh = client.create_household("Bench", "UTC", "USD")["household"]["household_id"]
         member = client.add_member(hh, "Jackson", "ADULT", True)["member"]["member_id"]
         client.enroll(

@@ -78,6 +78,8 @@ from purchase_guard.sealing import MasterKeys
 BENCH_MASTER_KEY = os.urandom(32)
 BENCH_MASTER_KEY_B64 = base64.b64encode(BENCH_MASTER_KEY).decode()
 OPERATOR = "bench-load-" + "o" * 30
+BACKEND = "pgb_bench-load-" + "b" * 30
+BACKEND_META = (("authorization", f"Bearer {BACKEND}"),)
 LEVELS = (1, 8, 32, 64)
 BENCH_HOUSEHOLDS = 16
 AMOUNT_MINOR = 100
@@ -186,7 +188,7 @@ async def _drive(
                 rid = guard_pb2.EvaluateRequest(request_id=f"{tag}-{k}-{counter}").SerializeToString()
                 base = bases[(counter * 7 + k) % len(bases)]
                 try:
-                    response = await call(base + rid, timeout=120)
+                    response = await call(base + rid, timeout=120, metadata=BACKEND_META)
                     ok = common_pb2.Outcome.Name(response.outcome)
                 except grpc.aio.AioRpcError as exc:
                     ok = ""
@@ -286,6 +288,7 @@ def start_server(store_env: dict[str, str], workdir: Path) -> Server:
             "PURCHASE_GUARD_LISTEN": "127.0.0.1:0",
             "PURCHASE_GUARD_METRICS_PORT": "0",
             "PURCHASE_GUARD_OPERATOR_TOKEN": OPERATOR,
+            "PURCHASE_GUARD_BACKEND_TOKEN": BACKEND,
             "PURCHASE_GUARD_OPERATOR_TOKEN_FILE": str(workdir / "op"),
             "PURCHASE_GUARD_LOG_LEVEL": "warning",
             # Measures deciding under load, not the per-device abuse limits a real device would hit.
@@ -344,7 +347,7 @@ def seed_via_api(target: str, data: Path) -> list[str]:
     from purchase_guard.api.client import GuardClient
 
     takes = [fsdd_wav(data, "jackson", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
-    client = GuardClient(target, OPERATOR, timeout=120)
+    client = GuardClient(target, OPERATOR, timeout=120, backend_token=BACKEND)
     hids = []
     try:
         for i in range(BENCH_HOUSEHOLDS):
@@ -571,7 +574,7 @@ def overhead_series(target: str, bases: list[bytes], encoder: Any, audio: bytes,
         for i in range(n):
             rid = guard_pb2.EvaluateRequest(request_id=f"ov-{tag}-{i}").SerializeToString()
             t0 = time.perf_counter()
-            call(bases[i % len(bases)] + rid, timeout=120)
+            call(bases[i % len(bases)] + rid, timeout=120, metadata=BACKEND_META)
             service.append(time.perf_counter() - t0)
             bare.append(bare_encoder_call(encoder, audio))
     svc, enc = summary(service), summary(bare)

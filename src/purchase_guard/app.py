@@ -6,15 +6,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
+from purchase_guard.audit.startup import verify_all_chains
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.wiring import build_broadcast
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
-from purchase_guard.config import ConfigError, Settings
+from purchase_guard.config import ENV_PREFIX, ConfigError, Settings
 from purchase_guard.household.service import HouseholdService
-from purchase_guard.limits import InProcessPinGuessCounter, PinGuessCounter, RedisPinGuessCounter
+from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
@@ -24,7 +23,7 @@ from purchase_guard.secret_files import write_once
 from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
-from purchase_guard.voice.encoder import SpeakerEncoder
+from purchase_guard.voice.encoder import FakeEncoder, SpeakerEncoder
 from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
 
 log = get_logger("purchase_guard.app")
@@ -40,13 +39,16 @@ class App:
     clock: Clock
     operator_token: str
     privacy: PrivacyService
+    rate_limiter: RateLimiter
+    backend_token: str
     clips: ClipRegistry | None = None
+    # Households whose audit chain failed verification at start: not served until an operator
+    # has looked (their requests are FAILED_PRECONDITION).
+    quarantined: frozenset[str] = frozenset()
 
 
 def build_encoder(settings: Settings) -> SpeakerEncoder:
     if settings.encoder == "fake":
-        from purchase_guard.voice.encoder import FakeEncoder
-
         return FakeEncoder()
     inner: SpeakerEncoder
     if settings.encoder == "ecapa":
@@ -66,11 +68,10 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
     return BatchingEncoder(inner, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms)
 
 
-def resolve_operator_token(settings: Settings) -> str:
-    """The operator token from settings, else from the token file, else a new one written there (0600)."""
-    if settings.operator_token:
-        return settings.operator_token
-    path = Path(settings.operator_token_file)
+def _token_from(given: str, path: Path, prefix: str, what: str) -> str:
+    """A token from settings, else from its file, else a new one written there (0600)."""
+    if given:
+        return given
     if path.is_file():
         token = path.read_text().strip()
         if len(token) >= 24:
@@ -78,10 +79,25 @@ def resolve_operator_token(settings: Settings) -> str:
         # Unusable (empty, cut short by hand): replaced, as a first start would have written it.
         path.unlink(missing_ok=True)
     # A replica starting at the same moment may create the file first; then its token counts.
-    text, created = write_once(path, "pgo_" + secrets.token_urlsafe(32) + "\n")
+    text, created = write_once(path, prefix + secrets.token_urlsafe(32) + "\n")
     if created:
-        log.info("operator_token_created", path=str(path))
+        log.info(f"{what}_token_created", path=str(path))
     return text.strip()
+
+
+def resolve_operator_token(settings: Settings) -> str:
+    return _token_from(settings.operator_token, Path(settings.operator_token_file), "pgo_", "operator")
+
+
+def resolve_backend_token(settings: Settings) -> str:
+    """The voice backend's token for Evaluate and Confirm: settings, else var/backend-token (0600)."""
+    return _token_from(settings.backend_token, Path(settings.backend_token_file), "pgb_", "backend")
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.rate_limit_backend == "redis":
+        return RedisRateLimiter.from_url(settings.redis_url, prefix="pg:rl:")
+    return InProcessRateLimiter()
 
 
 def build_store(settings: Settings) -> Store:
@@ -120,17 +136,25 @@ def build_app(
     pins = pins or PinHasher()
     encoder = encoder or build_encoder(settings)
     child = child_detector_for(encoder.name, settings.child_detector_file)
-    if child is None:
-        log.warning("child_detector_unavailable", encoder=encoder.name)
+    # Only the fake encoder (a spectral stand-in for tests; settings refuse it outside test mode)
+    # runs without one.
+    if child is None and encoder.name != FakeEncoder.name:
+        # Without it CHILD_VOICE could never fire: a child who verifies as a parent would buy.
+        raise ConfigError(
+            f"no child-voice detector for encoder {encoder.name}; set {ENV_PREFIX}CHILD_DETECTOR_FILE"
+        )
     verifier = VoiceVerifier(
         encoder, Thresholds.load(encoder.name, settings.thresholds_file), child_detector=child
     )
     token = resolve_operator_token(settings)
-    pin_guesses: PinGuessCounter
-    if settings.rate_limit_backend == "redis":
-        pin_guesses = RedisPinGuessCounter(redis.Redis.from_url(settings.redis_url, socket_timeout=0.5))
-    else:
-        pin_guesses = InProcessPinGuessCounter()
+    backend_token = resolve_backend_token(settings)
+    # A server killed mid-write, or a restored or edited database, must not go back to deciding
+    # silently on top of a broken record: every chain is checked, and a broken one's household
+    # is refused until an operator has looked.
+    audit = verify_all_chains(store)
+    quarantined = frozenset(b.household_id for b in audit.broken)
+    if quarantined:
+        log.error("audit_chains_broken_at_start", households=sorted(quarantined))
     clips: ClipRegistry | None = None
     defence: BroadcastDefence
     if settings.broadcast_enabled:
@@ -139,7 +163,22 @@ def build_app(
         defence = broadcast or parts.guard
     else:
         defence = broadcast or NoBroadcastDefence()
-    guard = Guard(settings, store, verifier, defence, pins, clock, ids, pin_guesses=pin_guesses)
-    households = HouseholdService(settings, store, verifier, pins, clock, ids, token, approvals=guard)
+    guard = Guard(settings, store, verifier, defence, pins, clock, ids, quarantined=quarantined)
+    households = HouseholdService(
+        settings, store, verifier, pins, clock, ids, token, approvals=guard, backend_token=backend_token
+    )
     privacy = PrivacyService(store, households, clock)
-    return App(settings, store, verifier, guard, households, clock, token, privacy, clips)
+    return App(
+        settings,
+        store,
+        verifier,
+        guard,
+        households,
+        clock,
+        token,
+        privacy,
+        build_rate_limiter(settings),
+        backend_token,
+        clips,
+        quarantined,
+    )

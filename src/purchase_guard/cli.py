@@ -56,7 +56,8 @@ def _serve(_: argparse.Namespace) -> int:
         f"purchase-guard listening on {settings.listen.rsplit(':', 1)[0]}:{running.port} "
         f"(encoder {app.verifier.encoder.name}, "
         f"store {settings.sqlite_path if settings.store == 'sqlite' else settings.store}, "
-        f"operator token in {settings.operator_token_file if not settings.operator_token else 'settings'})",
+        f"operator token in {settings.operator_token_file if not settings.operator_token else 'settings'}, "
+        f"backend token in {settings.backend_token_file if not settings.backend_token else 'settings'})",
         flush=True,
     )
     done = threading.Event()
@@ -81,6 +82,18 @@ def _token(args: argparse.Namespace) -> str:
     if env:
         return env
     path = Path(os.environ.get("PURCHASE_GUARD_OPERATOR_TOKEN_FILE", "var/operator-token"))
+    if path.is_file():
+        return path.read_text().strip()
+    return ""
+
+
+def _backend_token(args: argparse.Namespace) -> str:
+    if args.backend_token:
+        return str(args.backend_token)
+    env = os.environ.get("PURCHASE_GUARD_BACKEND_TOKEN")
+    if env:
+        return env
+    path = Path(os.environ.get("PURCHASE_GUARD_BACKEND_TOKEN_FILE", "var/backend-token"))
     if path.is_file():
         return path.read_text().strip()
     return ""
@@ -137,7 +150,17 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
     if cmd == "approvals":
         return client.pending_approvals(a.household)
     if cmd in ("approve", "reject"):
-        return client.resolve_approval(a.household, a.challenge, a.parent_member, cmd == "approve")
+        return client.resolve_approval(a.household, a.challenge, a.parent_member or "", cmd == "approve")
+    if cmd == "issue-credential":
+        return client.issue_credential(
+            a.household or "", f"{a.kind.upper()}_CREDENTIAL", a.member or "", a.device or "", a.label
+        )
+    if cmd == "credentials":
+        return client.list_credentials(a.household or "")
+    if cmd == "revoke-credential":
+        return client.revoke_credential(a.household or "", a.credential)
+    if cmd == "renew-voiceprint":
+        return client.renew_voiceprint(a.household, a.member)
     if cmd == "export":
         reply = client.export_household(a.household)
         fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -163,7 +186,7 @@ def _guard(args: argparse.Namespace) -> int:
 
     from purchase_guard.api.client import GuardClient, tls_from_args
 
-    client = GuardClient(args.target, tls=tls_from_args(args))
+    client = GuardClient(args.target, tls=tls_from_args(args), backend_token=_backend_token(args))
     order = _load_structured(args.order)
     try:
         if args.guard_cmd == "evaluate":
@@ -222,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tls_arguments(adm)
     adm.add_argument(
         "--token",
-        help="household or operator token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then var/operator-token)",
+        help="operator, household or parent token (default: $PURCHASE_GUARD_ADMIN_TOKEN, then "
+        "var/operator-token); approve and reject need a parent's own credential",
     )
     asub = adm.add_subparsers(dest="admin_cmd", required=True)
     c = asub.add_parser("create-household")
@@ -260,10 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--household", required=True)
     d.add_argument("--limit", type=int, default=50)
     for name in ("approve", "reject"):
-        x = asub.add_parser(name)
+        x = asub.add_parser(name, help=f"{name} a pending purchase as the parent whose --token this is")
         x.add_argument("--household", required=True)
         x.add_argument("--challenge", required=True)
-        x.add_argument("--parent-member", required=True)
+        x.add_argument("--parent-member", help="deprecated: the parent is the credential's own")
+    ic = asub.add_parser("issue-credential", help="issue a parent's, a device's or a backend's credential")
+    ic.add_argument("--kind", required=True, choices=["parent", "device", "backend"])
+    ic.add_argument("--household", help="the household (not for a backend credential)")
+    ic.add_argument("--member", help="the parent (parent credentials)")
+    ic.add_argument("--device", help="the device (device credentials)")
+    ic.add_argument("--label", default="")
+    lc = asub.add_parser("credentials", help="list a household's credentials (or, without one, backends')")
+    lc.add_argument("--household")
+    rc = asub.add_parser("revoke-credential")
+    rc.add_argument("--household")
+    rc.add_argument("--credential", required=True)
+    rv = asub.add_parser("renew-voiceprint", help="keep a child's voiceprint for another retention period")
+    rv.add_argument("--household", required=True)
+    rv.add_argument("--member", required=True)
     ex = asub.add_parser("export", help="write the household's complete data (GDPR Art. 15) as a ZIP archive")
     ex.add_argument("--household", required=True)
     ex.add_argument("--out", required=True, help="archive file to write (mode 0600)")
@@ -276,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("guard", help="call Evaluate or Confirm (for QA and smoke tests)")
     g.add_argument("--target", default=DEFAULT_TARGET)
+    g.add_argument(
+        "--backend-token",
+        help="backend or device credential (default: $PURCHASE_GUARD_BACKEND_TOKEN, then var/backend-token)",
+    )
     add_tls_arguments(g)
     gsub = g.add_subparsers(dest="guard_cmd", required=True)
     ev = gsub.add_parser("evaluate")

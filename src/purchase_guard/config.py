@@ -7,6 +7,7 @@ later as a wrong decision.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +22,15 @@ ENV_PREFIX = "PURCHASE_GUARD_"
 ENCODERS = ("ge2e", "ecapa", "fake")
 STORES = ("sqlite", "postgres")
 WINDOWS = ("memory", "redis")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -65,6 +75,15 @@ class Settings:
     thresholds_file: Path | None = None
     operator_token: str = field(default="", repr=False)
     operator_token_file: Path = Path("var/operator-token")
+    # The voice backend's credential for Evaluate and Confirm (a fleet-wide backend); like the
+    # operator token, written 0600 to the file at first start unless given.
+    backend_token: str = field(default="", repr=False)
+    backend_token_file: Path = Path("var/backend-token")
+    # Serving plaintext gRPC on an address other than loopback needs saying so: credentials and
+    # audio would cross the network in the clear.
+    allow_plaintext: bool = False
+    # A child's voiceprint is deleted after this long unless a parent renews it (COPPA 2025).
+    child_voiceprint_days: int = 365
     max_audio_seconds: float = 30.0
     max_message_bytes: int = 16 * 1024 * 1024
     max_enroll_takes: int = 10
@@ -83,8 +102,15 @@ class Settings:
     confirm_per_household_per_minute: int = 30
     confirm_per_device_per_minute: int = 10
     enroll_per_household_per_hour: int = 20
-    # Wrong PIN answers per household per hour across all challenges (brute force over many challenges).
-    pin_wrong_per_household_per_hour: int = 10
+    # Evaluate and Confirm per authenticated caller: a device or household credential, or a
+    # fleet-wide backend (which speaks for every household, so its bucket is a fleet's).
+    decisions_per_caller_per_minute: int = 120
+    decisions_per_backend_per_minute: int = 60_000
+    # The PIN's guess budget (limits/pin_budget.py, NIST SP 800-63B-4): consecutive wrong PINs
+    # checked before each further one waits (30 s, doubling, at most an hour), and how many
+    # disable the PIN until a parent sets a new one.
+    pin_free_failures: int = 5
+    pin_disable_after: int = 50
     # Envelope encryption (docs/privacy.md): base64 32-byte master key(s), active first; else a file.
     master_key: str = field(default="", repr=False)
     master_key_file: Path = Path("var/master-key")
@@ -100,6 +126,10 @@ class Settings:
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def child_voiceprint_retention(self) -> timedelta:
+        return timedelta(days=self.child_voiceprint_days)
 
     def validated(self) -> Settings:
         if ":" not in self.listen:
@@ -148,14 +178,26 @@ class Settings:
             "confirm_per_household_per_minute",
             "confirm_per_device_per_minute",
             "enroll_per_household_per_hour",
-            "pin_wrong_per_household_per_hour",
+            "decisions_per_caller_per_minute",
         ):
             if not 1 <= getattr(self, name) <= 100_000:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 1-100000")
         try:
-            tls_config(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+            tls = tls_config(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
         except TlsError as exc:
             raise ConfigError(str(exc)) from exc
+        if tls is None and not self.allow_plaintext and not _is_loopback(host):
+            raise ConfigError(
+                f"{ENV_PREFIX}LISTEN={self.listen} is not a loopback address, and without TLS credentials "
+                f"and audio would cross the network in the clear: set {ENV_PREFIX}TLS_CERT_FILE and "
+                f"{ENV_PREFIX}TLS_KEY_FILE, or {ENV_PREFIX}ALLOW_PLAINTEXT=1 behind a trusted network"
+            )
+        if not 1 <= self.decisions_per_backend_per_minute <= 10_000_000:
+            raise ConfigError(f"{ENV_PREFIX}DECISIONS_PER_BACKEND_PER_MINUTE must be 1-10000000")
+        if not 30 <= self.child_voiceprint_days <= 3 * 365:
+            raise ConfigError(f"{ENV_PREFIX}CHILD_VOICEPRINT_DAYS must be 30-1095")
+        if self.backend_token and len(self.backend_token) < 24:
+            raise ConfigError(f"{ENV_PREFIX}BACKEND_TOKEN must be at least 24 characters")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:
@@ -191,6 +233,12 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}MAX_ATTEMPTS must be 1-10")
         if not 4 <= self.random_digits <= 8:
             raise ConfigError(f"{ENV_PREFIX}RANDOM_DIGITS must be 4-8")
+        if not 1 <= self.pin_free_failures <= 10:
+            raise ConfigError(f"{ENV_PREFIX}PIN_FREE_FAILURES must be 1-10")
+        if not self.pin_free_failures < self.pin_disable_after <= 100:
+            raise ConfigError(
+                f"{ENV_PREFIX}PIN_DISABLE_AFTER must be above PIN_FREE_FAILURES and at most 100"
+            )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
         if not 1 <= self.workers <= 256:

@@ -122,10 +122,6 @@ class Order:
     total: Money
     merchant: str
 
-    @property
-    def categories(self) -> frozenset[str]:
-        return frozenset(item.category.strip().lower() for item in self.items)
-
 
 @dataclass(frozen=True, slots=True)
 class Household:
@@ -157,6 +153,8 @@ class Voiceprint:
     embedding: tuple[float, ...] = field(repr=False)
     n_utterances: int
     created_at: datetime
+    # A child's voiceprint expires (COPPA: no indefinite retention); None for adults and teens.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +327,8 @@ class Decision:
     decided_at: datetime
     challenge: ChallengeInfo | None = None
     member_id: str | None = None
+    # Who asked (the authenticated caller's stable id); request ids are unique per caller.
+    caller_id: str = ""
 
     @property
     def codes(self) -> tuple[ReasonCode, ...]:
@@ -364,15 +364,37 @@ class Notification:
     created_at: datetime
 
 
+class CredentialKind(enum.Enum):
+    PARENT = "parent"  # acts as one parent of one household (admin calls, approvals)
+    DEVICE = "device"  # calls Evaluate and Confirm for one household's one device
+    BACKEND = "backend"  # calls Evaluate and Confirm for every household (a voice platform)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """An issued credential; its token exists only with whoever it was given to (sha256 stored)."""
+
+    credential_id: str
+    kind: CredentialKind
+    household_id: str | None  # None only for a backend credential
+    member_id: str | None  # the parent of a parent credential
+    device_id: str | None  # the device of a device credential
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class PinState:
-    """The household PIN: an argon2id hash plus the throttle that grows with failures."""
+    """The household PIN: a peppered argon2id hash and its guess budget (limits/pin_budget.py)."""
 
     household_id: str
     pin_hash: str = field(repr=False)
-    lockouts: int  # how many challenges have locked; drives the growing back-off
-    throttled_until: datetime | None
     set_at: datetime
+    failures: int = 0  # wrong PINs checked since the last right one (or since it was set)
+    next_try_at: datetime | None = None  # no PIN is checked before this
+    disabled_at: datetime | None = None  # too many failures: off until a parent sets a new PIN
+    peppered: bool = True  # False for hashes made before the pepper; rehashed at the next right PIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from purchase_guard.errors import GuardError
 from purchase_guard.logs import get_logger
@@ -76,6 +78,12 @@ class Sealer(Protocol):
 
     def destroy(self, household_id: str) -> None:
         """Deletes the household's data key for good. Idempotent."""
+        ...
+
+    def derive(self, household_id: str, purpose: str) -> bytes:
+        """A 32-byte key for `purpose`, derived (HKDF-SHA256) from the household's data key: it
+        exists only where the master key does, and dies with the household's data key. Creates
+        the data key on first use."""
         ...
 
 
@@ -286,22 +294,36 @@ class KeyRing:
 
     # --- data keys ----------------------------------------------------------------------
 
-    def _aead(self, household_id: str, *, create: bool) -> AESGCM:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(household_id)
-            if cached is not None and now - cached[1] < self._cache_seconds:
-                return cached[0]
+    def _data_key(self, household_id: str, *, create: bool) -> bytes:
         wrapped = self._storage.get_wrapped_key(household_id)
         if wrapped is None:
             if not create:
                 raise KeyUnavailable("the household's data key does not exist (erased?)")
             fresh = self.wrap(household_id, secrets.token_bytes(KEY_BYTES))
             wrapped = self._storage.add_wrapped_key(household_id, fresh, self._master.active)
-        aead = AESGCM(self.unwrap(household_id, wrapped))
+        return self.unwrap(household_id, wrapped)
+
+    def _aead(self, household_id: str, *, create: bool) -> AESGCM:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(household_id)
+            if cached is not None and now - cached[1] < self._cache_seconds:
+                return cached[0]
+        aead = AESGCM(self._data_key(household_id, create=create))
         with self._lock:
             self._cache[household_id] = (aead, now)
         return aead
+
+    def derive(self, household_id: str, purpose: str) -> bytes:
+        info = (
+            b"purchase-guard/derived/v1\x00"
+            + purpose.encode("utf-8")
+            + b"\x00"
+            + household_id.encode("utf-8")
+        )
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            self._data_key(household_id, create=True)
+        )
 
     def seal(self, household_id: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)

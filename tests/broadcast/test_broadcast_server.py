@@ -54,7 +54,9 @@ def bc_server(tmp_path: Path, bc_encoder: Ge2eEncoder) -> Iterator[tuple[Running
 
 @pytest.fixture
 def client(bc_server: tuple[RunningServer, FrozenClock]) -> Iterator[GuardClient]:
-    c = GuardClient(f"127.0.0.1:{bc_server[0].port}", OPERATOR, timeout=60)
+    c = GuardClient(
+        f"127.0.0.1:{bc_server[0].port}", OPERATOR, timeout=60, backend_token=bc_server[0].app.backend_token
+    )
     yield c
     c.close()
 

@@ -42,6 +42,8 @@ def server(tmp_path: Path, ge2e: SpeakerEncoder, clock: FrozenClock) -> Iterator
 
 @pytest.fixture
 def operator(server: RunningServer) -> Iterator[GuardClient]:
-    client = GuardClient(f"127.0.0.1:{server.port}", OPERATOR, timeout=30)
+    client = GuardClient(
+        f"127.0.0.1:{server.port}", OPERATOR, timeout=30, backend_token=server.app.backend_token
+    )
     yield client
     client.close()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.audio import wav_bytes
-from support.rpc import status_of
+from support.rpc import as_backend, status_of
 
 from purchase_guard._gen.purchaseguard.v1 import common_pb2, guard_pb2, guard_pb2_grpc
 from purchase_guard.api.client import GuardClient
@@ -56,7 +56,7 @@ def raw_stub(server: RunningServer) -> Iterator[guard_pb2_grpc.PurchaseGuardStub
     channel = grpc.insecure_channel(
         f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 64 << 20)]
     )
-    yield guard_pb2_grpc.PurchaseGuardStub(channel)
+    yield guard_pb2_grpc.PurchaseGuardStub(as_backend(channel))
     channel.close()
 
 

@@ -70,11 +70,22 @@ def test_parent_flow_through_the_cli(
     )
     audio = tmp_path / "ask.wav"
     audio.write_bytes(fsdd_wav(data_dir, "jackson", "2749", 9))
+    backend = ("guard", "--target", target, "--backend-token", server.app.backend_token)
     decision = run_cli(
-        capsys, "guard", "--target", target, "evaluate", "--household", hid, "--device", "hall",
+        capsys, *backend, "evaluate", "--household", hid, "--device", "hall",
         "--order", str(order), "--audio", str(audio),
     )  # fmt: skip
     assert decision["outcome"] == "ALLOW", decision
+    issued = run_cli(
+        capsys, *adm, "issue-credential", "--kind", "parent", "--household", hid, "--member", mid,
+        "--label", "Jo's phone",
+    )  # fmt: skip
+    assert issued["token"].startswith("pgp_")
+    listed = run_cli(capsys, *adm, "credentials", "--household", hid)["credentials"]
+    assert [(c["kind"], c["member_id"], c["label"]) for c in listed] == [
+        ("PARENT_CREDENTIAL", mid, "Jo's phone")
+    ]
+    assert "token" not in listed[0]
     history = run_cli(capsys, *adm, "decisions", "--household", hid)
     assert [d["decision_id"] for d in history["decisions"]] == [decision["decision_id"]]
     assert run_cli(capsys, *adm, "verify-audit", "--household", hid)["ok"]
@@ -101,7 +112,7 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
     try:
         from purchase_guard.api.client import GuardClient
 
-        client = GuardClient(f"127.0.0.1:{server.port}", OPERATOR)
+        client = GuardClient(f"127.0.0.1:{server.port}", OPERATOR, backend_token=server.app.backend_token)
         created = client.create_household("Logs", "UTC", "USD")
         hid, token = created["household"]["household_id"], created["admin_token"]
         mid = client.add_member(hid, "A", "ADULT", True)["member"]["member_id"]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from support.audio import fsdd_wav
 from support.server import fast_pins, local_settings
@@ -19,7 +20,8 @@ from unit.voice.tiny_ecapa import build_tiny_ecapa
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.app import build_app
-from purchase_guard.voice.ecapa import encoder_name
+from purchase_guard.voice.child import LogisticChildDetector
+from purchase_guard.voice.ecapa import EcapaEncoder, encoder_name
 
 pytestmark = pytest.mark.data
 OPERATOR = "op-" + "e" * 40
@@ -33,6 +35,12 @@ def ecapa_server(tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
     thresholds = tmp_path / "thresholds.json"
     bands = [{"name": "all", "max_speech_s": None, "threshold": 0.5}]
     thresholds.write_text(json.dumps({"version": 1, "encoders": {name: {"bands": bands}}}))
+    # A server refuses to start without a child-voice detector for its encoder; the tiny model gets
+    # one that never flags (this test is about the loading path, not about children).
+    dim = EcapaEncoder(model).dim
+    detector = LogisticChildDetector(name, np.zeros(dim), np.ones(dim), np.zeros(dim), -8.0)
+    child_file = tmp_path / "child.json"
+    child_file.write_text(json.dumps(detector.to_mapping()))
     settings = local_settings(
         tmp_path,
         OPERATOR,
@@ -40,6 +48,7 @@ def ecapa_server(tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
         encoder="ecapa",
         ecapa_model_dir=model,
         thresholds_file=thresholds,
+        child_detector_file=child_file,
     )
     running = build_server(build_app(settings, pins=fast_pins()))
     yield running, name
@@ -60,7 +69,7 @@ def test_ecapa_voiceprints_and_decisions_carry_the_ecapa_encoder(
 ) -> None:
     """With encoder=ecapa, enrollment, Evaluate and Confirm all run on ECAPA and say so."""
     running, name = ecapa_server
-    client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR)
+    client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR, backend_token=running.app.backend_token)
     try:
         hid = client.create_household("Ecapa", "UTC", "USD")["household"]["household_id"]
         mid = client.add_member(hid, "A", "ADULT", True)["member"]["member_id"]

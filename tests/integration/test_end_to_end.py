@@ -57,7 +57,8 @@ def family(operator: GuardClient, data_dir: Path) -> dict[str, str]:
         hid, lucas, [fsdd_wav(data_dir, "lucas", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
     )
     parent.set_pin(hid, PIN)
-    return {"hid": hid, "token": token, "george": george, "lucas": lucas}
+    george_token = parent.issue_credential(hid, "PARENT_CREDENTIAL", member_id=george, label="phone")["token"]
+    return {"hid": hid, "token": token, "george": george, "lucas": lucas, "george_token": george_token}
 
 
 def test_enrolled_adult_within_limits_is_allowed(
@@ -187,7 +188,8 @@ def test_child_member_gets_parent_approval_and_parent_approves(
     assert [p["challenge_id"] for p in pending] == [ch["challenge_id"]]
     waiting = operator.confirm("c7a", hid, ch["challenge_id"], order(1700, "toys"), "", None)
     assert waiting["outcome"] == "CHALLENGE"
-    operator.resolve_approval(hid, ch["challenge_id"], family["george"], approve=True)
+    george = operator.with_token(family["george_token"])
+    george.resolve_approval(hid, ch["challenge_id"], "", approve=True)
     done = operator.confirm("c7b", hid, ch["challenge_id"], order(1700, "toys"), "", None)
     assert done["outcome"] == "ALLOW"
     assert "APPROVAL_GRANTED" in codes(done)
@@ -201,7 +203,8 @@ def test_parent_rejection_and_expiry(
     a = operator.evaluate(
         "r8", hid, "playroom", order(1700, "toys"), fsdd_wav(data_dir, "lucas", "7305", 10)
     )["challenge"]
-    operator.resolve_approval(hid, a["challenge_id"], family["george"], approve=False)
+    george = operator.with_token(family["george_token"])
+    george.resolve_approval(hid, a["challenge_id"], "", approve=False)
     rejected = operator.confirm("c8", hid, a["challenge_id"], order(1700, "toys"), "", None)
     assert rejected["outcome"] == "DENY"
     assert "APPROVAL_REJECTED" in codes(rejected)
@@ -211,9 +214,7 @@ def test_parent_rejection_and_expiry(
     clock.advance(timedelta(hours=24, seconds=1))
     expired = operator.confirm("c9", hid, b["challenge_id"], order(1700, "toys"), "", None)
     assert "CHALLENGE_EXPIRED" in codes(expired)
-    code = status_of(
-        lambda: operator.resolve_approval(hid, b["challenge_id"], family["george"], approve=True)
-    )
+    code = status_of(lambda: george.resolve_approval(hid, b["challenge_id"], "", approve=True))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
 
 

@@ -17,7 +17,7 @@ from unit.voice.voice_synth import RATE, encode, synth_voice
 
 from purchase_guard.app import App, build_app
 from purchase_guard.clock import FrozenClock
-from purchase_guard.domain import AudioInput, LineItem, Money, Order, Outcome, Role
+from purchase_guard.domain import AudioInput, CredentialKind, LineItem, Money, Order, Outcome, Role
 from purchase_guard.pipeline.guard import EvaluateInput
 from purchase_guard.privacy.service import PrivacyService
 from purchase_guard.sealing import KeyRing
@@ -101,6 +101,7 @@ def make_family(world: World, name: str, tag: str) -> Family:
     assert asked.outcome is Outcome.CHALLENGE, asked.codes
     assert asked.challenge is not None
     challenge_id = asked.challenge.challenge_id
-    svc.resolve_approval(me, hid, challenge_id, adult.member_id, approve=True)
+    _, parent_token = svc.issue_credential(me, hid, CredentialKind.PARENT, adult.member_id, "", "phone")
+    svc.resolve_approval(svc.authenticate(parent_token), hid, challenge_id, adult.member_id, approve=True)
     decisions = tuple(d.decision_id for d in svc.list_decisions(me, hid, 50))
     return Family(hid, token, adult.member_id, child.member_id, decisions, challenge_id)

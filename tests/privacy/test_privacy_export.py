@@ -75,7 +75,7 @@ def test_export_leaves_out_voice_templates_pin_hash_and_challenge_digits(world: 
     for vp in world.store.list_voiceprints(fam.household_id):
         assert f"{vp.embedding[0]:.6f}"[:8] not in text
         assert "embedding" not in text
-    assert set(parts["pin.json"]) == {"household_id", "set_at", "lockouts", "throttled_until"}
+    assert set(parts["pin.json"]) == {"household_id", "set_at", "failures", "next_try_at", "disabled_at"}
     assert "argon2" not in text
     assert all(
         "expected_digits_hash" not in c and "digits_to_repeat" not in c for c in parts["challenges.json"]

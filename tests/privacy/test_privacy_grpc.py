@@ -13,8 +13,10 @@ from privacy.privacy_world import OPERATOR, World, make_family
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, privacy_pb2, privacy_pb2_grpc
 from purchase_guard.api.errors import ErrorInterceptor
+from purchase_guard.api.gate import GateInterceptor
 from purchase_guard.api.privacy_servicer import HouseholdDataServicer
 from purchase_guard.api.servicers import HouseholdAdminServicer
+from purchase_guard.limits import InProcessRateLimiter
 from purchase_guard.privacy.export import read_archive
 from purchase_guard.store.protocol import HouseholdRecords
 
@@ -22,7 +24,8 @@ from purchase_guard.store.protocol import HouseholdRecords
 @pytest.fixture
 def channel(world: World) -> Iterator[grpc.Channel]:
     """A server with the admin and data services (as api/server.py registers them) on port 0."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[ErrorInterceptor()])
+    gate = GateInterceptor(world.app.households, InProcessRateLimiter(), {})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[gate, ErrorInterceptor()])
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(world.app.households), server)
     privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(world.privacy), server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -18,12 +18,11 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 import yaml
-from support.server import fast_pins, local_settings
+from support.server import fast_pins, front_door, local_settings
 from trust.test_trust_tls import mint_ca, mint_leaf
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2_grpc, guard_pb2_grpc
 from purchase_guard.api.client import ClientTls
-from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import ReplayControl, add_test_control
 from purchase_guard.app import App, build_app
@@ -173,7 +172,7 @@ def test_main_exit_code_junit_and_report(tmp_path: Path, synth_root: Path) -> No
 # ------------------------------------------------------------------------------ remote target
 def remote_server(app: App, with_clock: bool) -> grpc.Server:
     """Guard and admin services, plus TestControl when asked: what a test-mode guard serves."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[ErrorInterceptor()])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=front_door(app))
     guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
     if with_clock:
@@ -209,7 +208,7 @@ def test_remote_target_moves_the_guard_clock_and_reruns_cleanly(
     """Against a test-mode guard, `start` and `wait` move its clock through TestControl; running the
     same scenario twice passes twice, because each run creates its own households and request ids."""
     server, address = serve(test_mode_app, with_clock=True)
-    target = RemoteTarget(address, OPERATOR)
+    target = RemoteTarget(address, OPERATOR, backend_token=test_mode_app.backend_token)
     try:
         path = write(tmp_path, "remote.yaml", approval_scenario(start="2026-11-25T09:15:00"))
         first = runner.run([path], target, synth_root)
@@ -243,7 +242,7 @@ def test_remote_target_replays_against_a_guard_that_requires_client_certificates
     server.start()
     address = f"127.0.0.1:{port}"
     tls = ClientTls(ca.cert, client_pair.cert, client_pair.key, server_name="guard.test")
-    target = RemoteTarget(address, OPERATOR, tls=tls)
+    target = RemoteTarget(address, OPERATOR, tls=tls, backend_token=test_mode_app.backend_token)
     no_cert = ReplayControl(address, OPERATOR, 10, tls=ClientTls(ca.cert, server_name="guard.test"))
     try:
         summary = runner.run([write(tmp_path, "tls.yaml", approval_scenario())], target, synth_root)
@@ -262,7 +261,7 @@ def test_remote_target_without_clock_control_skips_clock_scenarios(
 ) -> None:
     """A guard without TestControl cannot move time: scenarios that need it are skipped, not failed."""
     server, address = serve(test_mode_app, with_clock=False)
-    target = RemoteTarget(address, OPERATOR)
+    target = RemoteTarget(address, OPERATOR, backend_token=test_mode_app.backend_token)
     try:
         summary = runner.run([write(tmp_path, "s.yaml", approval_scenario())], target, synth_root)
     finally:

@@ -12,11 +12,10 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from support.rpc import status_of
-from support.server import fast_pins, local_settings
+from support.server import fast_pins, front_door, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2_grpc, testing_pb2, testing_pb2_grpc
 from purchase_guard.api.client import GuardClient
-from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.servicers import HouseholdAdminServicer
 from purchase_guard.api.testing_servicer import ReplayControl, add_test_control
 from purchase_guard.app import App, build_app
@@ -37,7 +36,7 @@ def app_for(tmp_path: Path, thresholds: Path, test_mode: bool) -> App:
 @pytest.fixture
 def running(tmp_path: Path, fake_thresholds: Path) -> Iterator[tuple[App, str]]:
     app = app_for(tmp_path, fake_thresholds, test_mode=True)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[ErrorInterceptor()])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=front_door(app))
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
     add_test_control(server, app)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -27,6 +27,7 @@ from purchase_guard.api.client import GuardClient
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 OPERATOR = "op-replicas-" + "r" * 32
+BACKEND = "pgb_replicas-" + "b" * 32
 REPLICAS = 2
 START_TIMEOUT_S = 180.0  # two processes loading torch and the model on a busy 2-core CI machine
 
@@ -91,6 +92,7 @@ def _child_env(index: int, dsn: str, workdir: Path) -> dict[str, str]:
             "PURCHASE_GUARD_LISTEN": "127.0.0.1:0",
             "PURCHASE_GUARD_METRICS_PORT": "0",
             "PURCHASE_GUARD_OPERATOR_TOKEN": OPERATOR,
+            "PURCHASE_GUARD_BACKEND_TOKEN": BACKEND,
             "PURCHASE_GUARD_OPERATOR_TOKEN_FILE": str(workdir / "operator-token"),
             # Per replica, so a build that ignored STORE=postgres could not pass by sharing a file.
             "PURCHASE_GUARD_SQLITE_PATH": str(workdir / f"unused-{index}.db"),
@@ -148,7 +150,15 @@ def replicas(shared_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         for i, (process, log) in enumerate(started):
             port = _await_port(process, log)
-            running.append(Replica(i, process, port, GuardClient(f"127.0.0.1:{port}", OPERATOR, 60), log))
+            running.append(
+                Replica(
+                    i,
+                    process,
+                    port,
+                    GuardClient(f"127.0.0.1:{port}", OPERATOR, 60, backend_token=BACKEND),
+                    log,
+                )
+            )
         yield running
     finally:
         for replica in running:

@@ -101,6 +101,14 @@ class SqliteBackend(Backend):
     def tamper_delete_audit(self, store: Store, household_id: str, seq: int) -> None:
         self._raw("DELETE FROM audit WHERE household_id = ? AND seq = ?", (household_id, seq))
 
+    def raw_pin_hash(self, household_id: str) -> str:
+        conn = sqlite3.connect(self.path)
+        try:
+            row = conn.execute("SELECT pin_hash FROM pins WHERE household_id = ?", (household_id,)).fetchone()
+        finally:
+            conn.close()
+        return str(row[0])
+
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
@@ -158,6 +166,9 @@ class PostgresBackend(Backend):
 
     def tamper_delete_audit(self, store: Store, household_id: str, seq: int) -> None:
         self.raw("DELETE FROM audit WHERE household_id = %s AND seq = %s", (household_id, seq))
+
+    def raw_pin_hash(self, household_id: str) -> str:
+        return str(self.raw("SELECT pin_hash FROM pins WHERE household_id = %s", (household_id,))[0][0])
 
     def close_all(self) -> None:
         super().close_all()

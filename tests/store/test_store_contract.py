@@ -15,6 +15,8 @@ from purchase_guard.domain import (
     ChallengeInfo,
     ChallengeMethod,
     ChallengeStatus,
+    Credential,
+    CredentialKind,
     Household,
     Member,
     Outcome,
@@ -25,7 +27,7 @@ from purchase_guard.domain import (
     RoleRule,
     Voiceprint,
 )
-from purchase_guard.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from purchase_guard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
 from purchase_guard.store.protocol import Store
 
 if TYPE_CHECKING:
@@ -191,12 +193,15 @@ def test_pin_round_trips_and_is_replaced(store: Store, make: Make) -> None:
     """put_pin stores the PIN state; a later put replaces it; no PIN reads as None."""
     hh = make.household(store)
     assert store.get_pin(hh.household_id) is None
-    state = PinState(hh.household_id, "argon2id$...", 0, None, T0)
+    state = PinState(hh.household_id, "argon2id$...", T0)
     store.put_pin(state)
     assert store.get_pin(hh.household_id) == state
-    throttled = replace(state, lockouts=2, throttled_until=T0 + timedelta(minutes=10))
-    store.put_pin(throttled)
-    assert store.get_pin(hh.household_id) == throttled
+    paused = replace(state, failures=6, next_try_at=T0 + timedelta(minutes=1), peppered=False)
+    store.put_pin(paused)
+    assert store.get_pin(hh.household_id) == paused
+    disabled = replace(paused, failures=50, next_try_at=None, disabled_at=T0)
+    store.put_pin(disabled)
+    assert store.get_pin(hh.household_id) == disabled
 
 
 # --- decisions -----------------------------------------------------------------------------
@@ -567,7 +572,7 @@ def test_households_are_isolated(store: Store, make: Make) -> None:
     member = make.member(store, a, name="Alice A")
     store.put_voiceprint(Voiceprint(member.member_id, a, "ge2e-v1", (1.0,), 3, T0))
     store.put_policy(a, _policy(), T0)
-    store.put_pin(PinState(a, "hash", 0, None, T0))
+    store.put_pin(PinState(a, "hash", T0))
     d = make.decision(a, request_id="r-a", member_id=member.member_id)
     challenge = make.challenge(a, d.decision_id)
     store.record_decision(d, "dg", "{}", spend=make.spend(d, exempt=True), challenge=challenge)
@@ -642,7 +647,7 @@ def _full_household(store: Store, make: Make, name: str = "Home") -> str:
     member = make.member(store, hid, name=f"{name} Ada")
     store.put_voiceprint(Voiceprint(member.member_id, hid, "ge2e-v1", (0.25, -0.5, 1.0), 3, T0))
     store.put_policy(hid, _policy(), T0)
-    store.put_pin(PinState(hid, "argon2id$hash", 0, None, T0))
+    store.put_pin(PinState(hid, "argon2id$hash", T0))
     d = make.decision(hid, member_id=member.member_id, outcome=Outcome.CHALLENGE)
     challenge = make.challenge(hid, d.decision_id)
     store.record_decision(
@@ -874,3 +879,100 @@ def test_list_household_ids_includes_erased_households_with_a_chain(store: Store
     erased = _full_household(store, make)
     privacy.erase_household(erased, T0)
     assert lister() == sorted([live, erased])
+
+
+# --- trust: credentials, the PIN's guess budget, request ids per caller, voiceprint expiry -------
+
+
+def test_credentials_are_found_by_token_hash_until_revoked(backend: Backend, make: Make) -> None:
+    """An issued credential is found by its token hash; revoked, it is not (but still listed, with
+    when); another household cannot list or revoke it."""
+    store = backend.open()
+    a = make.household(store).household_id
+    b = make.household(store, name="Other").household_id
+    parent = make.member(store, a)
+    cred = Credential("crd_1", CredentialKind.PARENT, a, parent.member_id, None, "phone", T0)
+    store.add_credential(cred, "hash-1")
+    assert store.credential_for_token_hash("hash-1") == cred
+    assert store.list_credentials(a) == [cred]
+    assert store.list_credentials(b) == []
+    with pytest.raises(NotFound):
+        store.revoke_credential(b, "crd_1", T0)
+    revoked = store.revoke_credential(a, "crd_1", T0 + timedelta(hours=1))
+    assert revoked.revoked_at == T0 + timedelta(hours=1)
+    assert store.credential_for_token_hash("hash-1") is None
+    assert store.list_credentials(a) == [revoked]
+    backend_cred = Credential("crd_2", CredentialKind.BACKEND, None, None, None, "fleet", T0)
+    store.add_credential(backend_cred, "hash-2")
+    assert store.list_credentials(None) == [backend_cred]
+
+
+def test_the_pin_hash_is_sealed_at_rest(backend: Backend, make: Make) -> None:
+    """The stored PIN hash is a sealed value: the database alone does not hold the argon2 text."""
+    store = backend.open()
+    hid = make.household(store).household_id
+    store.put_pin(PinState(hid, "$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA", T0))
+    assert store.get_pin(hid) is not None
+    rows = store.household_records(hid)
+    assert rows.pin is not None
+    assert backend.raw_pin_hash(hid).startswith("pgs1:")
+    assert "argon2" not in backend.raw_pin_hash(hid)
+
+
+def test_a_pin_update_is_written_only_on_the_count_it_was_judged_on(backend: Backend, make: Make) -> None:
+    """A decision carrying (PIN as judged, PIN next) writes the PIN with it; if another answer
+    changed the count first, the whole decision is Aborted and nothing is written."""
+    store = backend.open()
+    hid = make.household(store).household_id
+    start = PinState(hid, "h", T0, failures=3)
+    store.put_pin(start)
+    first = make.decision(hid, request_id="r1")
+    store.record_decision(first, "d1", "{}", pin_update=(start, replace(start, failures=4)))
+    assert store.get_pin(hid) == replace(start, failures=4)
+    late = make.decision(hid, request_id="r2")
+    with pytest.raises(Aborted):
+        store.record_decision(late, "d2", "{}", pin_update=(start, replace(start, failures=4)))
+    assert store.get_decision(hid, "evaluate", "r2") is None
+    assert store.get_pin(hid) == replace(start, failures=4)
+
+
+def test_request_ids_are_unique_per_caller(backend: Backend, make: Make) -> None:
+    """Two callers may use the same request id for the same household: each finds only its own."""
+    store = backend.open()
+    hid = make.household(store).household_id
+    mine = replace(make.decision(hid, request_id="same"), caller_id="backend")
+    theirs = replace(make.decision(hid, request_id="same"), caller_id="device:crd_9")
+    store.record_decision(mine, "dg-a", "{}")
+    store.record_decision(theirs, "dg-b", "{}")
+    found = store.get_decision(hid, "evaluate", "same", "backend")
+    assert found is not None
+    assert found.decision == mine
+    other = store.get_decision(hid, "evaluate", "same", "device:crd_9")
+    assert other is not None
+    assert other.decision == theirs
+
+
+def test_childrens_voiceprints_expire_with_a_reminder_first(backend: Backend, make: Make) -> None:
+    """A voiceprint with an expiry is listed as expiring, reminded once, renewed, and deleted once
+    past it; one without an expiry never is."""
+    store = backend.open()
+    hid = make.household(store).household_id
+    child = make.member(store, hid, name="Kid")
+    adult = make.member(store, hid, name="Grown-up")
+    store.put_voiceprint(
+        Voiceprint(child.member_id, hid, "e", (1.0,), 3, T0, expires_at=T0 + timedelta(days=365))
+    )
+    store.put_voiceprint(Voiceprint(adult.member_id, hid, "e", (1.0,), 3, T0))
+    soon = T0 + timedelta(days=340)
+    assert store.voiceprints_expiring(soon + timedelta(days=30), notified=False) == [
+        (hid, child.member_id, T0 + timedelta(days=365))
+    ]
+    reminder = make.notification(hid)
+    assert store.mark_expiry_notified(hid, child.member_id, reminder)
+    assert not store.mark_expiry_notified(hid, child.member_id, make.notification(hid))
+    assert store.voiceprints_expiring(soon + timedelta(days=30), notified=False) == []
+    assert store.renew_voiceprint(hid, child.member_id, T0 + timedelta(days=730))
+    assert not store.renew_voiceprint(hid, adult.member_id, T0 + timedelta(days=730))
+    assert store.delete_expired_voiceprints(T0 + timedelta(days=400)) == []
+    assert store.delete_expired_voiceprints(T0 + timedelta(days=731)) == [(hid, child.member_id)]
+    assert [vp.member_id for vp in store.list_voiceprints(hid)] == [adult.member_id]

@@ -51,7 +51,7 @@ def test_migrations_apply_once(db: Path) -> None:
     first = _query(db, "SELECT version, name FROM schema_migrations")
     schema = _query(db, "SELECT sql FROM sqlite_master ORDER BY name")
     SqliteStore(db).close()
-    assert first == [(1, "init"), (2, "privacy")]
+    assert first == [(1, "init"), (2, "privacy"), (3, "trust")]
     assert _query(db, "SELECT version, name FROM schema_migrations") == first
     assert _query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from purchase_guard.api.errors import ErrorInterceptor
+from purchase_guard.api.gate import GateInterceptor
+from purchase_guard.app import App
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.config import Settings
+from purchase_guard.limits import InProcessRateLimiter
+from support.rpc import BACKEND
 
 
 def local_settings(folder: Path, operator: str, **overrides: Any) -> Settings:
@@ -18,6 +25,8 @@ def local_settings(folder: Path, operator: str, **overrides: Any) -> Settings:
         "sqlite_path": folder / "guard.db",
         "operator_token": operator,
         "operator_token_file": folder / "op-token",
+        "backend_token": BACKEND,
+        "backend_token_file": folder / "backend-token",
     }
     base.update(overrides)
     return Settings(**base).validated()
@@ -26,3 +35,9 @@ def local_settings(folder: Path, operator: str, **overrides: Any) -> Settings:
 def fast_pins(memory_cost: int = 1024) -> PinHasher:
     """Cheap argon2 parameters keep suites quick; production defaults are tested in unit tests."""
     return PinHasher(time_cost=1, memory_cost=memory_cost)
+
+
+def front_door(app: App) -> list[grpc.ServerInterceptor]:
+    """The interceptors api/server.py puts in front of the servicers, without rate limits: the gate
+    (authentication and scope; servicers refuse to run without it) and the error mapping."""
+    return [GateInterceptor(app.households, InProcessRateLimiter(), {}), ErrorInterceptor()]

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from support.rpc import BACKEND
 from trust.trust_harness import (
     OPERATOR,
     ROOT,
@@ -44,7 +45,7 @@ from trust.trust_harness import (
 )
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, common_pb2
-from purchase_guard.api.limits_interceptor import EVALUATE, MethodLimits
+from purchase_guard.api.gate import EVALUATE, MethodLimits
 from purchase_guard.audit.startup import verify_all_chains
 from purchase_guard.limits import RateLimit, RedisRateLimiter
 from purchase_guard.store.sqlite import SqliteStore
@@ -184,6 +185,7 @@ def test_corrupt_weights_stop_the_server_before_it_listens(tmp_path: Path) -> No
             "PURCHASE_GUARD_METRICS_PORT": "0",
             "PURCHASE_GUARD_SQLITE_PATH": str(tmp_path / "g.db"),
             "PURCHASE_GUARD_OPERATOR_TOKEN": OPERATOR,
+            "PURCHASE_GUARD_BACKEND_TOKEN": BACKEND,
             "PURCHASE_GUARD_GE2E_WEIGHTS": str(bad),
         },
         log_path=log,
@@ -261,7 +263,7 @@ def test_redis_gone_fails_closed_and_recovers(tmp_path: Path, trust_encoder: Spe
     redis_proc = Redis(tmp_path)
     redis_proc.start()
     limiter = RedisRateLimiter.from_url(redis_proc.url, prefix=f"pg-trust:{uuid.uuid4().hex}:", timeout_s=0.5)
-    limits = {EVALUATE: MethodLimits(RateLimit("evaluate-household", 1000, 60.0))}
+    limits = {EVALUATE: MethodLimits(per_household=RateLimit("evaluate-household", 1000, 60.0))}
     app = make_app(tmp_path, trust_encoder)
     guard = assemble_guard(app, limiter=limiter, limits=limits)
     try:
@@ -292,6 +294,7 @@ def _serve_env(tmp_path: Path, port: int) -> dict[str, str]:
         "PURCHASE_GUARD_METRICS_PORT": "0",
         "PURCHASE_GUARD_SQLITE_PATH": str(tmp_path / "guard.db"),
         "PURCHASE_GUARD_OPERATOR_TOKEN": OPERATOR,
+        "PURCHASE_GUARD_BACKEND_TOKEN": BACKEND,
         "PURCHASE_GUARD_GRACE_SECONDS": "10",
         "PURCHASE_GUARD_LOG_LEVEL": "warning",
     }

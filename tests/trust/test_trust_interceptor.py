@@ -23,12 +23,12 @@ from trust.trust_harness import (
 )
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, common_pb2, guard_pb2
-from purchase_guard.api.limits_interceptor import (
+from purchase_guard.api.gate import (
     CONFIRM,
     ENROLL,
     EVALUATE,
     RETRY_AFTER_KEY,
-    LimitsInterceptor,
+    GateInterceptor,
     MethodLimits,
     default_method_limits,
 )
@@ -37,10 +37,14 @@ from purchase_guard.voice.encoder import Embedding, Samples, SpeakerEncoder
 
 LIMITS = {
     EVALUATE: MethodLimits(
-        RateLimit("evaluate-household", 4, 3600.0), RateLimit("evaluate-device", 2, 3600.0)
+        per_household=RateLimit("evaluate-household", 4, 3600.0),
+        per_device=RateLimit("evaluate-device", 2, 3600.0),
     ),
-    CONFIRM: MethodLimits(RateLimit("confirm-household", 2, 3600.0), RateLimit("confirm-device", 2, 3600.0)),
-    ENROLL: MethodLimits(RateLimit("enroll-household", 1, 3600.0)),
+    CONFIRM: MethodLimits(
+        per_household=RateLimit("confirm-household", 2, 3600.0),
+        per_device=RateLimit("confirm-device", 2, 3600.0),
+    ),
+    ENROLL: MethodLimits(per_household=RateLimit("enroll-household", 1, 3600.0)),
 }
 
 
@@ -207,12 +211,19 @@ class FakeContext:
         pass
 
 
+class Refuse:
+    """An authenticator that is never reached for a call outside the guard's services."""
+
+    def authenticate(self, token: str | None, client_certificate: str | None = None) -> Any:
+        raise AssertionError("not reached")
+
+
 def test_interceptor_never_calls_the_servicer_after_the_deadline() -> None:
     """Unit check of the rule: time_remaining() <= 0 aborts DEADLINE_EXCEEDED and the servicer never runs."""
     called: list[Any] = []
     handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: called.append(req))
     details = type("D", (), {"method": "/x.Y/Z"})()
-    wrapped = LimitsInterceptor(InProcessRateLimiter()).intercept_service(lambda _: handler, details)
+    wrapped = GateInterceptor(Refuse(), InProcessRateLimiter()).intercept_service(lambda _: handler, details)
     assert wrapped is not None
     ctx = FakeContext(0.0)
     with pytest.raises(RuntimeError):

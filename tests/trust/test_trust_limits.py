@@ -1,29 +1,22 @@
-"""Rate limits and the cross-challenge PIN guess limit: the pure rules, the in-process backends,
-and the Redis backends against the real Redis (a unique key prefix per test)."""
+"""Rate limits: the pure rule, the in-process backend, and the Redis backend against the real Redis
+(a unique key prefix per test). The PIN's guess budget is in tests/unit/limits."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from purchase_guard.domain import ReasonCode
 from purchase_guard.errors import ResourceExhausted, Unavailable
 from purchase_guard.limits import (
     BucketState,
-    InProcessPinGuessCounter,
     InProcessRateLimiter,
-    PinGuessPolicy,
     RateDecision,
     RateLimit,
     RateLimited,
-    RedisPinGuessCounter,
     RedisRateLimiter,
     enforce,
-    pin_guess_gate,
-    pin_guesses_blocked,
-    record_wrong_pin,
     take,
 )
 
@@ -138,45 +131,6 @@ def test_enforce_fails_closed_when_the_limiter_is_down() -> None:
         enforce(DownLimiter(), [(LIMIT, "k")])
 
 
-# ------------------------------------------------------------------ PIN guesses across challenges
-POLICY = PinGuessPolicy(max_wrong=3, window=timedelta(hours=1))
-
-
-def test_pin_rule_blocks_at_the_limit() -> None:
-    """The rule: fewer than max_wrong wrong answers in the window pass, max_wrong or more block."""
-    assert not pin_guesses_blocked(2, POLICY)
-    assert pin_guesses_blocked(3, POLICY)
-
-
-def test_wrong_pins_across_challenges_are_throttled_per_household_within_the_window() -> None:
-    """Wrong answers count per household whatever challenge they were for, and age out of the window."""
-    counter = InProcessPinGuessCounter()
-    for minute in range(3):
-        assert pin_guess_gate(counter, POLICY, "hh1", T0 + timedelta(minutes=minute)) is None
-        record_wrong_pin(counter, "hh1", T0 + timedelta(minutes=minute))
-    reason = pin_guess_gate(counter, POLICY, "hh1", T0 + timedelta(minutes=5))
-    assert reason is not None
-    assert reason.code is ReasonCode.PIN_THROTTLED
-    assert pin_guess_gate(counter, POLICY, "hh2", T0 + timedelta(minutes=5)) is None
-    assert pin_guess_gate(counter, POLICY, "hh1", T0 + timedelta(minutes=61)) is None
-
-
-class BrokenCounter:
-    def wrong_since(self, household_id: str, since: datetime) -> int:
-        raise Unavailable("redis gone")
-
-    def record_wrong(self, household_id: str, at: datetime) -> None:
-        raise Unavailable("redis gone")
-
-
-def test_pin_gate_fails_closed_with_guard_error_when_the_counter_is_down() -> None:
-    """An unreadable counter gives a GUARD_ERROR reason (caller DENYs); a failed record does not raise."""
-    reason = pin_guess_gate(BrokenCounter(), POLICY, "hh1", T0)
-    assert reason is not None
-    assert reason.code is ReasonCode.GUARD_ERROR
-    record_wrong_pin(BrokenCounter(), "hh1", T0)
-
-
 # ------------------------------------------------------------------ Redis
 def test_redis_limiter_is_shared_between_replicas(shared_redis: tuple[Any, str]) -> None:
     """Two limiter instances on one Redis (two replicas) draw from one bucket per key."""
@@ -199,28 +153,8 @@ def test_redis_buckets_expire_once_they_would_be_full(shared_redis: tuple[Any, s
     assert 0 < ttl <= 61_000
 
 
-def test_redis_pin_counter_counts_across_replicas_within_the_window(shared_redis: tuple[Any, str]) -> None:
-    """Wrong answers recorded by one replica block PIN answers on another; old ones age out."""
-    client, prefix = shared_redis
-    a, b = RedisPinGuessCounter(client, prefix=prefix), RedisPinGuessCounter(client, prefix=prefix)
-    record_wrong_pin(a, "hh1", T0 - timedelta(hours=2))  # outside the window
-    for minute in range(3):
-        record_wrong_pin(a if minute % 2 else b, "hh1", T0 + timedelta(minutes=minute))
-    assert b.wrong_since("hh1", T0 - timedelta(minutes=1)) == 3
-    reason = pin_guess_gate(b, POLICY, "hh1", T0 + timedelta(minutes=10))
-    assert reason is not None
-    assert reason.code is ReasonCode.PIN_THROTTLED
-    assert pin_guess_gate(a, POLICY, "hh2", T0 + timedelta(minutes=10)) is None
-
-
-def test_redis_backends_fail_closed_when_redis_is_unreachable() -> None:
-    """With Redis unreachable the limiter raises Unavailable and the PIN gate answers GUARD_ERROR."""
+def test_redis_limiter_fails_closed_when_redis_is_unreachable() -> None:
+    """With Redis unreachable the limiter raises Unavailable (the interceptor answers UNAVAILABLE)."""
     limiter = RedisRateLimiter.from_url("redis://127.0.0.1:1/0", timeout_s=0.2)
     with pytest.raises(Unavailable):
         limiter.hit(LIMIT, "k")
-    import redis
-
-    counter = RedisPinGuessCounter(redis.Redis(port=1, socket_timeout=0.2, socket_connect_timeout=0.2))
-    reason = pin_guess_gate(counter, POLICY, "hh1", T0)
-    assert reason is not None
-    assert reason.code is ReasonCode.GUARD_ERROR

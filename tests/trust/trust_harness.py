@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from support.rpc import as_backend
 from support.server import fast_pins, local_settings
 
 from purchase_guard._gen.purchaseguard.v1 import (
@@ -33,13 +34,14 @@ from purchase_guard._gen.purchaseguard.v1 import (
     guard_pb2_grpc,
 )
 from purchase_guard.api.errors import ErrorInterceptor
-from purchase_guard.api.limits_interceptor import LimitsInterceptor, MethodLimits
+from purchase_guard.api.gate import GateInterceptor, MethodLimits
 from purchase_guard.api.server import RunningServer, build_server
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.app import App, build_app
 from purchase_guard.clock import FrozenClock
 from purchase_guard.config import Settings
 from purchase_guard.domain import Member, Role, Voiceprint
+from purchase_guard.limits import InProcessRateLimiter
 from purchase_guard.limits.rate import RateLimiter
 from purchase_guard.store.protocol import Store
 from purchase_guard.voice.encoder import SpeakerEncoder
@@ -105,11 +107,14 @@ def assemble_guard(
     credentials: grpc.ServerCredentials | None = None,
     workers: int = 4,
 ) -> AssembledGuard:
-    interceptors: list[grpc.ServerInterceptor] = []
-    if limiter is not None:
-        # Outermost, as the lead wires it in api/server.py.
-        interceptors.append(LimitsInterceptor(limiter, limits))
-    interceptors.append(ErrorInterceptor())
+    # The gate outermost, as api/server.py wires it: it authenticates every call (servicers refuse
+    # to run without its principal); without a limiter given, nothing is rate limited.
+    interceptors: list[grpc.ServerInterceptor] = [
+        GateInterceptor(
+            app.households, limiter or InProcessRateLimiter(), limits if limiter is not None else {}
+        ),
+        ErrorInterceptor(),
+    ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
         interceptors=interceptors,
@@ -211,7 +216,7 @@ def stubs(target: str, credentials: grpc.ChannelCredentials | None = None, **opt
         else grpc.secure_channel(target, credentials, options=opts)
     )
     try:
-        yield Stubs(channel)
+        yield Stubs(as_backend(channel))
     finally:
         channel.close()
 

@@ -23,6 +23,7 @@ def test_values_are_parsed_by_type() -> None:
     s = load_settings(
         {
             "PURCHASE_GUARD_LISTEN": "0.0.0.0:6000",
+            "PURCHASE_GUARD_ALLOW_PLAINTEXT": "1",
             "PURCHASE_GUARD_MAX_ATTEMPTS": "3",
             "PURCHASE_GUARD_TEST_MODE": "yes",
             "PURCHASE_GUARD_SQLITE_PATH": "/tmp/x.db",
@@ -30,6 +31,7 @@ def test_values_are_parsed_by_type() -> None:
         }
     )
     assert s.port == 6000
+    assert s.allow_plaintext is True
     assert s.max_attempts == 3
     assert s.test_mode is True
     assert s.sqlite_path == Path("/tmp/x.db")
@@ -63,3 +65,21 @@ def test_with_overrides_revalidates() -> None:
     """Overrides in code go through the same validation as the environment."""
     with pytest.raises(ConfigError):
         Settings().with_overrides(workers=0)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:50051", "[::]:50051", "192.168.1.20:50051", "guard.lan:50051"])
+def test_plaintext_on_a_non_loopback_address_is_refused_at_start(listen: str) -> None:
+    """Serving without TLS on an address other than loopback stops the server at start, naming the
+    settings that would make it start (TLS files, or an explicit ALLOW_PLAINTEXT)."""
+    with pytest.raises(ConfigError, match="ALLOW_PLAINTEXT"):
+        load_settings({"PURCHASE_GUARD_LISTEN": listen})
+    assert (
+        load_settings({"PURCHASE_GUARD_LISTEN": listen, "PURCHASE_GUARD_ALLOW_PLAINTEXT": "1"}).listen
+        == listen
+    )
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.2:50051", "localhost:50051", "[::1]:50051"])
+def test_plaintext_on_loopback_is_fine(listen: str) -> None:
+    """Loopback addresses never leave the machine: plaintext is allowed there without a flag."""
+    assert load_settings({"PURCHASE_GUARD_LISTEN": listen}).listen == listen

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import broadcast_pb2, broadcast_pb2_grpc
 from purchase_guard.api import convert
-from purchase_guard.api.servicers import bearer_token
+from purchase_guard.api.gate import current_principal
 from purchase_guard.broadcast.denylist import Clip
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.errors import PermissionDenied
-from purchase_guard.household.service import Principal
 
 
 def clip_to_pb(clip: Clip) -> broadcast_pb2.Clip:
@@ -30,15 +27,13 @@ def clip_to_pb(clip: Clip) -> broadcast_pb2.Clip:
 
 
 class BroadcastRegistryServicer(broadcast_pb2_grpc.BroadcastRegistryServicer):
-    """`authenticate` is `HouseholdService.authenticate`: token -> Principal, or Unauthenticated."""
+    """The gate admits only the operator here; the check is repeated in case it is wired without."""
 
-    def __init__(self, registry: ClipRegistry, authenticate: Callable[[str | None], Principal]) -> None:
+    def __init__(self, registry: ClipRegistry) -> None:
         self._registry = registry
-        self._authenticate = authenticate
 
     def _operator(self, context: grpc.ServicerContext) -> None:
-        principal = self._authenticate(bearer_token(context))
-        if not principal.is_operator:
+        if not current_principal().is_operator:
             raise PermissionDenied("only the operator credential can manage broadcast clips")
 
     def RegisterClip(

@@ -89,7 +89,8 @@ def open_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
 
 
 class GuardClient:
-    """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls.
+    """Talks to a running guard. `token` is sent as `authorization: Bearer` on admin calls, and
+    `backend_token` (the voice backend's credential, or a device credential) on Evaluate and Confirm.
 
     Plaintext unless `tls` is given; with it the channel is TLS, and presents a client
     certificate when `tls` holds one (required by a guard configured with a client CA).
@@ -97,9 +98,16 @@ class GuardClient:
     """
 
     def __init__(
-        self, target: str, token: str = "", timeout: float = 60.0, tls: ClientTls | None = None
+        self,
+        target: str,
+        token: str = "",
+        timeout: float = 60.0,
+        tls: ClientTls | None = None,
+        *,
+        backend_token: str = "",
     ) -> None:
         self._channel = open_channel(target, tls)
+        self._backend_token = backend_token
         self._data = privacy_pb2_grpc.HouseholdDataStub(self._channel)
         self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)
         self._admin = admin_pb2_grpc.HouseholdAdminStub(self._channel)
@@ -110,13 +118,24 @@ class GuardClient:
         self._channel.close()
 
     def with_token(self, token: str) -> GuardClient:
+        """The same channel with another admin credential (a household's, a parent's)."""
         other = GuardClient.__new__(GuardClient)
         other.__dict__.update(self.__dict__)
         other._token = token
         return other
 
+    def with_backend_token(self, token: str) -> GuardClient:
+        """The same channel with another credential for Evaluate and Confirm (a device's)."""
+        other = GuardClient.__new__(GuardClient)
+        other.__dict__.update(self.__dict__)
+        other._backend_token = token
+        return other
+
     def _meta(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._token}"),) if self._token else ()
+
+    def _backend_meta(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._backend_token}"),) if self._backend_token else ()
 
     def _call(self, method: str, request: Message) -> dict[str, Any]:
         fn = getattr(self._admin, method)
@@ -189,6 +208,8 @@ class GuardClient:
     def resolve_approval(
         self, household_id: str, challenge_id: str, parent_member_id: str, approve: bool
     ) -> dict[str, Any]:
+        """Needs a parent's own credential as `token`; `parent_member_id` may be empty (or must be
+        that parent's id)."""
         return self._call(
             "ResolveApproval",
             admin_pb2.ResolveApprovalRequest(
@@ -197,6 +218,36 @@ class GuardClient:
                 parent_member_id=parent_member_id,
                 approve=approve,
             ),
+        )
+
+    def issue_credential(
+        self, household_id: str, kind: str, member_id: str = "", device_id: str = "", label: str = ""
+    ) -> dict[str, Any]:
+        """`kind` is PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL."""
+        return self._call(
+            "IssueCredential",
+            admin_pb2.IssueCredentialRequest(
+                household_id=household_id,
+                kind=admin_pb2.CredentialKind.Value(kind),
+                member_id=member_id,
+                device_id=device_id,
+                label=label,
+            ),
+        )
+
+    def list_credentials(self, household_id: str) -> dict[str, Any]:
+        return self._call("ListCredentials", admin_pb2.ListCredentialsRequest(household_id=household_id))
+
+    def revoke_credential(self, household_id: str, credential_id: str) -> dict[str, Any]:
+        return self._call(
+            "RevokeCredential",
+            admin_pb2.RevokeCredentialRequest(household_id=household_id, credential_id=credential_id),
+        )
+
+    def renew_voiceprint(self, household_id: str, member_id: str) -> dict[str, Any]:
+        return self._call(
+            "RenewVoiceprint",
+            admin_pb2.RenewVoiceprintRequest(household_id=household_id, member_id=member_id),
         )
 
     def verify_audit(self, household_id: str) -> dict[str, Any]:
@@ -238,7 +289,7 @@ class GuardClient:
             audio=audio_pb(audio),
             transcript=transcript,
         )
-        return _dict(self._guard.Evaluate(req, timeout=self._timeout))
+        return _dict(self._guard.Evaluate(req, metadata=self._backend_meta(), timeout=self._timeout))
 
     def confirm(
         self,
@@ -260,4 +311,4 @@ class GuardClient:
         )
         if audio:
             req.audio.CopyFrom(audio_pb(audio))
-        return _dict(self._guard.Confirm(req, timeout=self._timeout))
+        return _dict(self._guard.Confirm(req, metadata=self._backend_meta(), timeout=self._timeout))

@@ -13,6 +13,8 @@ from purchase_guard.domain import (
     Challenge,
     ChallengeInfo,
     ChallengeMethod,
+    Credential,
+    CredentialKind,
     Decision,
     Effect,
     Household,
@@ -31,6 +33,7 @@ from purchase_guard.domain import (
     Role,
     RoleRule,
     SpeakerResult,
+    Voiceprint,
 )
 from purchase_guard.errors import InvalidArgument
 
@@ -250,15 +253,49 @@ def household_to_pb(h: Household) -> admin_pb2.Household:
     )
 
 
-def member_to_pb(m: Member, encoder: str | None) -> admin_pb2.Member:
-    return admin_pb2.Member(
+def member_to_pb(m: Member, voiceprint: Voiceprint | None, current_encoder: str) -> admin_pb2.Member:
+    out = admin_pb2.Member(
         member_id=m.member_id,
         display_name=m.display_name,
         role=_ROLE_TO_PB[m.role],
         is_parent=m.is_parent,
-        voice_enrolled=encoder is not None,
-        voice_encoder=encoder or "",
+        voice_enrolled=voiceprint is not None,
+        voice_encoder="" if voiceprint is None else voiceprint.encoder,
+        reenroll_needed=voiceprint is not None and voiceprint.encoder != current_encoder,
     )
+    if voiceprint is not None and voiceprint.expires_at is not None:
+        out.voiceprint_expires_at.CopyFrom(ts(voiceprint.expires_at))
+    return out
+
+
+_CREDENTIAL_KIND_TO_PB = {
+    CredentialKind.PARENT: admin_pb2.PARENT_CREDENTIAL,
+    CredentialKind.DEVICE: admin_pb2.DEVICE_CREDENTIAL,
+    CredentialKind.BACKEND: admin_pb2.BACKEND_CREDENTIAL,
+}
+_CREDENTIAL_KIND_FROM_PB = {v: k for k, v in _CREDENTIAL_KIND_TO_PB.items()}
+
+
+def credential_kind_from_pb(value: int) -> CredentialKind:
+    kind: CredentialKind | None = _CREDENTIAL_KIND_FROM_PB.get(value)  # type: ignore[call-overload]
+    if kind is None:
+        raise InvalidArgument("kind must be PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL")
+    return kind
+
+
+def credential_to_pb(c: Credential) -> admin_pb2.Credential:
+    out = admin_pb2.Credential(
+        credential_id=c.credential_id,
+        kind=_CREDENTIAL_KIND_TO_PB[c.kind],
+        household_id=c.household_id or "",
+        member_id=c.member_id or "",
+        device_id=c.device_id or "",
+        label=c.label,
+        created_at=ts(c.created_at),
+    )
+    if c.revoked_at is not None:
+        out.revoked_at.CopyFrom(ts(c.revoked_at))
+    return out
 
 
 def policy_to_pb(p: Policy) -> admin_pb2.Policy:

@@ -9,7 +9,7 @@ import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import privacy_pb2, privacy_pb2_grpc
 from purchase_guard.api import convert
-from purchase_guard.api.servicers import bearer_token
+from purchase_guard.api.gate import current_principal
 from purchase_guard.privacy.export import FORMAT, MEDIA_TYPE
 from purchase_guard.privacy.service import PrivacyService
 
@@ -21,7 +21,7 @@ class HouseholdDataServicer(privacy_pb2_grpc.HouseholdDataServicer):
     def ExportHousehold(
         self, request: privacy_pb2.ExportHouseholdRequest, context: grpc.ServicerContext
     ) -> privacy_pb2.ExportHouseholdResponse:
-        archive = self._svc.export(self._svc.authenticate(bearer_token(context)), request.household_id)
+        archive = self._svc.export(current_principal(), request.household_id)
         return privacy_pb2.ExportHouseholdResponse(
             household_id=archive.household_id,
             archive=archive.data,
@@ -38,9 +38,7 @@ class HouseholdDataServicer(privacy_pb2_grpc.HouseholdDataServicer):
     def EraseHousehold(
         self, request: privacy_pb2.EraseHouseholdRequest, context: grpc.ServicerContext
     ) -> privacy_pb2.EraseHouseholdResponse:
-        result = self._svc.erase(
-            self._svc.authenticate(bearer_token(context)), request.household_id, request.confirm_household_id
-        )
+        result = self._svc.erase(current_principal(), request.household_id, request.confirm_household_id)
         tombstone = result.tombstone
         return privacy_pb2.EraseHouseholdResponse(
             household_id=tombstone.household_id,

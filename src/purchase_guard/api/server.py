@@ -22,15 +22,12 @@ from purchase_guard._gen.purchaseguard.v1 import (
 )
 from purchase_guard.api.broadcast_servicer import BroadcastRegistryServicer
 from purchase_guard.api.errors import ErrorInterceptor
-from purchase_guard.api.limits_interceptor import LimitsInterceptor, default_method_limits
+from purchase_guard.api.gate import GateInterceptor, default_method_limits
 from purchase_guard.api.privacy_servicer import HouseholdDataServicer
 from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardServicer
 from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
 from purchase_guard.api.testing_servicer import add_test_control
 from purchase_guard.app import App
-from purchase_guard.audit.startup import verify_all_chains
-from purchase_guard.config import Settings
-from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from purchase_guard.logs import get_logger
 from purchase_guard.privacy.retention import RetentionWorker
 from purchase_guard.tls import server_credentials, tls_config
@@ -74,12 +71,6 @@ class RunningServer:
             close()
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
-    if settings.rate_limit_backend == "redis":
-        return RedisRateLimiter.from_url(settings.redis_url, prefix="pg:rl:")
-    return InProcessRateLimiter()
-
-
 def build_server(app: App) -> RunningServer:
     settings = app.settings
     limits = (
@@ -89,6 +80,8 @@ def build_server(app: App) -> RunningServer:
             confirm_per_household_per_minute=settings.confirm_per_household_per_minute,
             confirm_per_device_per_minute=settings.confirm_per_device_per_minute,
             enroll_per_household_per_hour=settings.enroll_per_household_per_hour,
+            decisions_per_caller_per_minute=settings.decisions_per_caller_per_minute,
+            decisions_per_backend_per_minute=settings.decisions_per_backend_per_minute,
         )
         if settings.rate_limits_enabled
         else {}
@@ -99,9 +92,16 @@ def build_server(app: App) -> RunningServer:
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="guard"),
-        # Limits first and outermost: it also turns unparseable requests into INVALID_ARGUMENT
-        # (gRPC itself would answer INTERNAL) and refuses requests whose deadline has passed.
-        interceptors=[LimitsInterceptor(build_rate_limiter(settings), limits), ErrorInterceptor()],
+        # The gate first and outermost: parse, deadline, authenticate, scope, then rate limits.
+        interceptors=[
+            GateInterceptor(
+                app.households,
+                app.rate_limiter,
+                limits,
+                mtls=settings.tls_client_ca_file is not None,
+            ),
+            ErrorInterceptor(),
+        ],
         options=options,
         maximum_concurrent_rpcs=settings.workers * 8,
     )
@@ -109,9 +109,8 @@ def build_server(app: App) -> RunningServer:
     admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
     privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(app.privacy), server)
     if app.clips is not None:
-        broadcast_pb2_grpc.add_BroadcastRegistryServicer_to_server(
-            BroadcastRegistryServicer(app.clips, app.households.authenticate), server
-        )
+        registry = BroadcastRegistryServicer(app.clips)
+        broadcast_pb2_grpc.add_BroadcastRegistryServicer_to_server(registry, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     extra: tuple[str, ...] = ()
@@ -139,9 +138,6 @@ def build_server(app: App) -> RunningServer:
     running = RunningServer(server, port, health_servicer, app, stop, retention)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding
     # silently on top of a broken record: every chain is checked, and a broken one is logged loudly.
-    audit = verify_all_chains(app.store)
-    if not audit.ok:
-        log.error("audit_chains_broken_at_start", households=[b.household_id for b in audit.broken])
     running.set_serving(True)
     threading.Thread(target=_probe, args=(running,), name="health-probe", daemon=True).start()
     server.start()

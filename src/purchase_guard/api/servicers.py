@@ -6,9 +6,16 @@ import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
 from purchase_guard.api import convert
+from purchase_guard.api.gate import current_principal
 from purchase_guard.challenge.prompts import challenge_info
-from purchase_guard.household.service import HouseholdService, Principal
-from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput, Guard
+from purchase_guard.household.principals import Principal, PrincipalKind
+from purchase_guard.household.service import HouseholdService
+from purchase_guard.pipeline.guard import Caller, ConfirmInput, EvaluateInput, Guard
+
+
+def caller_of(principal: Principal) -> Caller:
+    """The pipeline's view of who asked: a stable id, and whether it speaks for a whole fleet."""
+    return Caller(principal.caller_id, fleet=principal.kind is PrincipalKind.BACKEND)
 
 
 class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
@@ -20,6 +27,7 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
     ) -> guard_pb2.EvaluateResponse:
         decision = self._guard.evaluate(
             EvaluateInput(
+                caller=caller_of(current_principal()),
                 request_id=request.request_id,
                 household_id=request.household_id,
                 device_id=request.device_id,
@@ -43,6 +51,7 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
     ) -> guard_pb2.ConfirmResponse:
         decision = self._guard.confirm(
             ConfirmInput(
+                caller=caller_of(current_principal()),
                 request_id=request.request_id,
                 household_id=request.household_id,
                 challenge_id=request.challenge_id,
@@ -62,21 +71,13 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
         )
 
 
-def bearer_token(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
-    return None
-
-
 class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     def __init__(self, service: HouseholdService) -> None:
         self._svc = service
 
     def _who(self, context: grpc.ServicerContext) -> Principal:
-        return self._svc.authenticate(bearer_token(context))
+        # Authenticated and scoped by the gate before the request was looked at.
+        return current_principal()
 
     def CreateHousehold(
         self, request: admin_pb2.CreateHouseholdRequest, context: grpc.ServicerContext
@@ -108,14 +109,15 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
             convert.role_from_pb(request.role),
             request.is_parent,
         )
-        return admin_pb2.AddMemberResponse(member=convert.member_to_pb(member, None))
+        return admin_pb2.AddMemberResponse(member=convert.member_to_pb(member, None, self._svc.encoder_name))
 
     def ListMembers(
         self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListMembersResponse:
         rows = self._svc.list_members(self._who(context), request.household_id)
+        current = self._svc.encoder_name
         return admin_pb2.ListMembersResponse(
-            members=[convert.member_to_pb(m, vp.encoder if vp else None) for m, vp in rows]
+            members=[convert.member_to_pb(m, vp, current) for m, vp in rows], current_encoder=current
         )
 
     def RemoveMember(
@@ -134,7 +136,7 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
             [convert.audio_from_pb(a) for a in request.utterances],
         )
         return admin_pb2.EnrollVoiceResponse(
-            member=convert.member_to_pb(report.member, report.encoder),
+            member=convert.member_to_pb(report.member, report.voiceprint, self._svc.encoder_name),
             takes=[
                 admin_pb2.TakeQuality(
                     index=t.index,
@@ -212,3 +214,34 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
         return admin_pb2.VerifyAuditResponse(
             ok=report.ok, entries=report.entries, first_bad_seq=report.first_bad_seq or 0
         )
+
+    def IssueCredential(
+        self, request: admin_pb2.IssueCredentialRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.IssueCredentialResponse:
+        credential, token = self._svc.issue_credential(
+            self._who(context),
+            request.household_id,
+            convert.credential_kind_from_pb(request.kind),
+            request.member_id,
+            request.device_id,
+            request.label,
+        )
+        return admin_pb2.IssueCredentialResponse(credential=convert.credential_to_pb(credential), token=token)
+
+    def ListCredentials(
+        self, request: admin_pb2.ListCredentialsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListCredentialsResponse:
+        items = self._svc.list_credentials(self._who(context), request.household_id)
+        return admin_pb2.ListCredentialsResponse(credentials=[convert.credential_to_pb(c) for c in items])
+
+    def RevokeCredential(
+        self, request: admin_pb2.RevokeCredentialRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RevokeCredentialResponse:
+        revoked = self._svc.revoke_credential(self._who(context), request.household_id, request.credential_id)
+        return admin_pb2.RevokeCredentialResponse(credential=convert.credential_to_pb(revoked))
+
+    def RenewVoiceprint(
+        self, request: admin_pb2.RenewVoiceprintRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RenewVoiceprintResponse:
+        expires = self._svc.renew_voiceprint(self._who(context), request.household_id, request.member_id)
+        return admin_pb2.RenewVoiceprintResponse(expires_at=convert.ts(expires))

@@ -27,7 +27,7 @@ from purchase_guard._gen.purchaseguard.v1 import (
 )
 from purchase_guard.api import convert
 from purchase_guard.api.client import ClientTls, open_channel
-from purchase_guard.api.servicers import bearer_token
+from purchase_guard.api.gate import current_principal
 from purchase_guard.app import App
 from purchase_guard.clock import Clock
 from purchase_guard.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -49,8 +49,7 @@ class TestControlServicer(testing_pb2_grpc.TestControlServicer):
         self._households = households
 
     def _require_operator(self, context: grpc.ServicerContext) -> None:
-        principal = self._households.authenticate(bearer_token(context))
-        if not principal.is_operator:
+        if not current_principal().is_operator:
             raise PermissionDenied("TestControl needs the operator credential")
 
     def AdvanceClock(

@@ -141,6 +141,7 @@ def audit_record(
         "kind": decision.kind,
         "request_id": decision.request_id,
         "device_id": decision.device_id,
+        "caller_id": decision.caller_id,
         "member_id": decision.member_id,
         "outcome": decision.outcome.value,
         "decided_at": format_ts(decision.decided_at),

@@ -9,8 +9,11 @@ No message, repr or log line built here ever contains a PIN or a candidate.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import re
+import unicodedata
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -113,12 +116,20 @@ def validate_pin(pin: str) -> None:
         raise WeakPin(problem) from None
 
 
+def _peppered(pepper: bytes, pin: str) -> str:
+    # HMAC with a key that never sits in the database: a stolen copy of the database alone cannot
+    # test a single PIN candidate, however many cores are thrown at argon2.
+    return hmac.new(pepper, b"purchase-guard/pin/v1\x00" + pin.encode("ascii"), hashlib.sha256).hexdigest()
+
+
 class PinHasher:
-    """argon2id hashing for the household PIN.
+    """argon2id hashing for the household PIN, over a pepper (OWASP's "peppering").
 
     Defaults are OWASP's password-storage minimum for argon2id (m=19 MiB, t=2, p=1), which costs
-    tens of milliseconds per check: invisible next to speech recognition, and it makes an offline
-    test of all 10^4..10^8 PINs from a stolen database cost real time. Tests pass cheaper settings.
+    tens of milliseconds per check: invisible next to speech recognition. The hash is over
+    HMAC-SHA256(pepper, PIN), the pepper being a key derived from the household's data key
+    (`Sealer.derive`), which only the master key opens; the store also seals the hash itself.
+    Tests pass cheaper argon2 settings.
     """
 
     __slots__ = ("_hasher",)
@@ -145,27 +156,30 @@ class PinHasher:
         p = self._hasher
         return f"PinHasher(time_cost={p.time_cost}, memory_cost={p.memory_cost}, parallelism={p.parallelism})"
 
-    def hash(self, pin: str) -> str:
-        """Validates `pin` (WeakPin if weak) and returns its encoded argon2id hash.
+    def hash(self, pin: str, pepper: bytes) -> str:
+        """Validates `pin` (WeakPin if weak) and returns the argon2id hash of it under `pepper`.
 
         Validating here as well makes this the only door to a stored PIN, so a weak one cannot be
         stored by a caller that forgot to validate.
         """
         validate_pin(pin)
-        return self._hasher.hash(pin)
+        return self._hasher.hash(_peppered(pepper, pin))
 
-    def verify(self, pin_hash: str, candidate: str) -> bool:
+    def verify(self, pin_hash: str, candidate: str, pepper: bytes | None) -> bool:
         """True when the (transcribed) candidate matches; False on any mismatch, never an exception.
 
-        A stored hash that is not an argon2 hash at all raises GuardError: that is data corruption,
-        and reporting it as a wrong PIN would lock the household out for something they did not do.
+        `pepper` is None only for a hash made before hashes were peppered (verified, then rehashed
+        with the pepper by the caller). A stored hash that is not an argon2 hash at all raises
+        GuardError: that is data corruption, and reporting it as a wrong PIN would lock the
+        household out for something they did not do.
         """
-        spoken = normalize_spoken_digits(candidate)
+        spoken = normalize_spoken_digits(unicodedata.normalize("NFKC", candidate))
         if not _is_pin_shaped(spoken):
             # Could not be any stored PIN; skipping argon2 leaks only the shape, which is no secret.
             return False
+        secret = spoken if pepper is None else _peppered(pepper, spoken)
         try:
-            return self._hasher.verify(pin_hash, spoken)
+            return self._hasher.verify(pin_hash, secret)
         except VerifyMismatchError:
             return False
         except InvalidHashError:

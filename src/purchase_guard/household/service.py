@@ -28,6 +28,8 @@ from purchase_guard.domain import (
     Challenge,
     ChallengeMethod,
     ChallengeStatus,
+    Credential,
+    CredentialKind,
     Decision,
     Household,
     Member,
@@ -44,6 +46,7 @@ from purchase_guard.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from purchase_guard.household.principals import ADMINS, OPERATOR, Principal, PrincipalKind
 from purchase_guard.ids import validate_id
 from purchase_guard.logs import get_logger
 from purchase_guard.money import is_currency
@@ -62,17 +65,6 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the operator, or the holder of one household's token."""
-
-    household_id: str | None  # None for the operator
-
-    @property
-    def is_operator(self) -> bool:
-        return self.household_id is None
-
-
 class ApprovalRecorder(Protocol):
     """Records a parent's approval or rejection as a decision (implemented by the pipeline's Guard)."""
 
@@ -86,6 +78,7 @@ class EnrollmentReport:
     member: Member
     takes: tuple[TakeReport, ...]
     encoder: str
+    voiceprint: Voiceprint
 
 
 class HouseholdService:
@@ -99,8 +92,10 @@ class HouseholdService:
         ids: IdSource,
         operator_token: str,
         approvals: ApprovalRecorder | None = None,
+        backend_token: str = "",
     ) -> None:
         self._approvals = approvals
+        self._backend_hash = hash_token(backend_token) if backend_token else ""
         self._settings = settings
         self._store = store
         self._verifier = verifier
@@ -110,24 +105,120 @@ class HouseholdService:
         self._operator_hash = hash_token(operator_token) if operator_token else ""
 
     # ------------------------------------------------------------------ auth
-    def authenticate(self, token: str | None) -> Principal:
+    def authenticate(self, token: str | None, client_certificate: str | None = None) -> Principal:
+        """The principal a bearer token stands for; without one, a verified mTLS client
+        certificate (its subject, given by the transport) is a backend. Unauthenticated otherwise."""
         if not token:
+            if client_certificate:
+                return Principal(PrincipalKind.BACKEND, f"mtls:{client_certificate}")
             raise Unauthenticated("missing credential: send metadata 'authorization: Bearer <token>'")
         digest = hash_token(token)
         if self._operator_hash and hmac.compare_digest(digest, self._operator_hash):
-            return Principal(None)
+            return OPERATOR
+        if self._backend_hash and hmac.compare_digest(digest, self._backend_hash):
+            return Principal(PrincipalKind.BACKEND, "backend")
         household_id = self._store.household_for_token_hash(digest)
-        if household_id is None:
-            raise Unauthenticated("unknown credential")
-        return Principal(household_id)
+        if household_id is not None:
+            return Principal(PrincipalKind.HOUSEHOLD, f"household:{household_id}", household_id)
+        credential = self._store.credential_for_token_hash(digest)
+        if credential is None:
+            raise Unauthenticated("unknown or revoked credential")
+        kind = {
+            CredentialKind.PARENT: PrincipalKind.PARENT,
+            CredentialKind.DEVICE: PrincipalKind.DEVICE,
+            CredentialKind.BACKEND: PrincipalKind.BACKEND,
+        }[credential.kind]
+        return Principal(
+            kind,
+            f"{credential.kind.value}:{credential.credential_id}",
+            credential.household_id,
+            credential.member_id,
+            credential.device_id,
+        )
 
     @staticmethod
     def authorize(principal: Principal, household_id: str) -> None:
-        if principal.is_operator:
-            return
-        if principal.household_id != household_id:
+        if principal.kind not in ADMINS:
+            raise PermissionDenied("this credential is for deciding purchases, not for administration")
+        if not principal.may_name(household_id):
             # Same message whether or not the other household exists: no probing for ids.
             raise PermissionDenied("this credential is not valid for that household")
+
+    # ------------------------------------------------------------------ credentials
+    def issue_credential(
+        self,
+        principal: Principal,
+        household_id: str,
+        kind: CredentialKind,
+        member_id: str,
+        device_id: str,
+        label: str,
+    ) -> tuple[Credential, str]:
+        """A new credential and its token (shown once; only its hash is kept).
+
+        Parent credentials: by the operator or the household token (setup), or by that parent for
+        themselves (a new phone). Device credentials: by anyone who administers the household.
+        Backend credentials (no household): by the operator only.
+        """
+        label = label.strip()
+        if len(label) > 100:
+            raise InvalidArgument("label is at most 100 characters")
+        hid: str | None = None
+        member: str | None = None
+        device: str | None = None
+        if kind is CredentialKind.BACKEND:
+            if not principal.is_operator:
+                raise PermissionDenied("only the operator can issue backend credentials")
+            if household_id or member_id or device_id:
+                raise InvalidArgument("a backend credential serves every household: leave household_id empty")
+            prefix = "pgb_"
+        else:
+            self.get_household(principal, household_id)
+            hid = household_id
+            if kind is CredentialKind.PARENT:
+                parent = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+                if not parent.is_parent:
+                    raise InvalidArgument(f"member {member_id!r} is not a parent of this household")
+                if principal.kind is PrincipalKind.PARENT and principal.member_id != parent.member_id:
+                    raise PermissionDenied("a parent can issue a parent credential only for themselves")
+                member, prefix = parent.member_id, "pgp_"
+            else:
+                device, prefix = validate_id(device_id, "device_id"), "pgd_"
+        credential = Credential(
+            credential_id=self._ids.new_id("crd"),
+            kind=kind,
+            household_id=hid,
+            member_id=member,
+            device_id=device,
+            label=label or kind.value,
+            created_at=self._clock.now(),
+        )
+        token = prefix + secrets.token_urlsafe(32)
+        self._store.add_credential(credential, hash_token(token))
+        log.info("credential_issued", credential_id=credential.credential_id, kind=kind.value)
+        return credential, token
+
+    def list_credentials(self, principal: Principal, household_id: str) -> list[Credential]:
+        if not household_id:
+            if not principal.is_operator:
+                raise PermissionDenied("only the operator can list backend credentials")
+            return self._store.list_credentials(None)
+        self.get_household(principal, household_id)
+        return self._store.list_credentials(household_id)
+
+    def revoke_credential(self, principal: Principal, household_id: str, credential_id: str) -> Credential:
+        if not household_id:
+            if not principal.is_operator:
+                raise PermissionDenied("only the operator can revoke backend credentials")
+            scope: str | None = None
+        else:
+            self.get_household(principal, household_id)
+            scope = household_id
+        revoked = self._store.revoke_credential(
+            scope, validate_id(credential_id, "credential_id"), self._clock.now()
+        )
+        log.info("credential_revoked", credential_id=revoked.credential_id)
+        return revoked
 
     # ------------------------------------------------------------------ households
     def create_household(
@@ -206,18 +297,39 @@ class HouseholdService:
         result = assess_enrollment(pcms, self._verifier.encoder)
         centroid = np.asarray(result.centroid, dtype=np.float32)
         accepted = sum(1 for t in result.takes if t.accepted)
-        self._store.put_voiceprint(
-            Voiceprint(
-                member_id=member.member_id,
-                household_id=household_id,
-                encoder=self._verifier.encoder.name,
-                embedding=tuple(float(x) for x in centroid),
-                n_utterances=accepted,
-                created_at=self._clock.now(),
-            )
+        now = self._clock.now()
+        voiceprint = Voiceprint(
+            member_id=member.member_id,
+            household_id=household_id,
+            encoder=self._verifier.encoder.name,
+            embedding=tuple(float(x) for x in centroid),
+            n_utterances=accepted,
+            created_at=now,
+            # COPPA: a child's voiceprint is kept for a bounded time unless a parent renews it.
+            expires_at=now + self._settings.child_voiceprint_retention if member.role is Role.CHILD else None,
         )
+        self._store.put_voiceprint(voiceprint)
         log.info("voice_enrolled", member_id=member.member_id, takes=len(takes), accepted=accepted)
-        return EnrollmentReport(member, result.takes, self._verifier.encoder.name)
+        return EnrollmentReport(member, result.takes, self._verifier.encoder.name, voiceprint)
+
+    def renew_voiceprint(self, principal: Principal, household_id: str, member_id: str) -> datetime:
+        """A parent keeps a child's voiceprint for another retention period; returns the new expiry."""
+        self.get_household(principal, household_id)
+        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        if member.role is not Role.CHILD:
+            raise FailedPrecondition("only a child's voiceprint expires; there is nothing to renew")
+        expires = self._clock.now() + self._settings.child_voiceprint_retention
+        if not self._store.renew_voiceprint(household_id, member.member_id, expires):
+            raise FailedPrecondition(
+                "this child has no voiceprint to renew (it expired or was never enrolled)"
+            )
+        log.info("voiceprint_renewed", member_id=member.member_id)
+        return expires
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder voices are scored with now; prints by another one need re-enrollment."""
+        return self._verifier.encoder.name
 
     # ------------------------------------------------------------------ policy and PIN
     def set_policy(self, principal: Principal, household_id: str, policy: Policy) -> Policy:
@@ -234,15 +346,12 @@ class HouseholdService:
     def set_pin(self, principal: Principal, household_id: str, pin: str) -> None:
         self.get_household(principal, household_id)
         validate_pin(pin)
-        old = self._store.get_pin(household_id)
+        # A new PIN starts a new guess budget: wrong guesses at the old one say nothing about it,
+        # and a PIN disabled after too many failures comes back only this way (a parent sets it).
         self._store.put_pin(
             PinState(
                 household_id=household_id,
-                pin_hash=self._pins.hash(pin),
-                # Changing the PIN does not lift an active throttle: that would let whoever
-                # triggered it reset the back-off by changing the PIN with a stolen token.
-                lockouts=old.lockouts if old else 0,
-                throttled_until=old.throttled_until if old else None,
+                pin_hash=self._pins.hash(pin, self._store.pin_pepper(household_id)),
                 set_at=self._clock.now(),
             )
         )
@@ -271,10 +380,17 @@ class HouseholdService:
     def resolve_approval(
         self, principal: Principal, household_id: str, challenge_id: str, parent_member_id: str, approve: bool
     ) -> Challenge:
-        """Authorises the parent; the decision itself is made and recorded by the `ApprovalRecorder`
-        (the pipeline), in the same transaction as the challenge's new state."""
+        """Acts as the parent whose credential the call carries, never as a claimed id; the decision
+        itself is made and recorded by the `ApprovalRecorder` (the pipeline), in the same transaction
+        as the challenge's new state."""
         self.get_household(principal, household_id)
-        parent = self._store.get_member(household_id, validate_id(parent_member_id, "parent_member_id"))
+        if principal.kind is not PrincipalKind.PARENT or principal.member_id is None:
+            raise PermissionDenied(
+                "approving or rejecting needs a parent's own credential (IssueCredential with kind PARENT)"
+            )
+        if parent_member_id and parent_member_id != principal.member_id:
+            raise PermissionDenied("a parent credential approves as its own parent, not as another member")
+        parent = self._store.get_member(household_id, principal.member_id)
         if not parent.is_parent:
             raise PermissionDenied(f"member {parent.member_id!r} is not a parent of this household")
         if self._approvals is None:

@@ -1,18 +1,16 @@
-"""Limits that hold under abuse: request rate limits and the cross-challenge PIN guess limit.
+"""Limits that hold under abuse: request rate limits and the household PIN's guess budget.
 
 `rate` holds the token-bucket rule (pure), the `RateLimiter` protocol and its in-process and
-Redis implementations; `pin_guesses` holds the per-household limit on wrong PIN answers that
-applies across challenges, on top of each challenge's own lockout.
+Redis implementations; `pin_budget` holds the PIN's guess budget (pure; the counters live with
+the PIN in the store), which applies across challenges on top of each challenge's own lockout.
 """
 
-from purchase_guard.limits.pin_guesses import (
-    InProcessPinGuessCounter,
-    PinGuessCounter,
-    PinGuessPolicy,
-    RedisPinGuessCounter,
-    pin_guess_gate,
-    pin_guesses_blocked,
-    record_wrong_pin,
+from purchase_guard.limits.pin_budget import (
+    PinBudget,
+    after_right_pin,
+    after_wrong_pin,
+    most_guesses,
+    pin_gate,
 )
 from purchase_guard.limits.rate import (
     BucketState,
@@ -28,19 +26,17 @@ from purchase_guard.limits.rate import (
 
 __all__ = [
     "BucketState",
-    "InProcessPinGuessCounter",
     "InProcessRateLimiter",
-    "PinGuessCounter",
-    "PinGuessPolicy",
+    "PinBudget",
     "RateDecision",
     "RateLimit",
     "RateLimited",
     "RateLimiter",
-    "RedisPinGuessCounter",
     "RedisRateLimiter",
+    "after_right_pin",
+    "after_wrong_pin",
     "enforce",
-    "pin_guess_gate",
-    "pin_guesses_blocked",
-    "record_wrong_pin",
+    "most_guesses",
+    "pin_gate",
     "take",
 ]

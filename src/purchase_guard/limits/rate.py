@@ -198,4 +198,8 @@ class RedisRateLimiter:
             )
         except redis.RedisError as exc:
             raise Unavailable(f"rate limiter unavailable: {type(exc).__name__}") from exc
-        return RateDecision(bool(int(allowed)), int(float(tokens)), float(wait))
+        try:
+            return RateDecision(bool(int(allowed)), int(float(tokens)), float(wait))
+        except (TypeError, ValueError) as exc:
+            # Something answered on the Redis port, but not the bucket script's reply.
+            raise Unavailable("rate limiter unavailable: Redis gave an unusable reply") from exc

@@ -28,7 +28,6 @@ from purchase_guard.challenge.rules import (
     pre_answer,
     state_check,
 )
-from purchase_guard.challenge.throttle import pin_backoff
 from purchase_guard.clock import Clock, IdSource
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
@@ -43,6 +42,7 @@ from purchase_guard.domain import (
     Notification,
     Order,
     Outcome,
+    PinState,
     Policy,
     Reason,
     ReasonCode,
@@ -55,13 +55,7 @@ from purchase_guard.domain import (
 )
 from purchase_guard.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from purchase_guard.ids import validate_id
-from purchase_guard.limits import (
-    InProcessPinGuessCounter,
-    PinGuessCounter,
-    PinGuessPolicy,
-    pin_guess_gate,
-    record_wrong_pin,
-)
+from purchase_guard.limits import PinBudget, after_right_pin, after_wrong_pin, pin_gate
 from purchase_guard.logs import get_logger
 from purchase_guard.metrics import CHECK_ERRORS, DECISIONS, LATENCY, REASONS
 from purchase_guard.money import format_money
@@ -95,6 +89,18 @@ MONTH = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asked, as authenticated by the api layer: a stable id (request ids are unique per caller,
+    and the audit record names it), and whether it speaks for a whole fleet of households."""
+
+    caller_id: str
+    fleet: bool = False
+
+
+IN_PROCESS = Caller("")  # calls made inside the process (tests, tools), not over the API
+
+
+@dataclass(frozen=True, slots=True)
 class EvaluateInput:
     request_id: str
     household_id: str
@@ -102,6 +108,7 @@ class EvaluateInput:
     order: Order
     audio: AudioInput
     transcript: str = ""
+    caller: Caller = IN_PROCESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,7 @@ class ConfirmInput:
     spoken_digits: str
     audio: AudioInput
     device_id: str = ""
+    caller: Caller = IN_PROCESS
 
 
 @contextmanager
@@ -132,9 +140,9 @@ class Guard:
         clock: Clock,
         ids: IdSource,
         child_threshold: float = DEFAULT_CHILD_THRESHOLD,
-        pin_guesses: PinGuessCounter | None = None,
-        pin_policy: PinGuessPolicy | None = None,
+        quarantined: frozenset[str] = frozenset(),
     ) -> None:
+        self._quarantined = quarantined
         self._settings = settings
         self._store = store
         self._verifier = verifier
@@ -143,10 +151,11 @@ class Guard:
         self._clock = clock
         self._ids = ids
         self._child_threshold = child_threshold
-        # Wrong PINs are also counted per household across challenges, so a brute force spread
-        # over many short-lived challenges is throttled too (each challenge only allows 5).
-        self._pin_guesses = pin_guesses or InProcessPinGuessCounter()
-        self._pin_policy = pin_policy or PinGuessPolicy(max_wrong=settings.pin_wrong_per_household_per_hour)
+        # Wrong PINs are counted per household across challenges (with the PIN, in the store), so a
+        # brute force spread over many short-lived challenges meets the same budget.
+        self._pin_budget = PinBudget(
+            free_failures=settings.pin_free_failures, disable_after=settings.pin_disable_after
+        )
 
     # ------------------------------------------------------------------ Evaluate
     def evaluate(self, req: EvaluateInput) -> Decision:
@@ -156,10 +165,10 @@ class Guard:
         validate_id(req.device_id, "device_id")
         if len(req.transcript) > 2000:
             raise InvalidArgument("transcript is longer than 2000 characters")
-        household = self._store.get_household(req.household_id)
+        household = self._household(req.household_id)
         validate_order(req.order, household.currency)
         digest = request_digest("evaluate", req.household_id, req.device_id, req.order, req.audio)
-        replayed = self._replay("evaluate", req.household_id, req.request_id, digest)
+        replayed = self._replay("evaluate", req.household_id, req.request_id, req.caller, digest)
         if replayed is not None:
             return replayed
         pcm = self._decode(req.audio)
@@ -339,7 +348,7 @@ class Guard:
         enrolled = {vp.member_id for vp in prints if vp.encoder == self._verifier.encoder.name}
         return ChallengeOptions(
             has_pin=pin is not None,
-            pin_throttled=pin is not None and pin.throttled_until is not None and now < pin.throttled_until,
+            pin_throttled=pin is not None and pin_gate(pin, now) is not None,
             has_enrolled_adult=any(
                 m.role is Role.ADULT and m.member_id in enrolled for m in members.values()
             ),
@@ -407,7 +416,7 @@ class Guard:
             validate_id(req.device_id, "device_id")
         if len(req.spoken_digits) > 200:
             raise InvalidArgument("spoken_digits is longer than 200 characters")
-        household = self._store.get_household(req.household_id)
+        household = self._household(req.household_id)
         validate_order(req.order, household.currency)
         digest = request_digest(
             "confirm",
@@ -417,7 +426,7 @@ class Guard:
             req.audio,
             req.challenge_id + "|" + req.spoken_digits,
         )
-        replayed = self._replay("confirm", req.household_id, req.request_id, digest)
+        replayed = self._replay("confirm", req.household_id, req.request_id, req.caller, digest)
         if replayed is not None:
             return replayed
         challenge = self._store.get_challenge(req.household_id, req.challenge_id)
@@ -428,20 +437,20 @@ class Guard:
         decision_id = self._ids.new_id("dec")
         with _decision_context(decision_id, "confirm", household.household_id), span("guard.confirm") as root:
             stored: Decision | None = None
+            voice: VoiceCheck | None = None
             for _ in range(3):
                 now = self._clock.now()
-                facts, verdict, speaker = self._judge(household, challenge, req, pcm, now)
                 try:
-                    stored = self._record_confirm(
-                        req, decision_id, challenge, facts, verdict, speaker, now, digest
+                    stored, voice = self._answer(
+                        household, challenge, req, pcm, now, decision_id, digest, voice
                     )
                     break
                 except Aborted:
-                    # Another answer to the same challenge landed first; judge again on fresh state.
+                    # Another answer to the same challenge (or PIN) landed first; judge again on
+                    # fresh state. The voice check is not repeated: the audio did not change.
                     challenge = self._store.get_challenge(req.household_id, req.challenge_id)
             if stored is None:
-                facts = AnswerFacts(order_matches=True)
-                verdict = AnswerVerdict(
+                closed = AnswerVerdict(
                     Outcome.DENY,
                     (
                         forbid(
@@ -452,51 +461,41 @@ class Guard:
                     ),
                     challenge,
                 )
-                stored = self._record_confirm(req, decision_id, challenge, facts, verdict, None, now, digest)
-            if challenge.method is ChallengeMethod.SPOKEN_PIN and any(
-                r.code in (ReasonCode.PIN_INCORRECT, ReasonCode.SPEAKER_MISMATCH) for r in verdict.reasons
-            ):
-                record_wrong_pin(self._pin_guesses, household.household_id, now)
-            if verdict.locked_now:
-                self._throttle_pin(verdict.challenge, now)
+                facts = AnswerFacts(order_matches=True)
+                stored = self._record_confirm(req, decision_id, challenge, facts, closed, None, now, digest)
             root.set(
                 decision_id=stored.decision_id, outcome=stored.outcome.name, method=challenge.method.name
             )
             self._observe("confirm", stored, started)
             return stored
 
-    def _judge(
-        self, household: Household, challenge: Challenge, req: ConfirmInput, pcm: Pcm | None, now: datetime
-    ) -> tuple[AnswerFacts, AnswerVerdict, SpeakerResult | None]:
-        """Gathers the answer's facts stage by stage (no audio is judged when the challenge, the
-        order or the PIN's state already decides) and applies the pure rule."""
+    def _answer(
+        self,
+        household: Household,
+        challenge: Challenge,
+        req: ConfirmInput,
+        pcm: Pcm | None,
+        now: datetime,
+        decision_id: str,
+        digest: str,
+        voice: VoiceCheck | None,
+    ) -> tuple[Decision, VoiceCheck | None]:
+        """Judges and records one answer. Facts are gathered stage by stage (no audio is judged when
+        the challenge, the order or the PIN's state already decides); a PIN is checked and counted
+        under the household lock, so concurrent answers meet one guess budget."""
         hh = household.household_id
         facts = AnswerFacts(order_matches=order_digest(hh, req.order) == challenge.order_digest)
-        pin_state = None
         if challenge.method is ChallengeMethod.SPOKEN_PIN and state_check(challenge, now) is None:
-            pin_state = self._store.get_pin(hh)
-            blocked: Reason | None = None
-            if (
-                pin_state is not None
-                and pin_state.throttled_until is not None
-                and now < pin_state.throttled_until
-            ):
-                until = pin_state.throttled_until.isoformat(timespec="seconds")
-                blocked = forbid(
-                    ReasonCode.PIN_THROTTLED,
-                    f"PIN answers are blocked until {until} after repeated failures.",
-                    "challenge.pin_throttle",
-                )
-            elif pin_state is not None:
-                # PIN_THROTTLED, or GUARD_ERROR when the counter is down.
-                blocked = pin_guess_gate(self._pin_guesses, self._pin_policy, hh, now)
-            facts = replace(facts, pin_set=pin_state is not None, pin_blocked=blocked)
+            pin = self._store.get_pin(hh)
+            facts = replace(
+                facts, pin_set=pin is not None, pin_blocked=None if pin is None else pin_gate(pin, now)
+            )
         early = pre_answer(challenge, facts, now)
         if early is not None:
-            return facts, early, None
+            return self._record_confirm(req, decision_id, challenge, facts, early, None, now, digest), voice
         assert pcm is not None  # checked by the caller for spoken methods
-        members: dict[str, Member] = {}
-        voice = self._check_voice(hh, pcm, members)
+        if voice is None:
+            voice = self._check_voice(hh, pcm, {})
         result = voice.result
         # The answer must match an enrolled adult's voiceprint (at the FMR 1e-3 threshold). The
         # child-likeness score is not applied again here: it already forced this challenge, and it
@@ -504,23 +503,68 @@ class Guard:
         speaker_ok = (
             voice.error is None and result is not None and result.verified and result.role is Role.ADULT
         )
-        content_ok = False
-        if speaker_ok:
-            spoken = normalise_digits(req.spoken_digits)
-            if challenge.method is ChallengeMethod.SPOKEN_PIN and pin_state is not None:
-                content_ok = self._pins.verify(pin_state.pin_hash, spoken)
-            elif challenge.method is ChallengeMethod.RANDOM_DIGITS:
-                content_ok = digits_match(challenge.challenge_id, challenge.expected_digits_hash, spoken)
-        facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
-        return facts, judge_answer(challenge, facts, now), result
-
-    def _throttle_pin(self, challenge: Challenge, now: datetime) -> None:
+        spoken = normalise_digits(req.spoken_digits)
         if challenge.method is not ChallengeMethod.SPOKEN_PIN:
-            return
-        pin = self._store.get_pin(challenge.household_id)
-        if pin is not None:
-            lockouts = pin.lockouts + 1
-            self._store.put_pin(replace(pin, lockouts=lockouts, throttled_until=now + pin_backoff(lockouts)))
+            content_ok = speaker_ok and digits_match(
+                challenge.challenge_id, challenge.expected_digits_hash, spoken
+            )
+            facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
+            verdict = judge_answer(challenge, facts, now)
+            return self._record_confirm(
+                req, decision_id, challenge, facts, verdict, result, now, digest
+            ), voice
+        with self._store.household_lock(hh):
+            # Read again under the lock: the budget this answer is judged on is the one it changes.
+            pin = self._store.get_pin(hh)
+            facts = replace(
+                facts, pin_set=pin is not None, pin_blocked=None if pin is None else pin_gate(pin, now)
+            )
+            pin_update: tuple[PinState, PinState] | None = None
+            notices: tuple[Notification, ...] = ()
+            content_ok = False
+            if pin is not None and facts.pin_blocked is None and speaker_ok:
+                pepper = self._store.pin_pepper(hh)
+                content_ok = self._pins.verify(pin.pin_hash, spoken, pepper if pin.peppered else None)
+                if content_ok:
+                    after = after_right_pin(pin)
+                    if not pin.peppered:
+                        # Hashes made before the pepper are replaced the first time the PIN is heard.
+                        after = replace(after, pin_hash=self._pins.hash(spoken, pepper), peppered=True)
+                    pin_update = (pin, after)
+                else:
+                    wrong = after_wrong_pin(pin, now, self._pin_budget)
+                    pin_update = (pin, wrong.state)
+                    if wrong.notify is not None:
+                        notices = (self._pin_notification(hh, wrong.notify, wrong.state, now),)
+            facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
+            verdict = judge_answer(challenge, facts, now)
+            stored = self._record_confirm(
+                req,
+                decision_id,
+                challenge,
+                facts,
+                verdict,
+                result,
+                now,
+                digest,
+                pin_update=pin_update,
+                notices=notices,
+            )
+        return stored, voice
+
+    def _pin_notification(self, household_id: str, kind: str, pin: PinState, now: datetime) -> Notification:
+        log.warning(kind, failures=pin.failures)
+        if kind == "pin_disabled":
+            message = (
+                f"The household PIN was answered wrongly {pin.failures} times and is now switched off. "
+                "Set a new PIN to use it again."
+            )
+        else:
+            message = (
+                f"The household PIN was answered wrongly {pin.failures} times in a row; further PIN "
+                "answers now have to wait, longer after each wrong one."
+            )
+        return Notification(self._ids.new_id("ntf"), household_id, kind, message, None, now)
 
     def _locked_notification(self, challenge: Challenge, now: datetime) -> Notification:
         log.warning("challenge_locked", challenge_id=challenge.challenge_id)
@@ -547,12 +591,23 @@ class Guard:
         speaker: SpeakerResult | None,
         now: datetime,
         digest: str,
+        *,
+        pin_update: tuple[PinState, PinState] | None = None,
+        notices: tuple[Notification, ...] = (),
     ) -> Decision:
-        """Records the answer's decision, its spend and the challenge's next state in one transaction;
-        the challenge is compare-and-set against `before` (Aborted when another answer won)."""
+        """Records the answer's decision, its spend, the challenge's next state and the PIN's guess
+        count in one transaction; the challenge is compare-and-set against `before` and the PIN
+        against the count it was judged on (Aborted when another answer won)."""
         challenge = verdict.challenge
         ctx = DecisionContext(
-            decision_id, before.household_id, "confirm", req.request_id, req.device_id, req.order.total, now
+            decision_id,
+            before.household_id,
+            "confirm",
+            req.request_id,
+            req.device_id,
+            req.order.total,
+            now,
+            req.caller.caller_id,
         )
         decision = make_decision(
             ctx,
@@ -568,7 +623,7 @@ class Guard:
                 before.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False
             )
         changed = challenge != before
-        notifications = (self._locked_notification(challenge, now),) if verdict.locked_now else ()
+        notifications = notices + ((self._locked_notification(challenge, now),) if verdict.locked_now else ())
         body = audit_body(
             decision, req.order, {"challenge_method": challenge.method.value}, confirm_inputs(before, facts)
         )
@@ -580,6 +635,7 @@ class Guard:
             challenge=challenge if changed else None,
             expected_status=before.status if changed else None,
             notifications=notifications,
+            pin_update=pin_update,
         )
 
     # ------------------------------------------------------------------ approvals
@@ -588,6 +644,7 @@ class Guard:
     ) -> Challenge:
         """A parent's answer to a PARENT_APPROVAL challenge, recorded with its decision in one
         transaction. `parent` is already authorised by the caller (the household service)."""
+        self._household(household_id)
         challenge = self._store.get_challenge(household_id, validate_id(challenge_id, "challenge_id"))
         if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
             raise FailedPrecondition("this challenge is answered by voice, not by a parent's approval")
@@ -645,8 +702,18 @@ class Guard:
         return updated
 
     # ------------------------------------------------------------------ shared
-    def _replay(self, kind: str, household_id: str, request_id: str, digest: str) -> Decision | None:
-        stored = self._store.get_decision(household_id, kind, request_id)
+    def _household(self, household_id: str) -> Household:
+        if household_id in self._quarantined:
+            raise FailedPrecondition(
+                "this household's audit record failed verification when the guard started; no "
+                "purchase is decided for it until an operator has reviewed the record (VerifyAudit)"
+            )
+        return self._store.get_household(household_id)
+
+    def _replay(
+        self, kind: str, household_id: str, request_id: str, caller: Caller, digest: str
+    ) -> Decision | None:
+        stored = self._store.get_decision(household_id, kind, request_id, caller.caller_id)
         if stored is None:
             return None
         if stored.request_digest != digest:

@@ -48,6 +48,7 @@ class DecisionContext:
     device_id: str
     total: Money
     decided_at: datetime
+    caller_id: str = ""
 
 
 def make_decision(
@@ -74,6 +75,7 @@ def make_decision(
         decided_at=ctx.decided_at,
         challenge=challenge,
         member_id=member_id,
+        caller_id=ctx.caller_id,
     )
 
 

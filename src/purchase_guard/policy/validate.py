@@ -118,6 +118,10 @@ def _categories(path: str, categories: Iterable[object]) -> frozenset[str]:
     for value in sorted(raw, key=repr):
         if not isinstance(value, str):
             raise InvalidArgument(f"{path} entries must be strings")
+        # Control characters would let a category hide text in logs and UIs: refused as typed.
+        # (Invisible format characters are not refused: normalising removes them on both sides.)
+        if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in value):
+            raise InvalidArgument(f"{path} entry {value[:16]!r} contains control characters")
         category = normalize_category(value)
         if not category:
             raise InvalidArgument(f"{path} contains an empty category")
@@ -125,8 +129,5 @@ def _categories(path: str, categories: Iterable[object]) -> frozenset[str]:
             raise InvalidArgument(
                 f"{path} entry {category[:16]!r}... is longer than {MAX_CATEGORY_LENGTH} characters"
             )
-        # Control and format characters would let a category hide text in logs and UIs.
-        if any(unicodedata.category(ch).startswith("C") for ch in category):
-            raise InvalidArgument(f"{path} entry {category[:16]!r} contains control characters")
         normalised.add(category)
     return frozenset(normalised)

@@ -227,8 +227,9 @@ def _parts(records: HouseholdRecords) -> list[tuple[str, object, int]]:
             else {
                 "household_id": pin.household_id,
                 "set_at": _ts(pin.set_at),
-                "lockouts": pin.lockouts,
-                "throttled_until": _ts(pin.throttled_until),
+                "failures": pin.failures,
+                "next_try_at": _ts(pin.next_try_at),
+                "disabled_at": _ts(pin.disabled_at),
             },
             0 if pin is None else 1,
         ),

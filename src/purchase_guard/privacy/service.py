@@ -11,7 +11,8 @@ from purchase_guard.audit.chain import ChainReport
 from purchase_guard.audit.verify import verify_household_audit
 from purchase_guard.clock import Clock
 from purchase_guard.errors import InvalidArgument, NotFound
-from purchase_guard.household.service import HouseholdService, Principal
+from purchase_guard.household.principals import Principal
+from purchase_guard.household.service import HouseholdService
 from purchase_guard.ids import validate_id
 from purchase_guard.privacy.erase import ErasureResult, erase_household
 from purchase_guard.privacy.export import ExportArchive, export_household

@@ -95,6 +95,7 @@ class HouseholdState:
     latest: ChallengeRef | None = None
     challenges: dict[str, ChallengeRef] = field(default_factory=dict)  # evaluate step id -> challenge
     decisions: dict[str, str] = field(default_factory=dict)  # step id -> decision id
+    parent_clients: dict[str, GuardClient] = field(default_factory=dict)  # member key -> own credential
 
     def member_key(self, member_id: str) -> str:
         return next((k for k, v in self.members.items() if v == member_id), member_id)
@@ -333,6 +334,20 @@ class _ScenarioRun:
             return self.judge(step, state, None, exc, (time.perf_counter() - t0) * 1000)
         return self.judge(step, state, resp, None, (time.perf_counter() - t0) * 1000)
 
+    @staticmethod
+    def _as_member(state: HouseholdState, key: str) -> GuardClient:
+        """The client a member resolves approvals with: a parent's own credential (issued once per
+        scenario); anyone else has only the household's token, which the guard refuses."""
+        spec = state.spec.member(key)
+        if spec is None or not spec.parent:
+            return state.client
+        if key not in state.parent_clients:
+            issued = state.client.issue_credential(
+                state.household_id, "PARENT_CREDENTIAL", member_id=state.members[key], label=f"replay {key}"
+            )
+            state.parent_clients[key] = state.client.with_token(issued["token"])
+        return state.parent_clients[key]
+
     def resolve_approval(self, step: Step, state: HouseholdState) -> StepResult:
         ref = state.challenges.get(step.challenge) if step.challenge else state.latest
         if ref is None:
@@ -342,8 +357,8 @@ class _ScenarioRun:
         if parent is None:
             raise StepFailed(f"household {state.spec.key} has no member {step.as_member!r}")
         try:
-            resp = state.client.resolve_approval(
-                state.household_id, ref.challenge_id, parent, step.action == "approve"
+            resp = self._as_member(state, step.as_member).resolve_approval(
+                state.household_id, ref.challenge_id, "", step.action == "approve"
             )
             actual, detail = "ok", str(resp.get("state", ""))
         except grpc.RpcError as exc:

@@ -121,13 +121,14 @@ def run(
     return RunSummary(tuple(results), time.perf_counter() - started, target.description, run_id)
 
 
-def _operator_token(explicit: str | None) -> str:
+def _token(explicit: str | None, kind: str) -> str:
+    """A token from the flag, else PURCHASE_GUARD_<KIND>_TOKEN, else its file (var/<kind>-token)."""
     if explicit:
         return explicit
-    env = os.environ.get("PURCHASE_GUARD_OPERATOR_TOKEN")
+    env = os.environ.get(f"PURCHASE_GUARD_{kind.upper()}_TOKEN")
     if env:
         return env
-    path = Path(os.environ.get("PURCHASE_GUARD_OPERATOR_TOKEN_FILE", "var/operator-token"))
+    path = Path(os.environ.get(f"PURCHASE_GUARD_{kind.upper()}_TOKEN_FILE", f"var/{kind}-token"))
     return path.read_text().strip() if path.is_file() else ""
 
 
@@ -142,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         help="operator token for --target (default: $PURCHASE_GUARD_OPERATOR_TOKEN "
         "or the operator token file)",
+    )
+    p.add_argument(
+        "--backend-token",
+        help="backend credential for --target's Evaluate and Confirm (default: "
+        "$PURCHASE_GUARD_BACKEND_TOKEN or the backend token file)",
     )
     p.add_argument(
         "--data", type=Path, help="data root for audio (default: $PURCHASE_GUARD_DATA_DIR or ../shared/data)"
@@ -183,10 +189,12 @@ def main(argv: list[str]) -> int:
         return 2
     target: Target
     if args.target:
-        token = _operator_token(args.token)
-        if not token:
+        token = _token(args.token, "operator")
+        backend = _token(args.backend_token, "backend")
+        if not token or not backend:
             print(
-                "replay: --target needs the operator token (--token or PURCHASE_GUARD_OPERATOR_TOKEN)",
+                "replay: --target needs the operator token (--token or PURCHASE_GUARD_OPERATOR_TOKEN) and "
+                "the backend token (--backend-token or PURCHASE_GUARD_BACKEND_TOKEN)",
                 file=sys.stderr,
             )
             return 2
@@ -195,7 +203,7 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"replay: --gap: {exc}", file=sys.stderr)
             return 2
-        target = RemoteTarget(args.target, token, gap, tls=tls_from_args(args))
+        target = RemoteTarget(args.target, token, gap, tls=tls_from_args(args), backend_token=backend)
     else:
         target = InProcessTarget()
     try:

@@ -108,7 +108,7 @@ class InProcessSession:
         self._before_close = before_close
         self._server = build_server(app)
         address = f"127.0.0.1:{self._server.port}"
-        self.client = GuardClient(address, token, timeout=RPC_TIMEOUT_S)
+        self.client = GuardClient(address, token, timeout=RPC_TIMEOUT_S, backend_token=app.backend_token)
         self._control = ReplayControl(address, token, timeout=RPC_TIMEOUT_S)
         self._caps: dict[str, bool] = {}
 
@@ -225,18 +225,26 @@ class RemoteSession:
 
 
 class RemoteTarget:
-    """A running guard; the token must be the operator credential (households are created).
+    """A running guard; the token must be the operator credential (households are created), and
+    `backend_token` a backend credential for Evaluate and Confirm.
 
     `gap` is how far the guard's clock is moved after each scenario when it can be moved; the
     default clears the default broadcast window (10 min) and promotion period (48 h).
     """
 
     def __init__(
-        self, address: str, token: str, gap: timedelta = DEFAULT_GAP, tls: ClientTls | None = None
+        self,
+        address: str,
+        token: str,
+        gap: timedelta = DEFAULT_GAP,
+        tls: ClientTls | None = None,
+        backend_token: str = "",
     ) -> None:
         self.description = f"guard at {address}" + (" (TLS)" if tls else "")
         self._gap = gap
-        self._client = GuardClient(address, token, timeout=RPC_TIMEOUT_S, tls=tls)
+        self._client = GuardClient(
+            address, token, timeout=RPC_TIMEOUT_S, tls=tls, backend_token=backend_token
+        )
         self._control = ReplayControl(address, token, timeout=RPC_TIMEOUT_S, tls=tls)
         self._caps: dict[str, bool] = {}
 

@@ -200,6 +200,7 @@ def decision_to_dict(d: Decision) -> JsonDict:
         "decided_at": format_ts(d.decided_at),
         "challenge": None if d.challenge is None else challenge_info_to_dict(d.challenge),
         "member_id": d.member_id,
+        "caller_id": d.caller_id,
     }
 
 
@@ -220,6 +221,7 @@ def decision_from_dict(d: Mapping[str, Any]) -> Decision:
         decided_at=parse_ts(d["decided_at"]),
         challenge=None if challenge is None else challenge_info_from_dict(challenge),
         member_id=d.get("member_id"),
+        caller_id=str(d.get("caller_id", "")),
     )
 
 
@@ -426,6 +428,10 @@ def challenge_aad(challenge_id: str) -> bytes:
 
 def audit_aad(decision_id: str) -> bytes:
     return seal_aad("audit.body", decision_id)
+
+
+def pin_hash_aad(household_id: str) -> bytes:
+    return seal_aad("pin.hash", household_id)
 
 
 def notification_aad(notification_id: str) -> bytes:

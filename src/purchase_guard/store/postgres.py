@@ -129,6 +129,7 @@ class PostgresStore(SqlStore):
             keys = SqlKeyStore(self._conn, param=self._PARAM, byte_order=self._BYTE_ORDER)
             sealer = KeyRing(master_keys or ephemeral_master_keys(), keys)
         self._sealer = sealer
+        self.seal_legacy_pins()
 
     # --- connections and transactions ------------------------------------------------
 

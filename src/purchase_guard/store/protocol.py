@@ -2,6 +2,7 @@
 
     Households      households and their credentials        (household service, every lookup)
     Members         members and voiceprints                   (household service, the pipeline)
+    Credentials     parents', devices' and backends' credentials (authentication)
     HouseholdRules  policy revisions and the PIN              (household service, the pipeline)
     DecisionLog     the household lock, decisions with their audit entries, spend, challenges
                     and notifications                         (the pipeline, approvals)
@@ -32,6 +33,7 @@ from purchase_guard.audit.chain import AuditAnchor, AuditEntry
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
+    Credential,
     Decision,
     Household,
     Member,
@@ -155,6 +157,26 @@ class Members(Protocol):
 
     def list_voiceprints(self, household_id: str) -> list[Voiceprint]: ...
 
+    def renew_voiceprint(self, household_id: str, member_id: str, expires_at: datetime) -> bool:
+        """Moves an expiring voiceprint's expiry (and re-arms its reminder); False if it has none."""
+        ...
+
+
+class Credentials(Protocol):
+    def add_credential(self, credential: Credential, token_hash: str) -> None: ...
+
+    def credential_for_token_hash(self, token_hash: str) -> Credential | None:
+        """The live (not revoked) credential with this token hash."""
+        ...
+
+    def list_credentials(self, household_id: str | None) -> list[Credential]:
+        """A household's credentials, revoked ones too; None lists the backend credentials."""
+        ...
+
+    def revoke_credential(self, household_id: str | None, credential_id: str, at: datetime) -> Credential:
+        """Idempotent; NotFound unless the credential belongs to `household_id` (None: backend)."""
+        ...
+
 
 class HouseholdRules(Protocol):
     def put_policy(self, household_id: str, policy: Policy, at: datetime) -> Policy:
@@ -169,6 +191,10 @@ class HouseholdRules(Protocol):
 
     def get_pin(self, household_id: str) -> PinState | None: ...
 
+    def pin_pepper(self, household_id: str) -> bytes:
+        """The key the household's PIN hash is peppered with; never stored in the database."""
+        ...
+
 
 class DecisionLog(Protocol):
     def household_lock(self, household_id: str) -> AbstractContextManager[None]:
@@ -177,7 +203,11 @@ class DecisionLog(Protocol):
         model inference inside). Must work across every process that shares the store."""
         ...
 
-    def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None: ...
+    def get_decision(
+        self, household_id: str, kind: str, request_id: str, caller_id: str = ""
+    ) -> StoredDecision | None:
+        """The decision recorded for this caller's request id (ids are per caller)."""
+        ...
 
     def record_decision(
         self,
@@ -189,11 +219,15 @@ class DecisionLog(Protocol):
         *,
         expected_status: ChallengeStatus | None = None,
         notifications: tuple[Notification, ...] = (),
+        pin_update: tuple[PinState, PinState] | None = None,
     ) -> Decision:
         """Atomically: store the decision, append its audit entry to the household's chain,
         add the spend entry, write the challenge and add the notifications. The challenge is
         inserted or replaced, or with `expected_status` compare-and-set as `update_challenge`
-        does (the whole write is rolled back and Aborted raised when it lost). If a decision with the same
+        does (the whole write is rolled back and Aborted raised when it lost). `pin_update` is
+        (the PIN as the answer was judged on, the PIN as it must be stored next): it is written
+        only if the stored guess count is still the judged one (else Aborted). Request ids are
+        unique per `decision.caller_id`. If a decision with the same
         (household, kind, request_id) exists already, nothing is written and the stored
         one is returned (idempotent retries under concurrency); if that stored decision has
         a different request_digest, AlreadyExists is raised instead (request id reused).
@@ -264,6 +298,19 @@ class Records(Protocol):
         notifications older than `cutoff`."""
         ...
 
+    def voiceprints_expiring(self, before: datetime, notified: bool) -> list[tuple[str, str, datetime]]:
+        """(household, member, expires_at) of voiceprints expiring before `before`; with
+        `notified=False` only those whose parents were not reminded yet."""
+        ...
+
+    def mark_expiry_notified(self, household_id: str, member_id: str, notification: Notification) -> bool:
+        """Records the expiry reminder with its notification in one transaction; False if sent."""
+        ...
+
+    def delete_expired_voiceprints(self, now: datetime) -> list[tuple[str, str]]:
+        """Deletes every voiceprint past its expiry; returns (household, member) of each."""
+        ...
+
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:
         """In one transaction: deletes the household's decisions, spend, notifications and
         closed challenges older than `cutoff`, and the longest prefix of its audit chain older
@@ -277,7 +324,7 @@ class DecidingStore(Households, Members, HouseholdRules, DecisionLog, Protocol):
     """What the decision pipeline reads and writes."""
 
 
-class Store(Households, Members, HouseholdRules, DecisionLog, Records, Protocol):
+class Store(Households, Members, Credentials, HouseholdRules, DecisionLog, Records, Protocol):
     def ping(self) -> None:
         """Raises Unavailable when the store cannot be reached."""
         ...

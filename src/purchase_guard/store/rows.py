@@ -7,11 +7,22 @@ mixes this in and sets `_sealer`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from purchase_guard.audit.chain import AuditEntry
-from purchase_guard.domain import Challenge, Decision, Household, Member, Notification, PinState, Role
+from purchase_guard.domain import (
+    Challenge,
+    Credential,
+    CredentialKind,
+    Decision,
+    Household,
+    Member,
+    Notification,
+    PinState,
+    Role,
+)
 from purchase_guard.sealing import Sealer
 from purchase_guard.serial import parse_ts
 from purchase_guard.store import codec
@@ -24,16 +35,24 @@ HOUSEHOLD_COLUMNS = "id, name, time_zone, currency, retain_audio, created_at"
 MEMBER_COLUMNS = "member_id, household_id, display_name, role, is_parent, created_at"
 NOTIFICATION_COLUMNS = "notification_id, household_id, kind, message, challenge_id, created_at"
 AUDIT_COLUMNS = "household_id, seq, decision_id, at, body, prev_hash, entry_hash"
-PIN_COLUMNS = "household_id, pin_hash, lockouts, throttled_until, set_at"
+PIN_COLUMNS = "household_id, pin_hash, set_at, failures, next_try_at, disabled_at, peppered"
+CREDENTIAL_COLUMNS = "credential_id, kind, household_id, member_id, device_id, label, created_at, revoked_at"
 
 
-def pin_from_row(row: Row) -> PinState:
-    return PinState(
-        household_id=row[0],
-        pin_hash=row[1],
-        lockouts=int(row[2]),
-        throttled_until=None if row[3] is None else parse_ts(row[3]),
-        set_at=parse_ts(row[4]),
+def _opt_ts(value: str | None) -> datetime | None:
+    return None if value is None else parse_ts(value)
+
+
+def credential_from_row(row: Row) -> Credential:
+    return Credential(
+        credential_id=row[0],
+        kind=CredentialKind(row[1]),
+        household_id=row[2],
+        member_id=row[3],
+        device_id=row[4],
+        label=row[5],
+        created_at=parse_ts(row[6]),
+        revoked_at=_opt_ts(row[7]),
     )
 
 
@@ -75,6 +94,18 @@ class SealedRows:
 
     def _open(self, household_id: str, stored: str, aad: bytes) -> str:
         return codec.open_text(self._sealer, household_id, stored, aad)
+
+    def _pin(self, row: Row) -> PinState:
+        # The hash is sealed with the household's key: a copy of the database alone cannot test PINs.
+        return PinState(
+            household_id=row[0],
+            pin_hash=self._open(row[0], row[1], codec.pin_hash_aad(row[0])),
+            set_at=parse_ts(row[2]),
+            failures=int(row[3]),
+            next_try_at=_opt_ts(row[4]),
+            disabled_at=_opt_ts(row[5]),
+            peppered=bool(row[6]),
+        )
 
     def _household(self, row: Row) -> Household:
         return Household(

@@ -35,6 +35,7 @@ from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry, entry_h
 from purchase_guard.domain import (
     Challenge,
     ChallengeStatus,
+    Credential,
     Decision,
     Household,
     Member,
@@ -57,6 +58,7 @@ from purchase_guard.store.protocol import (
 )
 from purchase_guard.store.rows import (
     AUDIT_COLUMNS,
+    CREDENTIAL_COLUMNS,
     HOUSEHOLD_COLUMNS,
     MEMBER_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -64,12 +66,24 @@ from purchase_guard.store.rows import (
     Row,
     SealedRows,
     audit_entry_from_row,
-    pin_from_row,
+    credential_from_row,
     tombstone_from_row,
 )
 
+
+def _opt_ts(when: datetime | None) -> str | None:
+    return None if when is None else format_ts(when)
+
+
+def request_key(caller_id: str, request_id: str) -> str:
+    """What a decision's request id is unique by: the caller's own namespace, so one caller can
+    neither collide with nor replay another's ids. '|' is not an id character (ids.py)."""
+    return f"{caller_id}|{request_id}" if caller_id else request_id
+
+
 # Children before parents, for the foreign keys; audit entries stay (sealed) after erasure.
 _ERASE_ORDER = (
+    "credentials",
     "spend",
     "decisions",
     "voiceprints",
@@ -284,12 +298,13 @@ class SqlStore(SealedRows):
                 self._require_member(conn, hid, mid)
                 self._run(
                     conn,
-                    "INSERT INTO voiceprints"
-                    " (member_id, household_id, encoder, embedding, dim, n_utterances, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO voiceprints (member_id, household_id, encoder, embedding, dim,"
+                    " n_utterances, created_at, expires_at, expiry_notified_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
                     " ON CONFLICT (member_id) DO UPDATE SET encoder = excluded.encoder,"
                     " embedding = excluded.embedding, dim = excluded.dim,"
-                    " n_utterances = excluded.n_utterances, created_at = excluded.created_at",
+                    " n_utterances = excluded.n_utterances, created_at = excluded.created_at,"
+                    " expires_at = excluded.expires_at, expiry_notified_at = NULL",
                     (
                         mid,
                         hid,
@@ -298,6 +313,7 @@ class SqlStore(SealedRows):
                         dim,
                         voiceprint.n_utterances,
                         format_ts(voiceprint.created_at),
+                        _opt_ts(voiceprint.expires_at),
                     ),
                 )
         except self._INTEGRITY_ERRORS as exc:
@@ -310,8 +326,8 @@ class SqlStore(SealedRows):
         with self._reading() as conn:
             rows = self._run(
                 conn,
-                "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at"
-                f" FROM voiceprints WHERE household_id = ? ORDER BY {self._ordered('member_id')}",
+                "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at,"
+                f" expires_at FROM voiceprints WHERE household_id = ? ORDER BY {self._ordered('member_id')}",
                 (household_id,),
             ).fetchall()
         return [
@@ -325,9 +341,134 @@ class SqlStore(SealedRows):
                 ),
                 n_utterances=int(r[5]),
                 created_at=parse_ts(r[6]),
+                expires_at=None if r[7] is None else parse_ts(r[7]),
             )
             for r in rows
         ]
+
+    def voiceprints_expiring(self, before: datetime, notified: bool) -> list[tuple[str, str, datetime]]:
+        """(household, member, expires_at) of voiceprints expiring before `before`; with
+        `notified=False` only those whose parents were not yet reminded."""
+        query = (
+            "SELECT household_id, member_id, expires_at FROM voiceprints"
+            " WHERE expires_at IS NOT NULL AND expires_at < ?"
+        )
+        if not notified:
+            query += " AND expiry_notified_at IS NULL"
+        with self._reading() as conn:
+            rows = self._run(
+                conn, query + f" ORDER BY {self._ordered('household_id', 'member_id')}", (format_ts(before),)
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), parse_ts(r[2])) for r in rows]
+
+    def mark_expiry_notified(self, household_id: str, member_id: str, notification: Notification) -> bool:
+        """Records the reminder and its notification in one transaction; False if already reminded."""
+        message = self._seal(
+            household_id, notification.message, codec.notification_aad(notification.notification_id)
+        )
+        with self._tx() as conn:
+            cursor = self._run(
+                conn,
+                "UPDATE voiceprints SET expiry_notified_at = ? WHERE household_id = ? AND member_id = ?"
+                " AND expiry_notified_at IS NULL",
+                (format_ts(notification.created_at), household_id, member_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._insert_notification(conn, notification, message)
+            return True
+
+    def delete_expired_voiceprints(self, now: datetime) -> list[tuple[str, str]]:
+        """Deletes every voiceprint past its expiry; returns (household, member) of each."""
+        at = format_ts(now)
+        with self._tx() as conn:
+            rows = self._run(
+                conn,
+                "SELECT household_id, member_id FROM voiceprints"
+                " WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (at,),
+            ).fetchall()
+            self._run(conn, "DELETE FROM voiceprints WHERE expires_at IS NOT NULL AND expires_at <= ?", (at,))
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def renew_voiceprint(self, household_id: str, member_id: str, expires_at: datetime) -> bool:
+        with self._tx() as conn:
+            cursor = self._run(
+                conn,
+                "UPDATE voiceprints SET expires_at = ?, expiry_notified_at = NULL"
+                " WHERE household_id = ? AND member_id = ? AND expires_at IS NOT NULL",
+                (format_ts(expires_at), household_id, member_id),
+            )
+            return bool(cursor.rowcount == 1)
+
+    # --- credentials ----------------------------------------------------------------
+
+    def add_credential(self, credential: Credential, token_hash: str) -> None:
+        try:
+            with self._tx() as conn:
+                if credential.household_id is not None:
+                    self._require_household(conn, credential.household_id)
+                self._run(
+                    conn,
+                    f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}, token_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        credential.credential_id,
+                        credential.kind.value,
+                        credential.household_id,
+                        credential.member_id,
+                        credential.device_id,
+                        credential.label,
+                        format_ts(credential.created_at),
+                        _opt_ts(credential.revoked_at),
+                        token_hash,
+                    ),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            raise AlreadyExists(f"credential {credential.credential_id!r} exists already") from exc
+
+    def credential_for_token_hash(self, token_hash: str) -> Credential | None:
+        """The live (not revoked) credential with this token hash."""
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+        return None if row is None else credential_from_row(row)
+
+    def list_credentials(self, household_id: str | None) -> list[Credential]:
+        """A household's credentials (revoked ones too); None: the backend credentials."""
+        where = "household_id = ?" if household_id is not None else "household_id IS NULL"
+        params = (household_id,) if household_id is not None else ()
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE {where}"
+                f" ORDER BY {self._ordered('created_at', 'credential_id')}",
+                params,
+            ).fetchall()
+        return [credential_from_row(r) for r in rows]
+
+    def revoke_credential(self, household_id: str | None, credential_id: str, at: datetime) -> Credential:
+        """Revokes it (idempotent); NotFound unless it belongs to `household_id` (None: backend)."""
+        where = "household_id = ?" if household_id is not None else "household_id IS NULL"
+        scope = (household_id,) if household_id is not None else ()
+        with self._tx() as conn:
+            self._run(
+                conn,
+                "UPDATE credentials SET revoked_at = ?"
+                f" WHERE credential_id = ? AND {where} AND revoked_at IS NULL",
+                (format_ts(at), credential_id, *scope),
+            )
+            row = self._run(
+                conn,
+                f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE credential_id = ? AND {where}",
+                (credential_id, *scope),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"credential {credential_id!r} not found")
+        return credential_from_row(row)
 
     # --- policy and PIN -------------------------------------------------------------
 
@@ -372,22 +513,58 @@ class SqlStore(SealedRows):
         return None if row is None else codec.policy_from_json(row[0])
 
     def put_pin(self, state: PinState) -> None:
+        self._check_household(state.household_id)
+        sealed = self._seal(state.household_id, state.pin_hash, codec.pin_hash_aad(state.household_id))
         with self._tx() as conn:
             self._require_household(conn, state.household_id)
-            self._run(
-                conn,
-                f"INSERT INTO pins ({PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (household_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
-                " lockouts = excluded.lockouts, throttled_until = excluded.throttled_until,"
-                " set_at = excluded.set_at",
-                (
-                    state.household_id,
-                    state.pin_hash,
-                    state.lockouts,
-                    None if state.throttled_until is None else format_ts(state.throttled_until),
-                    format_ts(state.set_at),
-                ),
-            )
+            self._upsert_pin(conn, state, sealed)
+
+    @classmethod
+    def _upsert_pin(cls, conn: Any, state: PinState, sealed_hash: str) -> None:
+        cls._run(
+            conn,
+            f"INSERT INTO pins ({PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (household_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
+            " set_at = excluded.set_at, failures = excluded.failures, next_try_at = excluded.next_try_at,"
+            " disabled_at = excluded.disabled_at, peppered = excluded.peppered",
+            (
+                state.household_id,
+                sealed_hash,
+                format_ts(state.set_at),
+                state.failures,
+                _opt_ts(state.next_try_at),
+                _opt_ts(state.disabled_at),
+                state.peppered,
+            ),
+        )
+
+    @classmethod
+    def _pin_budget_matches(cls, conn: Any, household_id: str, expected: PinState) -> bool:
+        """The stored PIN is still the one (and the count) a decision was judged on."""
+        row = cls._run(
+            conn, "SELECT failures, set_at FROM pins WHERE household_id = ?", (household_id,)
+        ).fetchone()
+        return row is not None and int(row[0]) == expected.failures and row[1] == format_ts(expected.set_at)
+
+    def pin_pepper(self, household_id: str) -> bytes:
+        """The household's PIN pepper (challenge/pin.py), derived from its data key."""
+        return self._sealer.derive(household_id, "pin-pepper")
+
+    def seal_legacy_pins(self) -> int:
+        """Seals PIN hashes written before they were sealed (schema v2); returns how many. Run at
+        open by each backend, so no copy of the database made afterwards holds a testable hash."""
+        with self._reading() as conn:
+            rows = self._run(conn, "SELECT household_id, pin_hash FROM pins").fetchall()
+        legacy = [(str(r[0]), str(r[1])) for r in rows if not codec.is_sealed_text(str(r[1]))]
+        for household_id, pin_hash in legacy:
+            sealed = self._seal(household_id, pin_hash, codec.pin_hash_aad(household_id))
+            with self._tx() as conn:
+                self._run(
+                    conn,
+                    "UPDATE pins SET pin_hash = ? WHERE household_id = ? AND pin_hash = ?",
+                    (sealed, household_id, pin_hash),
+                )
+        return len(legacy)
 
     def get_pin(self, household_id: str) -> PinState | None:
         with self._reading() as conn:
@@ -396,7 +573,7 @@ class SqlStore(SealedRows):
                 f"SELECT {PIN_COLUMNS} FROM pins WHERE household_id = ?",
                 (household_id,),
             ).fetchone()
-        return None if row is None else pin_from_row(row)
+        return None if row is None else self._pin(row)
 
     # --- decisions, spend and audit -------------------------------------------------
 
@@ -410,9 +587,11 @@ class SqlStore(SealedRows):
         ).fetchone()
         return row
 
-    def get_decision(self, household_id: str, kind: str, request_id: str) -> StoredDecision | None:
+    def get_decision(
+        self, household_id: str, kind: str, request_id: str, caller_id: str = ""
+    ) -> StoredDecision | None:
         with self._reading() as conn:
-            row = self._stored_decision(conn, household_id, kind, request_id)
+            row = self._stored_decision(conn, household_id, kind, request_key(caller_id, request_id))
         if row is None:
             return None
         return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
@@ -442,8 +621,13 @@ class SqlStore(SealedRows):
         *,
         expected_status: ChallengeStatus | None = None,
         notifications: tuple[Notification, ...] = (),
+        pin_update: tuple[PinState, PinState] | None = None,
     ) -> Decision:
         hid = decision.household_id
+        if pin_update is not None and (
+            pin_update[0].household_id != hid or pin_update[1].household_id != hid
+        ):
+            raise InvalidArgument("the PIN update must belong to the decision's household")
         if spend is not None and (spend.household_id != hid or spend.decision_id != decision.decision_id):
             raise InvalidArgument("spend entry must belong to the decision it is recorded with")
         if challenge is not None and challenge.household_id != hid:
@@ -466,13 +650,17 @@ class SqlStore(SealedRows):
         messages = [
             self._seal(hid, n.message, codec.notification_aad(n.notification_id)) for n in notifications
         ]
+        sealed_pin = (
+            None if pin_update is None else self._seal(hid, pin_update[1].pin_hash, codec.pin_hash_aad(hid))
+        )
         existing: Row | None = None
         try:
             with self._tx() as conn:
                 # The household row lock orders all appends to this household's chain; a racing
                 # retry of the same request id waits here and then finds the first decision.
                 self._require_household(conn, hid, lock=True)
-                existing = self._stored_decision(conn, hid, decision.kind, decision.request_id)
+                key = request_key(decision.caller_id, decision.request_id)
+                existing = self._stored_decision(conn, hid, decision.kind, key)
                 if existing is not None:
                     if existing[1] != request_digest:
                         raise AlreadyExists(
@@ -492,6 +680,12 @@ class SqlStore(SealedRows):
                             )
                     for n, message in zip(notifications, messages, strict=True):
                         self._insert_notification(conn, n, message)
+                    if pin_update is not None and sealed_pin is not None:
+                        # The budget a PIN answer was judged on must still stand: two answers that
+                        # both saw "4 wrong so far" cannot both be checked as the fifth.
+                        if not self._pin_budget_matches(conn, hid, pin_update[0]):
+                            raise Aborted("the household PIN changed while an answer was checked")
+                        self._upsert_pin(conn, pin_update[1], sealed_pin)
         except self._INTEGRITY_ERRORS as exc:
             raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
         if existing is not None:
@@ -513,7 +707,7 @@ class SqlStore(SealedRows):
                 decision.decision_id,
                 hid,
                 decision.kind,
-                decision.request_id,
+                request_key(decision.caller_id, decision.request_id),
                 request_digest,
                 decision.outcome.value,
                 seq,
@@ -823,7 +1017,7 @@ class SqlStore(SealedRows):
             policies=tuple(
                 PolicyRevision(r[0], codec.policy_from_json(r[1]), parse_ts(r[2])) for r in policies
             ),
-            pin=None if pin is None else pin_from_row(pin),
+            pin=None if pin is None else self._pin(pin),
             decisions=tuple(self._decision(household_id, r[0], r[1]) for r in decisions),
             spend=tuple(SpendEntry(r[0], r[1], int(r[2]), r[3], parse_ts(r[4]), bool(r[5])) for r in spend),
             challenges=tuple(self._challenge(household_id, r[0], r[1]) for r in challenges),

@@ -161,6 +161,7 @@ class SqliteStore(SqlStore):
             self._owned_keys = SqliteKeyStore(self._path, busy_timeout_ms=busy_timeout_ms, private=private)
             sealer = KeyRing(master_keys or ephemeral_master_keys(), self._owned_keys)
         self._sealer = sealer
+        self.seal_legacy_pins()
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

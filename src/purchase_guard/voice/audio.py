@@ -74,12 +74,21 @@ def _check_duration(n_frames: int, rate: int, max_seconds: float) -> None:
         raise AudioError(f"audio is {seconds:.1f} s long; at most {max_seconds:g} s is accepted")
 
 
+MAX_CHANNELS = 2
+
+
+def _check_channels(channels: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"audio has {channels} channels; mono or stereo is accepted")
+
+
 def _decode_container(data: bytes, max_seconds: float) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
     container = _sniff_container(data)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate = int(f.samplerate)
             declared = int(f.frames)
+            _check_channels(int(f.channels))
             _check_rate(rate)
             # Checking the header's length first keeps a hostile header from making us
             # allocate a huge buffer; the decoded length is checked again below.
@@ -88,7 +97,8 @@ def _decode_container(data: bytes, max_seconds: float) -> tuple[np.ndarray[Any, 
     except AudioError:
         raise
     except Exception as exc:  # libsndfile raises several types for damaged input
-        raise AudioError(f"could not decode the {container} audio (damaged or truncated?): {exc}") from exc
+        # Never the library's text: it names Python objects ("<_io.BytesIO object at 0x...>").
+        raise AudioError(f"could not decode the {container} audio (damaged or truncated?)") from exc
     return np.asarray(frames, dtype=np.float32), rate
 
 

@@ -20,6 +20,7 @@ from purchase_guard.challenge.pin import (
 from purchase_guard.errors import GuardError, InvalidArgument, WeakPin
 
 # The lowest argon2id cost the library accepts: these tests check behaviour, not cost.
+PEPPER = b"a household's 32-byte pin pepper"
 CHEAP = PinHasher(time_cost=1, memory_cost=8, parallelism=1)
 STRONG = ["4829", "7391", "58203", "739164", "5820391", "58203917", "0417"]
 
@@ -171,50 +172,66 @@ def test_spoken_separators_are_removed(spoken: str, digits: str) -> None:
 
 def test_hash_and_verify_round_trip() -> None:
     """A hashed PIN verifies with the same PIN, as transcribed with spaces or dashes, and not with another."""
-    stored = CHEAP.hash("4829")
+    stored = CHEAP.hash("4829", PEPPER)
     assert stored.startswith("$argon2id$")
-    assert CHEAP.verify(stored, "4829")
-    assert CHEAP.verify(stored, "48 29")
-    assert CHEAP.verify(stored, "4-8-2-9")
-    assert not CHEAP.verify(stored, "4828")
-    assert not CHEAP.verify(stored, "48290")
+    assert CHEAP.verify(stored, "4829", PEPPER)
+    assert CHEAP.verify(stored, "48 29", PEPPER)
+    assert CHEAP.verify(stored, "4-8-2-9", PEPPER)
+    assert not CHEAP.verify(stored, "4828", PEPPER)
+    assert not CHEAP.verify(stored, "48290", PEPPER)
 
 
 @pytest.mark.parametrize("candidate", ["", "four eight two nine", "48", "\u0664\u0668\u0662\u0669", "4829x"])
 def test_verify_malformed_candidate_is_false(candidate: str) -> None:
     """A candidate that is not 4-8 digits after normalising is simply a mismatch, never an error."""
-    assert not CHEAP.verify(CHEAP.hash("4829"), candidate)
+    assert not CHEAP.verify(CHEAP.hash("4829", PEPPER), candidate, PEPPER)
+
+
+def test_the_hash_is_over_the_pepper() -> None:
+    """A PIN hashed under one household's pepper verifies only with that pepper: neither without it
+    (a stolen database alone) nor with another household's."""
+    stored = CHEAP.hash("4829", PEPPER)
+    assert not CHEAP.verify(stored, "4829", None)
+    assert not CHEAP.verify(stored, "4829", b"another household's pepper....")
+
+
+def test_a_legacy_unpeppered_hash_still_verifies_without_a_pepper() -> None:
+    """Hashes made before peppering (plain argon2id of the PIN) verify with pepper None, so they can
+    be replaced at the next right answer."""
+    legacy = CHEAP._hasher.hash("4829")  # the format stored by earlier versions
+    assert CHEAP.verify(legacy, "4829", None)
+    assert not CHEAP.verify(legacy, "4829", PEPPER)
 
 
 def test_hash_is_salted() -> None:
     """Hashing the same PIN twice gives two different hashes that both verify."""
-    first, second = CHEAP.hash("4829"), CHEAP.hash("4829")
+    first, second = CHEAP.hash("4829", PEPPER), CHEAP.hash("4829", PEPPER)
     assert first != second
-    assert CHEAP.verify(first, "4829")
-    assert CHEAP.verify(second, "4829")
+    assert CHEAP.verify(first, "4829", PEPPER)
+    assert CHEAP.verify(second, "4829", PEPPER)
 
 
 def test_default_parameters_are_owasp_argon2id() -> None:
     """The default hasher uses argon2id with m=19 MiB, t=2, p=1, and verifies hashes from other settings."""
     hasher = PinHasher()
-    stored = hasher.hash("4829")
+    stored = hasher.hash("4829", PEPPER)
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert hasher.verify(CHEAP.hash("7391"), "7391")
-    assert hasher.needs_rehash(CHEAP.hash("7391"))
+    assert hasher.verify(CHEAP.hash("7391", PEPPER), "7391", PEPPER)
+    assert hasher.needs_rehash(CHEAP.hash("7391", PEPPER))
     assert not hasher.needs_rehash(stored)
 
 
 def test_hash_refuses_weak_pin_without_echo() -> None:
     """Hashing a weak PIN raises WeakPin, so a weak PIN can never be stored; the message omits it."""
     with pytest.raises(WeakPin) as caught:
-        CHEAP.hash("2580")
+        CHEAP.hash("2580", PEPPER)
     assert "2580" not in str(caught.value)
 
 
 def test_corrupted_hash_raises_guard_error_not_mismatch() -> None:
     """A stored value that is not an argon2 hash is a server fault (GuardError), not a wrong PIN."""
     with pytest.raises(GuardError, match="not a valid argon2 hash") as caught:
-        CHEAP.verify("not-a-hash", "4829")
+        CHEAP.verify("not-a-hash", "4829", PEPPER)
     assert "4829" not in str(caught.value)
     with pytest.raises(GuardError):
         CHEAP.needs_rehash("not-a-hash")

@@ -77,6 +77,34 @@ LIMIT_DENY: LimitAction.ValueType  # 2
 """Refuse."""
 Global___LimitAction: _TypeAlias = LimitAction  # noqa: Y015
 
+class _CredentialKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CredentialKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CredentialKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDENTIAL_KIND_UNSPECIFIED: _CredentialKind.ValueType  # 0
+    """Never valid."""
+    PARENT_CREDENTIAL: _CredentialKind.ValueType  # 1
+    """Acts as one parent of one household: administration and approvals."""
+    DEVICE_CREDENTIAL: _CredentialKind.ValueType  # 2
+    """Calls Evaluate and Confirm for one household's one device."""
+    BACKEND_CREDENTIAL: _CredentialKind.ValueType  # 3
+    """Calls Evaluate and Confirm for every household (a voice platform). Operator only."""
+
+class CredentialKind(_CredentialKind, metaclass=_CredentialKindEnumTypeWrapper):
+    """What a credential may do."""
+
+CREDENTIAL_KIND_UNSPECIFIED: CredentialKind.ValueType  # 0
+"""Never valid."""
+PARENT_CREDENTIAL: CredentialKind.ValueType  # 1
+"""Acts as one parent of one household: administration and approvals."""
+DEVICE_CREDENTIAL: CredentialKind.ValueType  # 2
+"""Calls Evaluate and Confirm for one household's one device."""
+BACKEND_CREDENTIAL: CredentialKind.ValueType  # 3
+"""Calls Evaluate and Confirm for every household (a voice platform). Operator only."""
+Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
+
 @_typing.final
 class Household(_message.Message):
     """A household as stored."""
@@ -133,6 +161,8 @@ class Member(_message.Message):
     IS_PARENT_FIELD_NUMBER: _builtins.int
     VOICE_ENROLLED_FIELD_NUMBER: _builtins.int
     VOICE_ENCODER_FIELD_NUMBER: _builtins.int
+    REENROLL_NEEDED_FIELD_NUMBER: _builtins.int
+    VOICEPRINT_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """Server-assigned id."""
     display_name: _builtins.str
@@ -145,6 +175,12 @@ class Member(_message.Message):
     """Whether a voiceprint is enrolled."""
     voice_encoder: _builtins.str
     """Encoder of the voiceprint, e.g. "ge2e-resemblyzer/0.1.4"; empty if none."""
+    reenroll_needed: _builtins.bool
+    """True when the voiceprint was made by another encoder than the server runs: re-enroll."""
+    @_builtins.property
+    def voiceprint_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When a child's voiceprint expires unless a parent renews it; unset for adults and teens."""
+
     def __init__(
         self,
         *,
@@ -154,10 +190,12 @@ class Member(_message.Message):
         is_parent: _builtins.bool = ...,
         voice_enrolled: _builtins.bool = ...,
         voice_encoder: _builtins.str = ...,
+        reenroll_needed: _builtins.bool = ...,
+        voiceprint_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["voiceprint_expires_at", b"voiceprint_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "is_parent", b"is_parent", "member_id", b"member_id", "role", b"role", "voice_encoder", b"voice_encoder", "voice_enrolled", b"voice_enrolled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "is_parent", b"is_parent", "member_id", b"member_id", "reenroll_needed", b"reenroll_needed", "role", b"role", "voice_encoder", b"voice_encoder", "voice_enrolled", b"voice_enrolled", "voiceprint_expires_at", b"voiceprint_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -358,6 +396,9 @@ class ListMembersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBERS_FIELD_NUMBER: _builtins.int
+    CURRENT_ENCODER_FIELD_NUMBER: _builtins.int
+    current_encoder: _builtins.str
+    """The encoder the server scores voices with; a member whose voice_encoder differs must re-enroll."""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]:
         """Members in creation order."""
@@ -366,10 +407,11 @@ class ListMembersResponse(_message.Message):
         self,
         *,
         members: _abc.Iterable[Global___Member] | None = ...,
+        current_encoder: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_encoder", b"current_encoder", "members", b"members"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1140,7 +1182,9 @@ class ResolveApprovalRequest(_message.Message):
     challenge_id: _builtins.str
     """Challenge id."""
     parent_member_id: _builtins.str
-    """The parent member resolving it."""
+    """Deprecated: the parent is the one whose credential the call carries. If set it must be that
+    parent's member id.
+    """
     approve: _builtins.bool
     """True to approve, false to reject."""
     def __init__(
@@ -1238,3 +1282,269 @@ class VerifyAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyAuditResponse: _TypeAlias = VerifyAuditResponse  # noqa: Y015
+
+@_typing.final
+class Credential(_message.Message):
+    """An issued credential (never its token)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """Credential id."""
+    kind: Global___CredentialKind.ValueType
+    """What it may do."""
+    household_id: _builtins.str
+    """Its household; empty for a backend credential."""
+    member_id: _builtins.str
+    """The parent it acts as (parent credentials)."""
+    device_id: _builtins.str
+    """The device it speaks for (device credentials)."""
+    label: _builtins.str
+    """A name to tell credentials apart ("Ana's phone")."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was issued."""
+
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked; unset while it works."""
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        kind: Global___CredentialKind.ValueType = ...,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "credential_id", b"credential_id", "device_id", b"device_id", "household_id", b"household_id", "kind", b"kind", "label", b"label", "member_id", b"member_id", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Credential: _TypeAlias = Credential  # noqa: Y015
+
+@_typing.final
+class IssueCredentialRequest(_message.Message):
+    """Request for IssueCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id; empty for a backend credential."""
+    kind: Global___CredentialKind.ValueType
+    """What it may do."""
+    member_id: _builtins.str
+    """The parent (parent credentials)."""
+    device_id: _builtins.str
+    """The device (device credentials)."""
+    label: _builtins.str
+    """A name to tell credentials apart."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        kind: Global___CredentialKind.ValueType = ...,
+        member_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "household_id", b"household_id", "kind", b"kind", "label", b"label", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCredentialRequest: _TypeAlias = IssueCredentialRequest  # noqa: Y015
+
+@_typing.final
+class IssueCredentialResponse(_message.Message):
+    """Response for IssueCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Its token, shown this once: send it as `authorization: Bearer <token>`."""
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The credential."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCredentialResponse: _TypeAlias = IssueCredentialResponse  # noqa: Y015
+
+@_typing.final
+class ListCredentialsRequest(_message.Message):
+    """Request for ListCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id; empty for the backend credentials (operator only)."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCredentialsRequest: _TypeAlias = ListCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class ListCredentialsResponse(_message.Message):
+    """Response for ListCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Credential]:
+        """Credentials, oldest first, revoked ones included."""
+
+    def __init__(
+        self,
+        *,
+        credentials: _abc.Iterable[Global___Credential] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCredentialsResponse: _TypeAlias = ListCredentialsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeCredentialRequest(_message.Message):
+    """Request for RevokeCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id; empty for a backend credential."""
+    credential_id: _builtins.str
+    """Credential id."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCredentialRequest: _TypeAlias = RevokeCredentialRequest  # noqa: Y015
+
+@_typing.final
+class RevokeCredentialResponse(_message.Message):
+    """Response for RevokeCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The credential, now revoked."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCredentialResponse: _TypeAlias = RevokeCredentialResponse  # noqa: Y015
+
+@_typing.final
+class RenewVoiceprintRequest(_message.Message):
+    """Request for RenewVoiceprint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    member_id: _builtins.str
+    """The member (a child) whose voiceprint is renewed."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewVoiceprintRequest: _TypeAlias = RenewVoiceprintRequest  # noqa: Y015
+
+@_typing.final
+class RenewVoiceprintResponse(_message.Message):
+    """Response for RenewVoiceprint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the voiceprint now expires."""
+
+    def __init__(
+        self,
+        *,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewVoiceprintResponse: _TypeAlias = RenewVoiceprintResponse  # noqa: Y015

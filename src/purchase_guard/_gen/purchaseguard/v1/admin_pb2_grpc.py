@@ -105,6 +105,26 @@ class HouseholdAdminStub:
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.IssueCredential = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/IssueCredential',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialResponse.FromString,
+                _registered_method=True)
+        self.ListCredentials = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/ListCredentials',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RevokeCredential = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/RevokeCredential',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialResponse.FromString,
+                _registered_method=True)
+        self.RenewVoiceprint = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/RenewVoiceprint',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
+                _registered_method=True)
 
 
 class HouseholdAdminServicer:
@@ -196,7 +216,7 @@ class HouseholdAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveApproval(self, request, context):
-        """A parent approves or rejects a pending PARENT_APPROVAL challenge.
+        """A parent approves or rejects a pending PARENT_APPROVAL challenge, with their own credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +224,35 @@ class HouseholdAdminServicer:
 
     def VerifyAudit(self, request, context):
         """Check the household's audit hash chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueCredential(self, request, context):
+        """Issue a credential: a parent's own, a device's, or (operator only) a backend's. The token is
+        returned once; only its hash is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCredentials(self, request, context):
+        """List a household's credentials (no tokens); with no household, the backend credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCredential(self, request, context):
+        """Revoke a credential; its token stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewVoiceprint(self, request, context):
+        """Renew a child's voiceprint for another retention period (it expires otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -281,6 +330,26 @@ def add_HouseholdAdminServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
                     response_serializer=purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'IssueCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCredential,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialResponse.SerializeToString,
+            ),
+            'ListCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCredentials,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsResponse.SerializeToString,
+            ),
+            'RevokeCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCredential,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialResponse.SerializeToString,
+            ),
+            'RenewVoiceprint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewVoiceprint,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +731,114 @@ class HouseholdAdmin:
             '/purchaseguard.v1.HouseholdAdmin/VerifyAudit',
             purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
             purchaseguard_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/IssueCredential',
+            purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.IssueCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/ListCredentials',
+            purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.ListCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/RevokeCredential',
+            purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.RevokeCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewVoiceprint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/RenewVoiceprint',
+            purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
             options,
             channel_credentials,
             insecure,

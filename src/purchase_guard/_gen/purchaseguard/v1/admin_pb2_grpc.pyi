@@ -62,9 +62,19 @@ class HouseholdAdminStub:
     ListPendingApprovals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPendingApprovalsRequest, _admin_pb2.ListPendingApprovalsResponse]
     """List challenges waiting for a parent's approval."""
     ResolveApproval: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResolveApprovalRequest, _admin_pb2.ResolveApprovalResponse]
-    """A parent approves or rejects a pending PARENT_APPROVAL challenge."""
+    """A parent approves or rejects a pending PARENT_APPROVAL challenge, with their own credential."""
     VerifyAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditRequest, _admin_pb2.VerifyAuditResponse]
     """Check the household's audit hash chain."""
+    IssueCredential: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueCredentialRequest, _admin_pb2.IssueCredentialResponse]
+    """Issue a credential: a parent's own, a device's, or (operator only) a backend's. The token is
+    returned once; only its hash is kept.
+    """
+    ListCredentials: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListCredentialsRequest, _admin_pb2.ListCredentialsResponse]
+    """List a household's credentials (no tokens); with no household, the backend credentials."""
+    RevokeCredential: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeCredentialRequest, _admin_pb2.RevokeCredentialResponse]
+    """Revoke a credential; its token stops working at once."""
+    RenewVoiceprint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]
+    """Renew a child's voiceprint for another retention period (it expires otherwise)."""
 
 @_typing.type_check_only
 class HouseholdAdminAsyncStub(HouseholdAdminStub):
@@ -96,9 +106,19 @@ class HouseholdAdminAsyncStub(HouseholdAdminStub):
     ListPendingApprovals: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPendingApprovalsRequest, _admin_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
     """List challenges waiting for a parent's approval."""
     ResolveApproval: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResolveApprovalRequest, _admin_pb2.ResolveApprovalResponse]  # type: ignore[assignment]
-    """A parent approves or rejects a pending PARENT_APPROVAL challenge."""
+    """A parent approves or rejects a pending PARENT_APPROVAL challenge, with their own credential."""
     VerifyAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditRequest, _admin_pb2.VerifyAuditResponse]  # type: ignore[assignment]
     """Check the household's audit hash chain."""
+    IssueCredential: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueCredentialRequest, _admin_pb2.IssueCredentialResponse]  # type: ignore[assignment]
+    """Issue a credential: a parent's own, a device's, or (operator only) a backend's. The token is
+    returned once; only its hash is kept.
+    """
+    ListCredentials: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListCredentialsRequest, _admin_pb2.ListCredentialsResponse]  # type: ignore[assignment]
+    """List a household's credentials (no tokens); with no household, the backend credentials."""
+    RevokeCredential: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeCredentialRequest, _admin_pb2.RevokeCredentialResponse]  # type: ignore[assignment]
+    """Revoke a credential; its token stops working at once."""
+    RenewVoiceprint: _aio.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]  # type: ignore[assignment]
+    """Renew a child's voiceprint for another retention period (it expires otherwise)."""
 
 class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
     """Households, members, voices, policy, PIN, history and approvals."""
@@ -205,7 +225,7 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ResolveApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ResolveApprovalResponse, _abc.Awaitable[_admin_pb2.ResolveApprovalResponse]]:
-        """A parent approves or rejects a pending PARENT_APPROVAL challenge."""
+        """A parent approves or rejects a pending PARENT_APPROVAL challenge, with their own credential."""
 
     @_abc_1.abstractmethod
     def VerifyAudit(
@@ -214,5 +234,39 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.VerifyAuditResponse, _abc.Awaitable[_admin_pb2.VerifyAuditResponse]]:
         """Check the household's audit hash chain."""
+
+    @_abc_1.abstractmethod
+    def IssueCredential(
+        self,
+        request: _admin_pb2.IssueCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.IssueCredentialResponse, _abc.Awaitable[_admin_pb2.IssueCredentialResponse]]:
+        """Issue a credential: a parent's own, a device's, or (operator only) a backend's. The token is
+        returned once; only its hash is kept.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCredentials(
+        self,
+        request: _admin_pb2.ListCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListCredentialsResponse, _abc.Awaitable[_admin_pb2.ListCredentialsResponse]]:
+        """List a household's credentials (no tokens); with no household, the backend credentials."""
+
+    @_abc_1.abstractmethod
+    def RevokeCredential(
+        self,
+        request: _admin_pb2.RevokeCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeCredentialResponse, _abc.Awaitable[_admin_pb2.RevokeCredentialResponse]]:
+        """Revoke a credential; its token stops working at once."""
+
+    @_abc_1.abstractmethod
+    def RenewVoiceprint(
+        self,
+        request: _admin_pb2.RenewVoiceprintRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RenewVoiceprintResponse, _abc.Awaitable[_admin_pb2.RenewVoiceprintResponse]]:
+        """Renew a child's voiceprint for another retention period (it expires otherwise)."""
 
 def add_HouseholdAdminServicer_to_server(servicer: HouseholdAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
