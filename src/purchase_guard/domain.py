@@ -157,6 +157,9 @@ class Voiceprint:
     embedding: tuple[float, ...] = field(repr=False)
     n_utterances: int
     created_at: datetime
+    # The accepted enrollment takes' embeddings (same encoder). When present the verifier
+    # scores against all of them, not only the centroid (voice/backend.py).
+    templates: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)

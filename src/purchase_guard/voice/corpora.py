@@ -56,7 +56,9 @@ def _fsdd_genders(folder: Path) -> dict[str, str]:
             if "speaker" in head and "gender" in head:
                 si, gi = head.index("speaker"), head.index("gender")
                 return {
-                    p[si]: p[gi][0].lower() for p in (ln.split("\t") for ln in lines[1:]) if len(p) > gi and p[gi]
+                    p[si]: p[gi][0].lower()
+                    for p in (ln.split("\t") for ln in lines[1:])
+                    if len(p) > gi and p[gi]
                 }
     return {}
 
@@ -120,11 +122,15 @@ def _one_per_speaker(
         seen.add(spk)
         speakers.append(SpeakerInfo(spec.name, spk, None, genders.get(spk)))
         for k in range(3):
-            units.append(Unit(spec.name, spk, f"{path.stem}:e{k}", 0, Pcm(samples=voiced[k * n : (k + 1) * n])))
+            units.append(
+                Unit(spec.name, spk, f"{path.stem}:e{k}", 0, Pcm(samples=voiced[k * n : (k + 1) * n]))
+            )
         units.append(Unit(spec.name, spk, f"{path.stem}:pin", -1, Pcm(samples=voiced[3 * n : 3 * n + p])))
         rest = voiced[3 * n + p :]
         if rest.shape[0] >= min_rest_s * TARGET_RATE_HZ:
-            units.append(Unit(spec.name, spk, f"{path.stem}:rest", -1, Pcm(samples=np.ascontiguousarray(rest))))
+            units.append(
+                Unit(spec.name, spk, f"{path.stem}:rest", -1, Pcm(samples=np.ascontiguousarray(rest)))
+            )
     return speakers, units
 
 

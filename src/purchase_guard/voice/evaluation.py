@@ -940,7 +940,9 @@ def _child_summary(children: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for `purchase-guard eval speakers` and scripts/calibrate_voice.py."""
+    """Entry point for `purchase-guard eval speakers` (k-fold over speakers; voice/eval_kfold.py)."""
+    from purchase_guard.voice import eval_kfold
+
     parser = argparse.ArgumentParser(prog="purchase-guard eval speakers", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data",
@@ -948,51 +950,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         help="the shared data folder, or any FSDD/LibriSpeech/speechocean762-style folder",
     )
-    parser.add_argument("--out", type=Path, required=True, help="folder for speaker_eval.json and det.png")
+    parser.add_argument("--out", type=Path, required=True, help="folder for speaker_eval.json and .md")
     parser.add_argument("--encoder", choices=["ge2e", "ecapa", "fake"], default="ge2e")
     parser.add_argument(
         "--ecapa-model-dir", type=Path, default=None, help="local spkrec-ecapa-voxceleb folder"
     )
     parser.add_argument(
-        "--utterance",
-        choices=[b for b, _ in BAND_EDGES],
+        "--vad",
+        choices=["shipped", "energy", "silero", "both"],
+        default="shipped",
+        help="VAD(s) to evaluate (default: the one the shipped thresholds name)",
+    )
+    parser.add_argument(
+        "--system",
+        action="append",
         default=None,
-        help="report only this length band (pin <= 2.5 s, command <= 6 s, long); default all",
+        choices=sorted(eval_kfold.SYSTEMS),
+        help="verification system(s) to evaluate (default: the shipped one); repeatable",
     )
     parser.add_argument(
-        "--calibrate", action="store_true", help="fit thresholds on the fit split and write thresholds.json"
-    )
-    parser.add_argument(
-        "--thresholds", type=Path, default=None, help="thresholds.json to read or (calibrate) write"
-    )
-    parser.add_argument(
-        "--snorm-cohort",
-        type=Path,
+        "--child",
+        action="append",
         default=None,
-        help="folder of impostor-cohort utterances for adaptive s-norm (its speakers are not evaluated)",
+        choices=sorted(eval_kfold.CHILD_SPECS),
+        help="child detector variant(s) to evaluate (default: the shipped one); repeatable",
     )
+    parser.add_argument("--compare", action="store_true", help="evaluate every system and child variant")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder (default: none)")
     parser.add_argument(
         "--pin-joins", type=int, default=80, help="test PIN joins per FSDD-style speaker (default 80)"
     )
-    parser.add_argument(
-        "--child-detector", type=Path, default=None, help="child detector JSON (default: packaged)"
-    )
+    parser.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    parser.add_argument("--no-loco", action="store_true", help="skip the leave-one-corpus-out checks")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"data folder {args.data} does not exist", file=sys.stderr)
         return 2
     try:
         encoder = make_encoder(args.encoder, args.ecapa_model_dir)
-        run(
+        shipped = eval_kfold.shipped_choice(encoder.name)
+        vad_names = {"shipped": [shipped["vad"]], "energy": ["energy"], "silero": ["silero"]}.get(
+            args.vad, ["energy", "silero"]
+        )
+        systems = sorted(eval_kfold.SYSTEMS) if args.compare else (args.system or [shipped["system"]])
+        child = sorted(eval_kfold.CHILD_SPECS) if args.compare else (args.child or [shipped["child"]])
+        eval_kfold.run(
             args.data,
             args.out,
             encoder,
-            calibrate=args.calibrate,
-            thresholds_path=args.thresholds,
-            bands=[args.utterance] if args.utterance else [b for b, _ in BAND_EDGES],
-            snorm_cohort=args.snorm_cohort,
-            child_detector_path=args.child_detector,
+            vads=[eval_kfold.vad_by_name(v) for v in vad_names],
+            systems=systems,
+            child_specs=child,
+            cache_dir=args.cache_dir,
             pin_joins=args.pin_joins,
+            replicates=args.replicates,
+            loco=not args.no_loco,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -67,6 +67,7 @@ def default_model_path() -> Path:
     """silero_vad/data/silero_vad.jit of the installed wheel (located, not imported)."""
     return package_dir() / "silero_vad.jit"
 
+
 # TorchScript module name -> the name used here (that of the package's tinygrad port).
 _JIT_NAMES = {
     "stft.forward_basis_buffer": "stft_conv.weight",
@@ -116,7 +117,9 @@ def read_safetensors(path: Path) -> dict[str, FloatArray]:
         if info["dtype"] != "F32":
             raise ValueError(f"{key}: dtype {info['dtype']}, expected F32")
         a, b = info["data_offsets"]
-        out[key] = np.frombuffer(raw[base + a : base + b], dtype="<f4").reshape(info["shape"]).astype(np.float32)
+        out[key] = (
+            np.frombuffer(raw[base + a : base + b], dtype="<f4").reshape(info["shape"]).astype(np.float32)
+        )
     return out
 
 
