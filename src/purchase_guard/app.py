@@ -25,7 +25,7 @@ from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
 from purchase_guard.voice.encoder import SpeakerEncoder
-from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
+from purchase_guard.voice.verifier import VoiceVerifier, build_verifier
 
 log = get_logger("purchase_guard.app")
 
@@ -122,9 +122,8 @@ def build_app(
     child = child_detector_for(encoder.name, settings.child_detector_file)
     if child is None:
         log.warning("child_detector_unavailable", encoder=encoder.name)
-    verifier = VoiceVerifier(
-        encoder, Thresholds.load(encoder.name, settings.thresholds_file), child_detector=child
-    )
+    # The thresholds name the VAD and scoring back-end they were calibrated with; both are built here.
+    verifier = build_verifier(encoder, settings.thresholds_file, child_detector=child)
     token = resolve_operator_token(settings)
     pin_guesses: PinGuessCounter
     if settings.rate_limit_backend == "redis":

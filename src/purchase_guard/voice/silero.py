@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +88,15 @@ _JIT_NAMES = {
 
 def read_jit_weights(path: Path) -> dict[str, FloatArray]:
     """The 16 kHz network's float32 weights from the TorchScript archive."""
+    import warnings
+
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript loading; the wheel ships no other form of these weights.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
     state = module._model.state_dict()
     return {ours: state[theirs].detach().numpy().astype(np.float32) for theirs, ours in _JIT_NAMES.items()}
 
@@ -102,25 +106,6 @@ def _version() -> str:
         return importlib.metadata.version("silero-vad")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def read_safetensors(path: Path) -> dict[str, FloatArray]:
-    """float32 tensors of a safetensors file (8-byte header length, JSON header, raw data)."""
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    out: dict[str, FloatArray] = {}
-    base = 8 + n
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise ValueError(f"{key}: dtype {info['dtype']}, expected F32")
-        a, b = info["data_offsets"]
-        out[key] = (
-            np.frombuffer(raw[base + a : base + b], dtype="<f4").reshape(info["shape"]).astype(np.float32)
-        )
-    return out
 
 
 def _conv1d(x: FloatArray, w: FloatArray, b: FloatArray, stride: int) -> FloatArray:
@@ -159,7 +144,7 @@ class SileroVad:
         if not path.is_file():
             raise Unavailable(f"Silero VAD model not found at {path}")
         try:
-            w = read_jit_weights(path) if path.suffix == ".jit" else read_safetensors(path)
+            w = read_jit_weights(path)
             missing = [k for k in _KEYS if k not in w]
             if missing:
                 raise ValueError(f"lacks {', '.join(missing)}")
