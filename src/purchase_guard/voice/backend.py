@@ -87,7 +87,7 @@ def wccn(y: FloatArray, labels: Sequence[str], shrink: float = 1e-3) -> FloatArr
 
 @dataclass(frozen=True, eq=False)
 class Plda:
-    """Two-covariance PLDA in a basis where the within-speaker covariance is I and the between is diag(psi)."""
+    """Two-covariance PLDA, in a basis where within-speaker covariance is I and between is diag(psi)."""
 
     mean: FloatArray  # (p,)
     transform: FloatArray  # (p, p): rows are the simultaneous-diagonalising basis

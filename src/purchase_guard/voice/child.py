@@ -76,9 +76,12 @@ class LogisticChildDetector:
             raise ValueError("child detector parameters must be finite, with positive scales")
         if (self.emb_center is None) != (self.emb_projection is None):
             raise ValueError("an embedding projection needs its centre")
-        if self.emb_projection is not None and self.emb_center is not None:
-            if self.emb_center.shape != (self.emb_projection.shape[0],):
-                raise ValueError("embedding centre and projection do not fit together")
+        if (
+            self.emb_projection is not None
+            and self.emb_center is not None
+            and self.emb_center.shape != (self.emb_projection.shape[0],)
+        ):
+            raise ValueError("embedding centre and projection do not fit together")
         if n != self._emb_features + self._n_acoustic:
             raise ValueError("child detector weights do not match its features")
         points = dict(self.operating_points)

@@ -109,7 +109,7 @@ def summarise(
         )
         per_fold = []
         for f in range(k):
-            row = {"fold": f}
+            row: dict[str, float] = {"fold": float(f)}
             for g in ("child", "teen", "adult"):
                 sel = (groups == g) & (fold_of == f)
                 row[g] = float(np.mean(flagged[sel])) if sel.any() else math.nan
@@ -166,9 +166,11 @@ def evaluate(
     if loco:
         res["leave_one_corpus_out"] = leave_one_corpus_out(table, spec, boot)
     c, h = res["points"]["challenge"], res["points"]["high"]
+    same = c["adult_same_corpus_as_children"]["rate"]
     log(
-        f"  child {spec.name}: challenge children {100 * c['child']['rate']:.1f} % adults {100 * c['adult']['rate']:.1f} %"
-        f" (same corpus {100 * c['adult_same_corpus_as_children']['rate']:.1f} %); high children {100 * h['child']['rate']:.1f} %"
-        f" adults {100 * h['adult']['rate']:.1f} %; AUC {res['auc_same_corpus']:.3f}"
+        f"  child {spec.name}: challenge children {100 * c['child']['rate']:.1f} % "
+        f"adults {100 * c['adult']['rate']:.1f} % (same corpus {100 * same:.1f} %); "
+        f"high children {100 * h['child']['rate']:.1f} % adults {100 * h['adult']['rate']:.1f} %; "
+        f"AUC {res['auc_same_corpus']:.3f}"
     )
     return res

@@ -86,8 +86,8 @@ CHILD_SPECS: dict[str, ChildSpec] = {
 
 def git_commit(root: Path) -> str:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
+        out = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            ["git", "-C", str(root), "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, as developers run it
             capture_output=True,
             text=True,
             check=True,
@@ -215,14 +215,16 @@ def format_child(res: dict[str, Any]) -> str:
 
     for p, pt in res["points"].items():
         lines.append(
-            f"| {p} | {100 * pt['adult_rate_chosen']:.0f} % | {f(pt['child'])} | {f(pt['teen'])} | {f(pt['adult'])} "
+            f"| {p} | {100 * pt['adult_rate_chosen']:.0f} % | {f(pt['child'])} | {f(pt['teen'])} "
+            f"| {f(pt['adult'])} "
             f"| {f(pt['adult_same_corpus_as_children'])} | {100 * pt['worst_fold_adult_rate']:.1f} "
             f"| {'yes' if pt['within_2x_of_chosen'] else 'NO'} |"
         )
     lines.append(
         f"\nAUC children vs adults of the same corpus {res['auc_same_corpus']:.3f} "
         f"[{res['auc_same_corpus_ci'][0]:.3f}-{res['auc_same_corpus_ci'][1]:.3f}], "
-        f"vs all adults {res['auc_all_adults']:.3f} [{res['auc_all_adults_ci'][0]:.3f}-{res['auc_all_adults_ci'][1]:.3f}]"
+        f"vs all adults {res['auc_all_adults']:.3f} "
+        f"[{res['auc_all_adults_ci'][0]:.3f}-{res['auc_all_adults_ci'][1]:.3f}]"
     )
     for c, pts in res.get("leave_one_corpus_out", {}).items():
         lines.append(
@@ -265,7 +267,8 @@ def run(
         trials = build_trials(table)
         boot = SpeakerBootstrap({k: v.corpus for k, v in table.speakers.items()}, replicates)
         log(
-            f"{vad.name}: {len(table.units)} units, {len(table.speakers)} speakers, {trials.probe.size} trials"
+            f"{vad.name}: {len(table.units)} units, {len(table.speakers)} speakers, "
+            f"{trials.probe.size} trials"
         )
         per_vad: dict[str, Any] = {
             "units": len(table.units),
@@ -284,8 +287,9 @@ def run(
             md += [f"## {vad.name}: {name}", "", format_rows(res["rows"]), ""]
             for d in res["disparities"]:
                 md.append(
-                    f"- FRR disparity ({d['band']}): {d['worse']} {100 * d['frr_worse']:.1f} % vs {d['better']} "
-                    f"{100 * d['frr_better']:.1f} % (x{d['ratio']:.1f}; intervals overlap: {d['intervals_overlap']})"
+                    f"- FRR disparity ({d['band']}): {d['worse']} {100 * d['frr_worse']:.1f} % "
+                    f"vs {d['better']} {100 * d['frr_better']:.1f} % (x{d['ratio']:.1f}; "
+                    f"intervals overlap: {d['intervals_overlap']})"
                 )
             for t in res["targets"]:
                 md.append(f"- target {t['band']} {t['target']}: {'met' if t['met'] else 'NOT met'}")
@@ -300,6 +304,13 @@ def run(
             log("\n".join(md[-(len(res["rows"]) + 6) :]))
         from purchase_guard.voice.child_eval import evaluate as child_evaluate
 
+        groups = {s.group for s in table.speakers.values()}
+        if not {"child", "adult"} <= groups:
+            per_vad["child"] = {
+                "available": False,
+                "why": "the data has no children with ages (speechocean762-style)",
+            }
+            child_specs = ()
         for name in child_specs:
             res = child_evaluate(table, CHILD_SPECS[name], boot, K, loco=loco, log=log)
             per_vad["child"][name] = res

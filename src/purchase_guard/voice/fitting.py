@@ -125,7 +125,8 @@ def fit_shipped_child(
         **provenance(table, used, commit),
     }
     log(
-        f"child thresholds {thresholds}; inner out-of-fold {info['inner_oof_children_flagged']} / {info['inner_oof_adults_flagged']}"
+        f"child thresholds {thresholds}; inner out-of-fold children {info['inner_oof_children_flagged']}, "
+        f"adults {info['inner_oof_adults_flagged']}"
     )
     return to_detector(table.encoder, spec, model, thresholds, meta)
 

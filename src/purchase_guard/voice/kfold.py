@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,7 +217,7 @@ def cross_fitted(
     """
     fp = np.array([folds[s] for s in trials.probe_speaker[sel]])
     fm = np.array([folds[s] for s in trials.model_spk[sel]])
-    every = {s for s in folds}
+    every = set(folds)
     out = np.full(sel.size, np.nan)
     fitted = []
     for ex in exclusion_sets(k):
@@ -255,10 +255,11 @@ def choose_thresholds(
                 if mc.sum() >= MIN_IMPOSTORS_FOR_RULE:
                     thr = max(thr, threshold_at_fmr(scores[mc], target_fmr))
         out[b] = float(thr)
-    # A band without impostor trials borrows its neighbour's threshold.
+    # A band without impostor trials borrows the strictest threshold seen; with none at all,
+    # nothing can be accepted (fail closed).
     for b in BAND_NAMES:
-        if b not in out and out:
-            out[b] = max(out.values())
+        if b not in out:
+            out[b] = max(out.values()) if out else math.inf
     return out
 
 

@@ -174,7 +174,8 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['band']} | {r['dataset']} | {r['group']} | {r['target_speakers']}/{r['impostor_speakers']} "
+            f"| {r['band']} | {r['dataset']} | {r['group']} "
+            f"| {r['target_speakers']}/{r['impostor_speakers']} "
             f"| {r['target_trials']} | {r['impostor_trials']} | {_pct(r['frr'])}{_ci(r['frr_ci'])} "
             f"| {_pct(r['fmr'])}{_ci(r['fmr_ci'])} | {_pct(r['eer'])} "
             f"| {_pct(r.get('frr_at_fmr_1e-3'))}{_ci(r.get('frr_at_fmr_1e-3_ci'))} "

@@ -96,7 +96,7 @@ def read_jit_weights(path: Path) -> dict[str, FloatArray]:
         # torch 2.13 deprecates TorchScript loading; the wheel ships no other form of these weights.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     state = module._model.state_dict()
     return {ours: state[theirs].detach().numpy().astype(np.float32) for theirs, ours in _JIT_NAMES.items()}
 
@@ -145,13 +145,10 @@ class SileroVad:
             raise Unavailable(f"Silero VAD model not found at {path}")
         try:
             w = read_jit_weights(path)
-            missing = [k for k in _KEYS if k not in w]
-            if missing:
-                raise ValueError(f"lacks {', '.join(missing)}")
-            if w["stft_conv.weight"].shape != (258, 1, 256) or w["lstm_cell.weight_ih"].shape != (512, 128):
-                raise ValueError("tensor shapes are not those of the 16 kHz Silero VAD")
         except Exception as exc:  # torch raises many types for a damaged archive
             raise Unavailable(f"Silero VAD model {path} could not be loaded (corrupt?): {exc}") from exc
+        if w["stft_conv.weight"].shape != (258, 1, 256) or w["lstm_cell.weight_ih"].shape != (512, 128):
+            raise Unavailable(f"Silero VAD model {path} is not the 16 kHz network this port runs")
         self._w = w
         self.threshold = threshold
         self.min_speech_s = min_speech_s

@@ -103,7 +103,9 @@ class Table:
 
 
 def _digest(samples: np.ndarray[Any, Any]) -> str:
-    return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+    # A cache key, not a security measure.
+    data = np.ascontiguousarray(samples, dtype=np.float32).tobytes()
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 class FeatureCache:
@@ -154,11 +156,13 @@ def measure(
         part = todo[start : start + batch]
         trimmed, speech = [], []
         for i in part:
-            s, t = vad.speech_and_trim(units[i].pcm)
-            speech.append(s)
+            net, cut = vad.speech_and_trim(units[i].pcm)
+            speech.append(net)
             # A unit the VAD finds (nearly) empty is still embedded whole, so trials are not
             # silently dropped; the verifier itself would refuse it as unusable.
-            trimmed.append(t.samples if t.samples.shape[0] >= TARGET_RATE_HZ // 4 else units[i].pcm.samples)
+            trimmed.append(
+                cut.samples if cut.samples.shape[0] >= TARGET_RATE_HZ // 4 else units[i].pcm.samples
+            )
         embs = encoder.embed_batch(trimmed)
         for i, s, t, e in zip(part, speech, trimmed, embs, strict=True):
             cache.rows[keys[i]] = (
@@ -197,7 +201,7 @@ def assign_folds(speakers: Iterable[SpeakerInfo], k: int, seed: str = "pg-folds-
     out: dict[str, int] = {}
     offset = 0
     for stratum in sorted(strata):
-        keys = sorted(strata[stratum], key=lambda key: hashlib.sha1(f"{seed}/{key}".encode()).hexdigest())
+        keys = sorted(strata[stratum], key=lambda key: hashlib.sha256(f"{seed}/{key}".encode()).hexdigest())
         for i, key in enumerate(keys):
             out[key] = (offset + i) % k
         # Continue dealing where the last stratum stopped, so small strata do not all land in fold 0.

@@ -145,7 +145,8 @@ class VoiceVerifier:
             )
         if thresholds.backend != self.backend.name:
             raise ValueError(
-                f"thresholds were calibrated for back-end {thresholds.backend}, verifier uses {self.backend.name}"
+                f"thresholds were calibrated for back-end {thresholds.backend}, "
+                f"verifier uses {self.backend.name}"
             )
         self.encoder = encoder
         self.thresholds = thresholds

@@ -46,7 +46,9 @@ def test_silence_gives_no_measures() -> None:
 def test_numpy_silero_matches_the_torchscript_model() -> None:
     """The numpy port gives the wheel's TorchScript model's probabilities (to 1e-4) on synthetic speech."""
     torch = pytest.importorskip("torch")
-    x = np.concatenate([np.zeros(8000), synth_voice("low", 1.5), 0.01 * np.random.default_rng(0).standard_normal(8000)])
+    x = np.concatenate(
+        [np.zeros(8000), synth_voice("low", 1.5), 0.01 * np.random.default_rng(0).standard_normal(8000)]
+    )
     x = x.astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates TorchScript loading

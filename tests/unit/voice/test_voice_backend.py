@@ -45,7 +45,9 @@ def test_plda_between_variance_is_large_only_in_speaker_directions() -> None:
     assert psi[3] < 0.5
 
 
-@pytest.mark.parametrize(("kind", "combine"), [("lda-wccn", "centroid"), ("lda-wccn", "mean"), ("plda", "plda")])
+@pytest.mark.parametrize(
+    ("kind", "combine"), [("lda-wccn", "centroid"), ("lda-wccn", "mean"), ("plda", "plda")]
+)
 def test_fitted_backends_separate_new_speakers_better_than_raw_cosine(kind: str, combine: str) -> None:
     """On speakers not fitted on, a fitted back-end's EER is below raw cosine's."""
     from purchase_guard.voice.evaluation import eer
@@ -54,7 +56,9 @@ def test_fitted_backends_separate_new_speakers_better_than_raw_cosine(kind: str,
     x, labels = _speakers(rng, 80)
     backend = fit_backend(x, labels, "enc/1", kind, combine, lda_dim=6)
     test_x, test_labels = _speakers(rng, 30)
-    models = [test_x[[i for i, lab in enumerate(test_labels) if lab == s][:3]] for s in sorted(set(test_labels))]
+    models = [
+        test_x[[i for i, lab in enumerate(test_labels) if lab == s][:3]] for s in sorted(set(test_labels))
+    ]
     probes = np.array([i for i in range(len(test_labels)) if i % 6 >= 3])
     owner = np.array([sorted(set(test_labels)).index(test_labels[i]) for i in probes])
 

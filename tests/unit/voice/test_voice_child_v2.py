@@ -80,6 +80,10 @@ def test_operating_points_must_put_challenge_at_one_half() -> None:
     """A file whose challenge point is not 0.5 is refused (the pipeline's default threshold is 0.5)."""
     with pytest.raises(ValueError, match="challenge"):
         LogisticChildDetector(
-            encoder="e", mean=np.zeros(2), scale=np.ones(2), weights=np.ones(2), bias=0.0,
+            encoder="e",
+            mean=np.zeros(2),
+            scale=np.ones(2),
+            weights=np.ones(2),
+            bias=0.0,
             operating_points={"challenge": 0.6},
         )

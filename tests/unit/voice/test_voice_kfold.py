@@ -37,7 +37,9 @@ def synth_table(seed: int = 0, n_per: tuple[int, int] = (20, 24)) -> Table:
                 emb.append(e / np.linalg.norm(e))
                 speech.append(rng.uniform(1.0, 8.0))
     n = len(units)
-    return Table(units, speakers, np.array(emb), np.array(speech), np.full(n, 30.0), np.zeros((n, 10)), "e/1", "v/1")
+    return Table(
+        units, speakers, np.array(emb), np.array(speech), np.full(n, 30.0), np.zeros((n, 10)), "e/1", "v/1"
+    )
 
 
 def test_folds_are_stratified_and_do_not_depend_on_other_speakers() -> None:
@@ -109,7 +111,8 @@ def test_kfold_evaluation_gives_a_threshold_and_score_to_every_trial() -> None:
     """Every trial gets a held-out score and the threshold of the system that scored it."""
     trials = build_trials(synth_table())
     held = evaluate_kfold(SystemSpec("t", "lda-wccn", "centroid", lda_dim=8), trials, 5, log=lambda _m: None)
-    assert np.isfinite(held.scores).all() and np.isfinite(held.threshold).all()
+    assert np.isfinite(held.scores).all()
+    assert np.isfinite(held.threshold).all()
     assert held.accepted[trials.target].mean() > held.accepted[~trials.target].mean()
 
 

@@ -180,7 +180,7 @@ def _templated(member: str, voice: str) -> Voiceprint:
 
 
 def test_templates_are_scored_by_the_backend_rule() -> None:
-    """With the "mean" rule a templated print scores the mean cosine to its takes; without templates, the centroid."""
+    """Under the "mean" rule a print with templates scores the mean cosine to its takes, else the centroid."""
     from purchase_guard.voice.backend import identity_backend
 
     mean_rule = identity_backend(ENC.name, ENC.dim, combine="mean")
