@@ -52,6 +52,10 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("plda-lda60", "plda", "plda", lda_dim=60),
         SystemSpec("raw-centroid-worst", "raw", "centroid", rule="worst-corpus"),
         SystemSpec("raw-centroid-quality", "raw", "centroid", quality=True),
+        SystemSpec("raw-centroid-margin", "raw", "centroid", target_fmr=5e-4),
+        SystemSpec("lda-wccn-centroid-worst", "lda-wccn", "centroid", lda_dim=100, rule="worst-corpus"),
+        SystemSpec("plda-worst", "plda", "plda", lda_dim=100, rule="worst-corpus"),
+        SystemSpec("plda-worst-quality", "plda", "plda", lda_dim=100, rule="worst-corpus", quality=True),
     )
 }
 CHILD_SPECS: dict[str, ChildSpec] = {
