@@ -68,6 +68,8 @@ CHILD_SPECS: dict[str, ChildSpec] = {
         ChildSpec("pca16+acoustic-speechocean", "pca+acoustic", pca_dim=16, adults="speechocean"),
         ChildSpec("pca16+acoustic-all", "pca+acoustic", pca_dim=16, adults="all"),
         ChildSpec("pca32+acoustic-all", "pca+acoustic", pca_dim=32, adults="all"),
+        # The whole embedding (a rotation of it) plus the acoustic measures.
+        ChildSpec("pca256+acoustic-all", "pca+acoustic", pca_dim=256, adults="all"),
         ChildSpec(
             "pca16+pitch-formants-all",
             "pca+acoustic",
@@ -173,7 +175,7 @@ def shipped_choice(encoder: str) -> dict[str, str]:
     from purchase_guard.voice.child import child_detector_for
     from purchase_guard.voice.verifier import Thresholds
 
-    out = {"system": "raw-centroid", "vad": "energy", "child": "pca16+acoustic-all"}
+    out = {"system": "raw-centroid-worst", "vad": "energy", "child": "embedding-all"}
     try:
         import json as _json
         from importlib import resources
