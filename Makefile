@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-broadcast broadcast-variants bench replay trust model clean
+.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants bench replay trust model clean
 
 venv: $(STAMP)
 
@@ -49,8 +49,21 @@ typecheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
+# k-fold over speakers, 95 % speaker-bootstrap intervals (docs/voice.md). Embeddings are cached
+# (keyed by audio hash, VAD and encoder) so reruns take minutes, not the first run's ~15.
+VOICE_CACHE ?= build/voice-cache
 eval: $(STAMP)
-	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval
+	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval --cache-dir $(VOICE_CACHE)
+
+# The study behind docs/voice.md: every verification system and child-detector variant, both VADs.
+eval-voice-study: $(STAMP)
+	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval-study --cache-dir $(VOICE_CACHE) \
+		--compare --vad both --replicates 300
+
+# Refit the shipped voice files (thresholds.json, backend_ge2e.json, child_ge2e.json).
+voice-models: $(STAMP)
+	$(PY) scripts/calibrate_voice.py --data $(DATA) --cache-dir $(VOICE_CACHE) $(CALIBRATE_ARGS)
+	$(PY) scripts/train_child_detector.py --data $(DATA) --cache-dir $(VOICE_CACHE) $(CHILD_ARGS)
 
 eval-broadcast: $(STAMP)
 	$(PY) scripts/eval_broadcast.py --data $(DATA) --out reports/broadcast

@@ -24,7 +24,7 @@ from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
 from purchase_guard.voice.encoder import FakeEncoder, SpeakerEncoder
-from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
+from purchase_guard.voice.verifier import VoiceVerifier, build_verifier
 
 log = get_logger("purchase_guard.app")
 
@@ -66,6 +66,14 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
     from purchase_guard.voice.batching import BatchingEncoder
 
     return BatchingEncoder(inner, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms)
+
+
+def encoder_for(kind: str, ecapa_model_dir: Path | None = None) -> SpeakerEncoder:
+    """A bare encoder of `kind` (no request batching), for the evaluation and training tools."""
+    settings = Settings(
+        encoder=kind, ecapa_model_dir=ecapa_model_dir, embed_max_batch=1, test_mode=kind == "fake"
+    )
+    return build_encoder(settings.validated())
 
 
 def _token_from(given: str, path: Path, prefix: str, what: str) -> str:
@@ -143,9 +151,8 @@ def build_app(
         raise ConfigError(
             f"no child-voice detector for encoder {encoder.name}; set {ENV_PREFIX}CHILD_DETECTOR_FILE"
         )
-    verifier = VoiceVerifier(
-        encoder, Thresholds.load(encoder.name, settings.thresholds_file), child_detector=child
-    )
+    # The thresholds name the VAD and scoring back-end they were calibrated with; both are built here.
+    verifier = build_verifier(encoder, settings.thresholds_file, child_detector=child)
     token = resolve_operator_token(settings)
     backend_token = resolve_backend_token(settings)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding

@@ -226,9 +226,10 @@ def _eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from purchase_guard.app import encoder_for
     from purchase_guard.voice import evaluation
 
-    return int(evaluation.main(rest[1:]))
+    return int(evaluation.main(rest[1:], encoder_for))
 
 
 def build_parser() -> argparse.ArgumentParser:

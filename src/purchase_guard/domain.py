@@ -155,6 +155,9 @@ class Voiceprint:
     created_at: datetime
     # A child's voiceprint expires (COPPA: no indefinite retention); None for adults and teens.
     expires_at: datetime | None = None
+    # The accepted enrollment takes' embeddings (same encoder). When present the verifier
+    # scores against all of them, not only the centroid (voice/backend.py).
+    templates: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)

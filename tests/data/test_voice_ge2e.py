@@ -15,7 +15,7 @@ from purchase_guard.errors import Unavailable
 from purchase_guard.voice.audio import Pcm, decode_audio
 from purchase_guard.voice.ge2e import Ge2eEncoder, partial_slices
 from purchase_guard.voice.quality import assess_enrollment
-from purchase_guard.voice.verifier import Thresholds, VoiceVerifier
+from purchase_guard.voice.verifier import build_verifier
 
 pytestmark = pytest.mark.data
 
@@ -71,7 +71,7 @@ def test_ge2e_gives_256_dim_unit_vectors(shared_data: Path, encoder: Ge2eEncoder
     assert encoder.name == "ge2e-resemblyzer/0.1.4"
 
 
-def _voiceprint(member: str, centroid: np.ndarray, name: str) -> Voiceprint:
+def _voiceprint(member: str, centroid: np.ndarray, name: str, templates: tuple = ()) -> Voiceprint:
     return Voiceprint(
         member_id=member,
         household_id="h",
@@ -79,26 +79,32 @@ def _voiceprint(member: str, centroid: np.ndarray, name: str) -> Voiceprint:
         embedding=tuple(float(v) for v in centroid),
         n_utterances=3,
         created_at=datetime(2024, 1, 1, tzinfo=UTC),
+        templates=tuple(tuple(float(v) for v in t) for t in templates),
     )
 
 
 def test_pin_joins_verify_end_to_end(shared_data: Path, encoder: Ge2eEncoder) -> None:
     """Enrolled speakers' held-out PINs verify as themselves; an unenrolled speaker's PIN is rejected."""
-    verifier = VoiceVerifier(encoder, Thresholds.load(encoder.name))
+    verifier = build_verifier(encoder)
     prints = []
     for speaker in ("jackson", "george", "lucas"):
         takes = [
             pin_join(shared_data, speaker, digits, t) for digits, t in (("0417", 0), ("2958", 2), ("6301", 4))
         ]
-        enrolled = assess_enrollment(takes, encoder)
+        enrolled = assess_enrollment(takes, encoder, vad=verifier.vad)
         assert enrolled.n_accepted == 3
-        prints.append(_voiceprint(speaker, enrolled.centroid, encoder.name))
+        prints.append(_voiceprint(speaker, enrolled.centroid, encoder.name, enrolled.templates))
     roles = {"jackson": Role.ADULT, "george": Role.ADULT, "lucas": Role.TEEN}
 
     for speaker in ("jackson", "george", "lucas"):
         result = verifier.verify(pin_join(shared_data, speaker, "8526", 30), prints, roles)
         assert result.usable
-        assert result.threshold == verifier.thresholds.band_for(2.0).threshold
+        assert (
+            result.threshold
+            == verifier.thresholds.band_for(
+                verifier.vad.speech_seconds(pin_join(shared_data, speaker, "8526", 30))
+            ).threshold
+        )
         assert result.verified, (speaker, result.score, result.threshold)
         assert result.member_id == speaker
         assert result.role is roles[speaker]

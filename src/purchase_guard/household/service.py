@@ -294,7 +294,7 @@ class HouseholdService:
                 )
             except InvalidArgument as exc:
                 raise type(exc)(f"utterances[{i}]: {exc}") from exc
-        result = assess_enrollment(pcms, self._verifier.encoder)
+        result = assess_enrollment(pcms, self._verifier.encoder, vad=self._verifier.vad)
         centroid = np.asarray(result.centroid, dtype=np.float32)
         accepted = sum(1 for t in result.takes if t.accepted)
         now = self._clock.now()

@@ -1,16 +1,22 @@
-"""Child-voice likelihood: logistic regression on the speaker embedding (numpy only).
+"""Child-voice likelihood: logistic regression on the speaker embedding and acoustic measures (numpy only).
 
 A parental guard must not rely on a child never matching an adult's voiceprint, so every
 scored utterance also gets a "sounds like a child" likelihood; the verdict rule turns a
 child-like voice into CHILD_VOICE and never lets it buy without a challenge.
 
 The weights file (`child_<encoder kind>.json`, packaged beside this module) is written by
-scripts/train_child_detector.py from speechocean762-train (children 6-12 vs adults 19+,
-speaker-disjoint). Its bias is shifted so that a likelihood of 0.5 is the operating point
-chosen on the training speakers: the pipeline's default `child_threshold` (0.5) is right
-as is. The value is a ranking score with that one calibrated point, not a probability.
-The file names the encoder it was trained on; it is never applied to another encoder's
-embeddings.
+scripts/train_child_detector.py (method and figures: docs/voice.md). Format 2 adds, to
+format 1's logistic regression on the whole embedding, an optional projection of the
+embedding (PCA fitted on the training speakers) and the acoustic measures of
+voice/acoustic.py (pitch, formants, spectral shape), which need the utterance's samples:
+such a detector has `uses_audio` set and must be called with them.
+
+The bias is shifted so that a likelihood of 0.5 is the default ("challenge") operating
+point: the pipeline's default `child_threshold` (0.5) is right as is. `operating_points`
+also names a stricter "high" point (few adults above it) for routing a verified adult
+whose voice is very child-like to a parent's approval. The value is a ranking score with
+those calibrated points, not a probability. The file names the encoder it was trained on;
+it is never applied to another encoder's embeddings.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from purchase_guard.voice.encoder import Embedding
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 OPERATING_POINT = 0.5
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 
 def _sigmoid(z: float) -> float:
@@ -43,7 +50,12 @@ def _sigmoid(z: float) -> float:
 
 @dataclass(frozen=True, eq=False)
 class LogisticChildDetector:
-    """`likelihood = sigmoid(w . ((x - mean) / scale) + b)` on the L2-normalised embedding."""
+    """`likelihood = sigmoid(w . ((f - mean) / scale) + b)`.
+
+    f is the L2-normalised embedding (format 1), or its projection
+    `(e - emb_center) @ emb_projection`, followed by the acoustic measures (nan replaced
+    by `acoustic_fill`) when `acoustic_fill` is set.
+    """
 
     encoder: str
     mean: FloatArray
@@ -51,6 +63,10 @@ class LogisticChildDetector:
     weights: FloatArray
     bias: float
     meta: Mapping[str, Any] = field(default_factory=dict)
+    emb_center: FloatArray | None = None
+    emb_projection: FloatArray | None = None  # (embedding dim, k)
+    acoustic_fill: FloatArray | None = None  # (acoustic.N_FEATURES,)
+    operating_points: Mapping[str, float] = field(default_factory=lambda: {"challenge": OPERATING_POINT})
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -58,43 +74,109 @@ class LogisticChildDetector:
             raise ValueError("child detector weights, mean and scale must be vectors of one length")
         if not (np.all(np.isfinite(self.weights)) and np.all(self.scale > 0) and math.isfinite(self.bias)):
             raise ValueError("child detector parameters must be finite, with positive scales")
+        if (self.emb_center is None) != (self.emb_projection is None):
+            raise ValueError("an embedding projection needs its centre")
+        if (
+            self.emb_projection is not None
+            and self.emb_center is not None
+            and self.emb_center.shape != (self.emb_projection.shape[0],)
+        ):
+            raise ValueError("embedding centre and projection do not fit together")
+        if n != self._emb_features + self._n_acoustic:
+            raise ValueError("child detector weights do not match its features")
+        points = dict(self.operating_points)
+        if points.get("challenge") != OPERATING_POINT or not all(0.0 < v < 1.0 for v in points.values()):
+            raise ValueError("operating points must be in (0, 1) with 'challenge' at 0.5")
+
+    @property
+    def _n_acoustic(self) -> int:
+        return 0 if self.acoustic_fill is None else int(self.acoustic_fill.shape[0])
+
+    @property
+    def _emb_features(self) -> int:
+        if self.emb_projection is not None:
+            return int(self.emb_projection.shape[1])
+        return int(self.weights.shape[0]) - self._n_acoustic
+
+    @property
+    def uses_audio(self) -> bool:
+        """True when the acoustic measures (hence the utterance's samples) are needed."""
+        return self.acoustic_fill is not None
 
     @property
     def dim(self) -> int:
-        return int(self.weights.shape[0])
+        """Dimension of the embedding this detector expects."""
+        if self.emb_projection is not None:
+            return int(self.emb_projection.shape[0])
+        return self._emb_features
 
-    def logit(self, embedding: Embedding) -> float:
+    def features(self, embedding: Embedding, acoustic_features: FloatArray | None = None) -> FloatArray:
         x = np.asarray(embedding, dtype=np.float64).reshape(-1)
         if x.shape[0] != self.dim:
             raise ValueError(f"embedding has {x.shape[0]} dimensions, child detector expects {self.dim}")
         norm = float(np.linalg.norm(x))
         if not math.isfinite(norm) or norm == 0.0:
             raise ValueError("embedding is zero or not finite")
-        z = (x / norm - self.mean) / self.scale
+        f = x / norm
+        if self.emb_projection is not None and self.emb_center is not None:
+            f = (f - self.emb_center) @ self.emb_projection
+        if self.acoustic_fill is not None:
+            if acoustic_features is None:
+                raise ValueError("this child detector needs the acoustic measures of the utterance")
+            a = np.asarray(acoustic_features, dtype=np.float64).reshape(-1)
+            if a.shape != self.acoustic_fill.shape:
+                raise ValueError("acoustic measures of the wrong length")
+            f = np.concatenate([f, np.where(np.isfinite(a), a, self.acoustic_fill)])
+        return np.asarray(f, dtype=np.float64)
+
+    def logit(self, embedding: Embedding, acoustic_features: FloatArray | None = None) -> float:
+        z = (self.features(embedding, acoustic_features) - self.mean) / self.scale
         return float(z @ self.weights + self.bias)
 
-    def likelihood(self, embedding: Embedding) -> float:
-        return _sigmoid(self.logit(embedding))
+    def likelihood(self, embedding: Embedding, acoustic_features: FloatArray | None = None) -> float:
+        return _sigmoid(self.logit(embedding, acoustic_features))
+
+    def likelihood_audio(self, embedding: Embedding, samples: np.ndarray[Any, Any]) -> float:
+        """Likelihood from the embedding and the (silence-trimmed) samples it was computed from."""
+        if not self.uses_audio:
+            return self.likelihood(embedding)
+        from purchase_guard.voice.acoustic import features
+
+        return self.likelihood(embedding, features(samples))
 
     # ------------------------------------------------------------------ persistence
 
     def to_mapping(self) -> dict[str, Any]:
-        return {
+        def arr(a: FloatArray) -> list[Any]:
+            return np.round(a, 7).tolist()  # type: ignore[no-any-return]
+
+        doc: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "kind": "logistic-regression",
             "encoder": self.encoder,
             "operating_point": OPERATING_POINT,
+            "operating_points": dict(self.operating_points),
             "bias": self.bias,
-            "weights": [round(float(v), 7) for v in self.weights],
-            "mean": [round(float(v), 7) for v in self.mean],
-            "scale": [round(float(v), 7) for v in self.scale],
+            "weights": arr(self.weights),
+            "mean": arr(self.mean),
+            "scale": arr(self.scale),
             "meta": dict(self.meta),
         }
+        if self.emb_projection is not None and self.emb_center is not None:
+            doc["emb_center"] = arr(self.emb_center)
+            doc["emb_projection"] = arr(self.emb_projection)
+        if self.acoustic_fill is not None:
+            doc["acoustic_fill"] = arr(self.acoustic_fill)
+        return doc
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> LogisticChildDetector:
-        if doc.get("format") != FORMAT_VERSION or doc.get("kind") != "logistic-regression":
+        if doc.get("format") not in READABLE_FORMATS or doc.get("kind") != "logistic-regression":
             raise ValueError("not a child detector file of a known format")
+
+        def opt(key: str) -> FloatArray | None:
+            return np.asarray(doc[key], dtype=np.float64) if key in doc else None
+
         return cls(
             encoder=str(doc["encoder"]),
             mean=np.asarray(doc["mean"], dtype=np.float64),
@@ -102,6 +184,12 @@ class LogisticChildDetector:
             weights=np.asarray(doc["weights"], dtype=np.float64),
             bias=float(doc["bias"]),
             meta=dict(doc.get("meta", {})),
+            emb_center=opt("emb_center"),
+            emb_projection=opt("emb_projection"),
+            acoustic_fill=opt("acoustic_fill"),
+            operating_points={
+                k: float(v) for k, v in doc.get("operating_points", {"challenge": 0.5}).items()
+            },
         )
 
     @classmethod

@@ -239,3 +239,233 @@ def train(
         encoder=encoder, mean=mean, scale=scale, weights=w, bias=b - threshold, meta=meta
     )
     return det, meta
+
+
+# =========================================================================== format 2: k-fold, acoustics
+#
+# What scripts/train_child_detector.py and the k-fold evaluation use. Units come from
+# voice/units.Table (every corpus: children only in speechocean762, adults in all).
+
+ADULT_TARGETS = {"challenge": 0.05, "high": 0.01}  # adult flag rates the two points are chosen for
+RULE_MIN_SPEAKERS = 20  # an adult corpus sets the thresholds only with this many speakers
+CHILD_PENALTIES = (0.01, 0.1, 1.0, 10.0)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How a child detector is built: which features, which adults, which operating rates."""
+
+    name: str
+    features: str = "pca+acoustic"  # embedding | pca | acoustic | pca+acoustic
+    pca_dim: int = 16
+    adults: str = "all"  # speechocean (same corpus as the children only) | all
+    acoustic_subset: tuple[str, ...] = ()  # () = every acoustic measure
+
+
+def _weighted_logistic(
+    z: FloatArray, y: FloatArray, sw: FloatArray, penalty: float
+) -> tuple[FloatArray, float]:
+    from scipy.optimize import minimize
+
+    sw = sw / sw.sum()
+
+    def loss(theta: FloatArray) -> tuple[float, FloatArray]:
+        w, b = theta[:-1], theta[-1]
+        s = z @ w + b
+        sign = np.where(y > 0.5, -1.0, 1.0)
+        p = 1.0 / (1.0 + np.exp(-s))
+        g = sw * (p - y)
+        value = float(sw @ np.logaddexp(0.0, sign * s) + 0.5 * penalty * float(w @ w))
+        return value, np.concatenate([z.T @ g + penalty * w, [g.sum()]])
+
+    res = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 3000})
+    theta = np.asarray(res.x, dtype=np.float64)
+    return theta[:-1], float(theta[-1])
+
+
+def _unit_emb(x: FloatArray) -> FloatArray:
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float64)
+
+
+def _acoustic_columns(spec: ChildSpec) -> list[int]:
+    from purchase_guard.voice.acoustic import FEATURE_NAMES
+
+    names = spec.acoustic_subset or FEATURE_NAMES
+    return [FEATURE_NAMES.index(n) for n in names]
+
+
+def _training_rows(
+    table: Any, rows: np.ndarray[Any, Any], spec: ChildSpec
+) -> tuple[Any, FloatArray, FloatArray]:
+    """Rows usable for training (children and adults), labels and sample weights.
+
+    Weights: children and adults weigh half each; within a class every speaker weighs the
+    same. With adults from several corpora, speechocean762's adults (recorded like the
+    children) keep half of the adult weight, so the recording channel alone cannot
+    separate the classes.
+    """
+    groups = np.array([table.speakers[s].group for s in table.speaker_of[rows]])
+    corpus = table.corpus_of[rows]
+    child_corpora = set(corpus[groups == "child"])
+    keep = (groups == "child") | (groups == "adult")
+    if spec.adults == "speechocean":
+        keep &= (groups == "child") | np.isin(corpus, sorted(child_corpora))
+    rows, groups, corpus = rows[keep], groups[keep], corpus[keep]
+    y = (groups == "child").astype(np.float64)
+    spk = table.speaker_of[rows]
+    w = np.zeros(rows.size)
+    for cls_mask, share in ((y > 0.5, 0.5), (y < 0.5, 0.5)):
+        same = cls_mask & np.isin(corpus, sorted(child_corpora))
+        other = cls_mask & ~same
+        parts = [(same, share)] if not other.any() else [(same, share / 2), (other, share / 2)]
+        if not same.any():
+            parts = [(other, share)]
+        for m, part in parts:
+            speakers = np.unique(spk[m])
+            for s in speakers:
+                sm = m & (spk == s)
+                w[sm] = part / len(speakers) / sm.sum()
+    return rows, y, w
+
+
+def _design(
+    table: Any,
+    rows: np.ndarray[Any, Any],
+    spec: ChildSpec,
+    center: FloatArray | None,
+    proj: FloatArray | None,
+    fill: FloatArray | None,
+) -> FloatArray:
+    parts = []
+    if spec.features in ("embedding", "pca", "pca+acoustic"):
+        e = _unit_emb(table.emb[rows])
+        parts.append(e if proj is None or center is None else (e - center) @ proj)
+    if spec.features in ("acoustic", "pca+acoustic"):
+        a = table.acoustic[rows][:, _acoustic_columns(spec)]
+        assert fill is not None
+        parts.append(np.where(np.isfinite(a), a, fill[None, :]))
+    return np.concatenate(parts, axis=1)
+
+
+def _fit_once(table: Any, rows: np.ndarray[Any, Any], spec: ChildSpec, penalty: float) -> dict[str, Any]:
+    rows, y, w = _training_rows(table, rows, spec)
+    center = proj = fill = None
+    if spec.features in ("pca", "pca+acoustic"):
+        e = _unit_emb(table.emb[rows])
+        center = np.average(e, axis=0, weights=w)
+        # Principal axes from the (dim x dim) weighted covariance: an SVD of the (units x dim)
+        # matrix gives the same axes but took seconds per fit here (BLAS threads under load).
+        d = e - center
+        vals, vecs = np.linalg.eigh((d * w[:, None]).T @ d)
+        proj = vecs[:, np.argsort(vals)[::-1][: spec.pca_dim]]
+    if spec.features in ("acoustic", "pca+acoustic"):
+        a = table.acoustic[rows][:, _acoustic_columns(spec)]
+        fill = np.array(
+            [np.nanmedian(a[:, j]) if np.isfinite(a[:, j]).any() else 0.0 for j in range(a.shape[1])]
+        )
+    x = _design(table, rows, spec, center, proj, fill)
+    mean = np.average(x, axis=0, weights=w)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
+    scale[scale < 1e-6] = 1e-6
+    wts, b = _weighted_logistic((x - mean) / scale, y, w, penalty)
+    return {"center": center, "proj": proj, "fill": fill, "mean": mean, "scale": scale, "w": wts, "b": b}
+
+
+def _logits(table: Any, rows: np.ndarray[Any, Any], spec: ChildSpec, m: Mapping[str, Any]) -> FloatArray:
+    x = _design(table, rows, spec, m["center"], m["proj"], m["fill"])
+    return np.asarray(((x - m["mean"]) / m["scale"]) @ m["w"] + m["b"], dtype=np.float64)
+
+
+def _thresholds(table: Any, rows: np.ndarray[Any, Any], logits: FloatArray) -> dict[str, float]:
+    """Per operating point: the highest over adult corpora of the score flagging that share of its adults."""
+    groups = np.array([table.speakers[s].group for s in table.speaker_of[rows]])
+    corpus = table.corpus_of[rows]
+    out: dict[str, float] = {}
+    for point, rate in ADULT_TARGETS.items():
+        best = -math.inf
+        for c in np.unique(corpus[groups == "adult"]):
+            m = (groups == "adult") & (corpus == c)
+            if len(set(table.speaker_of[rows][m])) >= RULE_MIN_SPEAKERS:
+                best = max(best, float(np.quantile(logits[m], 1.0 - rate)))
+        if not math.isfinite(best):
+            best = float(np.quantile(logits[groups == "adult"], 1.0 - rate))
+        out[point] = best
+    return out
+
+
+def fit_child(
+    table: Any, rows: np.ndarray[Any, Any], spec: ChildSpec, k_inner: int = 4
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """Model, thresholds (logit per operating point) and how they were chosen, from `rows` only.
+
+    The penalty and both thresholds are chosen on out-of-fold logits of an inner k-fold over
+    the speakers of `rows`; the final model is refitted on all of them.
+    """
+    from purchase_guard.voice.bootstrap import auc
+    from purchase_guard.voice.units import assign_folds
+
+    speakers = sorted(set(table.speaker_of[rows]))
+    folds = assign_folds([table.speakers[s] for s in speakers], k_inner, seed=f"child-inner-{len(speakers)}")
+    fold_of = np.array([folds[s] for s in table.speaker_of[rows]])
+    groups = np.array([table.speakers[s].group for s in table.speaker_of[rows]])
+    child_corpora = set(table.corpus_of[rows][groups == "child"])
+    same_corpus = np.isin(table.corpus_of[rows], sorted(child_corpora))
+    best: tuple[float, float, FloatArray] = (-1.0, CHILD_PENALTIES[0], np.zeros(0))
+    cv: dict[str, float] = {}
+    for pen in CHILD_PENALTIES:
+        oof = np.full(rows.size, np.nan)
+        for f in range(k_inner):
+            m = _fit_once(table, rows[fold_of != f], spec, pen)
+            oof[fold_of == f] = _logits(table, rows[fold_of == f], spec, m)
+        # Penalty by AUC within the children's own corpus: the channel cannot help there.
+        a = auc(oof[(groups == "child")], oof[(groups == "adult") & same_corpus])
+        cv[f"{pen:g}"] = a
+        if a > best[0]:
+            best = (a, pen, oof)
+    _, pen, oof = best
+    thresholds = _thresholds(table, rows, oof)
+    model = _fit_once(table, rows, spec, pen)
+    info = {
+        "penalty": pen,
+        "inner_cv_auc_by_penalty": cv,
+        "inner_oof_children_flagged": {
+            p: float(np.mean(oof[groups == "child"] >= t)) for p, t in thresholds.items()
+        },
+        "inner_oof_adults_flagged": {
+            p: float(np.mean(oof[groups == "adult"] >= t)) for p, t in thresholds.items()
+        },
+    }
+    return model, thresholds, info
+
+
+def to_detector(
+    encoder: str,
+    spec: ChildSpec,
+    model: Mapping[str, Any],
+    thresholds: Mapping[str, float],
+    meta: Mapping[str, Any],
+) -> LogisticChildDetector:
+    """Runtime detector with its bias shifted so the challenge threshold sits at likelihood 0.5."""
+    from purchase_guard.voice.acoustic import FEATURE_NAMES
+    from purchase_guard.voice.child import _sigmoid
+
+    if spec.acoustic_subset and spec.features in ("acoustic", "pca+acoustic"):
+        raise ValueError("a shipped detector uses every acoustic measure (the runtime computes all of them)")
+    shift = thresholds["challenge"]
+    fill = model["fill"]
+    if spec.features == "acoustic":
+        raise ValueError("the runtime detector needs an embedding part")
+    return LogisticChildDetector(
+        encoder=encoder,
+        mean=np.asarray(model["mean"]),
+        scale=np.asarray(model["scale"]),
+        weights=np.asarray(model["w"]),
+        bias=float(model["b"]) - shift,
+        meta={**meta, "acoustic_features": list(FEATURE_NAMES) if fill is not None else []},
+        emb_center=model["center"],
+        emb_projection=model["proj"],
+        acoustic_fill=None if fill is None else np.asarray(fill),
+        operating_points={
+            p: (0.5 if p == "challenge" else _sigmoid(t - shift)) for p, t in thresholds.items()
+        },
+    )

@@ -16,7 +16,7 @@ import numpy as np
 from purchase_guard.errors import EnrollmentRejected
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder, l2_normalise
-from purchase_guard.voice.vad import clipped_fraction, snr_db, speech_seconds, trim_silence
+from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction, snr_db
 
 # Measured with GE2E on fit-split speechocean762 adults and LibriSpeech test-other
 # (docs/voice.md): the similarity of a take to the centroid of 3 other takes of the same
@@ -49,6 +49,9 @@ class TakeReport:
 class EnrollmentResult:
     centroid: Embedding  # L2-normalised mean of accepted takes
     takes: tuple[TakeReport, ...]
+    # Embeddings of the accepted takes, in take order: Voiceprint.templates, so the verifier
+    # can score against every take instead of only the centroid.
+    templates: tuple[Embedding, ...] = ()
 
     @property
     def n_accepted(self) -> int:
@@ -102,10 +105,16 @@ def assess_enrollment(
     max_clipped: float = 0.01,
     min_snr_db: float = 10.0,
     min_consistency: float = MIN_CONSISTENCY,
+    vad: SpeechDetector | None = None,
 ) -> EnrollmentResult:
-    """Check every take; raise EnrollmentRejected unless at least `min_takes` pass."""
+    """Check every take; raise EnrollmentRejected unless at least `min_takes` pass.
+
+    `vad` should be the verifier's (VoiceVerifier.vad), so takes are trimmed as requests are.
+    """
+    vad = vad if vad is not None else EnergyVad()
     n = len(pcms)
-    speech = [speech_seconds(p) for p in pcms]
+    cut = [vad.speech_and_trim(p) for p in pcms]
+    speech = [c[0] for c in cut]
     snrs = [snr_db(p) for p in pcms]
     clips = [clipped_fraction(p) for p in pcms]
     problems = [
@@ -126,9 +135,7 @@ def assess_enrollment(
     passing = [i for i in range(n) if not problems[i]]
     embeddings: dict[int, Embedding] = {}
     if passing:
-        for i, e in zip(
-            passing, encoder.embed_batch([trim_silence(pcms[i]).samples for i in passing]), strict=True
-        ):
+        for i, e in zip(passing, encoder.embed_batch([cut[i][1].samples for i in passing]), strict=True):
             embeddings[i] = e
 
     # Drop the single least consistent take, then re-measure: with one stranger among four
@@ -179,4 +186,6 @@ def assess_enrollment(
             f"{len(accepted)} of {n} takes are usable, need at least {min_takes}: {detail}", problems=listed
         )
     centroid = l2_normalise(np.mean([embeddings[i] for i in accepted], axis=0))
-    return EnrollmentResult(centroid=centroid, takes=reports)
+    return EnrollmentResult(
+        centroid=centroid, takes=reports, templates=tuple(embeddings[i] for i in accepted)
+    )

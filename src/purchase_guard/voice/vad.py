@@ -9,7 +9,7 @@ wake-word front end; it needs no model and is deterministic, which keeps decisio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -163,3 +163,37 @@ def clipped_fraction(pcm: Pcm, level: float = 0.999) -> float:
     if n == 0:
         return 0.0
     return float(np.count_nonzero(np.abs(pcm.samples) >= level)) / n
+
+
+class SpeechDetector(Protocol):
+    """What the verifier, enrollment and evaluation need from a VAD.
+
+    `name` travels into the thresholds file: bands are calibrated on the net speech one VAD
+    measures, so thresholds made with another VAD are refused.
+    """
+
+    name: str
+
+    def speech_seconds(self, pcm: Pcm) -> float: ...
+
+    def trim(self, pcm: Pcm) -> Pcm: ...
+
+    def speech_and_trim(self, pcm: Pcm) -> tuple[float, Pcm]: ...
+
+
+class EnergyVad:
+    """The module's energy VAD behind the SpeechDetector protocol."""
+
+    name = "energy/1"
+
+    def __init__(self, cfg: VadConfig = DEFAULT) -> None:
+        self.cfg = cfg
+
+    def speech_seconds(self, pcm: Pcm) -> float:
+        return speech_seconds(pcm, self.cfg)
+
+    def trim(self, pcm: Pcm) -> Pcm:
+        return trim_silence(pcm, self.cfg)
+
+    def speech_and_trim(self, pcm: Pcm) -> tuple[float, Pcm]:
+        return speech_seconds(pcm, self.cfg), trim_silence(pcm, self.cfg)

@@ -4,7 +4,12 @@ The threshold depends on how much speech the utterance holds: a 2 s spoken PIN c
 less speaker information than a 10 s request, so one global threshold would either reject
 most PINs or accept impostors on long requests. Bands and thresholds come from
 `thresholds.json`, written by the calibration (scripts/calibrate_voice.py), keyed by encoder
-name so a model swap cannot silently reuse another model's operating points.
+name so a model swap cannot silently reuse another model's operating points. The entry
+also names the VAD whose net speech picks the band and the scoring back-end the
+thresholds apply to; a verifier built with another VAD or back-end refuses to start.
+
+A voiceprint may carry its enrollment takes' embeddings (`Voiceprint.templates`); the
+back-end then scores against all of them (voice/backend.py), else against the centroid.
 
 Embeddings and audio are never logged or returned; SpeakerResult carries scores only.
 """
@@ -23,8 +28,9 @@ import numpy as np
 from purchase_guard.domain import Role, SpeakerResult, Voiceprint
 from purchase_guard.errors import Unavailable
 from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.backend import ScoringBackend, identity_backend
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder
-from purchase_guard.voice.vad import speech_seconds, trim_silence
+from purchase_guard.voice.vad import EnergyVad, SpeechDetector, snr_db
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ class Band:
 class Thresholds:
     encoder: str
     bands: tuple[Band, ...]  # ordered by max_speech_s
+    vad: str = EnergyVad.name  # the VAD whose net speech the bands were calibrated on
+    backend: str = "cosine/centroid/none"  # ScoringBackend.name the thresholds apply to
+    # Impostor-score normalisation by net speech and SNR (kfold.QualityNorm mapping), or None.
+    quality: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -64,7 +74,13 @@ class Thresholds:
             )
             for b in data["bands"]
         )
-        return cls(encoder=encoder, bands=bands)
+        return cls(
+            encoder=encoder,
+            bands=bands,
+            vad=str(data.get("vad", EnergyVad.name)),
+            backend=str(data.get("backend", "cosine/centroid/none")),
+            quality=data.get("quality"),
+        )
 
     @classmethod
     def load(cls, encoder: str, path: Path | None = None) -> Thresholds:
@@ -80,13 +96,23 @@ class Thresholds:
         entry = doc.get("encoders", {}).get(encoder)
         if entry is None:
             raise Unavailable(f"no calibrated speaker thresholds for encoder {encoder}; run calibration")
-        return cls.from_mapping(encoder, entry)
+        try:
+            return cls.from_mapping(encoder, entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unavailable(f"speaker thresholds for {encoder} are damaged: {exc}") from exc
 
 
 class ChildDetector(Protocol):
     def likelihood(self, embedding: Embedding) -> float:
         """Probability-like score in [0, 1] that the embedding is a child's voice."""
         ...
+
+
+def _child_likelihood(det: ChildDetector, embedding: Embedding, samples: Any) -> float:
+    # Detectors with acoustic measures (child.LogisticChildDetector format 2) need the audio.
+    if getattr(det, "uses_audio", False):
+        return float(det.likelihood_audio(embedding, samples))  # type: ignore[attr-defined]
+    return float(det.likelihood(embedding))
 
 
 def _unit(v: Sequence[float] | np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -102,17 +128,39 @@ class VoiceVerifier:
         thresholds: Thresholds,
         min_speech_s: float = 0.5,
         child_detector: ChildDetector | None = None,
+        *,
+        backend: ScoringBackend | None = None,
+        vad: SpeechDetector | None = None,
     ) -> None:
         if thresholds.encoder != encoder.name:
             raise ValueError(f"thresholds are for {thresholds.encoder}, encoder is {encoder.name}")
+        self.vad: SpeechDetector = vad if vad is not None else EnergyVad()
+        self.backend = backend if backend is not None else identity_backend(encoder.name, encoder.dim)
+        if self.backend.encoder != encoder.name:
+            raise ValueError(f"scoring back-end is for {self.backend.encoder}, encoder is {encoder.name}")
+        # Thresholds are only meaningful for the VAD and back-end they were calibrated with.
+        if thresholds.vad != self.vad.name:
+            raise ValueError(
+                f"thresholds were calibrated with VAD {thresholds.vad}, verifier uses {self.vad.name}"
+            )
+        if thresholds.backend != self.backend.name:
+            raise ValueError(
+                f"thresholds were calibrated for back-end {thresholds.backend}, "
+                f"verifier uses {self.backend.name}"
+            )
         self.encoder = encoder
         self.thresholds = thresholds
         self.min_speech_s = min_speech_s
         self.child_detector = child_detector
+        self._quality = None
+        if thresholds.quality is not None:
+            from purchase_guard.voice.kfold import QualityNorm
+
+            self._quality = QualityNorm.from_mapping(thresholds.quality)
 
     def embed_pcm(self, pcm: Pcm) -> Embedding:
         """Embedding of the voiced part of `pcm` (raises AudioError when nothing is voiced)."""
-        return self.encoder.embed(trim_silence(pcm).samples)
+        return self.encoder.embed(self.vad.trim(pcm).samples)
 
     def verify(self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]) -> SpeakerResult:
         """Best-matching member among `voiceprints`; verified when the score clears the band threshold."""
@@ -129,7 +177,7 @@ class VoiceVerifier:
 
         Used by a challenge answer to ask "is this one of the household's adults?".
         """
-        net = speech_seconds(pcm)
+        net, trimmed = self.vad.speech_and_trim(pcm)
         band = self.thresholds.band_for(net)
         if net < self.min_speech_s:
             return self._unverified(
@@ -138,8 +186,14 @@ class VoiceVerifier:
         prints = self._usable_prints(voiceprints, allowed_member_ids)
         if isinstance(prints, str):
             return self._unverified(band.threshold, prints, True)
-        embedding = self.embed_pcm(pcm)
-        return self.score_embedding(embedding, net, prints, roles)
+        embedding = self.encoder.embed(trimmed.samples)
+        snr = snr_db(pcm) if self._quality is not None else 0.0
+        return self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+
+    def templates_of(self, vp: Voiceprint) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The print's take embeddings when it has them, else its centroid (one row)."""
+        rows = vp.templates if vp.templates else (vp.embedding,)
+        return np.stack([_unit(t) for t in rows])
 
     def score_embedding(
         self,
@@ -147,19 +201,32 @@ class VoiceVerifier:
         net_speech_s: float,
         voiceprints: Sequence[Voiceprint],
         roles: Mapping[str, Role],
+        *,
+        samples: Any = None,
+        snr: float = 0.0,
     ) -> SpeakerResult:
-        """Score an already computed embedding against prints made by this encoder."""
+        """Score an already computed embedding against prints made by this encoder.
+
+        `samples` (the trimmed audio the embedding came from) is needed by a child detector
+        with acoustic measures; `snr` by quality-normalised thresholds.
+        """
         band = self.thresholds.band_for(net_speech_s)
         prints = [vp for vp in voiceprints if vp.encoder == self.encoder.name]
         if not prints:
             return self._unverified(band.threshold, "no voiceprints for this encoder", True)
-        probe = _unit(embedding)
-        scores = [float(probe @ _unit(vp.embedding)) for vp in prints]
+        raw = self.backend.score_models(
+            np.asarray(embedding, dtype=np.float64)[None, :], [self.templates_of(vp) for vp in prints]
+        )[0]
+        if self._quality is not None:
+            raw = self._quality.apply(raw, np.full(raw.shape, net_speech_s), np.full(raw.shape, snr))
+        scores = [float(v) for v in raw]
         best = int(np.argmax(scores))
         score = scores[best]
         verified = score >= band.threshold
         member = prints[best].member_id
-        child = -1.0 if self.child_detector is None else float(self.child_detector.likelihood(embedding))
+        child = -1.0
+        if self.child_detector is not None:
+            child = _child_likelihood(self.child_detector, embedding, samples)
         # An unverified result names nobody: downstream code must not be able to act on
         # "closest member" as if it were an identification.
         return SpeakerResult(
@@ -198,3 +265,58 @@ class VoiceVerifier:
             usable=usable,
             problem=problem,
         )
+
+
+def make_vad(name: str) -> SpeechDetector:
+    """The VAD a thresholds entry names; Unavailable when it cannot be built exactly so."""
+    if name == EnergyVad.name:
+        return EnergyVad()
+    if name.startswith("silero-vad/"):
+        from purchase_guard.voice.silero import SileroVad
+
+        try:
+            threshold = float(name.rsplit("/t", 1)[1])
+        except (IndexError, ValueError) as exc:
+            raise Unavailable(f"thresholds name an unknown Silero VAD setting {name!r}") from exc
+        vad = SileroVad(threshold=threshold)
+        if vad.name != name:
+            raise Unavailable(f"thresholds were calibrated with {name}, installed is {vad.name}; recalibrate")
+        return vad
+    raise Unavailable(f"thresholds name an unknown VAD {name!r}")
+
+
+def build_verifier(
+    encoder: SpeakerEncoder,
+    thresholds_path: Path | None = None,
+    child_detector: ChildDetector | None = None,
+    backend_path: Path | None = None,
+    min_speech_s: float = 0.5,
+) -> VoiceVerifier:
+    """The verifier exactly as calibrated: thresholds, and the VAD and back-end they name.
+
+    Every part missing or not matching (VAD model, back-end file) raises Unavailable, so the
+    server does not start with operating points that do not belong to its scores.
+    """
+    from purchase_guard.voice.backend import packaged_backend
+
+    thresholds = Thresholds.load(encoder.name, thresholds_path)
+    vad = make_vad(thresholds.vad)
+    backend = identity_backend(encoder.name, encoder.dim)
+    if thresholds.backend != backend.name:
+        found = (
+            ScoringBackend.load(backend_path) if backend_path is not None else packaged_backend(encoder.name)
+        )
+        if found is None:
+            raise Unavailable(
+                f"thresholds need scoring back-end {thresholds.backend}, which is not installed"
+            )
+        if found.name != thresholds.backend or found.encoder != encoder.name:
+            raise Unavailable(
+                f"thresholds need scoring back-end {thresholds.backend} for {encoder.name}; "
+                f"found {found.name} for {found.encoder}"
+            )
+        backend = found
+    try:
+        return VoiceVerifier(encoder, thresholds, min_speech_s, child_detector, backend=backend, vad=vad)
+    except ValueError as exc:
+        raise Unavailable(str(exc)) from exc

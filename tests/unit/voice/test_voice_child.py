@@ -72,11 +72,15 @@ def test_detector_is_only_used_for_its_own_encoder(tmp_path: Path) -> None:
 
 
 def test_packaged_ge2e_detector_matches_the_ge2e_encoder() -> None:
-    """The shipped weights file is for the GE2E encoder, 256-dim, with its training speakers listed."""
+    """The shipped weights file is for the GE2E encoder, 256-dim, records what it was fitted on and
+    carries a "high" operating point above the default one."""
     dets = {d.encoder: d for d in packaged_detectors()}
     det = dets["ge2e-resemblyzer/0.1.4"]
     assert det.dim == 256
-    assert det.meta["training_speakers"]
+    assert det.meta["speakers_by_corpus_and_group"]
+    assert len(det.meta["git_commit"]) == 40
+    assert det.operating_points["challenge"] == 0.5
+    assert det.operating_points["high"] > 0.5
     assert child_detector_for("ge2e-resemblyzer/0.1.4") is not None
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import soundfile as sf
 from unit.voice.voice_synth import RATE, synth_voice
 
+from purchase_guard.app import encoder_for
 from purchase_guard.voice.evaluation import discover_corpora, main
 
 VOICES = ("low", "high", "mid", "low")
@@ -42,34 +43,28 @@ def test_layouts_are_recognised(tmp_path: Path) -> None:
     assert [c.kind for c in discover_corpora(tmp_path / "digits")] == ["fsdd"]
 
 
-def test_eval_on_a_new_fsdd_style_folder_writes_json_and_det_plot(tmp_path: Path) -> None:
-    """With no calibrated thresholds for the encoder, figures use fit-split thresholds and say so."""
+def test_eval_on_a_new_fsdd_style_folder_writes_kfold_json_and_markdown(tmp_path: Path) -> None:
+    """A new FSDD-style folder gets k-fold rows per band with intervals; without children, no detector."""
     data = _fsdd(tmp_path / "new-recordings")
     out = tmp_path / "out"
-    args = [
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--encoder",
-        "fake",
-        "--utterance",
-        "pin",
-        "--pin-joins",
-        "8",
-    ]
-    assert main(args) == 0
+    args = ["--data", str(data), "--out", str(out), "--encoder", "fake", "--pin-joins", "8"]
+    assert main([*args, "--vad", "energy", "--replicates", "50", "--no-loco"], encoder_for) == 0
     report = json.loads((out / "speaker_eval.json").read_text())
-    assert report["bands"] == ["pin"]
-    assert report["thresholds_source"].startswith("fitted in this run")
-    rows = [r for r in report["rows"] if r["split"] == "report" and r["dataset"] == "new-recordings-pin"]
-    assert rows
-    assert {"eer", "min_dcf", "frr_at_threshold", "frr_at_fmr_1e-3"} <= rows[0].keys()
-    assert report["child_detector"]["available"] is False
-    assert (out / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "k-fold over speakers, K=5" in report["protocol"]
+    per_vad = report["vads"]["energy/1"]
+    rows = next(iter(per_vad["systems"].values()))["rows"]
+    pin = [
+        r for r in rows if r["band"] == "pin" and r["dataset"] == "new-recordings-pin" and r["group"] == "all"
+    ]
+    assert pin
+    assert {"frr", "frr_ci", "fmr", "fmr_ci", "frr_at_fmr_1e-3", "frr_at_fmr_1e-4"} <= pin[0].keys()
+    assert per_vad["child"]["available"] is False
+    assert "| band | dataset |" in (out / "speaker_eval.md").read_text()
 
 
 def test_folder_without_any_corpus_is_refused(tmp_path: Path) -> None:
     """A folder with nothing recognisable exits with status 2 instead of reporting empty figures."""
     (tmp_path / "notes.txt").write_text("nothing here")
-    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--encoder", "fake"]) == 2
+    assert (
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--encoder", "fake"], encoder_for) == 2
+    )

@@ -162,3 +162,63 @@ def test_verifier_refuses_thresholds_of_another_encoder() -> None:
     """Thresholds fitted for one encoder cannot be used with another."""
     with pytest.raises(ValueError, match="thresholds are for"):
         VoiceVerifier(ENC, Thresholds.load("ge2e-resemblyzer/0.1.4"))
+
+
+def _templated(member: str, voice: str) -> Voiceprint:
+    base = _print(member, voice)
+    verifier = VoiceVerifier(ENC, THRESHOLDS)
+    takes = [verifier.embed_pcm(voice_pcm(voice, 2.0, seed=s)) for s in (11, 12, 13)]
+    return Voiceprint(
+        member_id=base.member_id,
+        household_id=base.household_id,
+        encoder=base.encoder,
+        embedding=base.embedding,
+        n_utterances=3,
+        created_at=base.created_at,
+        templates=tuple(tuple(float(v) for v in t) for t in takes),
+    )
+
+
+def test_templates_are_scored_by_the_backend_rule() -> None:
+    """Under the "mean" rule a print with templates scores the mean cosine to its takes, else the centroid."""
+    from purchase_guard.voice.backend import identity_backend
+
+    mean_rule = identity_backend(ENC.name, ENC.dim, combine="mean")
+    thresholds = Thresholds(ENC.name, THRESHOLDS.bands, backend=mean_rule.name)
+    verifier = VoiceVerifier(ENC, thresholds, backend=mean_rule)
+    probe = voice_pcm("low", 2.0, seed=40)
+    emb = verifier.embed_pcm(probe).astype(np.float64)
+    printed = _templated("mum", "low")
+    want = float(np.mean([emb @ np.asarray(t) for t in printed.templates]))
+    assert verifier.verify(probe, [printed], ROLES).score == pytest.approx(want, abs=1e-5)
+    centroid_only = _print("mum", "low")
+    assert verifier.verify(probe, [centroid_only], ROLES).score == pytest.approx(
+        float(emb @ np.asarray(centroid_only.embedding)), abs=1e-5
+    )
+
+
+def test_verifier_refuses_thresholds_of_another_vad_or_backend() -> None:
+    """Thresholds calibrated with another VAD or back-end cannot be used: their scores mean something else."""
+    with pytest.raises(ValueError, match="VAD"):
+        VoiceVerifier(ENC, Thresholds(ENC.name, THRESHOLDS.bands, vad="silero-vad/6.2.3/t0.5"))
+    with pytest.raises(ValueError, match="back-end"):
+        VoiceVerifier(ENC, Thresholds(ENC.name, THRESHOLDS.bands, backend="plda/plda/2026-01-01"))
+
+
+def test_build_verifier_fails_closed_when_a_named_model_is_missing(tmp_path: Path) -> None:
+    """Thresholds naming a back-end that is not installed, or an unknown VAD, stop the start (Unavailable)."""
+    from purchase_guard.voice.verifier import build_verifier
+
+    def write(entry: dict) -> Path:
+        path = tmp_path / "thresholds.json"
+        bands = [{"name": "all", "max_speech_s": None, "threshold": 0.9}]
+        path.write_text(json.dumps({"version": 2, "encoders": {ENC.name: {"bands": bands, **entry}}}))
+        return path
+
+    with pytest.raises(Unavailable, match="back-end"):
+        build_verifier(ENC, write({"backend": "plda/plda/2026-01-01"}))
+    with pytest.raises(Unavailable, match="VAD"):
+        build_verifier(ENC, write({"vad": "webrtc/1"}))
+    with pytest.raises(Unavailable):
+        build_verifier(ENC, write({"backend": "plda/plda/x"}), backend_path=tmp_path / "missing.json")
+    assert build_verifier(ENC, write({})).thresholds.vad == "energy/1"
