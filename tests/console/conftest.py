@@ -51,8 +51,8 @@ def console(target: str) -> Iterator[RunningConsole]:
 
 
 @pytest.fixture
-def family(operator: GuardClient, request: pytest.FixtureRequest) -> Family:
-    return make_family(operator, f"The {request.node.name[5:25].title()} Family")
+def family(operator: GuardClient) -> Family:
+    return make_family(operator, "The Smiths")
 
 
 # ------------------------------------------------------------------ browser

@@ -18,6 +18,9 @@ def test_signed_in_parent_sees_household_and_every_page(
     """Sign-in lands on the approvals page as "household X"; every page renders that household's data."""
     family.ask("high", 1700, "Crayons", "toys")  # a notification and a pending approval
     family.ask("low", 2500)  # an ALLOW decision
+    page.goto(console.url + "/")
+    expect(page).to_have_url(re.compile(r"/signin$"))
+    shoot(page, "signin")
     sign_in(page, console.url, family.household_id, family.token)
     expect(page).to_have_url(re.compile(r"/approvals$"))
     expect(page.get_by_text(f"Signed in as household {family.name}")).to_be_visible()
@@ -36,10 +39,12 @@ def test_signed_in_parent_sees_household_and_every_page(
     expect(ann.get_by_role("cell").nth(4)).to_have_text("fake-spectral/1")
     expect(rows.filter(has_text="Tim").get_by_role("cell").nth(1)).to_have_text("child")
     expect(page.get_by_text("Re-enrollment needed")).to_have_count(0)
+    shoot(page, "members")
 
     page.get_by_role("link", name="Notifications").click()
     expect(page.locator("ul.notifications li")).to_have_count(1)
     expect(page.locator("ul.notifications")).to_contain_text("approval_requested")
+    shoot(page, "notifications")
 
     page.get_by_role("link", name="Export & erase").click()
     expect(page.get_by_role("button", name="Download as JSON")).to_be_visible()
@@ -146,6 +151,7 @@ def test_policy_editor_shows_the_guards_validation_messages(
     expect(page.get_by_role("alert")).to_contain_text("The policy was not saved")
     error = page.locator("#f-CHILD-max_order-err")
     expect(error).to_have_text("rules[2].max_order_minor must be >= 0")
+    expect(page.get_by_role("alert")).to_contain_text("Children (under 13): Per-order maximum: rules[2]")
     box = page.get_by_role("group", name=re.compile("^Children")).get_by_label("Per-order maximum (USD)")
     expect(box).to_have_attribute("aria-invalid", "true")
     expect(box).to_have_value("-5")  # what the parent typed is kept for them to correct

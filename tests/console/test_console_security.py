@@ -182,13 +182,14 @@ def test_a_form_on_another_site_reaches_the_console_without_the_session(
 def test_sign_in_form_needs_its_own_token(page: Page, console: RunningConsole, family: Family) -> None:
     """A sign-in posted without the sign-in page's token (login CSRF: signing a parent into a household
     someone else controls) is refused with 403 and creates no session."""
+    page.goto(console.url + "/signin")  # the browser holds this page's sign-in cookie
     for form in (
         {"household_id": family.household_id, "credential": family.token},
         {"household_id": family.household_id, "credential": family.token, "csrf_token": "0" * 64},
     ):
         response = page.request.post(console.url + "/signin", form=form, max_redirects=0)
         assert response.status == 403
-    assert [c["name"] for c in page.context.cookies()] == []
+    assert [c["name"] for c in page.context.cookies()] == ["pg_signin"]
 
 
 def test_another_households_credential_cannot_see_or_act_on_the_first(
@@ -199,7 +200,7 @@ def test_another_households_credential_cannot_see_or_act_on_the_first(
     a = family
     a_challenge = a.ask("high", 17000, "Secret Dollhouse", "toys")["challenge"]["challenge_id"]
     a_decisions = [d["decision_id"] for d in a.guard.list_decisions(a.household_id)["decisions"]]
-    b = make_family(operator, "The Other Family", parent="Bea", child="Bo")
+    b = make_family(operator, "The Joneses", parent="Bea", child="Bo")
 
     sign_in(page, console.url, a.household_id, b.token)  # A's id with B's credential
     expect(page.get_by_role("alert")).to_contain_text("do not match")
@@ -338,11 +339,11 @@ def test_https_console_over_mtls_guard_marks_cookies_secure(
     """Served over HTTPS, the session cookie is Secure with the __Host- prefix and HSTS is sent; the
     console signs in through a guard that requires the console's client certificate."""
     _, console, operator = tls_world
-    family = make_family(operator, "The Tls Family")
+    family = make_family(operator, "The Garcias")
     assert console.url.startswith("https://")
     page = new_context(ignore_https_errors=True).new_page()
     sign_in(page, console.url, family.household_id, family.token)
-    expect(page.get_by_text("Signed in as household The Tls Family")).to_be_visible()
+    expect(page.get_by_text("Signed in as household The Garcias")).to_be_visible()
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert set(cookies) == {"__Host-pg_console"}
     cookie = cookies["__Host-pg_console"]

@@ -61,6 +61,25 @@ _TOP_FIELDS = {
     "low_value_exemption.per_order_max_minor": "exemption.per_order",
     "low_value_exemption.cumulative_max_minor": "exemption.cumulative",
 }
+_LABELS = {
+    "mode": "Purchases",
+    "max_order": "Per-order maximum",
+    "daily_cap": "Daily cap",
+    "monthly_cap": "Monthly cap",
+    "on_limit": "When a limit is reached",
+    "challenge_method": "Challenge",
+    "blocked_categories": "Blocked categories",
+    "allowed_categories": "Only these categories",
+    "household": "Whole household",
+    "quiet": "Quiet hours",
+    "exemption": "Low-value exemption",
+    "enabled": "On or off",
+    "start": "From",
+    "end": "Until",
+    "action": "During quiet hours",
+    "per_order": "Per-order limit",
+    "cumulative": "Total since the last challenge",
+}
 # A field path at the start of a guard message: "rules[2].max_order_minor must be ...".
 _PATH = re.compile(r"^(?:policy\.)?([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*)\b")
 _RULE_PATH = re.compile(r"^rules\[(\d+)\](?:\.([a-z_]+))?$")
@@ -83,6 +102,13 @@ class PolicyForm:
     @property
     def ok(self) -> bool:
         return not self.errors and not self.general
+
+
+def field_label(name: str) -> str:
+    """ "CHILD.max_order" -> "Children (under 13): Per-order maximum", for the error summary."""
+    group, _, item = name.partition(".")
+    head = ROLE_LABELS.get(group) or _LABELS.get(group, group)
+    return f"{head}: {_LABELS.get(item, item)}" if item else head
 
 
 def exponent(currency: str) -> int:

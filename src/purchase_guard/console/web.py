@@ -436,6 +436,7 @@ class Console:
             "modes": forms.MODES,
             "limit_actions": forms.LIMIT_ACTIONS,
             "challenge_methods": forms.CHALLENGE_METHODS,
+            "field_label": forms.field_label,
         }
 
     # ------------------------------------------------------------ actions
