@@ -112,7 +112,23 @@ def test_erase_needs_the_typed_household_id_then_ends_the_session(
     expect(page.get_by_role("heading", level=1)).to_have_text(f"{family.name} was erased")
     assert [c["name"] for c in page.context.cookies()] == []
     page.goto(url + "/approvals")
-    expect(page).to_have_url(re.compile(r"/signin\?reason=expired$"))
+    expect(page).to_have_url(re.compile(r"/signin$"))
     with pytest.raises(grpc.RpcError) as info:
         operator.get_household(family.household_id)
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_sign_in_while_the_guard_is_down_says_so_and_counts_no_failure(page: Page) -> None:
+    """With no guard at the target, sign-in answers 503 "not reachable" (not "wrong credential"), and
+    those attempts do not count towards the throttle."""
+    running = start_console(console_settings("127.0.0.1:1", signin_max_failures=1, signin_delay_seconds=0.0))
+    try:
+        for _ in range(2):
+            with page.expect_response(
+                lambda r: r.url.endswith("/signin") and r.request.method == "POST"
+            ) as info:
+                sign_in(page, running.url, "hh_anything", "pgh_some-credential-xxxxxxxx")
+            assert info.value.status == 503
+            expect(page.get_by_role("alert")).to_contain_text("The guard is not reachable")
+    finally:
+        running.stop()

@@ -174,6 +174,14 @@ class Console:
     def session(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(self.cookie))
 
+    def to_signin(self, request: Request) -> Response:
+        """To the sign-in page; saying the session expired only to a browser that had one."""
+        if request.cookies.get(self.cookie) is None:
+            return RedirectResponse("/signin", status_code=303)
+        response = RedirectResponse("/signin?reason=expired", status_code=303)
+        self._clear_cookie(response, self.cookie)
+        return response
+
     def render(
         self,
         request: Request,
@@ -249,7 +257,7 @@ class Console:
         """The session and form of a state-changing request, or the response that refuses it."""
         session = self.session(request)
         if session is None:
-            return RedirectResponse("/signin?reason=expired", status_code=303)
+            return self.to_signin(request)
         form = await self.form(request)
         if form is None:
             return self.error_page(request, session, 400, "Bad request", "The form could not be read.")
@@ -385,7 +393,7 @@ class Console:
         async def handler(request: Request) -> Response:
             session = self.session(request)
             if session is None:
-                return RedirectResponse("/signin?reason=expired", status_code=303)
+                return self.to_signin(request)
             try:
                 context = await loader(self, session)
             except GuardRefusal as exc:
