@@ -13,6 +13,10 @@ import pytest
 from console.console_world import OPERATOR, Family, console_settings, make_family, sign_in, start_guard
 from playwright.sync_api import BrowserContext, Page, expect
 
+# Imported at collection, not in a fixture: Hypothesis (elsewhere in the suite) reads constants from
+# every local module loaded, and a module first loaded mid-session changes that set.
+from trust.test_trust_tls import mint_ca, mint_leaf
+
 from purchase_guard.api.client import ClientTls, GuardClient
 from purchase_guard.api.server import RunningServer
 from purchase_guard.console.server import RunningConsole, start_console
@@ -303,8 +307,6 @@ def test_each_failure_grows_the_wait_before_the_next_attempt(page: Page, target:
 def tls_world(tmp_path: Path) -> Iterator[tuple[RunningServer, RunningConsole, GuardClient]]:
     """A guard requiring mutual TLS, and a console that reaches it with a client certificate and serves
     HTTPS itself."""
-    from trust.test_trust_tls import mint_ca, mint_leaf
-
     ca, ca_cert, ca_key = mint_ca(tmp_path, "ca")
     guard_pair = mint_leaf(tmp_path, "guard", ca_cert, ca_key, server=True)
     client_pair = mint_leaf(tmp_path, "console-client", ca_cert, ca_key, server=False)

@@ -9,10 +9,12 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from purchase_guard.api.client import admin_pb2
+from purchase_guard.api.convert import policy_to_pb
 from purchase_guard.cli import main as cli_main
 from purchase_guard.config import ConfigError, load_settings
 from purchase_guard.console import forms
@@ -260,18 +262,10 @@ def test_three_decimal_currencies_round_trip() -> None:
 
 
 def _default_policy_mapping() -> dict[str, Any]:
-    from google.protobuf import json_format
-
-    from purchase_guard.api.convert import policy_to_pb
-
     return json_format.MessageToDict(policy_to_pb(default_policy()), preserving_proto_field_name=True)
 
 
 def _normal(policy: dict[str, Any]) -> dict[str, Any]:
-    from google.protobuf import json_format
-
-    from purchase_guard.api.client import admin_pb2
-
     pb = json_format.ParseDict(policy, admin_pb2.Policy())
     pb.revision = 0
     return json_format.MessageToDict(pb, preserving_proto_field_name=True)
