@@ -311,7 +311,7 @@ def tls_world(tmp_path: Path) -> Iterator[tuple[RunningServer, RunningConsole, G
     guard_pair = mint_leaf(tmp_path, "guard", ca_cert, ca_key, server=True)
     client_pair = mint_leaf(tmp_path, "console-client", ca_cert, ca_key, server=False)
     web_pair = mint_leaf(tmp_path, "console-web", ca_cert, ca_key, server=True)
-    (tmp_path / "g").mkdir()
+    (tmp_path / "g").mkdir(mode=0o700)  # the store refuses a folder others may enter
     guard = start_guard(
         tmp_path / "g", tls_cert_file=guard_pair.cert, tls_key_file=guard_pair.key, tls_client_ca_file=ca.cert
     )
