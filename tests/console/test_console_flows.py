@@ -69,6 +69,7 @@ def test_dollhouse_approved_with_keyboard_only_then_confirm_allows(
     expect(card).to_contain_text("Tim")  # who asked
     expect(card).to_contain_text("toy-shop")
     expect(card).to_contain_text("SPEAKER_CHILD")  # the reason, by code
+    expect(card.locator("li.determining").first).to_contain_text("decided it")  # a CHALLENGE's step-ups
     expect(card).to_contain_text("Voice score")
     expect(card).to_contain_text("Expires")
     shoot(page, "approvals")

@@ -18,7 +18,7 @@ from purchase_guard.api.convert import policy_to_pb
 from purchase_guard.cli import main as cli_main
 from purchase_guard.config import ConfigError, load_settings
 from purchase_guard.console import forms
-from purchase_guard.console.guard_api import MemberView, current_encoder, refusal_from_rpc
+from purchase_guard.console.guard_api import MemberView, _reasons, current_encoder, refusal_from_rpc
 from purchase_guard.console.sessions import Identity, PreSession, SessionStore, csrf_ok
 from purchase_guard.console.settings import ConsoleSettings, load_console_settings
 from purchase_guard.console.throttle import SignInThrottle, address_key, credential_key
@@ -397,6 +397,30 @@ def test_refusals_without_details_keep_code_and_message(refusing_server: str) ->
     refusal = _refusal(refusing_server, "Plain")
     assert (refusal.code, refusal.violations) == ("PERMISSION_DENIED", ())
     assert "not valid for that household" in refusal.message
+
+
+def test_reasons_keep_their_effect_and_whether_they_decided() -> None:
+    """A reason's effect, rule and determining flag are read; older records without them still show."""
+    new, old = _reasons(
+        [
+            {
+                "code": "AMOUNT_OVER_LIMIT",
+                "message": "Over",
+                "effect": "NEEDS_CHALLENGE",
+                "rule": "policy.max_order",
+                "determining": True,
+                "detail": {"limit": "4000"},
+            },
+            {"code": "SPEAKER_VERIFIED", "message": "Known voice", "effect": "EFFECT_UNSPECIFIED"},
+        ]
+    )
+    assert (new.effect, new.rule, new.determining, new.detail) == (
+        "NEEDS_CHALLENGE",
+        "policy.max_order",
+        True,
+        (("limit", "4000"),),
+    )
+    assert (old.effect, old.determining) == ("", False)
 
 
 def test_current_encoder_prefers_the_guards_word_over_the_latest_decision() -> None:

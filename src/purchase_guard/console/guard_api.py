@@ -104,6 +104,11 @@ class ReasonView:
     code: str
     message: str
     detail: tuple[tuple[str, str], ...]
+    # FORBID, NEEDS_CHALLENGE, PERMIT, NOTE, CHECK_ERROR; "" for decisions recorded before effects.
+    effect: str = ""
+    rule: str = ""
+    # One of the findings that determined the outcome.
+    determining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +230,9 @@ def _reasons(raw: Sequence[Mapping[str, Any]] | None) -> tuple[ReasonView, ...]:
             str(r.get("code", "REASON_CODE_UNSPECIFIED")),
             str(r.get("message", "")),
             tuple(sorted((str(k), str(v)) for k, v in dict(r.get("detail", {})).items())),
+            effect="" if r.get("effect") in (None, "EFFECT_UNSPECIFIED") else str(r.get("effect")),
+            rule=str(r.get("rule", "")),
+            determining=bool(r.get("determining", False)),
         )
         for r in raw or ()
     )
