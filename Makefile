@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants bench replay trust model clean
+.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants bench replay trust model clean
 
 venv: $(STAMP)
 
@@ -21,12 +21,37 @@ $(STAMP): pyproject.toml
 	# speechbrain's metadata requires torchaudio, which would replace the CPU torch; its real
 	# needs are in the [ecapa] extra and voice/_speechbrain_compat.py covers the import.
 	$(BIN)/pip install --no-deps speechbrain==1.1.2
+	$(MAKE) chromium
 	touch $(STAMP)
+
+# The console's browser suite (tests/console) drives Debian's Chromium through Playwright, which
+# never downloads a browser of its own (`playwright install` is not used). Installed once, when
+# missing; CI runs as root.
+chromium:
+	@if ! dpkg -s chromium chromium-driver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "tests/console needs Debian's chromium: sudo apt-get install -y chromium chromium-driver" >&2; exit 1; \
+	  fi; \
+	  echo "installing Debian's chromium (tests/console)" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/purchase-guard serve
 
-test: $(STAMP)
+# The parents' web console against the guard `make run` serves (docs/console.md).
+console: $(STAMP)
+	$(BIN)/purchase-guard console
+
+# Runs the browser suite, which writes a screenshot of each page to reports/console/, and copies
+# them to docs/console/ (committed).
+console-screenshots: $(STAMP) chromium
+	rm -rf reports/console
+	$(PY) -m pytest -q tests/console
+	mkdir -p docs/console
+	cp reports/console/*.png docs/console/
+
+test: $(STAMP) chromium
 	$(PY) scripts/gen_protos.py --check
 	$(BIN)/ruff check src tests scripts deploy
 	$(BIN)/mypy

@@ -146,7 +146,7 @@ def build_app(
     child = child_detector_for(encoder.name, settings.child_detector_file)
     # Only the fake encoder (a spectral stand-in for tests; settings refuse it outside test mode)
     # runs without one.
-    if child is None and encoder.name != FakeEncoder.name:
+    if child is None and not isinstance(encoder, FakeEncoder):
         # Without it CHILD_VOICE could never fire: a child who verifies as a parent would buy.
         raise ConfigError(
             f"no child-voice detector for encoder {encoder.name}; set {ENV_PREFIX}CHILD_DETECTOR_FILE"

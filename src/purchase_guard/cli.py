@@ -1,4 +1,4 @@
-"""Command line: serve | admin ... | guard ... | eval speakers.
+"""Command line: serve | console | admin ... | guard ... | eval speakers.
 
 `serve` runs the guard on its embedded defaults. `admin` and `guard` drive a running
 guard over gRPC, for parents, operators and QA. `eval` measures the speaker decisions.
@@ -217,6 +217,24 @@ def _guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console(args: argparse.Namespace) -> int:
+    from purchase_guard.console.settings import load_console_settings
+
+    try:
+        settings = load_console_settings(target=args.target, listen=args.listen)
+    except ConfigError as exc:
+        print(f"purchase-guard console: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    from purchase_guard.console.server import serve_console
+    from purchase_guard.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    scheme = "https" if settings.https else "http"
+    print(f"purchase-guard console on {scheme}://{settings.listen} (guard {settings.target})", flush=True)
+    serve_console(settings)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     if not rest or rest[0] != "speakers":
@@ -337,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--device", default="")
     cf.add_argument("--request-id", default="")
     g.set_defaults(func=_guard)
+
+    con = sub.add_parser(
+        "console", help="serve the parents' web console (settings from PURCHASE_GUARD_CONSOLE_* variables)"
+    )
+    con.add_argument("--target", help="the guard's host:port (default: $PURCHASE_GUARD_CONSOLE_TARGET)")
+    con.add_argument("--listen", help="host:port to serve on (default: $PURCHASE_GUARD_CONSOLE_LISTEN)")
+    con.set_defaults(func=_console)
 
     sub.add_parser(
         "replay",

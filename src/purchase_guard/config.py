@@ -310,7 +310,10 @@ def _known_env_names() -> set[str]:
 
 
 def _is_external(key: str) -> bool:
-    # Variables read by tests and tools, not by the server.
+    # Variables read by tests and tools, not by the server; the web console's own settings
+    # (purchase_guard/console/settings.py) may share its environment.
+    if key.startswith(ENV_PREFIX + "CONSOLE_"):
+        return True
     return key in {
         ENV_PREFIX + n
         for n in ("DATA_DIR", "REQUIRE_DATA", "REQUIRE_SERVICES", "ADMIN_TOKEN", "TEST_POSTGRES_DSN")

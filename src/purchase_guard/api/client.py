@@ -260,11 +260,14 @@ class GuardClient:
             timeout=self._timeout,
         )
 
-    def erase_household(self, household_id: str) -> dict[str, Any]:
+    def erase_household(self, household_id: str, confirm: str | None = None) -> dict[str, Any]:
+        """`confirm` is what the person typed to confirm (the guard erases nothing unless it repeats
+        the id); the CLI, which asks for --yes instead, leaves it to default to the id itself."""
         return _dict(
             self._data.EraseHousehold(
                 privacy_pb2.EraseHouseholdRequest(
-                    household_id=household_id, confirm_household_id=household_id
+                    household_id=household_id,
+                    confirm_household_id=household_id if confirm is None else confirm,
                 ),
                 metadata=self._meta(),
                 timeout=self._timeout,

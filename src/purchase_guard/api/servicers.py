@@ -96,8 +96,11 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     def GetHousehold(
         self, request: admin_pb2.GetHouseholdRequest, context: grpc.ServicerContext
     ) -> admin_pb2.GetHouseholdResponse:
-        household = self._svc.get_household(self._who(context), request.household_id)
-        return admin_pb2.GetHouseholdResponse(household=convert.household_to_pb(household))
+        principal = self._who(context)
+        household = self._svc.get_household(principal, request.household_id)
+        return admin_pb2.GetHouseholdResponse(
+            household=convert.household_to_pb(household), caller_member_id=principal.member_id or ""
+        )
 
     def AddMember(
         self, request: admin_pb2.AddMemberRequest, context: grpc.ServicerContext

@@ -292,6 +292,9 @@ class GetHouseholdResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    CALLER_MEMBER_ID_FIELD_NUMBER: _builtins.int
+    caller_member_id: _builtins.str
+    """The parent whose credential made this call; empty for a household token or the operator."""
     @_builtins.property
     def household(self) -> Global___Household:
         """The household."""
@@ -300,10 +303,11 @@ class GetHouseholdResponse(_message.Message):
         self,
         *,
         household: Global___Household | None = ...,
+        caller_member_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["household", b"household"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["household", b"household"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_member_id", b"caller_member_id", "household", b"household"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
