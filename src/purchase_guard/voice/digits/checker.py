@@ -1,0 +1,142 @@
+"""The template digit checker behind the DigitChecker protocol, and guided enrollment.
+
+Answers are aligned against the member's own enrolled digit templates when there are any,
+together with the packaged bank from many speakers (which covers digits a member's templates
+lack, and is all there is for members enrolled before digit templates existed). The two modes
+have their own thresholds because a member's own templates fit their voice far more closely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from purchase_guard.errors import EnrollmentRejected
+from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.digits import dtw
+from purchase_guard.voice.digits.base import (
+    NO_DIGITS_HEARD,
+    NO_SPEECH,
+    NOT_THE_DIGITS,
+    TOO_SHORT,
+    WRONG_LENGTH,
+    DigitCheck,
+    DigitHypothesis,
+    validate_expected,
+)
+from purchase_guard.voice.digits.features import mfcc
+from purchase_guard.voice.digits.model import DigitModel, load_model
+from purchase_guard.voice.digits.templates import DIGITS, MAX_TEMPLATE_FRAMES, DigitTemplates, Frames
+
+# Guided enrollment: four strings, every digit twice, in different neighbours each time so a
+# template is not always cut from the same co-articulation. About 10 s of speaking in all.
+ENROLLMENT_PROMPTS: tuple[str, ...] = ("01234", "56789", "97531", "86420")
+_MIN_SEGMENT_FRAMES = 8  # 80 ms: shorter "digits" are alignment artefacts
+
+
+class TemplateDigitChecker:
+    """DTW digit verification (name recorded with each decision). Thread-safe: holds no mutable state."""
+
+    def __init__(self, model: DigitModel) -> None:
+        self.model = model
+        self.name = model.name
+        self._bank = list(model.bank)
+
+    def _templates(self, templates: DigitTemplates | None) -> tuple[list[dtw.Template], bool]:
+        own = dtw.member_templates(templates)
+        if templates is not None and templates.features != dtw.FEATURES:
+            # Templates from another feature extractor cannot be compared; use the bank alone.
+            own = []
+        return own + self._bank, bool(own)
+
+    def check(self, pcm: Pcm, expected: str, templates: DigitTemplates | None) -> DigitCheck:
+        validate_expected(expected)
+        return self.score_any(pcm, expected, templates)
+
+    def score_any(self, pcm: Pcm, expected: str, templates: DigitTemplates | None) -> DigitCheck:
+        """`check` without the 4-8 length rule (the evaluation also scores 3-digit strings)."""
+        every, mine = self._templates(templates)
+        params = self.model.params
+        threshold = params.threshold_member if mine else params.threshold_generic
+        prep = dtw.prepare(pcm, every, params)
+        if not dtw.enough_voice(prep):
+            return DigitCheck(False, -np.inf, threshold, (0.0, 0.0), NO_SPEECH, self.name, mine)
+        scored = dtw.score(prep, expected, params)
+        if not np.isfinite(scored.score):
+            return DigitCheck(False, -np.inf, threshold, (0.0, 0.0), TOO_SHORT, self.name, mine)
+        accepted = scored.score >= threshold
+        return DigitCheck(
+            accepted=accepted,
+            score=float(scored.score),
+            threshold=threshold,
+            span=dtw.span_seconds(scored.forced),
+            problem="" if accepted else NOT_THE_DIGITS,
+            checker=self.name,
+            used_member_templates=mine,
+        )
+
+    def recognise(self, pcm: Pcm, n_digits: int | None, templates: DigitTemplates | None) -> DigitHypothesis:
+        if n_digits is not None and not 1 <= n_digits <= 8:
+            raise ValueError("n_digits must be between 1 and 8")
+        every, _ = self._templates(templates)
+        params = self.model.params
+        prep = dtw.prepare(pcm, every, params)
+        if not dtw.enough_voice(prep):
+            return DigitHypothesis("", (0.0, 0.0), 0.0, NO_SPEECH)
+        path = dtw.free(prep, params, n_digits)
+        if not np.isfinite(path.cost):
+            return DigitHypothesis("", (0.0, 0.0), 0.0, TOO_SHORT if n_digits else NO_DIGITS_HEARD)
+        digits = path.digits
+        if not digits:
+            return DigitHypothesis("", (0.0, 0.0), 0.0, NO_DIGITS_HEARD)
+        span = dtw.span_seconds(path)
+        margins = []
+        for seg in path.segments:
+            if seg.label.isdigit():
+                frames = prep.local[seg.start : seg.end + 1]
+                # The cheapest template frame per answer frame is an optimistic fit; against the
+                # filler it says how far the stretch is from "not a digit at all".
+                margins.append(params.filler_cost - float(frames[:, : prep.pause_column].min(axis=1).mean()))
+        problem = "" if n_digits is None or len(digits) == n_digits else WRONG_LENGTH
+        return DigitHypothesis(digits, span, float(np.mean(margins)), problem)
+
+    def build_templates(self, takes: Sequence[tuple[Pcm, str]]) -> DigitTemplates:
+        """Templates from guided enrollment takes (audio, digits prompted), cut by forced alignment.
+
+        Raises EnrollmentRejected listing (take index, reason) for takes that do not say their
+        prompt; ValueError for a malformed prompt (a caller bug).
+        """
+        pieces: list[tuple[str, Frames]] = []
+        problems: list[tuple[int, str]] = []
+        params = self.model.params
+        for index, (pcm, prompt) in enumerate(takes):
+            if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
+                raise ValueError("enrollment prompts are 1-8 ASCII digits")
+            prep = dtw.prepare(pcm, self._bank, params)
+            if not dtw.enough_voice(prep):
+                problems.append((index, NO_SPEECH))
+                continue
+            scored = dtw.score(prep, prompt, params)
+            if not np.isfinite(scored.score) or scored.score < params.threshold_generic:
+                problems.append((index, "the take does not say the digits it was prompted with"))
+                continue
+            feats = mfcc(pcm.samples)
+            segs = [s for s in scored.forced.segments if s.label.isdigit()]
+            if any(not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs):
+                problems.append((index, "the digits in the take could not be told apart"))
+                continue
+            pieces += [(s.label, feats[s.start : s.end + 1]) for s in segs]
+        if problems:
+            raise EnrollmentRejected("some digit enrollment takes are unusable", tuple(problems))
+        missing = [d for d in DIGITS if d not in {p[0] for p in pieces}]
+        if missing:
+            raise EnrollmentRejected("the digit enrollment takes do not cover every digit")
+        from purchase_guard.voice.digits.templates import templates_from_segments
+
+        return templates_from_segments(pieces, dtw.FEATURES)
+
+
+def load_template_checker(directory: Path | None = None) -> TemplateDigitChecker:
+    return TemplateDigitChecker(load_model(directory))
