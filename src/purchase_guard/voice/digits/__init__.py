@@ -22,7 +22,11 @@ from purchase_guard.voice.digits.base import (
     DigitHypothesis,
     validate_expected,
 )
-from purchase_guard.voice.digits.checker import ENROLLMENT_PROMPTS, TemplateDigitChecker, load_template_checker
+from purchase_guard.voice.digits.checker import (
+    ENROLLMENT_PROMPTS,
+    TemplateDigitChecker,
+    load_template_checker,
+)
 from purchase_guard.voice.digits.templates import DigitTemplates
 
 __all__ = [

@@ -28,7 +28,13 @@ from purchase_guard.voice.digits.base import (
 )
 from purchase_guard.voice.digits.features import mfcc
 from purchase_guard.voice.digits.model import DigitModel, load_model
-from purchase_guard.voice.digits.templates import DIGITS, MAX_TEMPLATE_FRAMES, DigitTemplates, Frames
+from purchase_guard.voice.digits.templates import (
+    DIGITS,
+    MAX_TEMPLATE_FRAMES,
+    DigitTemplates,
+    Frames,
+    templates_from_segments,
+)
 
 # Guided enrollment: four strings, every digit twice, in different neighbours each time so a
 # template is not always cut from the same co-articulation. About 10 s of speaking in all.
@@ -42,14 +48,14 @@ class TemplateDigitChecker:
     def __init__(self, model: DigitModel) -> None:
         self.model = model
         self.name = model.name
-        self._bank = list(model.bank)
+        self._bank = dtw.TemplateSet.of(model.bank)
 
-    def _templates(self, templates: DigitTemplates | None) -> tuple[list[dtw.Template], bool]:
+    def _templates(self, templates: DigitTemplates | None) -> tuple[list[dtw.TemplateSet], bool]:
         own = dtw.member_templates(templates)
         if templates is not None and templates.features != dtw.FEATURES:
             # Templates from another feature extractor cannot be compared; use the bank alone.
             own = []
-        return own + self._bank, bool(own)
+        return [dtw.TemplateSet.of(own), self._bank], bool(own)
 
     def check(self, pcm: Pcm, expected: str, templates: DigitTemplates | None) -> DigitCheck:
         validate_expected(expected)
@@ -102,7 +108,9 @@ class TemplateDigitChecker:
         problem = "" if n_digits is None or len(digits) == n_digits else WRONG_LENGTH
         return DigitHypothesis(digits, span, float(np.mean(margins)), problem)
 
-    def build_templates(self, takes: Sequence[tuple[Pcm, str]]) -> DigitTemplates:
+    def build_templates(
+        self, takes: Sequence[tuple[Pcm, str]], require_every_digit: bool = True
+    ) -> DigitTemplates:
         """Templates from guided enrollment takes (audio, digits prompted), cut by forced alignment.
 
         Raises EnrollmentRejected listing (take index, reason) for takes that do not say their
@@ -114,12 +122,12 @@ class TemplateDigitChecker:
         for index, (pcm, prompt) in enumerate(takes):
             if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
                 raise ValueError("enrollment prompts are 1-8 ASCII digits")
-            prep = dtw.prepare(pcm, self._bank, params)
+            prep = dtw.prepare(pcm, [self._bank], params)
             if not dtw.enough_voice(prep):
                 problems.append((index, NO_SPEECH))
                 continue
             scored = dtw.score(prep, prompt, params)
-            if not np.isfinite(scored.score) or scored.score < params.threshold_generic:
+            if not np.isfinite(scored.score) or scored.score < params.threshold_enroll:
                 problems.append((index, "the take does not say the digits it was prompted with"))
                 continue
             feats = mfcc(pcm.samples)
@@ -131,10 +139,8 @@ class TemplateDigitChecker:
         if problems:
             raise EnrollmentRejected("some digit enrollment takes are unusable", tuple(problems))
         missing = [d for d in DIGITS if d not in {p[0] for p in pieces}]
-        if missing:
+        if missing and require_every_digit:
             raise EnrollmentRejected("the digit enrollment takes do not cover every digit")
-        from purchase_guard.voice.digits.templates import templates_from_segments
-
         return templates_from_segments(pieces, dtw.FEATURES)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.digits.align import FILLER, PAUSE, Alignment, UnitInstance, align
-from purchase_guard.voice.digits.features import FRAME_S, log_energy, mfcc
+from purchase_guard.voice.digits.features import DIM, FRAME_S, log_energy, mfcc
 from purchase_guard.voice.digits.templates import DIGITS, DigitTemplates, Frames
 
 FEATURES = "mfcc13dd-100-3800-cmvn/1"
@@ -34,6 +34,7 @@ class DtwParams:
     stay_penalty: float  # per repeated template frame
     threshold_member: float  # on the score, when the member's own templates are used
     threshold_generic: float  # on the score, with the packaged templates only
+    threshold_enroll: float  # an enrollment take must score this with the packaged templates
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,11 @@ class Prepared:
 
     @property
     def pause_column(self) -> int:
-        return self.local.shape[1] - 2
+        return int(self.local.shape[1]) - 2
 
     @property
     def filler_column(self) -> int:
-        return self.local.shape[1] - 1
+        return int(self.local.shape[1]) - 1
 
 
 @dataclass(frozen=True)
@@ -79,37 +80,59 @@ def member_templates(templates: DigitTemplates | None) -> list[Template]:
     return [Template(d, f) for d in DIGITS for f in templates.by_digit.get(d, ())]
 
 
-def _distances(x: Frames, y: Frames) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Euclidean distance between frames, scaled so a random pair of normalised frames is about 1.4."""
-    x64 = x.astype(np.float64)
-    y64 = y.astype(np.float64)
-    sq = (x64 * x64).sum(1)[:, None] + (y64 * y64).sum(1)[None, :] - 2.0 * (x64 @ y64.T)
-    return np.asarray(np.sqrt(np.maximum(sq, 0.0) / x.shape[1]), dtype=np.float64)
+@dataclass(frozen=True)
+class TemplateSet:
+    """Templates concatenated once (the packaged bank is fixed), so each answer costs one matrix product."""
+
+    frames: Frames  # (total frames, dim) float32
+    sq_norms: np.ndarray[Any, np.dtype[np.float32]]
+    columns: tuple[np.ndarray[Any, np.dtype[np.int64]], ...]
+    labels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, templates: Sequence[Template]) -> TemplateSet:
+        if not templates:
+            return cls(np.zeros((0, DIM), np.float32), np.zeros(0, np.float32), (), ())
+        frames = np.ascontiguousarray(np.concatenate([t.frames for t in templates]), dtype=np.float32)
+        cols: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        offset = 0
+        for t in templates:
+            cols.append(np.arange(offset, offset + t.frames.shape[0], dtype=np.int64))
+            offset += t.frames.shape[0]
+        return cls(frames, (frames * frames).sum(axis=1), tuple(cols), tuple(t.label for t in templates))
+
+    def distances(self, x: Frames) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Euclidean frame distances scaled by 1/sqrt(dim): a random pair of normalised frames is ~1.4."""
+        sq = (x * x).sum(axis=1)[:, None] + self.sq_norms[None, :] - 2.0 * (x @ self.frames.T)
+        return np.asarray(np.sqrt(np.maximum(sq, 0.0) / np.float32(x.shape[1])), dtype=np.float32)
 
 
-def prepare(pcm: Pcm, templates: Sequence[Template], params: DtwParams) -> Prepared:
+def prepare(pcm: Pcm, sets: Sequence[TemplateSet], params: DtwParams) -> Prepared:
     feats = mfcc(pcm.samples)
     n = int(feats.shape[0])
-    if n == 0 or not templates:
+    sets = [s for s in sets if s.labels]
+    if n == 0 or not sets:
         return Prepared(n, 0, np.zeros((n, 2)), (), ())
     energy = log_energy(pcm.samples)[:n]
     quiet = float(np.percentile(energy, 10))
     voiced = int(np.count_nonzero(energy > quiet + _VOICED_LOG_MARGIN))
-    bank = np.concatenate([t.frames for t in templates])
+    total = sum(s.frames.shape[0] for s in sets)
+    local = np.empty((n, total + 2), dtype=np.float64)
     cols: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    labels: list[str] = []
     offset = 0
-    for t in templates:
-        cols.append(np.arange(offset, offset + t.frames.shape[0], dtype=np.int64))
-        offset += t.frames.shape[0]
+    for s in sets:
+        local[:, offset : offset + s.frames.shape[0]] = s.distances(feats)
+        cols += [c + offset for c in s.columns]
+        labels += s.labels
+        offset += s.frames.shape[0]
     # The pause model is the answer's own quiet frames: whatever the line noise is, a pause
     # sounds like the quietest tenth of this recording.
     quiet_frames = feats[energy <= np.percentile(energy, 15)]
     pause_vec = quiet_frames.mean(axis=0, keepdims=True) if quiet_frames.shape[0] else feats[:1]
-    local = np.empty((n, offset + 2), dtype=np.float64)
-    local[:, :offset] = _distances(feats, bank)
-    local[:, offset] = _distances(feats, pause_vec.astype(np.float32))[:, 0]
+    local[:, offset] = TemplateSet.of([Template(PAUSE, pause_vec.astype(np.float32))]).distances(feats)[:, 0]
     local[:, offset + 1] = params.filler_cost
-    return Prepared(n, voiced, local, tuple(cols), tuple(t.label for t in templates))
+    return Prepared(n, voiced, local, tuple(cols), tuple(labels))
 
 
 def _forced_units(prep: Prepared, expected: str) -> tuple[list[UnitInstance], int]:
@@ -120,7 +143,8 @@ def _forced_units(prep: Prepared, expected: str) -> tuple[list[UnitInstance], in
     units += [UnitInstance(PAUSE, pause, k, k) for k in range(n + 1)]
     for k, digit in enumerate(expected):
         units += [
-            UnitInstance(lab, c, k, k + 1) for lab, c in zip(prep.labels, prep.template_columns, strict=True)
+            UnitInstance(lab, c, k, k + 1)
+            for lab, c in zip(prep.labels, prep.template_columns, strict=True)
             if lab == digit
         ]
     return units, n
@@ -131,7 +155,9 @@ def _free_units(prep: Prepared, n_digits: int | None) -> tuple[list[UnitInstance
     filler = np.array([prep.filler_column])
     if n_digits is None:
         units = [UnitInstance(FILLER, filler, 0, 0), UnitInstance(PAUSE, pause, 0, 0)]
-        units += [UnitInstance(lab, c, 0, 0) for lab, c in zip(prep.labels, prep.template_columns, strict=True)]
+        units += [
+            UnitInstance(lab, c, 0, 0) for lab, c in zip(prep.labels, prep.template_columns, strict=True)
+        ]
         return units, 0
     n = n_digits
     units = [UnitInstance(FILLER, filler, 0, 0), UnitInstance(FILLER, filler, n, n)]

@@ -38,7 +38,9 @@ def _filterbank() -> np.ndarray[Any, np.dtype[np.float32]]:
 def _deltas(x: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
     n = _DELTA_WIN
     padded = np.pad(x, ((n, n), (0, 0)), mode="edge")
-    num = sum(k * (padded[n + k : n + k + x.shape[0]] - padded[n - k : n - k + x.shape[0]]) for k in range(1, n + 1))
+    num = sum(
+        k * (padded[n + k : n + k + x.shape[0]] - padded[n - k : n - k + x.shape[0]]) for k in range(1, n + 1)
+    )
     return np.asarray(num / (2 * sum(k * k for k in range(1, n + 1))), dtype=np.float64)
 
 
@@ -52,7 +54,7 @@ def log_energy(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any
 def _dithered(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, np.dtype[np.float32]]:
     rng = np.random.default_rng(0)
     noise = rng.standard_normal(samples.shape[0]).astype(np.float32) * np.float32(_DITHER)
-    return np.asarray(samples, dtype=np.float32) + noise
+    return np.asarray(np.asarray(samples, dtype=np.float32) + noise, dtype=np.float32)
 
 
 def mfcc(samples: np.ndarray[Any, np.dtype[np.float32]]) -> Frames:

@@ -82,25 +82,27 @@ def load_model(directory: Path | None = None) -> DigitModel:
         bank_bytes = _read(directory, BANK_FILE)
     except (OSError, ValueError) as exc:
         raise Unavailable(f"digit model could not be read: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise Unavailable(f"digit model {META_FILE} is not a JSON object")
+    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
+        raise Unavailable(
+            f"digit model has unsupported format {meta.get('format')!r} version {meta.get('version')!r}"
+        )
+    if meta.get("features") != FEATURES:
+        raise Unavailable(f"digit model was made with features {meta.get('features')!r}, not {FEATURES}")
+    if hashlib.sha256(bank_bytes).hexdigest() != meta.get("bank_sha256"):
+        raise Unavailable(f"digit model: {BANK_FILE} does not match the SHA-256 recorded in {META_FILE}")
     try:
-        if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
-            raise ValueError(f"unsupported format {meta.get('format')!r} version {meta.get('version')!r}")
-        if meta.get("features") != FEATURES:
-            raise ValueError(f"made with features {meta.get('features')!r}, this code computes {FEATURES}")
-        digest = hashlib.sha256(bank_bytes).hexdigest()
-        if digest != meta.get("bank_sha256"):
-            raise ValueError(f"{BANK_FILE} does not match the SHA-256 recorded in {META_FILE}")
         p = meta["params"]
         params = DtwParams(
             filler_cost=float(p["filler_cost"]),
             stay_penalty=float(p["stay_penalty"]),
             threshold_member=float(p["threshold_member"]),
             threshold_generic=float(p["threshold_generic"]),
+            threshold_enroll=float(p["threshold_enroll"]),
         )
         bank = _bank_from_npz(bank_bytes)
         name = str(meta["name"])
-    except Unavailable:
-        raise
     except Exception as exc:  # a damaged file can fail in json, numpy or key lookups
         raise Unavailable(f"digit model is damaged or inconsistent: {exc}") from exc
     return DigitModel(name=name, params=params, bank=bank, fitted_on=dict(meta.get("fitted_on", {})))

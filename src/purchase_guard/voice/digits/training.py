@@ -32,9 +32,11 @@ class Cut:
     template: dtw.Template
 
 
-def fsdd_enrollment(data: Path, speaker: str, seed: int = 0) -> list[tuple[Pcm, str, list[tuple[float, float]]]]:
+def fsdd_enrollment(
+    data: Path, speaker: str, seed: int = 0
+) -> list[tuple[Pcm, str, list[tuple[float, float]]]]:
     """The four prompts spoken by an FSDD speaker, from takes ENROLL_TAKES (each digit once per take)."""
-    rng = random.Random(f"{speaker}/{seed}")
+    rng = random.Random(f"{speaker}/{seed}")  # noqa: S311 - reproducible gaps, not a secret
     seen: dict[str, int] = {}
     out = []
     for prompt in ENROLLMENT_PROMPTS:
@@ -66,9 +68,11 @@ def cut_known(pcm: Pcm, digits: str, bounds: Sequence[tuple[float, float]]) -> l
     return out
 
 
-def cut_aligned(pcm: Pcm, digits: str, bank: Sequence[dtw.Template], params: dtw.DtwParams) -> list[dtw.Template]:
+def cut_aligned(
+    pcm: Pcm, digits: str, bank: Sequence[dtw.Template], params: dtw.DtwParams
+) -> list[dtw.Template]:
     """Templates cut by forced alignment of `digits` against `bank`; [] when it cannot align."""
-    prep = dtw.prepare(pcm, list(bank), params)
+    prep = dtw.prepare(pcm, [dtw.TemplateSet.of(bank)], params)
     if not dtw.enough_voice(prep):
         return []
     path = dtw.forced(prep, digits, params)
