@@ -33,12 +33,13 @@ from purchase_guard.voice.digits.training import fsdd_enrollment
 PROTOCOL = (
     "k-fold over speakers (6 folds: one FSDD speaker each, speechocean digit readers dealt round-robin); "
     "template bank built from the other folds' speakers only; member templates from the member's own "
-    "enrollment takes (FSDD takes 0-1 joined into ENROLLMENT_PROMPTS; speechocean: the speaker's other digit "
-    "strings), never the answer itself; FSDD answers from takes 10-49 with 0.15-0.3 s gaps, decoded at 8 kHz "
-    "and upsampled as telephony; thresholds per mode fitted on the other folds' trials "
-    "(changed digit <= 1 %, "
-    "other words <= 0.25 % there); 95 % intervals are Wilson intervals over trials (trials of one speaker "
-    "are not independent, so the intervals are optimistic)."
+    "enrollment takes (FSDD: takes 0-2 joined into ENROLLMENT_PROMPTS; speechocean: the speaker's other "
+    "digit strings), never the answer itself; the member threshold applies only where the templates cover "
+    "every expected digit (guided enrollment always does), otherwise the bank's (mode 'partial'); FSDD "
+    "answers from takes 10-49 with 0.15-0.3 s gaps, decoded at 8 kHz and upsampled as telephony; "
+    "thresholds per mode fitted on the other folds' trials (changed digit <= 1 %, other words <= 0.25 % "
+    "there); 95 % intervals are Wilson intervals over trials (trials of one speaker are not independent, "
+    "so the intervals are optimistic)."
 )
 TARGETS = {
     ev.GENUINE: (">=", 0.97),
@@ -52,7 +53,7 @@ TARGETS = {
 def summarise(judged: Sequence[tuple[ev.Trial, bool]]) -> list[dict[str, Any]]:
     rows = []
     for group in ("fsdd", "speechocean"):
-        for mode in ("member", "generic"):
+        for mode in ("member", "partial", "generic"):
             for kind in ev.ALL_KINDS:
                 sel = [ok for t, ok in judged if t.group == group and t.mode == mode and t.kind == kind]
                 if not sel:

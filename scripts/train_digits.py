@@ -62,7 +62,7 @@ def main() -> int:
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "bank": {
                 "fsdd_speakers": list(folds.fsdd),
-                "fsdd_takes": "0-1 of each digit, joined into ENROLLMENT_PROMPTS",
+                "fsdd_takes": "0-2 of each digit, joined into ENROLLMENT_PROMPTS",
                 "speechocean762_train_digit_strings": len(folds.so_strings),
                 "speechocean762_train_speakers": len({u.speaker for u in folds.so_strings}),
                 "templates": len(bank),

@@ -1,6 +1,6 @@
 """The digit content check on real FSDD and speechocean762 digits with the packaged model.
 
-FSDD answers use takes 10-49; the member's templates come from takes 0-1 joined into the
+FSDD answers use takes 10-49; the member's templates come from takes 0-2 joined into the
 enrollment prompts, as guided enrollment would record them. speechocean answers are a
 speaker's digit strings, with templates from that speaker's other strings.
 """

@@ -49,7 +49,7 @@ class DigitCheck:
     span: tuple[float, float]
     problem: str  # "" when accepted; never contains digits
     checker: str  # versioned name of the checker that decided
-    used_member_templates: bool
+    used_member_templates: bool  # the member's templates covered every expected digit
 
 
 @dataclass(frozen=True)

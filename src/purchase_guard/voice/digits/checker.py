@@ -36,10 +36,13 @@ from purchase_guard.voice.digits.templates import (
     templates_from_segments,
 )
 
-# Guided enrollment: four strings, every digit twice, in different neighbours each time so a
-# template is not always cut from the same co-articulation. About 10 s of speaking in all.
-ENROLLMENT_PROMPTS: tuple[str, ...] = ("01234", "56789", "97531", "86420")
+# Guided enrollment: six strings, every digit three times, in different neighbours each time so
+# a template is not always cut from the same co-articulation; about 15 s of speaking in all.
+# A third template per digit was measured to help (docs/challenges.md).
+ENROLLMENT_PROMPTS: tuple[str, ...] = ("01234", "56789", "97531", "86420", "13579", "02468")
 _MIN_SEGMENT_FRAMES = 8  # 80 ms: shorter "digits" are alignment artefacts
+TAKE_UNALIGNED = "the digits in the take could not be told apart"
+TAKE_MISMATCH = "the take does not say the digits it was prompted with"
 
 
 class TemplateDigitChecker:
@@ -49,6 +52,12 @@ class TemplateDigitChecker:
         self.model = model
         self.name = model.name
         self._bank = dtw.TemplateSet.of(model.bank)
+
+    def warm_up(self) -> None:
+        """Compile the alignment kernel (numba) before the first answer; call once at start."""
+        rng = np.random.default_rng(0)
+        noise = (0.05 * rng.standard_normal(16_000)).astype(np.float32)
+        self.score_any(Pcm(noise), "0000", None)
 
     def _templates(self, templates: DigitTemplates | None) -> tuple[list[dtw.TemplateSet], bool]:
         own = dtw.member_templates(templates)
@@ -63,10 +72,13 @@ class TemplateDigitChecker:
 
     def score_any(self, pcm: Pcm, expected: str, templates: DigitTemplates | None) -> DigitCheck:
         """`check` without the 4-8 length rule (the evaluation also scores 3-digit strings)."""
-        every, mine = self._templates(templates)
+        sets, _ = self._templates(templates)
+        # The member threshold is for templates of every expected digit (what guided enrollment
+        # gives); with gaps the bank speaks for those digits, so the bank's threshold applies.
+        mine = templates is not None and set(expected) <= set(self._own_digits(templates))
         params = self.model.params
         threshold = params.threshold_member if mine else params.threshold_generic
-        prep = dtw.prepare(pcm, every, params)
+        prep = dtw.prepare(pcm, sets, params)
         if not dtw.enough_voice(prep):
             return DigitCheck(False, -np.inf, threshold, (0.0, 0.0), NO_SPEECH, self.name, mine)
         scored = dtw.score(prep, expected, params)
@@ -82,6 +94,10 @@ class TemplateDigitChecker:
             checker=self.name,
             used_member_templates=mine,
         )
+
+    @staticmethod
+    def _own_digits(templates: DigitTemplates) -> str:
+        return templates.digits_covered if templates.features == dtw.FEATURES else ""
 
     def recognise(self, pcm: Pcm, n_digits: int | None, templates: DigitTemplates | None) -> DigitHypothesis:
         if n_digits is not None and not 1 <= n_digits <= 8:
@@ -113,12 +129,14 @@ class TemplateDigitChecker:
     ) -> DigitTemplates:
         """Templates from guided enrollment takes (audio, digits prompted), cut by forced alignment.
 
-        Raises EnrollmentRejected listing (take index, reason) for takes that do not say their
-        prompt; ValueError for a malformed prompt (a caller bug).
+        Each take is cut against the packaged bank, then checked against the templates of the
+        member's other takes: a take that does not say its prompt (silence, other words, a
+        recording played backwards) does not match them and is refused. Raises
+        EnrollmentRejected listing (take index, reason); ValueError for a malformed prompt.
         """
-        pieces: list[tuple[str, Frames]] = []
-        problems: list[tuple[int, str]] = []
         params = self.model.params
+        cut: dict[int, list[tuple[str, Frames]]] = {}
+        problems: list[tuple[int, str]] = []
         for index, (pcm, prompt) in enumerate(takes):
             if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
                 raise ValueError("enrollment prompts are 1-8 ASCII digits")
@@ -126,18 +144,38 @@ class TemplateDigitChecker:
             if not dtw.enough_voice(prep):
                 problems.append((index, NO_SPEECH))
                 continue
-            scored = dtw.score(prep, prompt, params)
-            if not np.isfinite(scored.score) or scored.score < params.threshold_enroll:
-                problems.append((index, "the take does not say the digits it was prompted with"))
+            path = dtw.forced(prep, prompt, params)
+            segs = [s for s in path.segments if s.label.isdigit()]
+            if not np.isfinite(path.cost) or any(
+                not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs
+            ):
+                problems.append((index, TAKE_UNALIGNED))
                 continue
             feats = mfcc(pcm.samples)
-            segs = [s for s in scored.forced.segments if s.label.isdigit()]
-            if any(not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs):
-                problems.append((index, "the digits in the take could not be told apart"))
-                continue
-            pieces += [(s.label, feats[s.start : s.end + 1]) for s in segs]
+            cut[index] = [(s.label, feats[s.start : s.end + 1]) for s in segs]
+        # One bad take spoils the templates the others are checked against, so the worst take
+        # is refused first and the rest are checked again without it.
+        while cut:
+            worst, worst_margin = -1, 0.0
+            for index in sorted(cut):
+                pcm, prompt = takes[index]
+                others = [p for j, ps in cut.items() if j != index for p in ps]
+                covered = set(prompt) <= {d for d, _ in others}
+                own = dtw.TemplateSet.of([dtw.Template(d, f) for d, f in others])
+                result = dtw.score(dtw.prepare(pcm, [own, self._bank], params), prompt, params)
+                # With the other takes covering the prompt, a take must match the member's own
+                # voice saying those digits; otherwise only the packaged bank can vouch for it.
+                gate = params.threshold_enroll if covered else params.threshold_enroll_generic
+                margin = result.score - gate
+                if margin < worst_margin:
+                    worst, worst_margin = index, margin
+            if worst < 0:
+                break
+            problems.append((worst, TAKE_MISMATCH))
+            del cut[worst]
         if problems:
-            raise EnrollmentRejected("some digit enrollment takes are unusable", tuple(problems))
+            raise EnrollmentRejected("some digit enrollment takes are unusable", tuple(sorted(problems)))
+        pieces = [p for index in sorted(cut) for p in cut[index]]
         missing = [d for d in DIGITS if d not in {p[0] for p in pieces}]
         if missing and require_every_digit:
             raise EnrollmentRejected("the digit enrollment takes do not cover every digit")

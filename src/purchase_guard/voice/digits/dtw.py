@@ -34,7 +34,8 @@ class DtwParams:
     stay_penalty: float  # per repeated template frame
     threshold_member: float  # on the score, when the member's own templates are used
     threshold_generic: float  # on the score, with the packaged templates only
-    threshold_enroll: float  # an enrollment take must score this with the packaged templates
+    threshold_enroll: float  # an enrollment take, against the member's other takes
+    threshold_enroll_generic: float  # an enrollment take whose digits the other takes lack, vs the bank
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def load_model(directory: Path | None = None) -> DigitModel:
             threshold_member=float(p["threshold_member"]),
             threshold_generic=float(p["threshold_generic"]),
             threshold_enroll=float(p["threshold_enroll"]),
+            threshold_enroll_generic=float(p["threshold_enroll_generic"]),
         )
         bank = _bank_from_npz(bank_bytes)
         name = str(meta["name"])

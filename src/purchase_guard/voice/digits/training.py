@@ -22,8 +22,8 @@ from purchase_guard.voice.digits.checker import ENROLLMENT_PROMPTS
 from purchase_guard.voice.digits.corpus import Utterance, fsdd_join, load_flac
 from purchase_guard.voice.digits.features import FRAME_S, mfcc
 
-# Takes 0-1 of each digit make FSDD enrollment and bank strings; answers use 10-49.
-ENROLL_TAKES = (0, 1)
+# Takes 0-2 of each digit make FSDD enrollment and bank strings; answers use 10-49.
+ENROLL_TAKES = (0, 1, 2)
 
 
 @dataclass(frozen=True)
