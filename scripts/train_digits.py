@@ -55,6 +55,7 @@ def main() -> int:
             "threshold_member": th_member,
             "threshold_generic": th_generic,
             "threshold_enroll": params.threshold_enroll,
+            "threshold_enroll_generic": params.threshold_enroll_generic,
         },
         "bank_sha256": hashlib.sha256(blob).hexdigest(),
         "fitted_on": {

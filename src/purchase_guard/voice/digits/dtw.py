@@ -21,7 +21,7 @@ from purchase_guard.voice.digits.align import FILLER, PAUSE, Alignment, UnitInst
 from purchase_guard.voice.digits.features import DIM, FRAME_S, log_energy, mfcc
 from purchase_guard.voice.digits.templates import DIGITS, DigitTemplates, Frames
 
-FEATURES = "mfcc13dd-100-3800-cmvn/1"
+FEATURES = "mfcc13d-100-3800-cmvn/1"
 # Frames this far (natural log of band energy) above the quietest tenth count as voiced;
 # about 13 dB, well above the dither floor of digital silence.
 _VOICED_LOG_MARGIN = 3.0
