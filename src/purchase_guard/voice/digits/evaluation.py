@@ -327,7 +327,7 @@ def run_folds(
     return trials, folds, banks
 
 
-def choose_threshold(trials: Sequence[Trial], mode: str) -> float:
+def choose_threshold(trials: Sequence[Trial], mode: str, cap: float | None = 0.0) -> float:
     """Lowest threshold keeping changed-digit and other-words acceptance under the rule's quantiles."""
     changed = [t.score for t in trials if t.mode == mode and t.kind == CHANGED and math.isfinite(t.score)]
     other = [
@@ -335,13 +335,15 @@ def choose_threshold(trials: Sequence[Trial], mode: str) -> float:
         for t in trials
         if t.mode == mode and t.kind in (OTHER_WORDS, REVERSED, OTHER_VOICE) and math.isfinite(t.score)
     ]
-    bounds = [-10.0]
+    bounds = [-10.0 if cap is not None else -math.inf]
     if changed:
         bounds.append(float(np.quantile(changed, CHANGED_QUANTILE)))
     if other:
         bounds.append(float(np.quantile(other, OTHER_QUANTILE)))
-    # A score of exactly 0 means no competitor explained the audio better; never demand more.
-    return min(0.0, max(bounds) + 1e-9)
+    # A DTW score of exactly 0 means no competitor explained the audio better; never demand more.
+    # Other scorers (the pocketsphinx candidate) are not bounded by 0 and pass cap=None.
+    th = max(bounds) + 1e-9
+    return th if cap is None else min(cap, th)
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -355,7 +357,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def held_out_acceptance(
-    trials: Sequence[Trial], k: int
+    trials: Sequence[Trial], k: int, cap: float | None = 0.0
 ) -> tuple[list[tuple[Trial, bool]], dict[str, list[float]]]:
     """Each trial judged with the threshold fitted on the other folds; the per-fold thresholds."""
     judged: list[tuple[Trial, bool]] = []
@@ -363,7 +365,7 @@ def held_out_acceptance(
     for f in range(k):
         train = [t for t in trials if t.fold != f]
         for mode in ("member", "generic"):
-            th = choose_threshold(train, mode)
+            th = choose_threshold(train, mode, cap)
             thresholds[mode].append(th)
             judged += [(t, t.score >= th) for t in trials if t.fold == f and t.mode == mode]
             if mode == "generic":
