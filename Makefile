@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants bench replay trust model clean
+.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench replay trust model clean
 
 venv: $(STAMP)
 
@@ -92,6 +92,15 @@ voice-models: $(STAMP)
 
 eval-broadcast: $(STAMP)
 	$(PY) scripts/eval_broadcast.py --data $(DATA) --out reports/broadcast
+
+# The answer content check (does the audio say the digits?), k-fold over speakers, and the
+# pocketsphinx candidate it was chosen against (~20 min on two busy cores).
+eval-answers: $(STAMP)
+	$(PY) scripts/eval_answers.py --data $(DATA) --out reports/answers --psx 10
+
+# Refits src/purchase_guard/voice/digits/digits_model.json + digits_bank.npz from ../shared/data.
+digits-model: $(STAMP)
+	$(PY) scripts/train_digits.py --data $(DATA)
 
 # The fingerprint variant study behind docs/broadcast.md (tuning material only; ~15 min).
 broadcast-variants: $(STAMP)
