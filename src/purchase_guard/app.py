@@ -17,12 +17,14 @@ from purchase_guard.limits import InProcessRateLimiter, RateLimiter, RedisRateLi
 from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
+from purchase_guard.pipeline.verdict import DEFAULT_CHILD_THRESHOLD, NEVER
 from purchase_guard.privacy.service import PrivacyService
 from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
 from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.child import child_detector_for
+from purchase_guard.voice.digits import TemplateDigitChecker, load_digit_checker
 from purchase_guard.voice.encoder import FakeEncoder, SpeakerEncoder
 from purchase_guard.voice.verifier import VoiceVerifier, build_verifier
 
@@ -135,6 +137,7 @@ def build_app(
     ids: IdSource | None = None,
     pins: PinHasher | None = None,
     broadcast: BroadcastDefence | None = None,
+    digits: TemplateDigitChecker | None = None,
 ) -> App:
     if store is None:
         store = build_store(settings)
@@ -153,6 +156,11 @@ def build_app(
         )
     # The thresholds name the VAD and scoring back-end they were calibrated with; both are built here.
     verifier = build_verifier(encoder, settings.thresholds_file, child_detector=child)
+    points = child.operating_points if child is not None else {}
+    # What an answer says is checked on its audio; a model that cannot load stops the start (no
+    # spoken answer could be judged). Compiled now, not at the first answer.
+    digits = digits or load_digit_checker()
+    digits.warm_up()
     token = resolve_operator_token(settings)
     backend_token = resolve_backend_token(settings)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding
@@ -170,9 +178,30 @@ def build_app(
         defence = broadcast or parts.guard
     else:
         defence = broadcast or NoBroadcastDefence()
-    guard = Guard(settings, store, verifier, defence, pins, clock, ids, quarantined=quarantined)
+    guard = Guard(
+        settings,
+        store,
+        verifier,
+        defence,
+        pins,
+        clock,
+        ids,
+        child_threshold=points.get("challenge", DEFAULT_CHILD_THRESHOLD),
+        quarantined=quarantined,
+        digits=digits,
+        high_child_threshold=points.get("high", NEVER),
+    )
     households = HouseholdService(
-        settings, store, verifier, pins, clock, ids, token, approvals=guard, backend_token=backend_token
+        settings,
+        store,
+        verifier,
+        pins,
+        clock,
+        ids,
+        token,
+        approvals=guard,
+        backend_token=backend_token,
+        digits=digits,
     )
     privacy = PrivacyService(store, households, clock)
     return App(

@@ -135,6 +135,15 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
         return client.remove_member(a.household, a.member)
     if cmd == "enroll":
         return client.enroll(a.household, a.member, [Path(f).read_bytes() for f in a.files])
+    if cmd == "enroll-digits":
+        # Each file is named for, or given with, the digits it reads: --take 01234=path.wav
+        pairs = []
+        for take in a.take:
+            digits, _, path = take.partition("=")
+            pairs.append((digits, Path(path).read_bytes()))
+        return client.enroll_digits(a.household, a.member, pairs)
+    if cmd == "confirm-voice-role":
+        return client.confirm_voice_role(a.household, a.member)
     if cmd == "set-policy":
         return client.set_policy(a.household, _load_structured(a.file))
     if cmd == "get-policy":
@@ -296,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--household", required=True)
     e.add_argument("--member", required=True)
     e.add_argument("files", nargs="+")
+    ed = asub.add_parser(
+        "enroll-digits", help="guided digit enrollment: --take 01234=take1.wav --take 56789=take2.wav ..."
+    )
+    ed.add_argument("--household", required=True)
+    ed.add_argument("--member", required=True)
+    ed.add_argument("--take", action="append", required=True, help="DIGITS=FILE, once per prompt read")
+    cv = asub.add_parser("confirm-voice-role", help="as a parent: confirm a child-like voice's role")
+    cv.add_argument("--household", required=True)
+    cv.add_argument("--member", required=True)
     sp = asub.add_parser("set-policy", help="set the policy from a YAML or JSON file (proto JSON mapping)")
     sp.add_argument("--household", required=True)
     sp.add_argument("file")

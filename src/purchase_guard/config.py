@@ -90,7 +90,13 @@ class Settings:
     challenge_expiry: timedelta = timedelta(minutes=2)
     approval_expiry: timedelta = timedelta(hours=24)
     max_attempts: int = 5
-    random_digits: int = 4
+    # Random digits to repeat: 5, so a blind guess passes a challenge (5 attempts) with
+    # probability 5e-5, under the 1e-4 the issue sets; never the same ones for a household
+    # within random_digits_unique_days.
+    random_digits: int = 5
+    random_digits_unique_days: int = 90
+    # How long a household's audio prints are kept to spot replays of earlier audio.
+    replay_window_days: int = 30
     # mTLS: with cert and key the server listens with TLS; with a client CA it requires client certs.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -233,6 +239,15 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}MAX_ATTEMPTS must be 1-10")
         if not 4 <= self.random_digits <= 8:
             raise ConfigError(f"{ENV_PREFIX}RANDOM_DIGITS must be 4-8")
+        if self.max_attempts * 10.0**-self.random_digits > 1e-4 * (1 + 1e-9):
+            raise ConfigError(
+                f"{ENV_PREFIX}RANDOM_DIGITS={self.random_digits} with MAX_ATTEMPTS={self.max_attempts} lets "
+                "a blind guess pass a challenge with probability over 1e-4: use more digits or fewer attempts"
+            )
+        if not 1 <= self.random_digits_unique_days <= 365:
+            raise ConfigError(f"{ENV_PREFIX}RANDOM_DIGITS_UNIQUE_DAYS must be 1-365")
+        if not 1 <= self.replay_window_days <= 365:
+            raise ConfigError(f"{ENV_PREFIX}REPLAY_WINDOW_DAYS must be 1-365")
         if not 1 <= self.pin_free_failures <= 10:
             raise ConfigError(f"{ENV_PREFIX}PIN_FREE_FAILURES must be 1-10")
         if not self.pin_free_failures < self.pin_disable_after <= 100:

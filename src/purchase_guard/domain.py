@@ -56,6 +56,9 @@ class ReasonCode(enum.Enum):
     CHILD_VOICE = "CHILD_VOICE"
     KNOWN_BROADCAST = "KNOWN_BROADCAST"
     BROADCAST_MATCH = "BROADCAST_MATCH"
+    DIGITS_NOT_HEARD = "DIGITS_NOT_HEARD"
+    TRANSCRIPT_MISMATCH = "TRANSCRIPT_MISMATCH"
+    REPLAYED_AUDIO = "REPLAYED_AUDIO"
 
 
 class Effect(enum.Enum):
@@ -155,6 +158,10 @@ class Voiceprint:
     created_at: datetime
     # A child's voiceprint expires (COPPA: no indefinite retention); None for adults and teens.
     expires_at: datetime | None = None
+    # The enrollment takes sounded like a child's; until a parent confirms the member's role
+    # (`role_confirmed_by`), this voice's purchases go to a parent's approval.
+    child_like: bool = False
+    role_confirmed_by: str | None = None
     # The accepted enrollment takes' embeddings (same encoder). When present the verifier
     # scores against all of them, not only the centroid (voice/backend.py).
     templates: tuple[tuple[float, ...], ...] = field(default=(), repr=False)

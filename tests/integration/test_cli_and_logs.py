@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
-from support.audio import fsdd_wav
+from support.audio import fsdd_digit_takes, fsdd_wav
 
 from purchase_guard.api.server import RunningServer
 from purchase_guard.cli import main
@@ -119,6 +119,7 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
         client.enroll(
             hid, mid, [fsdd_wav(data_dir, "theo", d, i) for i, d in enumerate(("3817", "5092", "6641"))]
         )
+        client.enroll_digits(hid, mid, fsdd_digit_takes(data_dir, "theo"))
         client.set_pin(hid, "8352")
         order = {
             "items": [
@@ -133,7 +134,8 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
             "merchant": "m",
         }
         ev = client.evaluate("log1", hid, "d", order, fsdd_wav(data_dir, "theo", "2749", 9))
-        client.confirm(
+        assert ev["challenge"]["method"] == "SPOKEN_PIN"
+        confirmed = client.confirm(
             "log2",
             hid,
             ev["challenge"]["challenge_id"],
@@ -141,6 +143,7 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
             "8352",
             fsdd_wav(data_dir, "theo", "8352", 12),
         )
+        assert confirmed["outcome"] == "ALLOW", confirmed  # the PIN was heard, checked and passed
         client.close()
     finally:
         configure_logging("info")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.audio import fsdd_wav
+from support.audio import fsdd_digit_takes, fsdd_wav
 from support.server import fast_pins, local_settings
 from unit.voice.tiny_ecapa import build_tiny_ecapa
 
@@ -76,6 +76,7 @@ def test_ecapa_voiceprints_and_decisions_carry_the_ecapa_encoder(
         takes = [fsdd_wav(data_dir, "george", d, i) for i, d in enumerate(("3817", "5092", "6641"))]
         enrolled = client.enroll(hid, mid, takes)
         assert enrolled["member"]["voice_encoder"] == name
+        client.enroll_digits(hid, mid, fsdd_digit_takes(data_dir, "george"))
         client.set_pin(hid, "7391")
         ev = client.evaluate("e1", hid, "d", order(15000), fsdd_wav(data_dir, "george", "7305", 10))
         assert ev["speaker"]["encoder"] == name
@@ -83,6 +84,7 @@ def test_ecapa_voiceprints_and_decisions_carry_the_ecapa_encoder(
         # Over the adult per-order limit: a PIN challenge, scored by ECAPA.
         assert ev["outcome"] == "CHALLENGE"
         assert {"AMOUNT_OVER_LIMIT", "SPEAKER_VERIFIED"} <= {r["code"] for r in ev["reasons"]}
+        assert ev["challenge"]["method"] == "SPOKEN_PIN"
         ch = ev["challenge"]["challenge_id"]
         answer = fsdd_wav(data_dir, "george", "7391", 20)
         cf = client.confirm("c1", hid, ch, order(15000), "7391", answer)

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support.audio import fsdd_wav
+from support.audio import fsdd_digit_takes, fsdd_wav
 from support.rpc import status_of
 
 from purchase_guard.api.client import GuardClient
@@ -57,6 +57,7 @@ def family(operator: GuardClient, data_dir: Path) -> dict[str, str]:
         hid, lucas, [fsdd_wav(data_dir, "lucas", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
     )
     parent.set_pin(hid, PIN)
+    parent.enroll_digits(hid, george, fsdd_digit_takes(data_dir, "george"))
     george_token = parent.issue_credential(hid, "PARENT_CREDENTIAL", member_id=george, label="phone")["token"]
     return {"hid": hid, "token": token, "george": george, "lucas": lucas, "george_token": george_token}
 
@@ -154,12 +155,15 @@ def test_five_wrong_pins_lock_notify_and_throttle(
             ch["challenge_id"],
             order(15000),
             "9157",
-            fsdd_wav(data_dir, "george", "9157", 20 + i),
+            # Takes the content check hears as 9157 (it misses about one take in twenty: those
+            # would be TRANSCRIPT_MISMATCH, not a wrong PIN).
+            fsdd_wav(data_dir, "george", "9157", 32 + i),
         )
         for i in range(5)
     ]
-    assert [o["outcome"] for o in outcomes] == ["CHALLENGE"] * 4 + ["DENY"]
+    assert [o["outcome"] for o in outcomes] == ["CHALLENGE"] * 4 + ["DENY"], [codes(o) for o in outcomes]
     assert "CHALLENGE_LOCKED" in codes(outcomes[-1])
+    assert all("PIN_INCORRECT" in codes(o) for o in outcomes), [codes(o) for o in outcomes]
     locked = operator.confirm(
         "c6-5", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 30)
     )
@@ -248,12 +252,20 @@ def test_random_digits_challenge(operator: GuardClient, family: dict[str, str], 
     ]
     assert ch["method"] == "RANDOM_DIGITS"
     digits = ch["digits_to_repeat"]
-    assert len(digits) == 4
+    # Five digits: a blind guess passes a 5-attempt challenge with probability 5e-5 (under 1e-4).
+    assert len(digits) == 5
     stale = "".join(str((int(d) + 1) % 10) for d in digits)
     bad = operator.confirm(
         "c11a", hid, ch["challenge_id"], order(15000), stale, fsdd_wav(data_dir, "george", stale, 20)
     )
     assert bad["outcome"] == "CHALLENGE"
+    assert "DIGITS_NOT_HEARD" in codes(bad)
+    # The right digits typed over audio of the wrong ones: the audio decides.
+    typed = operator.confirm(
+        "c11c", hid, ch["challenge_id"], order(15000), digits, fsdd_wav(data_dir, "george", stale, 25)
+    )
+    assert typed["outcome"] == "CHALLENGE"
+    assert "DIGITS_NOT_HEARD" in codes(typed)
     good = operator.confirm(
         "c11b", hid, ch["challenge_id"], order(15000), digits, fsdd_wav(data_dir, "george", digits, 30)
     )

@@ -118,6 +118,18 @@ BAD_CASES = [
     ("steps.0.evaluate.order", "sofa", "steps[0].evaluate.order", "no order named"),
     ("household.members.0.role", "PARENT", "household.members[0].role", "not one of"),
     ("household.members.0.enroll", [{"file": "voices/low.flac"}], "household.members[0].enroll", "3 to 10"),
+    (
+        "household.members.0.digits",
+        [{"prompt": "12a4", "audio": {"file": "voices/low.flac"}}],
+        "household.members[0].digits[0].prompt",
+        "1 to 10 digits",
+    ),
+    (
+        "household.members.0.digits",
+        {"fsdd_guided": "george"},
+        "household.members[0].digits.fsdd_guided.concat[0]",
+        "not found",
+    ),
     ("household.currency", "XYZ", "household.currency", "ISO 4217"),
     ("household.time_zone", "Mars/Olympus", "household.time_zone", "IANA"),
     (
@@ -157,6 +169,58 @@ def test_bad_file_names_path_and_field(
     assert info.value.field == field
     assert message in info.value.message
     assert str(info.value).startswith(f"{path}: {field}: ")
+
+
+def test_digit_enrollment_loads_prompts_with_their_audio(tmp_path: Path, synth_root: Path) -> None:
+    """A member's `digits` list becomes (prompt, audio) takes; digits without a voice enrollment
+    are refused (templates are looked up by the member the answer's voice verifies as)."""
+    takes = [{"prompt": "1234", "audio": {"fsdd": {"speaker": "george", "digits": "1234", "take": 0}}}]
+    path = write(
+        tmp_path, "digits.yaml", mutated(lambda d: d["household"]["members"][0].update(digits=takes))
+    )
+    member = load_scenario(path, AudioRenderer(synth_root)).households[0].members[0]
+    assert [(prompt, spec.identity()) for prompt, spec in member.digits] == [("1234", "fsdd/george")]
+    fsdd = member.digits[0][1].fsdd
+    assert fsdd is not None
+    assert fsdd.take == 0
+
+    def without_voice(doc: dict[str, Any]) -> None:
+        doc["household"]["members"][0].pop("enroll")
+        doc["household"]["members"][0]["digits"] = takes
+
+    path = write(tmp_path, "no-voice.yaml", mutated(without_voice))
+    with pytest.raises(ScenarioError, match=r"members\[0\]\.digits: digit templates need a voice enrollment"):
+        load_scenario(path, AudioRenderer(synth_root))
+
+
+def test_guided_digit_enrollment_reads_each_prompt_from_fresh_takes(tmp_path: Path) -> None:
+    """`digits: {fsdd_guided: SPEAKER}` is the guided prompts, each joined from the speaker's
+    single-digit takes 0-2 with no recording used twice (answers use takes 10 and up)."""
+    from purchase_guard.voice.digits import ENROLLMENT_PROMPTS
+
+    root = tmp_path / "data"
+    fsdd = root / "fsdd" / "recordings"
+    fsdd.mkdir(parents=True)
+    for digit in range(10):
+        for take in (0, 1, 2, 7, 14, 21):
+            (fsdd / f"{digit}_george_{take}.flac").write_bytes(b"")
+    (root / "voices").mkdir()
+    (root / "voices" / "low.flac").write_bytes(b"")
+    path = write(
+        tmp_path,
+        "guided.yaml",
+        mutated(lambda d: d["household"]["members"][0].update(digits={"fsdd_guided": "george"})),
+    )
+    member = load_scenario(path, AudioRenderer(root)).households[0].members[0]
+    assert [p for p, _ in member.digits] == list(ENROLLMENT_PROMPTS)
+    used = []
+    for prompt, audio in member.digits:
+        parts = [p.fsdd for p in audio.parts]
+        assert all(f is not None and f.speaker == "george" for f in parts)
+        assert "".join(f.digits for f in parts if f) == prompt
+        used += [(f.digits, f.take) for f in parts if f]
+    assert len(used) == len(set(used))
+    assert max(take for _, take in used) <= 2
 
 
 def test_missing_expectation_is_an_error(tmp_path: Path, synth_root: Path) -> None:

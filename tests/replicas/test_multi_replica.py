@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from support.audio import fsdd_wav
+from support.audio import fsdd_digit_takes, fsdd_wav
 
 if TYPE_CHECKING:
     from conftest import Replica
@@ -71,7 +71,7 @@ def at_once(*calls: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def family(replicas: list[Replica], data: Path, name: str) -> dict[str, str]:
-    """A household created on replica 0: george (adult, parent) enrolled, PIN set."""
+    """A household created on replica 0: george (adult, parent) enrolled (voice and digits), PIN set."""
     operator = replicas[0].client
     created = operator.create_household(name, "UTC", "USD")
     hid = created["household"]["household_id"]
@@ -79,6 +79,7 @@ def family(replicas: list[Replica], data: Path, name: str) -> dict[str, str]:
     george = parent.add_member(hid, "George", "ADULT", True)["member"]["member_id"]
     takes = [fsdd_wav(data, "george", d, t) for d, t in (("3817", 0), ("5092", 1), ("6641", 2))]
     assert parent.enroll(hid, george, takes)["member"]["voice_enrolled"]
+    parent.enroll_digits(hid, george, fsdd_digit_takes(data, "george"))
     parent.set_pin(hid, PIN)
     return {"hid": hid, "george": george}
 

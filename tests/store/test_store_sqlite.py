@@ -46,12 +46,14 @@ def test_connection_uses_wal_foreign_keys_and_busy_timeout(store: SqliteStore, d
 
 
 def test_migrations_apply_once(db: Path) -> None:
-    """Opening the same file twice applies each migration once and changes nothing the second time."""
+    """Opening the same file twice applies every shipped migration once, in order, and changes
+    nothing the second time."""
     SqliteStore(db).close()
     first = _query(db, "SELECT version, name FROM schema_migrations")
     schema = _query(db, "SELECT sql FROM sqlite_master ORDER BY name")
     SqliteStore(db).close()
-    assert first == [(1, "init"), (2, "privacy"), (3, "trust")]
+    assert first[:4] == [(1, "init"), (2, "privacy"), (3, "trust"), (4, "answers")]
+    assert first == [(m.version, m.name) for m in load_migrations()]
     assert _query(db, "SELECT version, name FROM schema_migrations") == first
     assert _query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:

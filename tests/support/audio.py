@@ -37,6 +37,27 @@ def fsdd_wav(data: Path, speaker: str, digits: str, take: int) -> bytes:
     return wav_bytes(samples, rate)
 
 
+def fsdd_digit_takes(data: Path, speaker: str) -> list[tuple[str, bytes]]:
+    """A guided digit enrollment read by an FSDD speaker: each prompt of voice.digits's
+    ENROLLMENT_PROMPTS joined from takes 0-2 of each digit (answers in the tests use takes 10 and
+    up, so no recording is both a template and an answer)."""
+    from purchase_guard.voice.digits import ENROLLMENT_PROMPTS
+
+    seen: dict[str, int] = {}
+    out = []
+    for prompt in ENROLLMENT_PROMPTS:
+        parts: list[np.ndarray] = []
+        for d in prompt:
+            take = seen.get(d, 0)
+            seen[d] = take + 1
+            samples, rate = sf.read(
+                data / "fsdd" / "recordings" / f"{d}_{speaker}_{take}.flac", dtype="float32"
+            )
+            parts += [samples, np.zeros(int(DIGIT_GAP_S * rate), dtype=np.float32)]
+        out.append((prompt, wav_bytes(np.concatenate(parts), 8000)))
+    return out
+
+
 def long_utterance(data: Path, speaker: str, digit_sets: Sequence[str], take: int) -> bytes:
     """About 3 s of one FSDD speaker: several digit strings in a row (a 'command'-length utterance)."""
     parts = []

@@ -182,6 +182,25 @@ class GuardClient:
             ),
         )
 
+    def enroll_digits(
+        self, household_id: str, member_id: str, takes: Sequence[tuple[str, bytes]]
+    ) -> dict[str, Any]:
+        """Guided digit enrollment: (digits prompted, recording) per take."""
+        return self._call(
+            "EnrollDigits",
+            admin_pb2.EnrollDigitsRequest(
+                household_id=household_id,
+                member_id=member_id,
+                takes=[admin_pb2.DigitTake(digits=d, audio=audio_pb(a)) for d, a in takes],
+            ),
+        )
+
+    def confirm_voice_role(self, household_id: str, member_id: str) -> dict[str, Any]:
+        return self._call(
+            "ConfirmVoiceRole",
+            admin_pb2.ConfirmVoiceRoleRequest(household_id=household_id, member_id=member_id),
+        )
+
     def set_policy(self, household_id: str, policy: dict[str, Any]) -> dict[str, Any]:
         pb = json_format.ParseDict(policy, admin_pb2.Policy())
         return self._call("SetPolicy", admin_pb2.SetPolicyRequest(household_id=household_id, policy=pb))

@@ -253,8 +253,14 @@ def household_to_pb(h: Household) -> admin_pb2.Household:
     )
 
 
-def member_to_pb(m: Member, voiceprint: Voiceprint | None, current_encoder: str) -> admin_pb2.Member:
+def member_to_pb(
+    m: Member, voiceprint: Voiceprint | None, current_encoder: str, digits_enrolled: bool = False
+) -> admin_pb2.Member:
     out = admin_pb2.Member(
+        digits_enrolled=digits_enrolled,
+        voice_child_like=voiceprint is not None
+        and voiceprint.child_like
+        and not voiceprint.role_confirmed_by,
         member_id=m.member_id,
         display_name=m.display_name,
         role=_ROLE_TO_PB[m.role],

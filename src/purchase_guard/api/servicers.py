@@ -11,6 +11,7 @@ from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.household.principals import Principal, PrincipalKind
 from purchase_guard.household.service import HouseholdService
 from purchase_guard.pipeline.guard import Caller, ConfirmInput, EvaluateInput, Guard
+from purchase_guard.voice.digits import ENROLLMENT_PROMPTS
 
 
 def caller_of(principal: Principal) -> Caller:
@@ -117,10 +118,13 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     def ListMembers(
         self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListMembersResponse:
-        rows = self._svc.list_members(self._who(context), request.household_id)
+        principal = self._who(context)
+        rows = self._svc.list_members(principal, request.household_id)
+        digits = self._svc.digit_enrolled(principal, request.household_id)
         current = self._svc.encoder_name
         return admin_pb2.ListMembersResponse(
-            members=[convert.member_to_pb(m, vp, current) for m, vp in rows], current_encoder=current
+            members=[convert.member_to_pb(m, vp, current, m.member_id in digits) for m, vp in rows],
+            current_encoder=current,
         )
 
     def RemoveMember(
@@ -152,7 +156,29 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
                 )
                 for t in report.takes
             ],
+            warnings=list(report.warnings),
         )
+
+    def EnrollDigits(
+        self, request: admin_pb2.EnrollDigitsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.EnrollDigitsResponse:
+        report = self._svc.enroll_digits(
+            self._who(context),
+            request.household_id,
+            request.member_id,
+            [(convert.audio_from_pb(t.audio), t.digits) for t in request.takes],
+        )
+        return admin_pb2.EnrollDigitsResponse(
+            member=convert.member_to_pb(report.member, None, self._svc.encoder_name, True),
+            digits_covered=report.digits_covered,
+            prompts=list(ENROLLMENT_PROMPTS),
+        )
+
+    def ConfirmVoiceRole(
+        self, request: admin_pb2.ConfirmVoiceRoleRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ConfirmVoiceRoleResponse:
+        self._svc.confirm_voice_role(self._who(context), request.household_id, request.member_id)
+        return admin_pb2.ConfirmVoiceRoleResponse()
 
     def SetPolicy(
         self, request: admin_pb2.SetPolicyRequest, context: grpc.ServicerContext

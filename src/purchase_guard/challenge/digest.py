@@ -17,7 +17,7 @@ import unicodedata
 from purchase_guard.challenge.pin import normalize_spoken_digits
 from purchase_guard.domain import LineItem, Money, Order
 
-__all__ = ["digits_digest", "digits_match", "order_digest"]
+__all__ = ["digits_digest", "digits_match", "issued_digits_digest", "order_digest"]
 
 # Version tags: a future change of encoding gets a new tag instead of silently colliding with v1.
 _ORDER_TAG = "purchase-guard/order-digest/v1"
@@ -84,3 +84,11 @@ def digits_match(challenge_id: str, expected_digest: str, candidate: str) -> boo
     # Compare bytes: compare_digest refuses non-ASCII str, and a corrupted stored digest must give
     # False, not an exception.
     return hmac.compare_digest(actual.encode("utf-8"), expected_digest.encode("utf-8"))
+
+
+def issued_digits_digest(key: bytes, digits: str) -> str:
+    """HMAC-SHA256 of random digits under a household key (`DecisionLog.digits_key`): what is kept
+    to avoid asking a household for the same digits twice, without keeping the digits."""
+    return hmac.new(
+        key, b"purchase-guard/issued-digits/v1\x00" + digits.encode("ascii"), hashlib.sha256
+    ).hexdigest()

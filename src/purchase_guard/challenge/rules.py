@@ -21,6 +21,7 @@ from purchase_guard.domain import (
     Outcome,
     Reason,
     ReasonCode,
+    check_error,
     forbid,
     needs_challenge,
     permit,
@@ -46,10 +47,21 @@ class AnswerFacts:
     # or an error reading the budget).
     pin_set: bool = True
     pin_blocked: Reason | None = None
-    # The spoken answer: voice of an enrolled adult, and content (the expected digits; for a PIN,
-    # digits whose hash matches).
+    # The spoken answer, each fact on the audio itself:
+    # - replayed: the audio is a copy of audio the household sent before (broadcast/repeat.py);
+    # - speaker_ok: an enrolled adult's voice, on the stretch where the digits were heard;
+    # - child_like: that stretch sounds very like a child (the detector's high operating point);
+    # - heard_ok: the audio says the expected digits (random digits; for a PIN, the candidate);
+    # - transcript_ok: the backend's transcript, when sent, agrees with the audio;
+    # - content_ok: the secret is right (the PIN's hash matched; for random digits, heard_ok);
+    # - check_failed: a content or replay check could not run (the answer fails closed).
     speaker_ok: bool | None = None
     content_ok: bool | None = None
+    replayed: bool | None = None
+    child_like: bool | None = None
+    heard_ok: bool | None = None
+    transcript_ok: bool | None = None
+    check_failed: bool = False
 
 
 def pre_answer(challenge: Challenge, facts: AnswerFacts, now: datetime) -> AnswerVerdict | None:
@@ -78,9 +90,53 @@ def judge_answer(challenge: Challenge, facts: AnswerFacts, now: datetime) -> Ans
     early = pre_answer(challenge, facts, now)
     if early is not None:
         return early
+    if facts.check_failed:
+        # Nothing about the answer is known: refused, and no attempt is spent on the guard's fault.
+        return AnswerVerdict(
+            Outcome.DENY,
+            (check_error("The guard could not check the answer audio safely.", "challenge.answer"),),
+            challenge,
+        )
+    if facts.replayed:
+        return wrong_answer(
+            challenge,
+            (
+                needs_challenge(
+                    ReasonCode.REPLAYED_AUDIO,
+                    "The answer is a recording of audio this household sent before, played again.",
+                    "audio.replay",
+                ),
+            ),
+        )
     if facts.speaker_ok is None or facts.content_ok is None:
         raise ValueError("a spoken answer needs its speaker and content facts")
-    return voice_answer(challenge, speaker_ok=facts.speaker_ok, digits_ok=facts.content_ok)
+    if not facts.speaker_ok or facts.child_like:
+        # Said first and without the content's verdict: an impostor learns nothing about the PIN.
+        return voice_answer(challenge, speaker_ok=False, digits_ok=False, child_like=bool(facts.child_like))
+    if facts.transcript_ok is False:
+        return wrong_answer(
+            challenge,
+            (
+                needs_challenge(
+                    ReasonCode.TRANSCRIPT_MISMATCH,
+                    "The transcript of the answer does not agree with what the answer audio says.",
+                    "challenge.answer_transcript",
+                ),
+            ),
+        )
+    if facts.heard_ok is False:
+        what = "PIN" if challenge.method is ChallengeMethod.SPOKEN_PIN else "digits"
+        return wrong_answer(
+            challenge,
+            (
+                needs_challenge(
+                    ReasonCode.DIGITS_NOT_HEARD,
+                    f"The answer audio does not say the expected {what}.",
+                    "challenge.answer_content",
+                ),
+            ),
+        )
+    return voice_answer(challenge, speaker_ok=True, digits_ok=facts.content_ok)
 
 
 def _deny(challenge: Challenge, code: ReasonCode, message: str) -> AnswerVerdict:
@@ -175,7 +231,9 @@ def approval_state(challenge: Challenge) -> AnswerVerdict:
     )
 
 
-def voice_answer(challenge: Challenge, *, speaker_ok: bool, digits_ok: bool) -> AnswerVerdict:
+def voice_answer(
+    challenge: Challenge, *, speaker_ok: bool, digits_ok: bool, child_like: bool = False
+) -> AnswerVerdict:
     """Judge a spoken answer (PIN or repeated digits) that must come from an enrolled adult.
 
     When the voice is wrong the digits are reported as not accepted too, whatever they
@@ -196,7 +254,15 @@ def voice_answer(challenge: Challenge, *, speaker_ok: bool, digits_ok: bool) -> 
         )
     what = "PIN" if challenge.method is ChallengeMethod.SPOKEN_PIN else "digits"
     reasons: list[Reason] = []
-    if not speaker_ok:
+    if child_like:
+        reasons.append(
+            needs_challenge(
+                ReasonCode.CHILD_VOICE,
+                "The answer sounds like a child's voice; a grown-up must answer.",
+                "challenge.answer_child_likeness",
+            )
+        )
+    elif not speaker_ok:
         reasons.append(
             needs_challenge(
                 ReasonCode.SPEAKER_MISMATCH,

@@ -53,11 +53,15 @@ from purchase_guard.money import is_currency
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.policy.validate import validate_policy
 from purchase_guard.store.protocol import Store
-from purchase_guard.voice.audio import decode_audio
+from purchase_guard.voice.audio import Pcm, decode_audio
+from purchase_guard.voice.digits import ENROLLMENT_PROMPTS, TemplateDigitChecker
+from purchase_guard.voice.encoder import Embedding
 from purchase_guard.voice.quality import TakeReport, assess_enrollment
 from purchase_guard.voice.verifier import VoiceVerifier
 
 log = get_logger("purchase_guard.household")
+
+DEFAULT_CHILD_POINT = 0.5
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +83,14 @@ class EnrollmentReport:
     takes: tuple[TakeReport, ...]
     encoder: str
     voiceprint: Voiceprint
+    warnings: tuple[str, ...] = ()  # for the parent: e.g. an ADULT whose takes sound like a child
+
+
+@dataclass(frozen=True, slots=True)
+class DigitEnrollmentReport:
+    member: Member
+    digits_covered: str  # which digits the templates hold (0-9 once guided enrollment is done)
+    takes: int
 
 
 class HouseholdService:
@@ -93,8 +105,10 @@ class HouseholdService:
         operator_token: str,
         approvals: ApprovalRecorder | None = None,
         backend_token: str = "",
+        digits: TemplateDigitChecker | None = None,
     ) -> None:
         self._approvals = approvals
+        self._digits = digits
         self._backend_hash = hash_token(backend_token) if backend_token else ""
         self._settings = settings
         self._store = store
@@ -268,19 +282,16 @@ class HouseholdService:
         prints = {vp.member_id: vp for vp in self._store.list_voiceprints(household_id)}
         return [(m, prints.get(m.member_id)) for m in self._store.list_members(household_id)]
 
+    def digit_enrolled(self, principal: Principal, household_id: str) -> frozenset[str]:
+        """Members with digit templates (who can answer spoken challenges)."""
+        self.get_household(principal, household_id)
+        return frozenset(self._store.list_digit_templates(household_id))
+
     def remove_member(self, principal: Principal, household_id: str, member_id: str) -> None:
         self.get_household(principal, household_id)
         self._store.remove_member(household_id, validate_id(member_id, "member_id"))
 
-    def enroll_voice(
-        self, principal: Principal, household_id: str, member_id: str, takes: Sequence[AudioInput]
-    ) -> EnrollmentReport:
-        self.get_household(principal, household_id)
-        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
-        if len(takes) < 3:
-            raise InvalidArgument(f"enrollment needs at least 3 utterances, got {len(takes)}")
-        if len(takes) > self._settings.max_enroll_takes:
-            raise InvalidArgument(f"enrollment accepts at most {self._settings.max_enroll_takes} utterances")
+    def _decode_takes(self, takes: Sequence[AudioInput], field: str) -> list[Pcm]:
         pcms = []
         for i, take in enumerate(takes):
             try:
@@ -293,8 +304,21 @@ class HouseholdService:
                     )
                 )
             except InvalidArgument as exc:
-                raise type(exc)(f"utterances[{i}]: {exc}") from exc
+                raise type(exc)(f"{field}[{i}]: {exc}") from exc
+        return pcms
+
+    def enroll_voice(
+        self, principal: Principal, household_id: str, member_id: str, takes: Sequence[AudioInput]
+    ) -> EnrollmentReport:
+        self.get_household(principal, household_id)
+        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        if len(takes) < 3:
+            raise InvalidArgument(f"enrollment needs at least 3 utterances, got {len(takes)}")
+        if len(takes) > self._settings.max_enroll_takes:
+            raise InvalidArgument(f"enrollment accepts at most {self._settings.max_enroll_takes} utterances")
+        pcms = self._decode_takes(takes, "utterances")
         result = assess_enrollment(pcms, self._verifier.encoder, vad=self._verifier.vad)
+        child_like = self._enrolled_child_like(member, result.templates)
         centroid = np.asarray(result.centroid, dtype=np.float32)
         accepted = sum(1 for t in result.takes if t.accepted)
         now = self._clock.now()
@@ -307,10 +331,76 @@ class HouseholdService:
             created_at=now,
             # COPPA: a child's voiceprint is kept for a bounded time unless a parent renews it.
             expires_at=now + self._settings.child_voiceprint_retention if member.role is Role.CHILD else None,
+            child_like=child_like,
         )
         self._store.put_voiceprint(voiceprint)
+        warnings: tuple[str, ...] = ()
+        if child_like:
+            warning = (
+                f"{member.display_name} is enrolled as {member.role.value.lower()}, but the recordings sound "
+                "like a child's voice. Until a parent confirms the role with their own credential "
+                "(ConfirmVoiceRole), purchases in this voice need a parent's approval."
+            )
+            warnings = (warning,)
+            self._store.add_notification(
+                Notification(
+                    self._ids.new_id("ntf"), household_id, "child_like_enrollment", warning, None, now
+                )
+            )
+            log.warning("child_like_enrollment", member_id=member.member_id, role=member.role.value)
         log.info("voice_enrolled", member_id=member.member_id, takes=len(takes), accepted=accepted)
-        return EnrollmentReport(member, result.takes, self._verifier.encoder.name, voiceprint)
+        return EnrollmentReport(member, result.takes, self._verifier.encoder.name, voiceprint, warnings)
+
+    def _enrolled_child_like(self, member: Member, embeddings: Sequence[Embedding]) -> bool:
+        """Whether an ADULT or TEEN's accepted takes sound like a child's on average (the mean of
+        several takes is steadier than one utterance, so the challenge operating point is used)."""
+        detector = self._verifier.child_detector
+        if member.role in (Role.CHILD, Role.GUEST) or detector is None or not embeddings:
+            return False
+        point = getattr(detector, "operating_points", {}).get("challenge", DEFAULT_CHILD_POINT)
+        scores = [detector.likelihood(e) for e in embeddings]
+        return bool(np.mean(scores) >= point)
+
+    def enroll_digits(
+        self,
+        principal: Principal,
+        household_id: str,
+        member_id: str,
+        takes: Sequence[tuple[AudioInput, str]],
+    ) -> DigitEnrollmentReport:
+        """Guided digit enrollment: the member reads the prompts (`voice.digits.ENROLLMENT_PROMPTS`);
+        the takes become the member's digit templates (frame features, never audio), which spoken
+        answers are then checked against. Raises EnrollmentRejected naming each take that does not
+        say its prompt."""
+        self.get_household(principal, household_id)
+        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        if self._digits is None:
+            raise FailedPrecondition("digit enrollment is not available on this server")
+        if not 1 <= len(takes) <= 2 * len(ENROLLMENT_PROMPTS):
+            raise InvalidArgument(f"digit enrollment takes 1-{2 * len(ENROLLMENT_PROMPTS)} takes")
+        for i, (_, digits) in enumerate(takes):
+            if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 10:
+                raise InvalidArgument(f"takes[{i}].digits must be the 1-10 digits the take was prompted with")
+        pcms = self._decode_takes([a for a, _ in takes], "takes")
+        templates = self._digits.build_templates(list(zip(pcms, (d for _, d in takes), strict=True)))
+        now = self._clock.now()
+        expires = now + self._settings.child_voiceprint_retention if member.role is Role.CHILD else None
+        self._store.put_digit_templates(
+            household_id, member.member_id, templates.features, templates.to_bytes(), now, expires
+        )
+        log.info("digits_enrolled", member_id=member.member_id, takes=len(takes))
+        return DigitEnrollmentReport(member, templates.digits_covered, len(takes))
+
+    def confirm_voice_role(self, principal: Principal, household_id: str, member_id: str) -> None:
+        """A parent, with their own credential, confirms that a member whose enrolled voice sounds
+        like a child's really has the role they were added with."""
+        self.get_household(principal, household_id)
+        if principal.kind is not PrincipalKind.PARENT or principal.member_id is None:
+            raise PermissionDenied("confirming a member's role needs a parent's own credential")
+        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        if not self._store.confirm_voice_role(household_id, member.member_id, principal.member_id):
+            raise FailedPrecondition("this member has no enrolled voice to confirm")
+        log.info("voice_role_confirmed", member_id=member.member_id, by=principal.member_id)
 
     def renew_voiceprint(self, principal: Principal, household_id: str, member_id: str) -> datetime:
         """A parent keeps a child's voiceprint for another retention period; returns the new expiry."""

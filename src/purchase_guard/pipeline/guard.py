@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
 
 from purchase_guard.audit.records import audit_body
-from purchase_guard.challenge.digest import digits_digest, digits_match, order_digest
+from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
+from purchase_guard.broadcast.repeat import EarlierAudio, find_replay
+from purchase_guard.challenge.digest import digits_digest, issued_digits_digest, order_digest
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.challenge.prompts import challenge_info
 from purchase_guard.challenge.rules import (
@@ -70,17 +72,21 @@ from purchase_guard.pipeline.record import (
 from purchase_guard.pipeline.validate import request_digest, validate_order
 from purchase_guard.pipeline.verdict import (
     DEFAULT_CHILD_THRESHOLD,
+    NEVER,
     NO_OPTIONS,
     ChallengeOptions,
+    ReplayCheck,
     VoiceCheck,
     decide,
+    is_child_like,
     policy_failed,
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
-from purchase_guard.store.protocol import DecidingStore, SpendEntry
+from purchase_guard.store.protocol import AudioPrint, DecidingStore, SpendEntry
 from purchase_guard.tracing import span
-from purchase_guard.voice.audio import Pcm, decode_audio
+from purchase_guard.voice.audio import TARGET_RATE_HZ, Pcm, decode_audio
+from purchase_guard.voice.digits import MAX_DIGITS, MIN_DIGITS, DigitChecker, DigitTemplates
 
 log = get_logger("purchase_guard.pipeline")
 
@@ -123,6 +129,32 @@ class ConfirmInput:
     caller: Caller = IN_PROCESS
 
 
+@dataclass(frozen=True, slots=True)
+class HeardAnswer:
+    """What `_hear` found in one answer's audio (a stage's facts stay None when an earlier one
+    decided). `candidate` is secret material (it may be the PIN): never logged or recorded."""
+
+    fp: Fingerprint | None
+    replayed: bool = False
+    speaker: SpeakerResult | None = None
+    speaker_ok: bool = False
+    child_like: bool = False
+    heard_ok: bool = False
+    transcript_ok: bool | None = None
+    candidate: str = field(default="", repr=False)
+    failed: bool = False
+
+    @classmethod
+    def failure(cls, fp: Fingerprint | None) -> HeardAnswer:
+        return cls(fp=fp, failed=True)
+
+
+def _crop(pcm: Pcm, span: tuple[float, float], pad_s: float = 0.15) -> Pcm:
+    start = max(0, int((span[0] - pad_s) * TARGET_RATE_HZ))
+    end = min(len(pcm.samples), int((span[1] + pad_s) * TARGET_RATE_HZ))
+    return Pcm(samples=pcm.samples[start:end]) if end > start else pcm
+
+
 @contextmanager
 def _decision_context(decision_id: str, rpc: str, household_id: str) -> Iterator[None]:
     with structlog.contextvars.bound_contextvars(decision_id=decision_id, rpc=rpc, household_id=household_id):
@@ -141,8 +173,18 @@ class Guard:
         ids: IdSource,
         child_threshold: float = DEFAULT_CHILD_THRESHOLD,
         quarantined: frozenset[str] = frozenset(),
+        *,
+        digits: DigitChecker | None = None,
+        high_child_threshold: float = NEVER,
     ) -> None:
+        """`digits` checks what an answer says; without one no spoken challenge is offered (and a
+        spoken answer cannot pass). `high_child_threshold` is the child detector's high operating
+        point: a verified adult whose voice is that child-like goes to a parent."""
         self._quarantined = quarantined
+        self._digits = digits
+        self._high_child = high_child_threshold
+        self._replay_window = timedelta(days=settings.replay_window_days)
+        self._digits_memory = timedelta(days=settings.random_digits_unique_days)
         self._settings = settings
         self._store = store
         self._verifier = verifier
@@ -193,6 +235,7 @@ class Guard:
         # The slow checks (model inference, fingerprinting) run outside the household lock.
         voice = self._check_voice(hh, pcm, members, prints)
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
+        fp = self._fingerprint(pcm)
         role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
@@ -205,6 +248,8 @@ class Guard:
             spend = SpendSnapshot()
             options = NO_OPTIONS
             policy_error: str | None = None
+            # Under the lock: two copies of one recording sent at once cannot both pass.
+            replay = self._check_replay(hh, fp, now)
             try:
                 policy = self._store.get_policy(hh)
                 spend = self._spend_snapshot(hh, member_id, now)
@@ -219,12 +264,21 @@ class Guard:
                 log.warning("policy_facts_failed", error=type(exc).__name__)
                 policy_error = "policy data unavailable"
                 policy_verdict = policy_failed(policy_error)
-            verdict = decide(voice, broadcast, policy_verdict, options, self._child_threshold)
+            verdict = decide(
+                voice,
+                broadcast,
+                policy_verdict,
+                options,
+                self._child_threshold,
+                high_child_threshold=self._high_child,
+                replay=replay,
+            )
 
             challenge: Challenge | None = None
             notifications: tuple[Notification, ...] = ()
+            issued: str | None = None
             if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
-                challenge = self._new_challenge(
+                challenge, issued = self._new_challenge(
                     hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now
                 )
                 notifications = self._challenge_notifications(challenge, now)
@@ -257,6 +311,8 @@ class Guard:
                 spend=spend,
                 options=options,
                 child_threshold=self._child_threshold,
+                high_child_threshold=self._high_child,
+                replay=replay,
             )
             body = audit_body(decision, req.order, {"device_id": req.device_id}, inputs)
             with span("store.record", kind="evaluate", outcome=decision.outcome.name):
@@ -267,6 +323,8 @@ class Guard:
                     spend=spend_entry,
                     challenge=challenge,
                     notifications=notifications,
+                    audio_print=self._audio_print(hh, decision_id, "evaluate", fp, now),
+                    issued_digits=issued,
                 )
         if broadcast.cluster_decisions:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
@@ -312,7 +370,11 @@ class Guard:
             with span("voice.verify", encoder=self._verifier.encoder.name, enrolled=len(prints)) as s:
                 result = self._verifier.verify(pcm, prints, roles)
                 s.set(verified=result.verified, usable=result.usable, score=round(result.score, 4))
-            return VoiceCheck(result)
+            mine = next((vp for vp in prints if vp.member_id == result.member_id), None)
+            child_like = (
+                result.verified and mine is not None and mine.child_like and not mine.role_confirmed_by
+            )
+            return VoiceCheck(result, enrolled_child_like=child_like)
         except Exception as exc:
             CHECK_ERRORS.labels("voice").inc()
             log.warning("voice_check_failed", error=type(exc).__name__)
@@ -345,7 +407,12 @@ class Guard:
         self, hh: str, members: Mapping[str, Member], prints: Sequence[Voiceprint], now: datetime
     ) -> ChallengeOptions:
         pin = self._store.get_pin(hh)
-        enrolled = {vp.member_id for vp in prints if vp.encoder == self._verifier.encoder.name}
+        voices = {vp.member_id for vp in prints if vp.encoder == self._verifier.encoder.name}
+        # A spoken answer is checked for what it says as well as who says it: only an adult with
+        # digit templates enrolled can answer one (the packaged bank alone hears right answers
+        # too rarely to be offered, docs/challenges.md).
+        templated = set(self._store.list_digit_templates(hh)) if self._digits is not None else set()
+        enrolled = voices & templated
         return ChallengeOptions(
             has_pin=pin is not None,
             pin_throttled=pin is not None and pin_gate(pin, now) is not None,
@@ -363,17 +430,19 @@ class Guard:
         member_id: str | None,
         method: ChallengeMethod,
         now: datetime,
-    ) -> Challenge:
+    ) -> tuple[Challenge, str | None]:
+        """The challenge, and for random digits the keyed digest of the digits (kept, so the
+        household is not asked for the same digits again within `random_digits_unique_days`)."""
         challenge_id = self._ids.new_id("chl")
         expiry = (
             self._settings.approval_expiry
             if method is ChallengeMethod.PARENT_APPROVAL
             else self._settings.challenge_expiry
         )
-        digits = (
-            self._ids.digits(self._settings.random_digits) if method is ChallengeMethod.RANDOM_DIGITS else ""
-        )
-        return Challenge(
+        digits, issued = "", None
+        if method is ChallengeMethod.RANDOM_DIGITS:
+            digits, issued = self._fresh_digits(hh, now)
+        challenge = Challenge(
             challenge_id=challenge_id,
             household_id=hh,
             decision_id=decision_id,
@@ -388,6 +457,48 @@ class Guard:
             expected_digits_hash=digits_digest(challenge_id, digits) if digits else "",
             digits_to_repeat=digits,
         )
+        return challenge, issued
+
+    def _fresh_digits(self, hh: str, now: datetime) -> tuple[str, str]:
+        key = self._store.digits_key(hh)
+        seen = self._store.recently_issued_digits(hh, now - self._digits_memory)
+        for _ in range(64):
+            digits = self._ids.digits(self._settings.random_digits)
+            digest = issued_digits_digest(key, digits)
+            if digest not in seen:
+                return digits, digest
+        # 10^5 strings or more and a few dozen a month: unreachable unless the store is wrong.
+        raise FailedPrecondition("no fresh digits could be drawn for this household")
+
+    def _fingerprint(self, pcm: Pcm) -> Fingerprint | None:
+        try:
+            return fingerprint(pcm)
+        except Exception as exc:
+            CHECK_ERRORS.labels("replay").inc()
+            log.warning("fingerprint_failed", error=type(exc).__name__)
+            return None
+
+    def _check_replay(self, hh: str, fp: Fingerprint | None, now: datetime) -> ReplayCheck:
+        if fp is None:
+            return ReplayCheck(error="the audio could not be fingerprinted")
+        try:
+            earlier = [
+                EarlierAudio(p.print_id, p.decision_id, p.kind, Fingerprint.from_bytes(p.print))
+                for p in self._store.recent_audio_prints(hh, now - self._replay_window)
+            ]
+            with span("audio.replay", earlier=len(earlier)):
+                return ReplayCheck(replay_of=find_replay(fp, earlier))
+        except Exception as exc:
+            CHECK_ERRORS.labels("replay").inc()
+            log.warning("replay_check_failed", error=type(exc).__name__)
+            return ReplayCheck(error="the replay check raised an internal error")
+
+    def _audio_print(
+        self, hh: str, decision_id: str, kind: str, fp: Fingerprint | None, now: datetime
+    ) -> AudioPrint | None:
+        if fp is None or fp.voiced_frames == 0:
+            return None
+        return AudioPrint(self._ids.new_id("apr"), hh, decision_id, kind, now, fp.to_bytes())
 
     def _challenge_notifications(self, challenge: Challenge, now: datetime) -> tuple[Notification, ...]:
         if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
@@ -437,12 +548,12 @@ class Guard:
         decision_id = self._ids.new_id("dec")
         with _decision_context(decision_id, "confirm", household.household_id), span("guard.confirm") as root:
             stored: Decision | None = None
-            voice: VoiceCheck | None = None
+            heard: HeardAnswer | None = None
             for _ in range(3):
                 now = self._clock.now()
                 try:
-                    stored, voice = self._answer(
-                        household, challenge, req, pcm, now, decision_id, digest, voice
+                    stored, heard = self._answer(
+                        household, challenge, req, pcm, now, decision_id, digest, heard
                     )
                     break
                 except Aborted:
@@ -478,11 +589,13 @@ class Guard:
         now: datetime,
         decision_id: str,
         digest: str,
-        voice: VoiceCheck | None,
-    ) -> tuple[Decision, VoiceCheck | None]:
+        heard: HeardAnswer | None,
+    ) -> tuple[Decision, HeardAnswer | None]:
         """Judges and records one answer. Facts are gathered stage by stage (no audio is judged when
-        the challenge, the order or the PIN's state already decides); a PIN is checked and counted
-        under the household lock, so concurrent answers meet one guess budget."""
+        the challenge, the order or the PIN's state already decides); what the audio says and who
+        says it are checked on the audio itself (`_hear`, once per answer, reused on a retry); a
+        PIN is then checked and counted under the household lock, so concurrent answers meet one
+        guess budget."""
         hh = household.household_id
         facts = AnswerFacts(order_matches=order_digest(hh, req.order) == challenge.order_digest)
         if challenge.method is ChallengeMethod.SPOKEN_PIN and state_check(challenge, now) is None:
@@ -492,27 +605,35 @@ class Guard:
             )
         early = pre_answer(challenge, facts, now)
         if early is not None:
-            return self._record_confirm(req, decision_id, challenge, facts, early, None, now, digest), voice
+            return self._record_confirm(req, decision_id, challenge, facts, early, None, now, digest), heard
         assert pcm is not None  # checked by the caller for spoken methods
-        if voice is None:
-            voice = self._check_voice(hh, pcm, {})
-        result = voice.result
-        # The answer must match an enrolled adult's voiceprint (at the FMR 1e-3 threshold). The
-        # child-likeness score is not applied again here: it already forced this challenge, and it
-        # flags too many adults to be a gate on the adult's own answer.
-        speaker_ok = (
-            voice.error is None and result is not None and result.verified and result.role is Role.ADULT
+        if heard is None:
+            heard = self._hear(hh, challenge, req, pcm, now)
+        facts = replace(
+            facts,
+            replayed=heard.replayed,
+            speaker_ok=heard.speaker_ok,
+            child_like=heard.child_like,
+            heard_ok=heard.heard_ok,
+            transcript_ok=heard.transcript_ok,
+            check_failed=heard.failed,
         )
-        spoken = normalise_digits(req.spoken_digits)
+        ready = (
+            not heard.failed
+            and not heard.replayed
+            and heard.speaker_ok
+            and not heard.child_like
+            and heard.transcript_ok is not False
+            and heard.heard_ok
+        )
+        print_ = self._audio_print(hh, decision_id, "confirm", heard.fp, now)
         if challenge.method is not ChallengeMethod.SPOKEN_PIN:
-            content_ok = speaker_ok and digits_match(
-                challenge.challenge_id, challenge.expected_digits_hash, spoken
-            )
-            facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
+            facts = replace(facts, content_ok=ready)
             verdict = judge_answer(challenge, facts, now)
-            return self._record_confirm(
-                req, decision_id, challenge, facts, verdict, result, now, digest
-            ), voice
+            stored = self._record_confirm(
+                req, decision_id, challenge, facts, verdict, heard.speaker, now, digest, audio_print=print_
+            )
+            return stored, heard
         with self._store.household_lock(hh):
             # Read again under the lock: the budget this answer is judged on is the one it changes.
             pin = self._store.get_pin(hh)
@@ -522,21 +643,27 @@ class Guard:
             pin_update: tuple[PinState, PinState] | None = None
             notices: tuple[Notification, ...] = ()
             content_ok = False
-            if pin is not None and facts.pin_blocked is None and speaker_ok:
+            # Only an answer whose audio says the candidate, in an enrolled adult's voice, gets
+            # its PIN checked: anything else teaches a guesser nothing, and is no guess.
+            if pin is not None and facts.pin_blocked is None and ready:
                 pepper = self._store.pin_pepper(hh)
-                content_ok = self._pins.verify(pin.pin_hash, spoken, pepper if pin.peppered else None)
+                content_ok = self._pins.verify(
+                    pin.pin_hash, heard.candidate, pepper if pin.peppered else None
+                )
                 if content_ok:
                     after = after_right_pin(pin)
                     if not pin.peppered:
                         # Hashes made before the pepper are replaced the first time the PIN is heard.
-                        after = replace(after, pin_hash=self._pins.hash(spoken, pepper), peppered=True)
+                        after = replace(
+                            after, pin_hash=self._pins.hash(heard.candidate, pepper), peppered=True
+                        )
                     pin_update = (pin, after)
                 else:
                     wrong = after_wrong_pin(pin, now, self._pin_budget)
                     pin_update = (pin, wrong.state)
                     if wrong.notify is not None:
                         notices = (self._pin_notification(hh, wrong.notify, wrong.state, now),)
-            facts = replace(facts, speaker_ok=speaker_ok, content_ok=content_ok)
+            facts = replace(facts, content_ok=content_ok)
             verdict = judge_answer(challenge, facts, now)
             stored = self._record_confirm(
                 req,
@@ -544,13 +671,80 @@ class Guard:
                 challenge,
                 facts,
                 verdict,
-                result,
+                heard.speaker,
                 now,
                 digest,
                 pin_update=pin_update,
                 notices=notices,
+                audio_print=print_,
             )
-        return stored, voice
+        return stored, heard
+
+    def _hear(self, hh: str, challenge: Challenge, req: ConfirmInput, pcm: Pcm, now: datetime) -> HeardAnswer:
+        """Everything the answer audio itself says: a replay or not; which adult speaks; whether it
+        says the expected digits (for a PIN, the candidate: the backend's transcript, else what the
+        audio is heard to say) and agrees with the transcript; and, on the stretch where the
+        digits were found, whether that adult's voice says them and sounds like a child's."""
+        fp = self._fingerprint(pcm)
+        replay = self._check_replay(hh, fp, now)
+        if replay.error is not None or self._digits is None:
+            return HeardAnswer.failure(fp)
+        if replay.replay_of is not None:
+            return HeardAnswer(fp=fp, replayed=True)
+        try:
+            members = {m.member_id: m for m in self._store.list_members(hh)}
+            prints = self._store.list_voiceprints(hh)
+            roles = {mid: m.role for mid, m in members.items()}
+            adults = {mid for mid, m in members.items() if m.role is Role.ADULT}
+            with span("voice.verify", stage="answer"):
+                whole = self._verifier.verify_against(pcm, prints, roles, adults)
+            if not whole.verified or whole.member_id is None:
+                return HeardAnswer(fp=fp, speaker=whole)
+            member = whole.member_id
+            stored = self._store.list_digit_templates(hh).get(member)
+            templates = None if stored is None else DigitTemplates.from_bytes(stored[1])
+            spoken = normalise_digits(req.spoken_digits)
+            if challenge.method is ChallengeMethod.RANDOM_DIGITS:
+                candidate = challenge.digits_to_repeat
+                transcript_ok = None  # compared below, once the audio is known to say the digits
+            elif MIN_DIGITS <= len(spoken) <= MAX_DIGITS:
+                candidate, transcript_ok = spoken, True
+            else:
+                heard_digits = self._digits.recognise(pcm, None, templates)
+                candidate, transcript_ok = heard_digits.digits, None if not spoken else False
+            if not MIN_DIGITS <= len(candidate) <= MAX_DIGITS or not candidate.isdigit():
+                return HeardAnswer(
+                    fp=fp, speaker=whole, speaker_ok=True, heard_ok=False, transcript_ok=transcript_ok
+                )
+            with span("digits.check"):
+                content = self._digits.check(pcm, candidate, templates)
+            if transcript_ok is True and not content.accepted:
+                # The transcript says digits the audio does not: the two disagree.
+                transcript_ok = False
+            if challenge.method is ChallengeMethod.RANDOM_DIGITS and spoken and content.accepted:
+                # The audio says the digits; a transcript of other digits is the backend's mistake
+                # (or a forged answer), never a pass.
+                transcript_ok = spoken == candidate
+            # The voice is judged again on the stretch where the digits were heard, so speech
+            # elsewhere in the file (a recording of the parent saying something else) cannot lend
+            # its voice to digits someone else said.
+            stretch = _crop(pcm, content.span) if content.accepted else pcm
+            with span("voice.verify", stage="answer_digits"):
+                on_digits = self._verifier.verify_against(stretch, prints, roles, {member})
+            child_like = is_child_like(on_digits, self._high_child) or is_child_like(whole, self._high_child)
+            return HeardAnswer(
+                fp=fp,
+                speaker=on_digits,
+                speaker_ok=on_digits.verified and on_digits.member_id == member,
+                child_like=child_like,
+                heard_ok=content.accepted,
+                transcript_ok=transcript_ok,
+                candidate=candidate,
+            )
+        except Exception as exc:
+            CHECK_ERRORS.labels("answer").inc()
+            log.warning("answer_check_failed", error=type(exc).__name__)
+            return HeardAnswer.failure(fp)
 
     def _pin_notification(self, household_id: str, kind: str, pin: PinState, now: datetime) -> Notification:
         log.warning(kind, failures=pin.failures)
@@ -594,6 +788,7 @@ class Guard:
         *,
         pin_update: tuple[PinState, PinState] | None = None,
         notices: tuple[Notification, ...] = (),
+        audio_print: AudioPrint | None = None,
     ) -> Decision:
         """Records the answer's decision, its spend, the challenge's next state and the PIN's guess
         count in one transaction; the challenge is compare-and-set against `before` and the PIN
@@ -636,6 +831,7 @@ class Guard:
             expected_status=before.status if changed else None,
             notifications=notifications,
             pin_update=pin_update,
+            audio_print=audio_print,
         )
 
     # ------------------------------------------------------------------ approvals

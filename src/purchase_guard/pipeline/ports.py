@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -18,6 +18,16 @@ class SpeakerVerifier(Protocol):
     def verify(
         self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]
     ) -> SpeakerResult: ...
+
+    def verify_against(
+        self,
+        pcm: Pcm,
+        voiceprints: Sequence[Voiceprint],
+        roles: Mapping[str, Role],
+        allowed_member_ids: Collection[str] | None,
+    ) -> SpeakerResult:
+        """`verify` among `allowed_member_ids` only (None: everyone)."""
+        ...
 
 
 class BroadcastDefence(Protocol):

@@ -30,7 +30,7 @@ from purchase_guard.domain import (
     SpeakerResult,
     SpendSnapshot,
 )
-from purchase_guard.pipeline.verdict import ChallengeOptions, VoiceCheck
+from purchase_guard.pipeline.verdict import ChallengeOptions, ReplayCheck, VoiceCheck
 from purchase_guard.serial import format_ts
 from purchase_guard.store import codec
 
@@ -97,11 +97,27 @@ def evaluate_inputs(
     spend: SpendSnapshot,
     options: ChallengeOptions,
     child_threshold: float,
+    high_child_threshold: float,
+    replay: ReplayCheck,
 ) -> dict[str, Any]:
     """What `evaluate_policy` and `decide` were given, besides the order and `now` (both in the record)."""
+    found = replay.replay_of
     return {
         "v": INPUTS_VERSION,
         "voice_error": voice.error,
+        "voice_enrolled_child_like": voice.enrolled_child_like,
+        "replay": {
+            "error": replay.error,
+            "of": None
+            if found is None
+            else {
+                "decision_id": found.decision_id,
+                "kind": found.kind,
+                "ber": found.ber,
+                "effective_bits": found.effective_bits,
+            },
+        },
+        "high_child_threshold": high_child_threshold,
         "broadcast": {"reasons": _reasons(broadcast.reasons), "error": broadcast.error},
         "policy_revision": policy_revision,
         "policy_error": policy_error,
@@ -131,6 +147,11 @@ def confirm_inputs(challenge: Challenge, facts: AnswerFacts) -> dict[str, Any]:
             "code_blocked": None if facts.pin_blocked is None else codec.reason_to_dict(facts.pin_blocked),
             "speaker_ok": facts.speaker_ok,
             "content_ok": facts.content_ok,
+            "replayed": facts.replayed,
+            "child_like": facts.child_like,
+            "heard_ok": facts.heard_ok,
+            "backend_text_ok": facts.transcript_ok,
+            "check_failed": facts.check_failed,
         },
     }
 

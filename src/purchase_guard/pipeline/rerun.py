@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from purchase_guard.broadcast.repeat import Replay
 from purchase_guard.challenge.rules import AnswerFacts, judge_answer
 from purchase_guard.domain import (
     BroadcastCheck,
@@ -33,7 +34,15 @@ from purchase_guard.domain import (
     SpeakerResult,
     SpendSnapshot,
 )
-from purchase_guard.pipeline.verdict import ChallengeOptions, VoiceCheck, decide, policy_failed, policy_role
+from purchase_guard.pipeline.verdict import (
+    NEVER,
+    ChallengeOptions,
+    ReplayCheck,
+    VoiceCheck,
+    decide,
+    policy_failed,
+    policy_role,
+)
 from purchase_guard.policy.engine import evaluate_policy
 from purchase_guard.serial import parse_ts
 from purchase_guard.store import codec
@@ -101,7 +110,19 @@ def _options(flags: Sequence[str]) -> ChallengeOptions:
 def _rerun_evaluate(
     rec: Mapping[str, Any], inputs: Mapping[str, Any], policies: PolicyLookup
 ) -> tuple[str, tuple[str, ...]]:
-    voice = VoiceCheck(_speaker(rec.get("speaker")), error=inputs.get("voice_error"))
+    voice = VoiceCheck(
+        _speaker(rec.get("speaker")),
+        error=inputs.get("voice_error"),
+        enrolled_child_like=bool(inputs.get("voice_enrolled_child_like", False)),
+    )
+    r = inputs.get("replay") or {}
+    of = r.get("of")
+    replay = ReplayCheck(
+        replay_of=None
+        if of is None
+        else Replay(str(of["decision_id"]), str(of["kind"]), float(of["ber"]), float(of["effective_bits"])),
+        error=r.get("error"),
+    )
     b = inputs["broadcast"]
     broadcast = BroadcastCheck(
         reasons=tuple(codec.reason_from_dict(r) for r in b["reasons"]), error=b.get("error")
@@ -118,7 +139,13 @@ def _rerun_evaluate(
             policy, policy_role(voice), order, spend, now, str(inputs["time_zone"])
         )
     verdict = decide(
-        voice, broadcast, verdict_of_policy, _options(inputs["options"]), float(inputs["child_threshold"])
+        voice,
+        broadcast,
+        verdict_of_policy,
+        _options(inputs["options"]),
+        float(inputs["child_threshold"]),
+        high_child_threshold=float(inputs.get("high_child_threshold", NEVER)),
+        replay=replay,
     )
     return verdict.outcome.value, tuple(r.code.value for r in verdict.reasons)
 
@@ -152,6 +179,11 @@ def _rerun_confirm(rec: Mapping[str, Any], inputs: Mapping[str, Any]) -> tuple[s
         pin_blocked=None if blocked is None else codec.reason_from_dict(blocked),
         speaker_ok=f.get("speaker_ok"),
         content_ok=f.get("content_ok"),
+        replayed=f.get("replayed"),
+        child_like=f.get("child_like"),
+        heard_ok=f.get("heard_ok"),
+        transcript_ok=f.get("backend_text_ok"),
+        check_failed=bool(f.get("check_failed", False)),
     )
     verdict = judge_answer(
         _challenge_before(rec, inputs["challenge_before"]), facts, parse_ts(rec["decided_at"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from purchase_guard.broadcast.repeat import Replay
 from purchase_guard.domain import (
     BroadcastCheck,
     ChallengeMethod,
@@ -45,11 +46,31 @@ DEFAULT_CHILD_THRESHOLD = 0.5
 class VoiceCheck:
     result: SpeakerResult | None
     error: str | None = None  # the check raised; the text is for the reason, never audio
+    # The verified member's enrollment takes sounded like a child's, and no parent has confirmed
+    # the member's role since (an ADULT enrolled by mistake, or a child enrolled as one).
+    enrolled_child_like: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayCheck:
+    """Whether the audio is a copy of audio the household sent before (broadcast/repeat.py)."""
+
+    replay_of: Replay | None = None
+    error: str | None = None
+
+
+NO_REPLAY = ReplayCheck()
+# No operating point: a likelihood in [0, 1] never reaches it.
+NEVER = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class ChallengeOptions:
-    """What the household can answer with; decides whether a challenge is possible at all."""
+    """What the household can answer with; decides whether a challenge is possible at all.
+
+    `has_enrolled_adult`: an adult whose voice AND digit templates are enrolled, so a spoken
+    answer (PIN or random digits) can be checked for what it says and who says it.
+    """
 
     has_pin: bool
     pin_throttled: bool
@@ -139,6 +160,15 @@ def speaker_reasons(voice: VoiceCheck, child_threshold: float) -> tuple[Reason, 
                 score,
             )
         )
+    if voice.enrolled_child_like:
+        out.append(
+            note(
+                ReasonCode.CHILD_VOICE,
+                "This member's enrolled voice sounds like a child's; a parent has not confirmed the role.",
+                "voice.enrolled_child_like",
+                (("source", "enrollment"),),
+            )
+        )
     if is_child_like(result, child_threshold):
         out.append(
             note(
@@ -149,6 +179,27 @@ def speaker_reasons(voice: VoiceCheck, child_threshold: float) -> tuple[Reason, 
             )
         )
     return tuple(out)
+
+
+def replay_reasons(replay: ReplayCheck) -> tuple[Reason, ...]:
+    if replay.error is not None:
+        return (check_error(f"The replay check failed: {replay.error}.", "audio.replay"),)
+    found = replay.replay_of
+    if found is None:
+        return ()
+    return (
+        forbid(
+            ReasonCode.REPLAYED_AUDIO,
+            "This audio is a recording of audio this household sent before, played again.",
+            "audio.replay",
+            (
+                ("earlier_decision_id", found.decision_id),
+                ("earlier_kind", found.kind),
+                ("ber", f"{found.ber:.3f}"),
+                ("effective_bits", f"{found.effective_bits:.0f}"),
+            ),
+        ),
+    )
 
 
 def speaker_step_up(voice: VoiceCheck, child_threshold: float) -> Reason | None:
@@ -168,6 +219,11 @@ def speaker_step_up(voice: VoiceCheck, child_threshold: float) -> Reason | None:
         why, because = "the speaker is a child", ReasonCode.SPEAKER_CHILD
     elif result.role is Role.GUEST:
         why, because = "the speaker is a guest", ReasonCode.SPEAKER_VERIFIED
+    elif voice.enrolled_child_like:
+        why, because = (
+            "this voice was enrolled sounding like a child's and no parent has confirmed the role",
+            ReasonCode.CHILD_VOICE,
+        )
     elif is_child_like(result, child_threshold):
         why, because = "the voice sounds like a child's", ReasonCode.CHILD_VOICE
     else:
@@ -201,12 +257,17 @@ def choose_method(
     for method in order:
         if method is ChallengeMethod.SPOKEN_PIN:
             if options.pin_throttled:
+                # Straight to a parent: random digits would let whoever is being kept off the PIN
+                # (say, with a recording of a parent's voice) walk around the throttle.
                 fell_back = note(
                     ReasonCode.PIN_THROTTLED,
-                    "The household PIN is temporarily blocked after repeated wrong answers.",
-                    "challenge.pin_throttle",
+                    "The household PIN is paused or disabled after repeated wrong answers, so a parent "
+                    "is asked instead.",
+                    "challenge.pin_budget",
                 )
-                continue
+                if options.has_parent:
+                    return ChallengeMethod.PARENT_APPROVAL, fell_back
+                break
             if options.has_pin and options.has_enrolled_adult:
                 return method, fell_back
         elif method is ChallengeMethod.RANDOM_DIGITS:
@@ -230,13 +291,19 @@ def decide(
     policy: PolicyVerdict,
     options: ChallengeOptions,
     child_threshold: float = DEFAULT_CHILD_THRESHOLD,
+    *,
+    high_child_threshold: float = NEVER,
+    replay: ReplayCheck = NO_REPLAY,
 ) -> Verdict:
+    """`high_child_threshold` is the child detector's high operating point (most children, few
+    adults): a verified adult whose voice is that child-like is sent to a parent."""
     # BroadcastCheck.reasons are matches by contract: each is a forbid of the broadcast check.
     findings: list[Reason] = [
         replace(r, effect=Effect.FORBID, rule=r.rule or "broadcast") for r in broadcast.reasons
     ]
     if broadcast.error is not None:
         findings.append(check_error(f"Broadcast check failed: {broadcast.error}.", "broadcast"))
+    findings.extend(replay_reasons(replay))
     findings.extend(policy.reasons)
     findings.extend(speaker_reasons(voice, child_threshold))
     step_up = speaker_step_up(voice, child_threshold)
@@ -264,10 +331,16 @@ def decide(
     wanted = policy.challenge_method or ChallengeMethod.SPOKEN_PIN
     verified_adult = verified and result is not None and result.role is Role.ADULT
     if result is not None and (
-        result.role is Role.CHILD or (is_child_like(result, child_threshold) and not verified_adult)
+        result.role is Role.CHILD
+        or (is_child_like(result, child_threshold) and not verified_adult)
+        or (verified_adult and is_child_like(result, high_child_threshold))
+        or (verified_adult and voice.enrolled_child_like)
     ):
-        # A child must not be able to confirm their own purchase by knowing the PIN. A verified
-        # adult whose voice merely sounds young still gets a challenge, but one they can answer.
+        # A child must not be able to confirm their own purchase by knowing the PIN: a child, an
+        # unverified child-like voice, a verified adult whose voice is very child-like (a child
+        # who verifies as a parent), and a member whose enrollment already sounded like a child
+        # all go to a parent. A verified adult whose voice merely sounds young still gets a
+        # challenge, but one they can answer.
         wanted = ChallengeMethod.PARENT_APPROVAL
     method, fallback = choose_method(wanted, options)
     if method is None:

@@ -181,6 +181,11 @@ class _ScenarioRun:
                     if not report.get("member", {}).get("voice_enrolled"):
                         raise StepFailed("enrollment did not produce a voiceprint")
                     state.voices.update(a.identity() for a in member.enroll if a.identity())
+                if member.digits:
+                    self.setup_stage = f"household {spec.key}: member {member.key} digits"
+                    resolve = self.resolver(state, None)
+                    digit_takes = [(p, self.render(a, resolve)) for p, a in member.digits]
+                    state.client.enroll_digits(hid, state.members[member.key], digit_takes)
             if spec.policy is not None:
                 self.setup_stage = f"household {spec.key}: policy"
                 state.client.set_policy(hid, dict(spec.policy))

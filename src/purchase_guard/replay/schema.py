@@ -22,6 +22,7 @@ import yaml
 from purchase_guard.domain import ChallengeMethod, Outcome, ReasonCode, Role
 from purchase_guard.money import EXPONENTS
 from purchase_guard.replay.audio import AudioRenderer, AudioSpec, spec_from_mapping
+from purchase_guard.voice.digits import ENROLLMENT_PROMPTS
 
 # Taken from the domain, so a new outcome, role or method is known to scenarios the day it exists.
 OUTCOMES = tuple(o.value for o in Outcome)
@@ -75,6 +76,9 @@ class MemberSpec:
     role: str
     parent: bool
     enroll: tuple[AudioSpec, ...]
+    # Guided digit enrollment: (prompt, audio saying it) per take; empty: no digit templates, so
+    # the member cannot answer a spoken challenge.
+    digits: tuple[tuple[str, AudioSpec], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -492,7 +496,7 @@ class _Loader:
         ]
 
     def member(self, where: str, raw: Any) -> MemberSpec:
-        node = _Node(self.path, where, raw, ("key", "name", "role", "parent", "enroll"))
+        node = _Node(self.path, where, raw, ("key", "name", "role", "parent", "enroll", "digits"))
         key = node.key_name("key")
         role = node.choice("role", ROLES)
         parent = node.flag("parent")
@@ -503,7 +507,40 @@ class _Loader:
             enroll.append(self.audio_value(node.field(ewhere), eraw))
         if enroll and not 3 <= len(enroll) <= 10:
             raise node.error("enroll", f"enrollment takes 3 to 10 recordings, got {len(enroll)}")
-        return MemberSpec(key, node.text("name", key.capitalize()), role, parent, tuple(enroll))
+        digits = self.digit_takes(node) if node.has("digits") else ()
+        if digits and not enroll:
+            raise node.error("digits", "digit templates need a voice enrollment (enroll) first")
+        return MemberSpec(key, node.text("name", key.capitalize()), role, parent, tuple(enroll), digits)
+
+    def digit_takes(self, node: _Node) -> tuple[tuple[str, AudioSpec], ...]:
+        """`digits: {fsdd_guided: SPEAKER}` (the guided prompts, each digit read from the speaker's
+        FSDD takes 0, 1, 2 in turn, as tests/support does: answers use takes 10 and up, so no
+        recording is both a template and an answer) or a list of `{prompt: DIGITS, audio: SPEC}`."""
+        raw = node.raw["digits"]
+        if isinstance(raw, Mapping):
+            guided = node.child("digits", ("fsdd_guided",))
+            speaker = guided.text("fsdd_guided")
+            seen: dict[str, int] = {}
+            out = []
+            for prompt in ENROLLMENT_PROMPTS:
+                parts = []
+                for d in prompt:
+                    parts.append({"fsdd": {"speaker": speaker, "digits": d, "take": seen.get(d, 0)}})
+                    seen[d] = seen.get(d, 0) + 1
+                out.append((prompt, self.audio_value(guided.field("fsdd_guided"), {"concat": parts})))
+            return tuple(out)
+        takes = []
+        for twhere, traw in node.items("digits", required=True):
+            take = _Node(self.path, node.field(twhere), traw, ("prompt", "audio"))
+            prompt = take.text("prompt")
+            if not prompt.isascii() or not prompt.isdigit() or len(prompt) > 10:
+                raise take.error("prompt", f"{prompt!r} must be 1 to 10 digits (quote it in YAML)")
+            takes.append((prompt, self.audio(take, "audio")))
+        if len(takes) > 2 * len(ENROLLMENT_PROMPTS):
+            raise node.error(
+                "digits", f"digit enrollment takes at most {2 * len(ENROLLMENT_PROMPTS)} prompts"
+            )
+        return tuple(takes)
 
     # ----------------------------------------------------------------- orders and audio
     def order(self, where: str, raw: Any, currencies: set[str]) -> OrderSpec:

@@ -430,6 +430,14 @@ def audit_aad(decision_id: str) -> bytes:
     return seal_aad("audit.body", decision_id)
 
 
+def digit_templates_aad(member_id: str, features: str) -> bytes:
+    return seal_aad("digit_templates", member_id, features)
+
+
+def audio_print_aad(print_id: str) -> bytes:
+    return seal_aad("audio_print", print_id)
+
+
 def pin_hash_aad(household_id: str) -> bytes:
     return seal_aad("pin.hash", household_id)
 

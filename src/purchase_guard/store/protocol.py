@@ -25,7 +25,7 @@ that is what the hash chain covers, so the chain verifies without any key.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -52,6 +52,18 @@ class SpendEntry:
     decision_id: str
     at: datetime
     exempt: bool  # counted against the low-value exemption's cumulative threshold
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPrint:
+    """A household's earlier audio as a fingerprint (never the audio), for spotting replays."""
+
+    print_id: str
+    household_id: str
+    decision_id: str
+    kind: str  # "evaluate" | "confirm"
+    at: datetime
+    print: bytes = field(repr=False)  # broadcast.fingerprint.Fingerprint.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,26 @@ class Members(Protocol):
         """Moves an expiring voiceprint's expiry (and re-arms its reminder); False if it has none."""
         ...
 
+    def confirm_voice_role(self, household_id: str, member_id: str, parent_member_id: str) -> bool:
+        """A parent confirms that a child-like voiceprint's member really has their role."""
+        ...
+
+    def put_digit_templates(
+        self,
+        household_id: str,
+        member_id: str,
+        features: str,
+        templates: bytes,
+        at: datetime,
+        expires_at: datetime | None,
+    ) -> None:
+        """Replaces the member's digit templates (sealed at rest). Raises NotFound."""
+        ...
+
+    def list_digit_templates(self, household_id: str) -> dict[str, tuple[str, bytes]]:
+        """member id -> (features version, DigitTemplates bytes) of unexpired templates."""
+        ...
+
 
 class Credentials(Protocol):
     def add_credential(self, credential: Credential, token_hash: str) -> None: ...
@@ -220,13 +252,17 @@ class DecisionLog(Protocol):
         expected_status: ChallengeStatus | None = None,
         notifications: tuple[Notification, ...] = (),
         pin_update: tuple[PinState, PinState] | None = None,
+        audio_print: AudioPrint | None = None,
+        issued_digits: str | None = None,
     ) -> Decision:
         """Atomically: store the decision, append its audit entry to the household's chain,
         add the spend entry, write the challenge and add the notifications. The challenge is
         inserted or replaced, or with `expected_status` compare-and-set as `update_challenge`
         does (the whole write is rolled back and Aborted raised when it lost). `pin_update` is
         (the PIN as the answer was judged on, the PIN as it must be stored next): it is written
-        only if the stored guess count is still the judged one (else Aborted). Request ids are
+        only if the stored guess count is still the judged one (else Aborted). `audio_print` is
+        the request's audio as a fingerprint and `issued_digits` the digest of random digits the
+        new challenge asks for; both are kept with the decision. Request ids are
         unique per `decision.caller_id`. If a decision with the same
         (household, kind, request_id) exists already, nothing is written and the stored
         one is returned (idempotent retries under concurrency); if that stored decision has
@@ -262,6 +298,18 @@ class DecisionLog(Protocol):
     def list_challenges(
         self, household_id: str, status: ChallengeStatus | None = None
     ) -> list[Challenge]: ...
+
+    def recent_audio_prints(self, household_id: str, since: datetime) -> list[AudioPrint]:
+        """The household's audio prints at or after `since`, oldest first."""
+        ...
+
+    def recently_issued_digits(self, household_id: str, since: datetime) -> frozenset[str]:
+        """Digests of the random digits the household was asked to repeat since `since`."""
+        ...
+
+    def digits_key(self, household_id: str) -> bytes:
+        """The key issued-digit digests are made with; derived from the household's data key."""
+        ...
 
     def add_notification(self, notification: Notification) -> None: ...
 
@@ -308,7 +356,11 @@ class Records(Protocol):
         ...
 
     def delete_expired_voiceprints(self, now: datetime) -> list[tuple[str, str]]:
-        """Deletes every voiceprint past its expiry; returns (household, member) of each."""
+        """Deletes every voiceprint (and digit templates) past expiry; returns (household, member)."""
+        ...
+
+    def purge_audio_prints(self, before: datetime) -> int:
+        """Deletes audio prints and issued-digit digests older than `before`; returns prints deleted."""
         ...
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:

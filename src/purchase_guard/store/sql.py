@@ -48,6 +48,7 @@ from purchase_guard.errors import Aborted, AlreadyExists, InvalidArgument, NotFo
 from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import (
+    AudioPrint,
     HouseholdRecords,
     PolicyRevision,
     PurgeResult,
@@ -84,6 +85,9 @@ def request_key(caller_id: str, request_id: str) -> str:
 # Children before parents, for the foreign keys; audit entries stay (sealed) after erasure.
 _ERASE_ORDER = (
     "credentials",
+    "audio_prints",
+    "issued_digits",
+    "digit_templates",
     "spend",
     "decisions",
     "voiceprints",
@@ -299,12 +303,14 @@ class SqlStore(SealedRows):
                 self._run(
                     conn,
                     "INSERT INTO voiceprints (member_id, household_id, encoder, embedding, dim,"
-                    " n_utterances, created_at, expires_at, expiry_notified_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+                    " n_utterances, created_at, expires_at, expiry_notified_at, child_like,"
+                    " role_confirmed_by)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)"
                     " ON CONFLICT (member_id) DO UPDATE SET encoder = excluded.encoder,"
                     " embedding = excluded.embedding, dim = excluded.dim,"
                     " n_utterances = excluded.n_utterances, created_at = excluded.created_at,"
-                    " expires_at = excluded.expires_at, expiry_notified_at = NULL",
+                    " expires_at = excluded.expires_at, expiry_notified_at = NULL,"
+                    " child_like = excluded.child_like, role_confirmed_by = excluded.role_confirmed_by",
                     (
                         mid,
                         hid,
@@ -314,6 +320,8 @@ class SqlStore(SealedRows):
                         voiceprint.n_utterances,
                         format_ts(voiceprint.created_at),
                         _opt_ts(voiceprint.expires_at),
+                        voiceprint.child_like,
+                        voiceprint.role_confirmed_by,
                     ),
                 )
         except self._INTEGRITY_ERRORS as exc:
@@ -327,7 +335,8 @@ class SqlStore(SealedRows):
             rows = self._run(
                 conn,
                 "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at,"
-                f" expires_at FROM voiceprints WHERE household_id = ? ORDER BY {self._ordered('member_id')}",
+                f" expires_at, child_like, role_confirmed_by FROM voiceprints WHERE household_id = ?"
+                f" ORDER BY {self._ordered('member_id')}",
                 (household_id,),
             ).fetchall()
         return [
@@ -342,9 +351,66 @@ class SqlStore(SealedRows):
                 n_utterances=int(r[5]),
                 created_at=parse_ts(r[6]),
                 expires_at=None if r[7] is None else parse_ts(r[7]),
+                child_like=bool(r[8]),
+                role_confirmed_by=r[9],
             )
             for r in rows
         ]
+
+    def confirm_voice_role(self, household_id: str, member_id: str, parent_member_id: str) -> bool:
+        with self._tx() as conn:
+            cursor = self._run(
+                conn,
+                "UPDATE voiceprints SET role_confirmed_by = ? WHERE household_id = ? AND member_id = ?",
+                (parent_member_id, household_id, member_id),
+            )
+            return bool(cursor.rowcount == 1)
+
+    # --- digit templates ------------------------------------------------------------
+
+    def put_digit_templates(
+        self,
+        household_id: str,
+        member_id: str,
+        features: str,
+        templates: bytes,
+        at: datetime,
+        expires_at: datetime | None,
+    ) -> None:
+        with self._reading() as conn:
+            self._require_member(conn, household_id, member_id)
+        sealed = self._sealer.seal(household_id, templates, codec.digit_templates_aad(member_id, features))
+        try:
+            with self._tx() as conn:
+                self._require_member(conn, household_id, member_id)
+                self._run(
+                    conn,
+                    "INSERT INTO digit_templates (member_id, household_id, features, templates, created_at,"
+                    " expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (member_id) DO UPDATE SET features = excluded.features,"
+                    " templates = excluded.templates, created_at = excluded.created_at,"
+                    " expires_at = excluded.expires_at",
+                    (member_id, household_id, features, sealed, format_ts(at), _opt_ts(expires_at)),
+                )
+        except self._INTEGRITY_ERRORS as exc:
+            if self._is_foreign_key_violation(exc):
+                raise NotFound(f"member {member_id!r} not found") from exc
+            raise
+
+    def list_digit_templates(self, household_id: str) -> dict[str, tuple[str, bytes]]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT member_id, features, templates FROM digit_templates WHERE household_id = ?",
+                (household_id,),
+            ).fetchall()
+        return {
+            str(r[0]): (
+                str(r[1]),
+                self._sealer.open(household_id, bytes(r[2]), codec.digit_templates_aad(str(r[0]), str(r[1]))),
+            )
+            for r in rows
+        }
 
     def voiceprints_expiring(self, before: datetime, notified: bool) -> list[tuple[str, str, datetime]]:
         """(household, member, expires_at) of voiceprints expiring before `before`; with
@@ -389,6 +455,9 @@ class SqlStore(SealedRows):
                 (at,),
             ).fetchall()
             self._run(conn, "DELETE FROM voiceprints WHERE expires_at IS NOT NULL AND expires_at <= ?", (at,))
+            self._run(
+                conn, "DELETE FROM digit_templates WHERE expires_at IS NOT NULL AND expires_at <= ?", (at,)
+            )
         return [(str(r[0]), str(r[1])) for r in rows]
 
     def renew_voiceprint(self, household_id: str, member_id: str, expires_at: datetime) -> bool:
@@ -546,6 +615,9 @@ class SqlStore(SealedRows):
         ).fetchone()
         return row is not None and int(row[0]) == expected.failures and row[1] == format_ts(expected.set_at)
 
+    def digits_key(self, household_id: str) -> bytes:
+        return self._sealer.derive(household_id, "issued-digits")
+
     def pin_pepper(self, household_id: str) -> bytes:
         """The household's PIN pepper (challenge/pin.py), derived from its data key."""
         return self._sealer.derive(household_id, "pin-pepper")
@@ -622,8 +694,14 @@ class SqlStore(SealedRows):
         expected_status: ChallengeStatus | None = None,
         notifications: tuple[Notification, ...] = (),
         pin_update: tuple[PinState, PinState] | None = None,
+        audio_print: AudioPrint | None = None,
+        issued_digits: str | None = None,
     ) -> Decision:
         hid = decision.household_id
+        if audio_print is not None and (
+            audio_print.household_id != hid or audio_print.decision_id != decision.decision_id
+        ):
+            raise InvalidArgument("the audio print must belong to the decision it is recorded with")
         if pin_update is not None and (
             pin_update[0].household_id != hid or pin_update[1].household_id != hid
         ):
@@ -652,6 +730,11 @@ class SqlStore(SealedRows):
         ]
         sealed_pin = (
             None if pin_update is None else self._seal(hid, pin_update[1].pin_hash, codec.pin_hash_aad(hid))
+        )
+        sealed_print = (
+            None
+            if audio_print is None
+            else self._sealer.seal(hid, audio_print.print, codec.audio_print_aad(audio_print.print_id))
         )
         existing: Row | None = None
         try:
@@ -686,6 +769,28 @@ class SqlStore(SealedRows):
                         if not self._pin_budget_matches(conn, hid, pin_update[0]):
                             raise Aborted("the household PIN changed while an answer was checked")
                         self._upsert_pin(conn, pin_update[1], sealed_pin)
+                    if audio_print is not None and sealed_print is not None:
+                        self._run(
+                            conn,
+                            "INSERT INTO audio_prints (print_id, household_id, decision_id, kind, at, print)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            (
+                                audio_print.print_id,
+                                hid,
+                                audio_print.decision_id,
+                                audio_print.kind,
+                                format_ts(audio_print.at),
+                                sealed_print,
+                            ),
+                        )
+                    if issued_digits is not None:
+                        self._run(
+                            conn,
+                            "INSERT INTO issued_digits (household_id, digest, issued_at) VALUES (?, ?, ?)"
+                            " ON CONFLICT (household_id, digest)"
+                            " DO UPDATE SET issued_at = excluded.issued_at",
+                            (hid, issued_digits, format_ts(decision.decided_at)),
+                        )
         except self._INTEGRITY_ERRORS as exc:
             raise AlreadyExists(f"decision {decision.decision_id!r} exists already") from exc
         if existing is not None:
@@ -924,6 +1029,44 @@ class SqlStore(SealedRows):
                 params,
             ).fetchall()
         return [self._challenge(household_id, r[0], r[1]) for r in rows]
+
+    # --- audio prints and issued digits ----------------------------------------------
+
+    def recent_audio_prints(self, household_id: str, since: datetime) -> list[AudioPrint]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT print_id, decision_id, kind, at, print FROM audio_prints"
+                " WHERE household_id = ? AND at >= ? ORDER BY at, print_id",
+                (household_id, format_ts(since)),
+            ).fetchall()
+        return [
+            AudioPrint(
+                str(r[0]),
+                household_id,
+                str(r[1]),
+                str(r[2]),
+                parse_ts(r[3]),
+                self._sealer.open(household_id, bytes(r[4]), codec.audio_print_aad(str(r[0]))),
+            )
+            for r in rows
+        ]
+
+    def recently_issued_digits(self, household_id: str, since: datetime) -> frozenset[str]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT digest FROM issued_digits WHERE household_id = ? AND issued_at >= ?",
+                (household_id, format_ts(since)),
+            ).fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
+    def purge_audio_prints(self, before: datetime) -> int:
+        cutoff = format_ts(before)
+        with self._tx() as conn:
+            gone = self._run(conn, "DELETE FROM audio_prints WHERE at < ?", (cutoff,)).rowcount
+            self._run(conn, "DELETE FROM issued_digits WHERE issued_at < ?", (cutoff,))
+        return int(gone)
 
     # --- notifications --------------------------------------------------------------
 

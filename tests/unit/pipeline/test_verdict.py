@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from purchase_guard.broadcast.repeat import Replay
 from purchase_guard.domain import (
     BroadcastCheck,
     ChallengeMethod,
@@ -29,6 +30,7 @@ from purchase_guard.domain import (
 )
 from purchase_guard.pipeline.verdict import (
     ChallengeOptions,
+    ReplayCheck,
     VoiceCheck,
     decide,
     policy_role,
@@ -176,12 +178,52 @@ def test_pin_method_falls_back_when_no_pin_is_set() -> None:
     assert v.challenge_method is ChallengeMethod.RANDOM_DIGITS
 
 
-def test_throttled_pin_falls_back_and_says_so() -> None:
-    """A throttled PIN is not offered; the challenge moves on and PIN_THROTTLED is reported."""
+def test_a_throttled_pin_falls_back_to_a_parent_never_to_random_digits() -> None:
+    """A paused or disabled PIN is not offered, and the fallback is a parent's approval, not random
+    digits (which a recording of a parent, kept off the PIN by the throttle, might answer);
+    PIN_THROTTLED is reported. Without a parent there is no way to confirm: DENY."""
     opts = ChallengeOptions(has_pin=True, pin_throttled=True, has_enrolled_adult=True, has_parent=True)
     v = decide(speaker(Role.ADULT), BroadcastCheck(), CHALLENGE_PIN, opts)
-    assert v.challenge_method is ChallengeMethod.RANDOM_DIGITS
+    assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
     assert ReasonCode.PIN_THROTTLED in {r.code for r in v.reasons}
+    orphan = ChallengeOptions(has_pin=True, pin_throttled=True, has_enrolled_adult=True, has_parent=False)
+    assert decide(speaker(Role.ADULT), BroadcastCheck(), CHALLENGE_PIN, orphan).outcome is Outcome.DENY
+
+
+def test_a_verified_adult_with_a_very_child_like_voice_goes_to_a_parent() -> None:
+    """Above the high operating point a verified ADULT is treated as a possible child who verified as
+    a parent: the challenge is a parent's approval, not the PIN; below it, the PIN."""
+    v = decide(
+        speaker(Role.ADULT, child=0.9), BroadcastCheck(), CHALLENGE_PIN, FULL, 0.5, high_child_threshold=0.8
+    )
+    assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
+    w = decide(
+        speaker(Role.ADULT, child=0.7), BroadcastCheck(), CHALLENGE_PIN, FULL, 0.5, high_child_threshold=0.8
+    )
+    assert w.challenge_method is ChallengeMethod.SPOKEN_PIN
+
+
+def test_a_member_enrolled_with_a_child_like_voice_goes_to_a_parent_until_confirmed() -> None:
+    """A verified ADULT whose enrollment sounded like a child (and no parent confirmed the role) never
+    gets a plain ALLOW nor the PIN: a parent approves."""
+    voice = speaker(Role.ADULT)
+    flagged = VoiceCheck(voice.result, enrolled_child_like=True)
+    v = decide(flagged, BroadcastCheck(), ALLOW, FULL)
+    assert v.outcome is Outcome.CHALLENGE
+    assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
+    assert ReasonCode.CHILD_VOICE in {r.code for r in v.reasons}
+
+
+def test_a_replay_of_earlier_household_audio_is_refused() -> None:
+    """Audio that copies what the household sent before is DENY with REPLAYED_AUDIO, even for a
+    verified adult within policy; a replay check that failed is DENY with GUARD_ERROR."""
+    earlier = Replay("dec_earlier", "evaluate", 0.02, 900.0)
+    v = decide(speaker(Role.ADULT), BroadcastCheck(), ALLOW, FULL, replay=ReplayCheck(replay_of=earlier))
+    assert v.outcome is Outcome.DENY
+    assert v.reasons[0].code is ReasonCode.REPLAYED_AUDIO
+    broken = decide(speaker(Role.ADULT), BroadcastCheck(), ALLOW, FULL, replay=ReplayCheck(error="store"))
+    assert broken.outcome is Outcome.DENY
+    assert ReasonCode.GUARD_ERROR in {r.code for r in broken.reasons}
 
 
 def test_no_way_to_answer_means_deny() -> None:

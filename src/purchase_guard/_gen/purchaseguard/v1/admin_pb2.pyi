@@ -161,6 +161,8 @@ class Member(_message.Message):
     IS_PARENT_FIELD_NUMBER: _builtins.int
     VOICE_ENROLLED_FIELD_NUMBER: _builtins.int
     VOICE_ENCODER_FIELD_NUMBER: _builtins.int
+    DIGITS_ENROLLED_FIELD_NUMBER: _builtins.int
+    VOICE_CHILD_LIKE_FIELD_NUMBER: _builtins.int
     REENROLL_NEEDED_FIELD_NUMBER: _builtins.int
     VOICEPRINT_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
@@ -175,6 +177,10 @@ class Member(_message.Message):
     """Whether a voiceprint is enrolled."""
     voice_encoder: _builtins.str
     """Encoder of the voiceprint, e.g. "ge2e-resemblyzer/0.1.4"; empty if none."""
+    digits_enrolled: _builtins.bool
+    """Whether digit templates are enrolled (needed to answer PIN and random-digit challenges)."""
+    voice_child_like: _builtins.bool
+    """The enrolled voice sounds like a child's and no parent has confirmed the role yet."""
     reenroll_needed: _builtins.bool
     """True when the voiceprint was made by another encoder than the server runs: re-enroll."""
     @_builtins.property
@@ -190,12 +196,14 @@ class Member(_message.Message):
         is_parent: _builtins.bool = ...,
         voice_enrolled: _builtins.bool = ...,
         voice_encoder: _builtins.str = ...,
+        digits_enrolled: _builtins.bool = ...,
+        voice_child_like: _builtins.bool = ...,
         reenroll_needed: _builtins.bool = ...,
         voiceprint_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["voiceprint_expires_at", b"voiceprint_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "is_parent", b"is_parent", "member_id", b"member_id", "reenroll_needed", b"reenroll_needed", "role", b"role", "voice_encoder", b"voice_encoder", "voice_enrolled", b"voice_enrolled", "voiceprint_expires_at", b"voiceprint_expires_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digits_enrolled", b"digits_enrolled", "display_name", b"display_name", "is_parent", b"is_parent", "member_id", b"member_id", "reenroll_needed", b"reenroll_needed", "role", b"role", "voice_child_like", b"voice_child_like", "voice_encoder", b"voice_encoder", "voice_enrolled", b"voice_enrolled", "voiceprint_expires_at", b"voiceprint_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -550,6 +558,7 @@ class EnrollVoiceResponse(_message.Message):
 
     MEMBER_FIELD_NUMBER: _builtins.int
     TAKES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def member(self) -> Global___Member:
         """The member after enrollment."""
@@ -558,19 +567,163 @@ class EnrollVoiceResponse(_message.Message):
     def takes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TakeQuality]:
         """Per-take quality report."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the parent: e.g. an ADULT whose recordings sound like a child's (then purchases in this
+        voice need a parent's approval until a parent confirms the role with ConfirmVoiceRole).
+        """
+
     def __init__(
         self,
         *,
         member: Global___Member | None = ...,
         takes: _abc.Iterable[Global___TakeQuality] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "takes", b"takes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "takes", b"takes", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnrollVoiceResponse: _TypeAlias = EnrollVoiceResponse  # noqa: Y015
+
+@_typing.final
+class DigitTake(_message.Message):
+    """One take of guided digit enrollment: the member reading digits they were prompted with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGITS_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    digits: _builtins.str
+    """The digits the member was asked to read, e.g. "01234" (see EnrollDigitsResponse.prompts)."""
+    @_builtins.property
+    def audio(self) -> _common_pb2.Audio:
+        """The recording."""
+
+    def __init__(
+        self,
+        *,
+        digits: _builtins.str = ...,
+        audio: _common_pb2.Audio | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "digits", b"digits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DigitTake: _TypeAlias = DigitTake  # noqa: Y015
+
+@_typing.final
+class EnrollDigitsRequest(_message.Message):
+    """Request for EnrollDigits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    TAKES_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    member_id: _builtins.str
+    """Member id."""
+    @_builtins.property
+    def takes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DigitTake]:
+        """The takes; the six prompts 01234, 56789, 97531, 86420, 13579, 02468 cover every digit 3 times."""
+
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        takes: _abc.Iterable[Global___DigitTake] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id", "member_id", b"member_id", "takes", b"takes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollDigitsRequest: _TypeAlias = EnrollDigitsRequest  # noqa: Y015
+
+@_typing.final
+class EnrollDigitsResponse(_message.Message):
+    """Response for EnrollDigits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    DIGITS_COVERED_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    digits_covered: _builtins.str
+    """Which digits the member's templates now hold."""
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """The member."""
+
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The prompts a guided enrollment reads."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+        digits_covered: _builtins.str = ...,
+        prompts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digits_covered", b"digits_covered", "member", b"member", "prompts", b"prompts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollDigitsResponse: _TypeAlias = EnrollDigitsResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmVoiceRoleRequest(_message.Message):
+    """Request for ConfirmVoiceRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    member_id: _builtins.str
+    """The member whose enrolled voice sounds like a child's."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmVoiceRoleRequest: _TypeAlias = ConfirmVoiceRoleRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmVoiceRoleResponse(_message.Message):
+    """Response for ConfirmVoiceRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmVoiceRoleResponse: _TypeAlias = ConfirmVoiceRoleResponse  # noqa: Y015
 
 @_typing.final
 class RoleRule(_message.Message):

@@ -125,6 +125,16 @@ class HouseholdAdminStub:
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
                 response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
                 _registered_method=True)
+        self.EnrollDigits = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/EnrollDigits',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsResponse.FromString,
+                _registered_method=True)
+        self.ConfirmVoiceRole = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/ConfirmVoiceRole',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.FromString,
+                _registered_method=True)
 
 
 class HouseholdAdminServicer:
@@ -258,6 +268,22 @@ class HouseholdAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrollDigits(self, request, context):
+        """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
+        (PIN, random digits) are checked against them, so only members with digits enrolled get one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmVoiceRole(self, request, context):
+        """A parent, with their own credential, confirms the role of a member whose enrolled voice
+        sounds like a child's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HouseholdAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +376,16 @@ def add_HouseholdAdminServicer_to_server(servicer, server):
                     servicer.RenewVoiceprint,
                     request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.FromString,
                     response_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.SerializeToString,
+            ),
+            'EnrollDigits': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollDigits,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsResponse.SerializeToString,
+            ),
+            'ConfirmVoiceRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmVoiceRole,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +875,60 @@ class HouseholdAdmin:
             '/purchaseguard.v1.HouseholdAdmin/RenewVoiceprint',
             purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
             purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollDigits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/EnrollDigits',
+            purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmVoiceRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/ConfirmVoiceRole',
+            purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,14 @@ class HouseholdAdminStub:
     """Revoke a credential; its token stops working at once."""
     RenewVoiceprint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]
     """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+    EnrollDigits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnrollDigitsRequest, _admin_pb2.EnrollDigitsResponse]
+    """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
+    (PIN, random digits) are checked against them, so only members with digits enrolled get one.
+    """
+    ConfirmVoiceRole: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ConfirmVoiceRoleRequest, _admin_pb2.ConfirmVoiceRoleResponse]
+    """A parent, with their own credential, confirms the role of a member whose enrolled voice
+    sounds like a child's.
+    """
 
 @_typing.type_check_only
 class HouseholdAdminAsyncStub(HouseholdAdminStub):
@@ -119,6 +127,14 @@ class HouseholdAdminAsyncStub(HouseholdAdminStub):
     """Revoke a credential; its token stops working at once."""
     RenewVoiceprint: _aio.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]  # type: ignore[assignment]
     """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+    EnrollDigits: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnrollDigitsRequest, _admin_pb2.EnrollDigitsResponse]  # type: ignore[assignment]
+    """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
+    (PIN, random digits) are checked against them, so only members with digits enrolled get one.
+    """
+    ConfirmVoiceRole: _aio.UnaryUnaryMultiCallable[_admin_pb2.ConfirmVoiceRoleRequest, _admin_pb2.ConfirmVoiceRoleResponse]  # type: ignore[assignment]
+    """A parent, with their own credential, confirms the role of a member whose enrolled voice
+    sounds like a child's.
+    """
 
 class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
     """Households, members, voices, policy, PIN, history and approvals."""
@@ -268,5 +284,25 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RenewVoiceprintResponse, _abc.Awaitable[_admin_pb2.RenewVoiceprintResponse]]:
         """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+
+    @_abc_1.abstractmethod
+    def EnrollDigits(
+        self,
+        request: _admin_pb2.EnrollDigitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.EnrollDigitsResponse, _abc.Awaitable[_admin_pb2.EnrollDigitsResponse]]:
+        """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
+        (PIN, random digits) are checked against them, so only members with digits enrolled get one.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmVoiceRole(
+        self,
+        request: _admin_pb2.ConfirmVoiceRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ConfirmVoiceRoleResponse, _abc.Awaitable[_admin_pb2.ConfirmVoiceRoleResponse]]:
+        """A parent, with their own credential, confirms the role of a member whose enrolled voice
+        sounds like a child's.
+        """
 
 def add_HouseholdAdminServicer_to_server(servicer: HouseholdAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

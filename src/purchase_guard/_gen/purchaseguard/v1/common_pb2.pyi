@@ -114,6 +114,14 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """
     BROADCAST_MATCH: _ReasonCode.ValueType  # 41
     """The same audio reached several households at once."""
+    DIGITS_NOT_HEARD: _ReasonCode.ValueType  # 42
+    """The answer audio does not say the digits the challenge expected (the PIN, or the digits to
+    repeat): checked on the audio itself, not on a transcript.
+    """
+    TRANSCRIPT_MISMATCH: _ReasonCode.ValueType  # 43
+    """The backend's transcript (spoken_digits) disagrees with what the answer audio says."""
+    REPLAYED_AUDIO: _ReasonCode.ValueType  # 44
+    """The audio is a replay of audio this household sent before (an earlier request or answer)."""
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Machine-readable reason codes. Numbers are never reused."""
@@ -178,6 +186,14 @@ The audio matches a registered broadcast clip.
 """
 BROADCAST_MATCH: ReasonCode.ValueType  # 41
 """The same audio reached several households at once."""
+DIGITS_NOT_HEARD: ReasonCode.ValueType  # 42
+"""The answer audio does not say the digits the challenge expected (the PIN, or the digits to
+repeat): checked on the audio itself, not on a transcript.
+"""
+TRANSCRIPT_MISMATCH: ReasonCode.ValueType  # 43
+"""The backend's transcript (spoken_digits) disagrees with what the answer audio says."""
+REPLAYED_AUDIO: ReasonCode.ValueType  # 44
+"""The audio is a replay of audio this household sent before (an earlier request or answer)."""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _Effect:
