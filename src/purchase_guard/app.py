@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from purchase_guard.audit.startup import verify_all_chains
@@ -18,6 +19,7 @@ from purchase_guard.logs import get_logger
 from purchase_guard.pipeline.guard import Guard
 from purchase_guard.pipeline.ports import BroadcastDefence, NoBroadcastDefence
 from purchase_guard.pipeline.verdict import DEFAULT_CHILD_THRESHOLD, NEVER
+from purchase_guard.privacy.retention import MinimisePlan, RetentionWorker
 from purchase_guard.privacy.service import PrivacyService
 from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
@@ -43,6 +45,8 @@ class App:
     privacy: PrivacyService
     rate_limiter: RateLimiter
     backend_token: str
+    # Built here, started by the server (api/server.py) and stopped with it.
+    retention: RetentionWorker
     clips: ClipRegistry | None = None
     # Households whose audit chain failed verification at start: not served until an operator
     # has looked (their requests are FAILED_PRECONDITION).
@@ -215,6 +219,19 @@ def build_app(
         privacy,
         build_rate_limiter(settings),
         backend_token,
+        # Always on: children's voiceprints expire and audio prints age out whether or not
+        # decisions are purged (retention_days).
+        RetentionWorker(
+            store,
+            clock.now,
+            settings.retention_days,
+            settings.retention_interval_seconds,
+            ids=ids,
+            plan=MinimisePlan(
+                audio_prints=timedelta(days=settings.replay_window_days),
+                issued_digits=timedelta(days=settings.random_digits_unique_days),
+            ),
+        ),
         clips,
         quarantined,
     )

@@ -97,6 +97,9 @@ class Settings:
     random_digits_unique_days: int = 90
     # How long a household's audio prints are kept to spot replays of earlier audio.
     replay_window_days: int = 30
+    # Purchases asked in an unrecognised voice sent to a household's parents per rolling hour;
+    # past it such requests are refused (UNKNOWN_VOICE_LIMITED), so a broadcast cannot flood them.
+    unknown_voice_approvals_per_hour: int = 3
     # mTLS: with cert and key the server listens with TLS; with a client CA it requires client certs.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -246,6 +249,8 @@ class Settings:
             )
         if not 1 <= self.random_digits_unique_days <= 365:
             raise ConfigError(f"{ENV_PREFIX}RANDOM_DIGITS_UNIQUE_DAYS must be 1-365")
+        if not 0 <= self.unknown_voice_approvals_per_hour <= 100:
+            raise ConfigError("unknown_voice_approvals_per_hour must be between 0 and 100")
         if not 1 <= self.replay_window_days <= 365:
             raise ConfigError(f"{ENV_PREFIX}REPLAY_WINDOW_DAYS must be 1-365")
         if not 1 <= self.pin_free_failures <= 10:

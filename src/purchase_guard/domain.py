@@ -59,6 +59,7 @@ class ReasonCode(enum.Enum):
     DIGITS_NOT_HEARD = "DIGITS_NOT_HEARD"
     TRANSCRIPT_MISMATCH = "TRANSCRIPT_MISMATCH"
     REPLAYED_AUDIO = "REPLAYED_AUDIO"
+    UNKNOWN_VOICE_LIMITED = "UNKNOWN_VOICE_LIMITED"
 
 
 class Effect(enum.Enum):
@@ -82,6 +83,14 @@ class ChallengeMethod(enum.Enum):
     SPOKEN_PIN = "SPOKEN_PIN"
     RANDOM_DIGITS = "RANDOM_DIGITS"
     PARENT_APPROVAL = "PARENT_APPROVAL"
+
+
+class UnknownVoice(enum.Enum):
+    """What a voice that matches no enrolled member gets. A parent who was not recognised (a cold,
+    a noisy kitchen, a short command) is asked for approval rather than refused outright."""
+
+    PARENT_APPROVAL = "PARENT_APPROVAL"
+    GUEST_RULE = "GUEST_RULE"
 
 
 class PurchaseMode(enum.Enum):
@@ -202,6 +211,7 @@ class Policy:
     quiet_hours: QuietHours | None = None
     low_value_exemption: LowValueExemption | None = None
     revision: int = 0
+    unknown_voice: UnknownVoice = UnknownVoice.PARENT_APPROVAL
 
     def rule_for(self, role: Role) -> RoleRule | None:
         for rule in self.rules:

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from privacy.privacy_world import OPERATOR, World, build_world, order, voice_wav
 
-from purchase_guard.domain import AudioInput, Role
+from purchase_guard.domain import AudioInput, CredentialKind, Role
 from purchase_guard.errors import GuardError
 from purchase_guard.household.service import Principal
 from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput
@@ -184,8 +184,16 @@ class Run:
             pending = self.svc.pending_approvals(self.me(home), home.household_id)
             parents = [m for m, role in home.members.items() if role is Role.ADULT]
             if pending and parents:
+                # Approvals act as the parent whose own credential they carry.
+                _, parent_token = self.svc.issue_credential(
+                    self.me(home), home.household_id, CredentialKind.PARENT, parents[0], "", "phone"
+                )
                 self.svc.resolve_approval(
-                    self.me(home), home.household_id, pending[0].challenge_id, parents[0], op == "approve"
+                    self.svc.authenticate(parent_token),
+                    home.household_id,
+                    pending[0].challenge_id,
+                    parents[0],
+                    op == "approve",
                 )
                 home.decisions.update(
                     d.decision_id for d in self.svc.list_decisions(self.me(home), home.household_id, 500)

@@ -33,6 +33,7 @@ from purchase_guard.domain import (
     Role,
     RoleRule,
     SpeakerResult,
+    UnknownVoice,
     Voiceprint,
 )
 from purchase_guard.errors import InvalidArgument
@@ -63,6 +64,12 @@ _MODE_TO_PB = {
 _MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
 _ACTION_TO_PB = {LimitAction.CHALLENGE: admin_pb2.LIMIT_CHALLENGE, LimitAction.DENY: admin_pb2.LIMIT_DENY}
 _ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
+_UNKNOWN_VOICE_TO_PB = {
+    UnknownVoice.PARENT_APPROVAL: admin_pb2.UNKNOWN_VOICE_PARENT_APPROVAL,
+    UnknownVoice.GUEST_RULE: admin_pb2.UNKNOWN_VOICE_GUEST_RULE,
+}
+# Unset is the default; an unknown future value falls back to it too (a step-up, never an ALLOW).
+_UNKNOWN_VOICE_FROM_PB = {v: k for k, v in _UNKNOWN_VOICE_TO_PB.items()}
 
 
 def ts(when: datetime) -> Timestamp:
@@ -156,6 +163,7 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
         blocked_categories=frozenset(pb.blocked_categories),
         quiet_hours=quiet,
         low_value_exemption=exemption,
+        unknown_voice=_UNKNOWN_VOICE_FROM_PB.get(pb.unknown_voice, UnknownVoice.PARENT_APPROVAL),
     )
 
 
@@ -324,6 +332,7 @@ def policy_to_pb(p: Policy) -> admin_pb2.Policy:
         household_monthly_cap_minor=p.household_monthly_cap_minor,
         blocked_categories=sorted(p.blocked_categories),
         revision=p.revision,
+        unknown_voice=_UNKNOWN_VOICE_TO_PB[p.unknown_voice],
     )
     if p.quiet_hours is not None:
         out.quiet_hours.CopyFrom(

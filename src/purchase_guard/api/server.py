@@ -129,12 +129,8 @@ def build_server(app: App) -> RunningServer:
     if port == 0:
         raise RuntimeError(f"could not bind {settings.listen}")
     stop = threading.Event()
-    retention = None
-    if settings.retention_days:
-        retention = RetentionWorker(
-            app.store, app.clock.now, settings.retention_days, settings.retention_interval_seconds
-        )
-        retention.start()
+    retention = app.retention
+    retention.start()
     running = RunningServer(server, port, health_servicer, app, stop, retention)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding
     # silently on top of a broken record: every chain is checked, and a broken one is logged loudly.

@@ -51,6 +51,7 @@ from purchase_guard.domain import (
     Role,
     SpeakerResult,
     SpendSnapshot,
+    UnknownVoice,
     Voiceprint,
     forbid,
     permit,
@@ -72,13 +73,16 @@ from purchase_guard.pipeline.record import (
 from purchase_guard.pipeline.validate import request_digest, validate_order
 from purchase_guard.pipeline.verdict import (
     DEFAULT_CHILD_THRESHOLD,
+    GUEST_RULE_ONLY,
     NEVER,
     NO_OPTIONS,
     ChallengeOptions,
     ReplayCheck,
+    UnknownVoiceGate,
     VoiceCheck,
     decide,
     is_child_like,
+    is_unknown_voice,
     policy_failed,
     policy_role,
 )
@@ -185,6 +189,7 @@ class Guard:
         self._high_child = high_child_threshold
         self._replay_window = timedelta(days=settings.replay_window_days)
         self._digits_memory = timedelta(days=settings.random_digits_unique_days)
+        self._unknown_voice_limit = settings.unknown_voice_approvals_per_hour
         self._settings = settings
         self._store = store
         self._verifier = verifier
@@ -236,7 +241,6 @@ class Guard:
         voice = self._check_voice(hh, pcm, members, prints)
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
         fp = self._fingerprint(pcm)
-        role = policy_role(voice)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
             decision_id, hh, "evaluate", req.request_id, req.device_id, req.order.total, now
@@ -247,6 +251,7 @@ class Guard:
             policy: Policy | None = None
             spend = SpendSnapshot()
             options = NO_OPTIONS
+            unknown = GUEST_RULE_ONLY
             policy_error: str | None = None
             # Under the lock: two copies of one recording sent at once cannot both pass.
             replay = self._check_replay(hh, fp, now)
@@ -254,6 +259,8 @@ class Guard:
                 policy = self._store.get_policy(hh)
                 spend = self._spend_snapshot(hh, member_id, now)
                 options = self._challenge_options(hh, members, prints, now)
+                unknown = self._unknown_voice_gate(hh, policy, options, voice, now)
+                role = policy_role(voice, unknown)
                 with span("policy.evaluate", role=role.name) as s:
                     policy_verdict = evaluate_policy(policy, role, req.order, spend, now, household.time_zone)
                     s.set(effect=policy_verdict.effect.name, revision=policy.revision if policy else 0)
@@ -272,6 +279,7 @@ class Guard:
                 self._child_threshold,
                 high_child_threshold=self._high_child,
                 replay=replay,
+                unknown=unknown,
             )
 
             challenge: Challenge | None = None
@@ -313,6 +321,7 @@ class Guard:
                 child_threshold=self._child_threshold,
                 high_child_threshold=self._high_child,
                 replay=replay,
+                unknown=unknown,
             )
             body = audit_body(decision, req.order, {"device_id": req.device_id}, inputs)
             with span("store.record", kind="evaluate", outcome=decision.outcome.name):
@@ -402,6 +411,26 @@ class Guard:
             household_monthly_minor=store.spend_since(hh, None, now - MONTH),
             exempt_since_last_challenge_minor=store.exempt_spend_since_last_challenge(hh),
         )
+
+    def _unknown_voice_gate(
+        self, hh: str, policy: Policy | None, options: ChallengeOptions, voice: VoiceCheck, now: datetime
+    ) -> UnknownVoiceGate:
+        """Whether an unrecognised voice goes to a parent, and how many already went this hour."""
+        if (
+            policy is None
+            or policy.unknown_voice is not UnknownVoice.PARENT_APPROVAL
+            or not options.has_parent
+        ):
+            return GUEST_RULE_ONLY
+        if not is_unknown_voice(voice):
+            return UnknownVoiceGate(to_parent=True, limit=self._unknown_voice_limit)
+        since = now - timedelta(hours=1)
+        recent = sum(
+            1
+            for c in self._store.list_challenges(hh)
+            if c.method is ChallengeMethod.PARENT_APPROVAL and c.member_id is None and c.created_at >= since
+        )
+        return UnknownVoiceGate(to_parent=True, recent=recent, limit=self._unknown_voice_limit)
 
     def _challenge_options(
         self, hh: str, members: Mapping[str, Member], prints: Sequence[Voiceprint], now: datetime
@@ -504,14 +533,19 @@ class Guard:
         if challenge.method is not ChallengeMethod.PARENT_APPROVAL:
             return ()
         total = format_money(challenge.order.total)
+        asked = f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval."
+        if challenge.member_id is None:
+            # Say it plainly: the parent must know nobody was recognised before approving.
+            asked = (
+                f"A voice the guard did not recognise asked for a purchase of {total} from "
+                f"{challenge.order.merchant}. Approve it only if it was someone in your household."
+            )
         return (
             Notification(
                 notification_id=self._ids.new_id("ntf"),
                 household_id=challenge.household_id,
                 kind="approval_requested",
-                message=(
-                    f"A purchase of {total} from {challenge.order.merchant} is waiting for your approval."
-                ),
+                message=asked,
                 challenge_id=challenge.challenge_id,
                 created_at=now,
             ),

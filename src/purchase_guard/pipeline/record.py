@@ -30,7 +30,7 @@ from purchase_guard.domain import (
     SpeakerResult,
     SpendSnapshot,
 )
-from purchase_guard.pipeline.verdict import ChallengeOptions, ReplayCheck, VoiceCheck
+from purchase_guard.pipeline.verdict import ChallengeOptions, ReplayCheck, UnknownVoiceGate, VoiceCheck
 from purchase_guard.serial import format_ts
 from purchase_guard.store import codec
 
@@ -99,6 +99,7 @@ def evaluate_inputs(
     child_threshold: float,
     high_child_threshold: float,
     replay: ReplayCheck,
+    unknown: UnknownVoiceGate,
 ) -> dict[str, Any]:
     """What `evaluate_policy` and `decide` were given, besides the order and `now` (both in the record)."""
     found = replay.replay_of
@@ -125,6 +126,7 @@ def evaluate_inputs(
         "spend": {f.name: getattr(spend, f.name) for f in fields(spend)},
         "options": _options(options),
         "child_threshold": child_threshold,
+        "unknown_voice": {"to_parent": unknown.to_parent, "recent": unknown.recent, "limit": unknown.limit},
     }
 
 

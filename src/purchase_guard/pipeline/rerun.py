@@ -38,6 +38,7 @@ from purchase_guard.pipeline.verdict import (
     NEVER,
     ChallengeOptions,
     ReplayCheck,
+    UnknownVoiceGate,
     VoiceCheck,
     decide,
     policy_failed,
@@ -129,6 +130,10 @@ def _rerun_evaluate(
     )
     order = _order(rec)
     now = parse_ts(rec["decided_at"])
+    u = inputs.get("unknown_voice") or {}
+    unknown = UnknownVoiceGate(
+        bool(u.get("to_parent", False)), int(u.get("recent", 0)), int(u.get("limit", 0))
+    )
     if inputs.get("policy_error"):
         verdict_of_policy = policy_failed(str(inputs["policy_error"]))
     else:
@@ -136,7 +141,7 @@ def _rerun_evaluate(
         policy = policies(str(rec["household_id"]), revision) if revision else None
         spend = SpendSnapshot(**{k: int(v) for k, v in inputs["spend"].items()})
         verdict_of_policy = evaluate_policy(
-            policy, policy_role(voice), order, spend, now, str(inputs["time_zone"])
+            policy, policy_role(voice, unknown), order, spend, now, str(inputs["time_zone"])
         )
     verdict = decide(
         voice,
@@ -146,6 +151,7 @@ def _rerun_evaluate(
         float(inputs["child_threshold"]),
         high_child_threshold=float(inputs.get("high_child_threshold", NEVER)),
         replay=replay,
+        unknown=unknown,
     )
     return verdict.outcome.value, tuple(r.code.value for r in verdict.reasons)
 

@@ -99,15 +99,42 @@ class Verdict:
     member_id: str | None
 
 
-def policy_role(voice: VoiceCheck) -> Role:
-    """The role whose policy rule applies: the verified member's, else GUEST.
+@dataclass(frozen=True, slots=True)
+class UnknownVoiceGate:
+    """How a clear voice that matches no enrolled member is handled (Policy.unknown_voice).
 
-    An unverified voice is treated as the least trusted role rather than as any member,
-    so a household's GUEST rule is what an unknown voice gets.
+    `to_parent`: the household sends such a request to a parent (the default, with a parent to
+    ask) rather than to its GUEST rule. `recent` is how many such requests the household sent to
+    its parents in the last hour and `limit` how many it may, so a television saying "buy a
+    dollhouse" cannot fill every parent's phone.
+    """
+
+    to_parent: bool = False
+    recent: int = 0
+    limit: int = 0
+
+
+GUEST_RULE_ONLY = UnknownVoiceGate()
+
+
+def is_unknown_voice(voice: VoiceCheck) -> bool:
+    """A clear voice that matched no member (not an error, not audio too poor to tell)."""
+    result = voice.result
+    return voice.error is None and result is not None and result.usable and not result.verified
+
+
+def policy_role(voice: VoiceCheck, unknown: UnknownVoiceGate = GUEST_RULE_ONLY) -> Role:
+    """The role whose policy rule applies: the verified member's; for an unrecognised voice the
+    household sends to a parent, ADULT (the parent who approves answers for it); else GUEST.
+
+    An unverified voice is never treated as any member, and never allowed: it gets the GUEST rule,
+    or, sent to a parent, the ADULT rule's caps and categories with the parent's approval on top.
     """
     result = voice.result
     if voice.error is None and result is not None and result.verified and result.role is not None:
         return result.role
+    if unknown.to_parent and is_unknown_voice(voice):
+        return Role.ADULT
     return Role.GUEST
 
 
@@ -294,9 +321,12 @@ def decide(
     *,
     high_child_threshold: float = NEVER,
     replay: ReplayCheck = NO_REPLAY,
+    unknown: UnknownVoiceGate = GUEST_RULE_ONLY,
 ) -> Verdict:
     """`high_child_threshold` is the child detector's high operating point (most children, few
-    adults): a verified adult whose voice is that child-like is sent to a parent."""
+    adults): a verified adult whose voice is that child-like is sent to a parent. `unknown` says
+    whether an unrecognised voice goes to a parent (and the policy was evaluated for it as
+    `policy_role` says)."""
     # BroadcastCheck.reasons are matches by contract: each is a forbid of the broadcast check.
     findings: list[Reason] = [
         replace(r, effect=Effect.FORBID, rule=r.rule or "broadcast") for r in broadcast.reasons
@@ -304,6 +334,17 @@ def decide(
     if broadcast.error is not None:
         findings.append(check_error(f"Broadcast check failed: {broadcast.error}.", "broadcast"))
     findings.extend(replay_reasons(replay))
+    to_parent = unknown.to_parent and options.has_parent and is_unknown_voice(voice)
+    if to_parent and unknown.recent >= unknown.limit:
+        findings.append(
+            forbid(
+                ReasonCode.UNKNOWN_VOICE_LIMITED,
+                f"The voice was not recognised, and {unknown.recent} purchases asked in voices the "
+                "guard did not recognise are already waiting for a parent this hour.",
+                "voice.unknown_voice_limit",
+                (("recent", str(unknown.recent)), ("limit", str(unknown.limit))),
+            )
+        )
     findings.extend(policy.reasons)
     findings.extend(speaker_reasons(voice, child_threshold))
     step_up = speaker_step_up(voice, child_threshold)
@@ -330,17 +371,21 @@ def decide(
     # A step-up: policy asked for one, or a speaker fact bars a plain ALLOW.
     wanted = policy.challenge_method or ChallengeMethod.SPOKEN_PIN
     verified_adult = verified and result is not None and result.role is Role.ADULT
-    if result is not None and (
-        result.role is Role.CHILD
-        or (is_child_like(result, child_threshold) and not verified_adult)
-        or (verified_adult and is_child_like(result, high_child_threshold))
-        or (verified_adult and voice.enrolled_child_like)
+    if to_parent or (
+        result is not None
+        and (
+            result.role is Role.CHILD
+            or (is_child_like(result, child_threshold) and not verified_adult)
+            or (verified_adult and is_child_like(result, high_child_threshold))
+            or (verified_adult and voice.enrolled_child_like)
+        )
     ):
         # A child must not be able to confirm their own purchase by knowing the PIN: a child, an
         # unverified child-like voice, a verified adult whose voice is very child-like (a child
         # who verifies as a parent), and a member whose enrollment already sounded like a child
         # all go to a parent. A verified adult whose voice merely sounds young still gets a
-        # challenge, but one they can answer.
+        # challenge, but one they can answer. An unrecognised voice the household sends to a
+        # parent goes there too: a PIN would be answered by whoever overheard it.
         wanted = ChallengeMethod.PARENT_APPROVAL
     method, fallback = choose_method(wanted, options)
     if method is None:

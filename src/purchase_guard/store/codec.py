@@ -38,6 +38,7 @@ from purchase_guard.domain import (
     Role,
     RoleRule,
     SpeakerResult,
+    UnknownVoice,
 )
 from purchase_guard.errors import GuardError
 from purchase_guard.sealing import SealError
@@ -286,6 +287,7 @@ def policy_to_dict(p: Policy) -> JsonDict:
             "cumulative_max_minor": lve.cumulative_max_minor,
         },
         "revision": p.revision,
+        "unknown_voice": p.unknown_voice.value,
     }
 
 
@@ -311,6 +313,8 @@ def policy_from_dict(d: Mapping[str, Any]) -> Policy:
             cumulative_max_minor=int(lve["cumulative_max_minor"]),
         ),
         revision=int(d["revision"]),
+        # Policies stored before the setting existed get the default.
+        unknown_voice=UnknownVoice(d.get("unknown_voice", UnknownVoice.PARENT_APPROVAL.value)),
     )
 
 

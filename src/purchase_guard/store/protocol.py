@@ -359,8 +359,9 @@ class Records(Protocol):
         """Deletes every voiceprint (and digit templates) past expiry; returns (household, member)."""
         ...
 
-    def purge_audio_prints(self, before: datetime) -> int:
-        """Deletes audio prints and issued-digit digests older than `before`; returns prints deleted."""
+    def purge_audio_prints(self, prints_before: datetime, digits_before: datetime) -> tuple[int, int]:
+        """Deletes audio prints older than `prints_before` and issued-digit digests older than
+        `digits_before` (each kept only as long as its check looks back); returns both counts."""
         ...
 
     def purge_household(self, household_id: str, cutoff: datetime) -> PurgeResult:

@@ -468,7 +468,16 @@ class SqlStore(SealedRows):
                 " WHERE household_id = ? AND member_id = ? AND expires_at IS NOT NULL",
                 (format_ts(expires_at), household_id, member_id),
             )
-            return bool(cursor.rowcount == 1)
+            if cursor.rowcount != 1:
+                return False
+            # The digit templates are the same child's voice: they live exactly as long.
+            self._run(
+                conn,
+                "UPDATE digit_templates SET expires_at = ? WHERE household_id = ? AND member_id = ?"
+                " AND expires_at IS NOT NULL",
+                (format_ts(expires_at), household_id, member_id),
+            )
+            return True
 
     # --- credentials ----------------------------------------------------------------
 
@@ -1061,12 +1070,13 @@ class SqlStore(SealedRows):
             ).fetchall()
         return frozenset(str(r[0]) for r in rows)
 
-    def purge_audio_prints(self, before: datetime) -> int:
-        cutoff = format_ts(before)
+    def purge_audio_prints(self, prints_before: datetime, digits_before: datetime) -> tuple[int, int]:
         with self._tx() as conn:
-            gone = self._run(conn, "DELETE FROM audio_prints WHERE at < ?", (cutoff,)).rowcount
-            self._run(conn, "DELETE FROM issued_digits WHERE issued_at < ?", (cutoff,))
-        return int(gone)
+            prints = self._run(conn, "DELETE FROM audio_prints WHERE at < ?", (format_ts(prints_before),))
+            digits = self._run(
+                conn, "DELETE FROM issued_digits WHERE issued_at < ?", (format_ts(digits_before),)
+            )
+            return int(prints.rowcount), int(digits.rowcount)
 
     # --- notifications --------------------------------------------------------------
 

@@ -29,8 +29,10 @@ from purchase_guard.domain import (
     permit,
 )
 from purchase_guard.pipeline.verdict import (
+    GUEST_RULE_ONLY,
     ChallengeOptions,
     ReplayCheck,
+    UnknownVoiceGate,
     VoiceCheck,
     decide,
     policy_role,
@@ -239,3 +241,60 @@ def test_policy_role_is_guest_for_unverified_voices() -> None:
     assert policy_role(speaker(Role.ADULT, verified=False)) is Role.GUEST
     assert policy_role(VoiceCheck(None, error="x")) is Role.GUEST
     assert policy_role(speaker(Role.TEEN)) is Role.TEEN
+
+
+TO_PARENT = UnknownVoiceGate(to_parent=True, recent=0, limit=3)
+
+
+def test_an_unrecognised_voice_sent_to_a_parent_is_held_to_the_adult_rule_never_a_member() -> None:
+    """With the household's default (unknown voices go to a parent) a clear unrecognised voice is
+    evaluated under the ADULT rule; unusable audio, a failed check and a guest-rule household still
+    get GUEST."""
+    assert policy_role(speaker(None, verified=False), TO_PARENT) is Role.ADULT
+    assert policy_role(speaker(None, verified=False, usable=False), TO_PARENT) is Role.GUEST
+    assert policy_role(VoiceCheck(None, error="x"), TO_PARENT) is Role.GUEST
+    assert policy_role(speaker(None, verified=False), GUEST_RULE_ONLY) is Role.GUEST
+    assert policy_role(speaker(Role.CHILD), TO_PARENT) is Role.CHILD
+
+
+@pytest.mark.parametrize("policy", [ALLOW, CHALLENGE_PIN], ids=["policy-allows", "policy-wants-pin"])
+def test_an_unrecognised_voice_goes_to_a_parent_never_to_allow_or_a_pin(policy: PolicyVerdict) -> None:
+    """An unrecognised voice the policy would allow (or send to the PIN) gets PARENT_APPROVAL, with
+    SPEAKER_UNKNOWN among the reasons: a parent near-miss is asked about, not refused, and whoever
+    overheard the PIN cannot answer for it."""
+    v = decide(speaker(None, verified=False), BroadcastCheck(), policy, FULL, unknown=TO_PARENT)
+    assert v.outcome is Outcome.CHALLENGE
+    assert v.challenge_method is ChallengeMethod.PARENT_APPROVAL
+    assert {ReasonCode.SPEAKER_UNKNOWN, ReasonCode.CHALLENGE_REQUIRED} <= {r.code for r in v.reasons}
+    assert v.member_id is None
+
+
+def test_unrecognised_voices_past_the_hourly_limit_are_refused() -> None:
+    """Once `limit` unrecognised-voice requests are waiting this hour, the next is DENY with
+    UNKNOWN_VOICE_LIMITED (a broadcast cannot fill the parents' phones); below it, a parent is asked."""
+    full = UnknownVoiceGate(to_parent=True, recent=3, limit=3)
+    v = decide(speaker(None, verified=False), BroadcastCheck(), ALLOW, FULL, unknown=full)
+    assert v.outcome is Outcome.DENY
+    assert v.reasons[0].code is ReasonCode.UNKNOWN_VOICE_LIMITED
+    below = UnknownVoiceGate(to_parent=True, recent=2, limit=3)
+    assert decide(speaker(None, verified=False), BroadcastCheck(), ALLOW, FULL, unknown=below).outcome is (
+        Outcome.CHALLENGE
+    )
+    # The limit is about unrecognised voices only: a verified parent is not held to it.
+    assert decide(speaker(Role.ADULT), BroadcastCheck(), ALLOW, FULL, unknown=full).outcome is Outcome.ALLOW
+
+
+def test_an_unrecognised_voice_with_no_parent_to_ask_or_a_policy_forbid_is_denied() -> None:
+    """Without a parent the step-up cannot happen (the GUEST rule's DENY stands), and a forbid of the
+    ADULT rule (a blocked category) or a broadcast match still decides DENY."""
+    no_parent = ChallengeOptions(has_pin=True, pin_throttled=False, has_enrolled_adult=True, has_parent=False)
+    v = decide(speaker(None, verified=False), BroadcastCheck(), ALLOW, no_parent, unknown=TO_PARENT)
+    assert v.outcome is not Outcome.ALLOW
+    assert v.challenge_method is not ChallengeMethod.PARENT_APPROVAL
+    assert decide(speaker(None, verified=False), BroadcastCheck(), DENY, FULL, unknown=TO_PARENT).outcome is (
+        Outcome.DENY
+    )
+    match = BroadcastCheck(reasons=(forbid(ReasonCode.BROADCAST_MATCH, "m", "broadcast.fleet"),))
+    assert (
+        decide(speaker(None, verified=False), match, ALLOW, FULL, unknown=TO_PARENT).outcome is Outcome.DENY
+    )

@@ -77,6 +77,34 @@ LIMIT_DENY: LimitAction.ValueType  # 2
 """Refuse."""
 Global___LimitAction: _TypeAlias = LimitAction  # noqa: Y015
 
+class _UnknownVoice:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UnknownVoiceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UnknownVoice.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UNKNOWN_VOICE_UNSPECIFIED: _UnknownVoice.ValueType  # 0
+    """Not set: the default, UNKNOWN_VOICE_PARENT_APPROVAL."""
+    UNKNOWN_VOICE_PARENT_APPROVAL: _UnknownVoice.ValueType  # 1
+    """A parent is asked to approve it (the order is held to the ADULT rule, and is never allowed
+    without the parent); at most a few such requests an hour reach the parents.
+    """
+    UNKNOWN_VOICE_GUEST_RULE: _UnknownVoice.ValueType  # 2
+    """The GUEST rule decides, as for an enrolled guest (the default GUEST rule refuses)."""
+
+class UnknownVoice(_UnknownVoice, metaclass=_UnknownVoiceEnumTypeWrapper):
+    """What happens to a purchase asked in a voice that matches no enrolled member."""
+
+UNKNOWN_VOICE_UNSPECIFIED: UnknownVoice.ValueType  # 0
+"""Not set: the default, UNKNOWN_VOICE_PARENT_APPROVAL."""
+UNKNOWN_VOICE_PARENT_APPROVAL: UnknownVoice.ValueType  # 1
+"""A parent is asked to approve it (the order is held to the ADULT rule, and is never allowed
+without the parent); at most a few such requests an hour reach the parents.
+"""
+UNKNOWN_VOICE_GUEST_RULE: UnknownVoice.ValueType  # 2
+"""The GUEST rule decides, as for an enrolled guest (the default GUEST rule refuses)."""
+Global___UnknownVoice: _TypeAlias = UnknownVoice  # noqa: Y015
+
 class _CredentialKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -852,12 +880,15 @@ class Policy(_message.Message):
     QUIET_HOURS_FIELD_NUMBER: _builtins.int
     LOW_VALUE_EXEMPTION_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    UNKNOWN_VOICE_FIELD_NUMBER: _builtins.int
     household_daily_cap_minor: _builtins.int
     """Household-wide rolling 24 h cap; 0 means none."""
     household_monthly_cap_minor: _builtins.int
     """Household-wide rolling 30 day cap; 0 means none."""
     revision: _builtins.int
     """Revision assigned by the server; ignored in SetPolicy."""
+    unknown_voice: Global___UnknownVoice.ValueType
+    """What a voice the guard does not recognise gets (unset: UNKNOWN_VOICE_PARENT_APPROVAL)."""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleRule]:
         """One rule per role; a role without a rule may not buy."""
@@ -884,10 +915,11 @@ class Policy(_message.Message):
         quiet_hours: Global___QuietHours | None = ...,
         low_value_exemption: Global___LowValueExemption | None = ...,
         revision: _builtins.int = ...,
+        unknown_voice: Global___UnknownVoice.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_categories", b"blocked_categories", "household_daily_cap_minor", b"household_daily_cap_minor", "household_monthly_cap_minor", b"household_monthly_cap_minor", "low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours", "revision", b"revision", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_categories", b"blocked_categories", "household_daily_cap_minor", b"household_daily_cap_minor", "household_monthly_cap_minor", b"household_monthly_cap_minor", "low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours", "revision", b"revision", "rules", b"rules", "unknown_voice", b"unknown_voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,6 +122,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The backend's transcript (spoken_digits) disagrees with what the answer audio says."""
     REPLAYED_AUDIO: _ReasonCode.ValueType  # 44
     """The audio is a replay of audio this household sent before (an earlier request or answer)."""
+    UNKNOWN_VOICE_LIMITED: _ReasonCode.ValueType  # 45
+    """Too many purchases asked in voices the guard did not recognise are already waiting for a
+    parent this hour; this one is refused rather than sent to the parent too.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Machine-readable reason codes. Numbers are never reused."""
@@ -194,6 +198,10 @@ TRANSCRIPT_MISMATCH: ReasonCode.ValueType  # 43
 """The backend's transcript (spoken_digits) disagrees with what the answer audio says."""
 REPLAYED_AUDIO: ReasonCode.ValueType  # 44
 """The audio is a replay of audio this household sent before (an earlier request or answer)."""
+UNKNOWN_VOICE_LIMITED: ReasonCode.ValueType  # 45
+"""Too many purchases asked in voices the guard did not recognise are already waiting for a
+parent this hour; this one is refused rather than sent to the parent too.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _Effect:
