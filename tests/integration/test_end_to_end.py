@@ -77,13 +77,45 @@ def test_enrolled_adult_within_limits_is_allowed(
 
 
 def test_stranger_voice_is_not_allowed(operator: GuardClient, family: dict[str, str], data_dir: Path) -> None:
-    """A voice from outside the household never gets ALLOW (default policy: guests may not buy)."""
+    """A voice from outside the household never gets ALLOW: by default it goes to a parent for
+    approval (never to a PIN), and the parent's notification says the voice was not recognised;
+    under the GUEST rule setting the default guest rule refuses it."""
     resp = operator.evaluate(
         "r2", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "theo", "7305", 10)
     )
-    assert resp["outcome"] == "DENY", resp
+    assert resp["outcome"] == "CHALLENGE", resp
+    assert resp["challenge"]["method"] == "PARENT_APPROVAL"
     assert "SPEAKER_UNKNOWN" in codes(resp)
     assert not resp["speaker"].get("member_id")
+    parent = operator.with_token(family["token"])
+    notes = parent.list_notifications(family["hid"])["notifications"]
+    assert any("did not recognise" in n["message"] for n in notes), notes
+
+    policy = parent.get_policy(family["hid"])["policy"]
+    policy.pop("revision", None)
+    policy["unknown_voice"] = "UNKNOWN_VOICE_GUEST_RULE"
+    parent.set_policy(family["hid"], policy)
+    resp = operator.evaluate(
+        "r3", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "theo", "7305", 20)
+    )
+    assert resp["outcome"] == "DENY", resp
+    assert "SPEAKER_UNKNOWN" in codes(resp)
+
+
+def test_unrecognised_voices_reach_the_parents_a_few_times_an_hour_at_most(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
+    """A television repeating an order in a voice nobody enrolled asks the parents at most
+    unknown_voice_approvals_per_hour (3) times; the next is DENY with UNKNOWN_VOICE_LIMITED."""
+    outcomes = []
+    for i in range(4):
+        resp = operator.evaluate(
+            f"tv-{i}", family["hid"], "kitchen", order(2000), fsdd_wav(data_dir, "theo", "7305", 10 + 9 * i)
+        )
+        outcomes.append((resp["outcome"], codes(resp)))
+    assert [o for o, _ in outcomes[:3]] == ["CHALLENGE"] * 3, outcomes
+    assert outcomes[3][0] == "DENY"
+    assert "UNKNOWN_VOICE_LIMITED" in outcomes[3][1]
 
 
 def test_over_limit_pin_challenge_passes_with_pin_and_voice(

@@ -35,6 +35,11 @@ CHALLENGE_METHODS = (
     ("RANDOM_DIGITS", "Repeat random digits (voice must match an adult)"),
     ("PARENT_APPROVAL", "A parent approves in this console"),
 )
+UNKNOWN_VOICE = (
+    ("UNKNOWN_VOICE_PARENT_APPROVAL", "Ask a parent to approve (never bought without one)"),
+    ("UNKNOWN_VOICE_GUEST_RULE", "Treat it as a guest (the guests' rule decides)"),
+)
+DEFAULT_UNKNOWN_VOICE = "UNKNOWN_VOICE_PARENT_APPROVAL"
 _MAX_MINOR = 2**63 - 1
 _AMOUNT = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -60,6 +65,7 @@ _TOP_FIELDS = {
     "low_value_exemption": "exemption.enabled",
     "low_value_exemption.per_order_max_minor": "exemption.per_order",
     "low_value_exemption.cumulative_max_minor": "exemption.cumulative",
+    "unknown_voice": "household.unknown_voice",
 }
 _LABELS = {
     "mode": "Purchases",
@@ -190,6 +196,8 @@ def policy_to_form(policy: Mapping[str, Any], currency: str) -> PolicyForm:
     values["household.daily_cap"] = amount_text(policy.get("household_daily_cap_minor"), currency)
     values["household.monthly_cap"] = amount_text(policy.get("household_monthly_cap_minor"), currency)
     values["household.blocked_categories"] = categories_text(policy.get("blocked_categories"))
+    unknown = str(policy.get("unknown_voice", DEFAULT_UNKNOWN_VOICE))
+    values["household.unknown_voice"] = unknown if unknown in dict(UNKNOWN_VOICE) else DEFAULT_UNKNOWN_VOICE
     quiet = policy.get("quiet_hours")
     values["quiet.enabled"] = "on" if quiet is not None else ""
     if quiet is None:
@@ -251,6 +259,7 @@ def form_to_policy(submitted: Mapping[str, str], currency: str) -> tuple[dict[st
         "household_daily_cap_minor": str(amount("household.daily_cap")),
         "household_monthly_cap_minor": str(amount("household.monthly_cap")),
         "blocked_categories": parse_categories(get("household.blocked_categories", "")),
+        "unknown_voice": choice("household.unknown_voice", UNKNOWN_VOICE),
     }
     if get("quiet.enabled"):
         quiet: dict[str, Any] = {"action": choice("quiet.action", LIMIT_ACTIONS)}

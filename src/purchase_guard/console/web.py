@@ -444,6 +444,7 @@ class Console:
             "modes": forms.MODES,
             "limit_actions": forms.LIMIT_ACTIONS,
             "challenge_methods": forms.CHALLENGE_METHODS,
+            "unknown_voice": forms.UNKNOWN_VOICE,
             "field_label": forms.field_label,
         }
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -558,15 +559,7 @@ class SqlStore(SealedRows):
                 conn, "SELECT MAX(revision) FROM policies WHERE household_id = ?", (household_id,)
             ).fetchone()
             revision = (0 if row is None or row[0] is None else int(row[0])) + 1
-            stored = Policy(
-                rules=policy.rules,
-                household_daily_cap_minor=policy.household_daily_cap_minor,
-                household_monthly_cap_minor=policy.household_monthly_cap_minor,
-                blocked_categories=policy.blocked_categories,
-                quiet_hours=policy.quiet_hours,
-                low_value_exemption=policy.low_value_exemption,
-                revision=revision,
-            )
+            stored = replace(policy, revision=revision)
             self._run(
                 conn,
                 "INSERT INTO policies (household_id, revision, body, created_at) VALUES (?, ?, ?, ?)",
