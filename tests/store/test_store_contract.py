@@ -395,6 +395,41 @@ def test_spend_since_sums_the_window(store: Store, make: Make) -> None:
     assert store.spend_since(hh.household_id, None, T0 + timedelta(days=1)) == 0
 
 
+def test_spend_snapshot_is_the_same_sums_in_one_read(store: Store, make: Make) -> None:
+    """spend_snapshot gives exactly what spend_since and exempt_spend_since_last_challenge give, for
+    a member, another member, no member, and spend older than the day but inside the month."""
+    hh = make.household(store)
+    hid = hh.household_id
+    ada = make.member(store, hid)
+    bo = make.member(store, hid)
+    spends = [
+        (-40 * 24 * 60, ada, 9),
+        (-20 * 24 * 60, ada, 100),
+        (-30, ada, 200),
+        (-10, bo, 400),
+        (-5, None, 800),
+    ]
+    for offset, who, amount in spends:
+        d = make.decision(
+            hid,
+            at=T0 + timedelta(minutes=offset),
+            amount=amount,
+            member_id=None if who is None else who.member_id,
+        )
+        store.record_decision(d, "dg", "{}", spend=make.spend(d, exempt=amount == 800))
+    day, month = T0 - timedelta(days=1), T0 - timedelta(days=30)
+    for member in (ada.member_id, bo.member_id, None):
+        snap = store.spend_snapshot(hid, member, day, month)
+        assert snap.member_daily_minor == (store.spend_since(hid, member, day) if member else 0)
+        assert snap.member_monthly_minor == (store.spend_since(hid, member, month) if member else 0)
+        assert snap.household_daily_minor == store.spend_since(hid, None, day) == 1400
+        assert snap.household_monthly_minor == store.spend_since(hid, None, month) == 1500
+        assert snap.exempt_since_last_challenge_minor == store.exempt_spend_since_last_challenge(hid) == 800
+    assert store.spend_snapshot(hid, ada.member_id, day, month).member_monthly_minor == 300
+    other = make.household(store)
+    assert store.spend_snapshot(other.household_id, None, day, month).household_monthly_minor == 0
+
+
 def test_spend_window_compares_instants_across_zones(store: Store, make: Make) -> None:
     """A `since` given in another zone selects by instant, not by wall-clock text."""
     hh = make.household(store)

@@ -403,14 +403,7 @@ class Guard:
         return found
 
     def _spend_snapshot(self, hh: str, member_id: str | None, now: datetime) -> SpendSnapshot:
-        store = self._store
-        return SpendSnapshot(
-            member_daily_minor=store.spend_since(hh, member_id, now - DAY) if member_id else 0,
-            member_monthly_minor=store.spend_since(hh, member_id, now - MONTH) if member_id else 0,
-            household_daily_minor=store.spend_since(hh, None, now - DAY),
-            household_monthly_minor=store.spend_since(hh, None, now - MONTH),
-            exempt_since_last_challenge_minor=store.exempt_spend_since_last_challenge(hh),
-        )
+        return self._store.spend_snapshot(hh, member_id, now - DAY, now - MONTH)
 
     def _unknown_voice_gate(
         self, hh: str, policy: Policy | None, options: ChallengeOptions, voice: VoiceCheck, now: datetime

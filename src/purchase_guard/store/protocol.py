@@ -40,6 +40,7 @@ from purchase_guard.domain import (
     Notification,
     PinState,
     Policy,
+    SpendSnapshot,
     Voiceprint,
 )
 
@@ -278,6 +279,15 @@ class DecisionLog(Protocol):
 
     def exempt_spend_since_last_challenge(self, household_id: str) -> int:
         """Sum of low-value-exempt spend after the last passed challenge."""
+        ...
+
+    def spend_snapshot(
+        self, household_id: str, member_id: str | None, day_since: datetime, month_since: datetime
+    ) -> SpendSnapshot:
+        """Everything a decision reads of spend, in one read (two statements): the member's and
+        the household's spend since `day_since` and `month_since` (the member's 0 when None), and
+        the exempt spend since the last passed challenge. Same sums as `spend_since` and
+        `exempt_spend_since_last_challenge`."""
         ...
 
     def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:
