@@ -97,6 +97,7 @@ eval-broadcast: $(STAMP)
 # pocketsphinx candidate it was chosen against (~20 min on two busy cores).
 eval-answers: $(STAMP)
 	$(PY) scripts/eval_answers.py --data $(DATA) --out reports/answers --psx 10
+	$(PY) scripts/eval_attacks.py --data $(DATA) --out reports/answers
 
 # Refits src/purchase_guard/voice/digits/digits_model.json + digits_bank.npz from ../shared/data.
 digits-model: $(STAMP)
