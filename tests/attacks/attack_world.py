@@ -1,0 +1,213 @@
+"""The attack suite's world: a real guard on 127.0.0.1 over real gRPC, built as `make run` builds
+it (`build_app` then `build_server`: the gate with its default rate limits, the error mapping),
+with the FakeEncoder and synthetic voices ("low" the parent, "mid" a second parent, "high" the
+child) so most attacks need neither recordings nor a model.
+
+Every Evaluate and Confirm sends a new take (`support.takes.new_take`): the guard refuses audio a
+household sent before, and an attack that only "fails" because of that would prove nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from support.server import fast_pins, local_settings
+from support.takes import enrollment, new_take
+
+from purchase_guard.api.client import GuardClient
+from purchase_guard.api.server import RunningServer, build_server
+from purchase_guard.app import App, build_app
+from purchase_guard.clock import FrozenClock
+from purchase_guard.config import Settings
+from purchase_guard.pipeline.ports import BroadcastDefence
+from purchase_guard.store.protocol import Store
+from purchase_guard.voice.encoder import FakeEncoder, SpeakerEncoder
+
+OPERATOR = "op-" + "a" * 40
+PIN = "7391"
+NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)  # a Wednesday noon in Los Angeles
+TIMEOUT_S = 20.0
+_requests = itertools.count(1)
+
+
+def new_id(prefix: str = "req") -> str:
+    return f"{prefix}-{next(_requests)}"
+
+
+def thresholds_file(folder: Path) -> Path:
+    path = folder / "fake-thresholds.json"
+    bands = [{"name": "all", "max_speech_s": None, "threshold": 0.95}]
+    path.write_text(json.dumps({"version": 1, "encoders": {FakeEncoder.name: {"bands": bands}}}))
+    return path
+
+
+def fake_settings(folder: Path, **overrides: Any) -> Settings:
+    """Settings of a fake-encoder guard whose store, keys and tokens all live in `folder`.
+    The broadcast check is off: every household here speaks the same synthetic voices, which
+    the fleet-wide check would rightly take for a broadcast (that defence is tested elsewhere)."""
+    values: dict[str, Any] = {
+        "encoder": "fake",
+        "test_mode": True,
+        "thresholds_file": thresholds_file(folder),
+        "master_key_file": folder / "master-key",
+        "broadcast_enabled": False,
+    }
+    values.update(overrides)
+    return local_settings(folder, OPERATOR, **values)
+
+
+@dataclass
+class World:
+    """One running guard and an operator client (which also carries the backend credential)."""
+
+    folder: Path
+    app: App
+    server: RunningServer
+    clock: FrozenClock
+    operator: GuardClient
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def client(self, token: str = "", backend_token: str = "") -> GuardClient:
+        """A new client with exactly the credentials given (none: an anonymous caller)."""
+        return GuardClient(self.target, token, timeout=TIMEOUT_S, backend_token=backend_token)
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+    def stop(self) -> None:
+        self.operator.close()
+        self.server.stop(grace=0)
+
+
+def start_world(
+    folder: Path,
+    *,
+    encoder: SpeakerEncoder | None = None,
+    clock: FrozenClock | None = None,
+    store: Store | None = None,
+    broadcast: BroadcastDefence | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> World:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    clock = clock or FrozenClock(NOW)
+    settings = settings or fake_settings(folder, **overrides)
+    app = build_app(
+        settings,
+        store=store,
+        encoder=encoder or FakeEncoder(),
+        clock=clock,
+        pins=fast_pins(memory_cost=8),
+        broadcast=broadcast,
+    )
+    server = build_server(app)
+    operator = GuardClient(
+        f"127.0.0.1:{server.port}", OPERATOR, timeout=TIMEOUT_S, backend_token=app.backend_token
+    )
+    return World(folder, app, server, clock, operator)
+
+
+@contextmanager
+def world_at(folder: Path, **kw: Any) -> Iterator[World]:
+    w = start_world(folder, **kw)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def order(amount: int, category: str = "household", title: str = "Batteries") -> dict[str, Any]:
+    money = {"minor_units": str(amount), "currency": "USD"}
+    return {
+        "items": [{"sku": "sku-1", "title": title, "category": category, "quantity": 1, "unit_price": money}],
+        "total": money,
+        "merchant": "toy-shop",
+    }
+
+
+def codes(reply: dict[str, Any]) -> set[str]:
+    return {r["code"] for r in reply.get("reasons", [])}
+
+
+@dataclass
+class Family:
+    """A household: parents Ann ("low") and Bea ("mid"), child Tim ("high"), a PIN, a credential of
+    each parent's own, and a guard client holding the household token (setup) and the backend
+    credential (decisions)."""
+
+    household_id: str
+    token: str
+    ann: str
+    bea: str
+    tim: str
+    ann_token: str
+    bea_token: str
+    me: GuardClient  # household token + backend credential
+
+    def ask(
+        self,
+        voice: str,
+        amount: int,
+        category: str = "household",
+        *,
+        request_id: str | None = None,
+        audio: bytes | None = None,
+        guard: GuardClient | None = None,
+        device: str = "kitchen",
+    ) -> dict[str, Any]:
+        """A real Evaluate as the voice backend sends it, with a new take unless `audio` is given."""
+        return (guard or self.me).evaluate(
+            request_id or new_id(),
+            self.household_id,
+            device,
+            order(amount, category),
+            audio if audio is not None else new_take(voice),
+        )
+
+    def pending(self) -> list[str]:
+        return [a["challenge_id"] for a in self.me.pending_approvals(self.household_id).get("approvals", [])]
+
+
+def make_family(operator: GuardClient, name: str = "Family", *, pin: bool = True) -> Family:
+    hh = operator.create_household(name, "America/Los_Angeles", "USD")
+    hid, token = hh["household"]["household_id"], hh["admin_token"]
+    me = operator.with_token(token)
+    ann = me.add_member(hid, "Ann", "ADULT", True)["member"]["member_id"]
+    bea = me.add_member(hid, "Bea", "ADULT", True)["member"]["member_id"]
+    tim = me.add_member(hid, "Tim", "CHILD")["member"]["member_id"]
+    me.enroll(hid, ann, [enrollment("low", s) for s in range(3)])
+    me.enroll(hid, bea, [enrollment("mid", s) for s in range(3)])
+    me.enroll(hid, tim, [enrollment("high", s) for s in range(3)])
+    if pin:
+        me.set_pin(hid, PIN)
+    ann_token = me.issue_credential(hid, "PARENT_CREDENTIAL", member_id=ann, label="ann")["token"]
+    bea_token = me.issue_credential(hid, "PARENT_CREDENTIAL", member_id=bea, label="bea")["token"]
+    return Family(hid, token, ann, bea, tim, ann_token, bea_token, me)
+
+
+def set_policy(family: Family, **changes: Any) -> dict[str, Any]:
+    """The household's policy with top-level fields changed (proto JSON names)."""
+    policy = family.me.get_policy(family.household_id)["policy"]
+    policy.pop("revision", None)
+    policy.update(changes)
+    return family.me.set_policy(family.household_id, policy)
+
+
+def rpc_error(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcError:
+    """The RpcError `fn(*args, **kwargs)` must raise."""
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        return exc
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} succeeded; it had to fail")
