@@ -57,11 +57,12 @@ def fake_settings(folder: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "encoder": "fake",
         "test_mode": True,
-        "thresholds_file": thresholds_file(folder),
         "master_key_file": folder / "master-key",
         "broadcast_enabled": False,
     }
     values.update(overrides)
+    if "thresholds_file" not in values:
+        values["thresholds_file"] = thresholds_file(folder)
     return local_settings(folder, OPERATOR, **values)
 
 
@@ -92,7 +93,7 @@ class World:
 
 
 def start_world(
-    folder: Path,
+    folder: Path | None = None,
     *,
     encoder: SpeakerEncoder | None = None,
     clock: FrozenClock | None = None,
@@ -101,9 +102,14 @@ def start_world(
     settings: Settings | None = None,
     **overrides: Any,
 ) -> World:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """A guard whose store is in `folder` (made 0700), or, with `settings`, wherever they say (no
+    folder is made: the guard makes its own, as on a first start)."""
     clock = clock or FrozenClock(NOW)
-    settings = settings or fake_settings(folder, **overrides)
+    if settings is None:
+        if folder is None:
+            raise ValueError("start_world needs a folder or settings")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings = fake_settings(folder, **overrides)
     app = build_app(
         settings,
         store=store,
@@ -114,9 +120,9 @@ def start_world(
     )
     server = build_server(app)
     operator = GuardClient(
-        f"127.0.0.1:{server.port}", OPERATOR, timeout=TIMEOUT_S, backend_token=app.backend_token
+        f"127.0.0.1:{server.port}", app.operator_token, timeout=TIMEOUT_S, backend_token=app.backend_token
     )
-    return World(folder, app, server, clock, operator)
+    return World(Path(settings.sqlite_path).parent, app, server, clock, operator)
 
 
 @contextmanager
