@@ -32,8 +32,9 @@ def anonymous_evaluate(world: World, family: Family, request_id: str, **changes:
 
 def test_evaluate_and_confirm_without_a_credential_are_unauthenticated(world: World, family: Family) -> None:
     """Before: Evaluate and Confirm accepted anyone. Now a call with no credential, or with one
-    the guard never issued, is UNAUTHENTICATED, even when its payload is invalid (it is refused
-    before the payload is looked at); the same calls with the backend credential are decided."""
+    the guard never issued, is UNAUTHENTICATED, even when it names no household or its payload is
+    invalid (it is refused before any lookup or validation); with the backend credential the same
+    calls are decided, and the invalid one is INVALID_ARGUMENT."""
     challenge = family.ask("high", 1500, "toys")["challenge"]["challenge_id"]
     for client in (world.client(), world.client(backend_token="pgb_" + "z" * 40)):
         try:
@@ -41,6 +42,8 @@ def test_evaluate_and_confirm_without_a_credential_are_unauthenticated(world: Wo
             for fn, args in (
                 (client.evaluate, (new_id(), hid, "kitchen", order(1500), new_take("low"))),
                 (client.confirm, (new_id(), hid, challenge, order(1500), "", None)),
+                # A well-formed id of no household: an authorised caller would get NOT_FOUND.
+                (client.evaluate, (new_id(), "hh_" + "0" * 32, "kitchen", order(1500), new_take("low"))),
                 # Invalid on every field: an authorised caller would get INVALID_ARGUMENT.
                 (client.evaluate, ("bad id!", "no such household!", "", order(-1), b"junk")),
             ):
