@@ -4,13 +4,16 @@ over real gRPC that it now fails."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
-from attacks.attack_world import Family, World, new_id, order, rpc_error
+import pytest
+from attacks.attack_world import Family, World, fake_settings, new_id, order, rpc_error
 from support.takes import enrollment, new_take
 
 from purchase_guard.api.client import GuardClient
+from purchase_guard.config import ConfigError
 
 
 def anonymous_evaluate(world: World, family: Family, request_id: str, **changes: str) -> grpc.StatusCode:
@@ -213,3 +216,13 @@ def test_a_revoked_parent_credential_is_refused(world: World, family: Family) ->
     ann = world.operator.with_token(family.ann_token)
     ann.resolve_approval(family.household_id, challenge, "", False)
     assert challenge not in family.pending()
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:50051", "[::]:50051", "192.0.2.10:50051"])
+def test_plaintext_on_a_network_address_does_not_start(tmp_path: Path, listen: str) -> None:
+    """Before: the guard served plaintext gRPC on any address, so the new credentials (and the
+    audio) would cross a network in the clear. Now settings listening off loopback without TLS
+    stop the start, naming the TLS settings and the explicit opt-out, which alone allows it."""
+    with pytest.raises(ConfigError, match="ALLOW_PLAINTEXT"):
+        fake_settings(tmp_path, listen=listen)
+    assert fake_settings(tmp_path, listen=listen, allow_plaintext=True).listen == listen
