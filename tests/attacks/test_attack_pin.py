@@ -91,7 +91,7 @@ def test_five_wrong_pins_then_a_growing_pause_and_the_parents_are_told(
     an hour (about 240 a day), with no lock and no notification. Now the 5th consecutive wrong PIN
     notifies the parents and pauses PIN checks for 30 s: inside the pause even the right PIN is
     refused unchecked (PIN_THROTTLED, nothing counted); after it one guess is checked, and the
-    next pause is 60 s."""
+    next pause is 60 s, to the second."""
     first, second = spoken_pin(pins), spoken_pin(pins)
     replies = wrong_pins(pins, first, FREE)
     assert [r["outcome"] for r in replies] == ["CHALLENGE"] * 4 + ["DENY"]
@@ -111,8 +111,15 @@ def test_five_wrong_pins_then_a_growing_pause_and_the_parents_are_told(
     pin_world.clock.advance(timedelta(seconds=1))  # 30 s after the 5th
     wrong_pins(pins, second, 1)
     assert failures(pin_world, pins) == FREE + 1
-    assert "PIN_THROTTLED" in codes(pins.answer(second))  # the next pause began: 60 s
-    assert failures(pin_world, pins) == FREE + 1
+    # The next pause is 60 s: refused (unchecked, and no attempt of the challenge spent) at once
+    # and at 59 s, checked at 60 s.
+    for wait in (timedelta(0), timedelta(seconds=59)):
+        pin_world.clock.advance(wait)
+        assert "PIN_THROTTLED" in codes(pins.answer(second))
+        assert failures(pin_world, pins) == FREE + 1
+    pin_world.clock.advance(timedelta(seconds=1))
+    wrong_pins(pins, second, 1)
+    assert failures(pin_world, pins) == FREE + 2
     assert notices(pins, "pin_throttled") == 1  # told once, at the 5th
 
 
