@@ -118,7 +118,7 @@ replay: $(STAMP)
 	$(BIN)/purchase-guard replay tests/scenarios --data $(DATA) --report reports/replay --junit reports/replay/junit.xml
 
 trust: $(STAMP)
-	$(PY) -m pytest -q tests/privacy tests/trust
+	$(PY) -m pytest -q tests/privacy tests/trust tests/attacks
 
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
