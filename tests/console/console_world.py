@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from playwright.sync_api import Page
 from support.server import fast_pins, local_settings
+from support.takes import new_take
 from unit.voice.voice_synth import RATE, encode, synth_voice
 
 from purchase_guard.api.client import GuardClient
@@ -50,7 +50,6 @@ PIN = "7391"
 # A Wednesday noon in Los Angeles: outside any quiet hours.
 NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 _requests = itertools.count(1)
-_takes = itertools.count(1)
 
 
 def thresholds_file(folder: Path, *encoders: str) -> Path:
@@ -86,21 +85,6 @@ def console_settings(target: str, **overrides: Any) -> ConsoleSettings:
 @functools.cache
 def voice(name: str, seed: int) -> bytes:
     return encode(synth_voice(name, 1.8, seed=seed), RATE)
-
-
-@functools.cache
-def take(name: str, n: int) -> bytes:
-    """The voice `name` saying something new: take 7 under a loudness contour of its own.
-
-    The guard refuses audio it heard before (REPLAYED_AUDIO), and synth_voice's takes differ only
-    in pitch, which the fingerprint barely sees; a different syllable rhythm is a different
-    utterance to the fingerprint and the same voice to the fake encoder (it averages the spectrum).
-    """
-    rng = np.random.default_rng(1000 + n)
-    samples = synth_voice(name, 1.8, seed=7)
-    knots = rng.uniform(0.15, 1.0, size=samples.shape[0] // 1600 + 2)
-    contour = np.interp(np.arange(samples.shape[0]) / 1600, np.arange(knots.shape[0]), knots)
-    return encode((samples * contour).astype(np.float32), RATE)
 
 
 def order(amount: int, title: str = "Batteries", category: str = "household") -> dict[str, Any]:
@@ -144,7 +128,7 @@ class Family:
             self.household_id,
             "kitchen",
             order(amount, title, category),
-            take(voice_name, next(_takes)),
+            new_take(voice_name),
         )
 
     def confirm(self, challenge_id: str, amount: int, title: str, category: str) -> dict[str, Any]:

@@ -243,7 +243,16 @@ class Guard:
         fp = self._fingerprint(pcm)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
-            decision_id, hh, "evaluate", req.request_id, req.device_id, req.order.total, now
+            decision_id,
+            hh,
+            "evaluate",
+            req.request_id,
+            req.device_id,
+            req.order.total,
+            now,
+            # Request ids are the caller's: another credential of the household reusing one must
+            # not take (or block) this caller's decision.
+            req.caller.caller_id,
         )
         with span("store.lock"), self._store.household_lock(hh):
             # Spend is read and the decision recorded under one lock, so two concurrent orders
