@@ -123,6 +123,7 @@ trust: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
 	$(PY) scripts/bench_load.py --out reports/bench
+	$(PY) scripts/bench_confirm.py --data $(DATA) --out reports/bench
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache
