@@ -24,6 +24,17 @@ from purchase_guard.config import ConfigError, load_settings
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
+def print_refusal(exc: Any) -> None:
+    """The status, the message and, under it, each google.rpc BadRequest field violation (which
+    take of an enrollment, which field of a policy) so a script can see what to fix."""
+    from purchase_guard.console.guard_api import refusal_from_rpc
+
+    refusal = refusal_from_rpc(exc)
+    print(f"error: {refusal.code}: {refusal.message}", file=sys.stderr)
+    for violation in refusal.violations:
+        print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+
+
 def _serve(_: argparse.Namespace) -> int:
     from purchase_guard.logs import configure_logging, get_logger
 
@@ -113,7 +124,7 @@ def _admin(args: argparse.Namespace) -> int:
     try:
         out = _admin_call(client, args)
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print_refusal(exc)
         return 1
     finally:
         client.close()
@@ -218,7 +229,7 @@ def _guard(args: argparse.Namespace) -> int:
                 args.device,
             )
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print_refusal(exc)
         return 1
     finally:
         client.close()

@@ -78,7 +78,9 @@ def from_ts(value: Timestamp) -> datetime:
 # ---------------------------------------------------------------- requests -> domain
 def money_from_pb(pb: common_pb2.Money, field: str) -> Money:
     if pb.minor_units < 0:
-        raise InvalidArgument(f"{field}.minor_units must not be negative, got {pb.minor_units}")
+        raise InvalidArgument(
+            f"{field}.minor_units must not be negative, got {pb.minor_units}", field=f"{field}.minor_units"
+        )
     return Money(pb.minor_units, pb.currency.strip().upper())
 
 
@@ -109,7 +111,7 @@ def role_from_pb(value: int) -> Role:
     for pb, role in _ROLE_FROM_PB.items():
         if pb == value:
             return role
-    raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST")
+    raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST", field="role")
 
 
 def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
@@ -118,12 +120,15 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
         where = f"policy.rules[{i}]"
         if rule.mode not in _MODE_FROM_PB:
             raise InvalidArgument(
-                f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER"
+                f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER",
+                field=f"{where}.mode",
             )
         if rule.challenge_method not in _METHOD_FROM_PB:
-            raise InvalidArgument(f"{where}.challenge_method must be set")
+            raise InvalidArgument(f"{where}.challenge_method must be set", field=f"{where}.challenge_method")
         if rule.on_limit not in _ACTION_FROM_PB:
-            raise InvalidArgument(f"{where}.on_limit must be LIMIT_CHALLENGE or LIMIT_DENY")
+            raise InvalidArgument(
+                f"{where}.on_limit must be LIMIT_CHALLENGE or LIMIT_DENY", field=f"{where}.on_limit"
+            )
         rules.append(
             RoleRule(
                 role=role_from_pb(rule.role),
@@ -140,7 +145,10 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
     quiet = None
     if pb.HasField("quiet_hours"):
         if pb.quiet_hours.action not in _ACTION_FROM_PB:
-            raise InvalidArgument("policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY")
+            raise InvalidArgument(
+                "policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY",
+                field="policy.quiet_hours.action",
+            )
         quiet = QuietHours(
             pb.quiet_hours.start_minute, pb.quiet_hours.end_minute, _ACTION_FROM_PB[pb.quiet_hours.action]
         )
@@ -285,7 +293,9 @@ _CREDENTIAL_KIND_FROM_PB = {v: k for k, v in _CREDENTIAL_KIND_TO_PB.items()}
 def credential_kind_from_pb(value: int) -> CredentialKind:
     kind: CredentialKind | None = _CREDENTIAL_KIND_FROM_PB.get(value)  # type: ignore[call-overload]
     if kind is None:
-        raise InvalidArgument("kind must be PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL")
+        raise InvalidArgument(
+            "kind must be PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL", field="kind"
+        )
     return kind
 
 

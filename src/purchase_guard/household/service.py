@@ -176,7 +176,7 @@ class HouseholdService:
         """
         label = label.strip()
         if len(label) > 100:
-            raise InvalidArgument("label is at most 100 characters")
+            raise InvalidArgument("label is at most 100 characters", field="label")
         hid: str | None = None
         member: str | None = None
         device: str | None = None
@@ -241,7 +241,7 @@ class HouseholdService:
         if not principal.is_operator:
             raise PermissionDenied("only the operator credential can create households")
         if not name.strip() or len(name) > 100:
-            raise InvalidArgument("name is required and at most 100 characters")
+            raise InvalidArgument("name is required and at most 100 characters", field="name")
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -249,7 +249,9 @@ class HouseholdService:
                 f"time_zone {time_zone!r} is not an IANA time zone (e.g. 'Europe/Paris')"
             ) from exc
         if not is_currency(currency):
-            raise InvalidArgument(f"currency {currency!r} is not an ISO 4217 code (e.g. 'USD')")
+            raise InvalidArgument(
+                f"currency {currency!r} is not an ISO 4217 code (e.g. 'USD')", field="currency"
+            )
         now = self._clock.now()
         household = Household(self._ids.new_id("hh"), name.strip(), time_zone, currency, retain_audio, now)
         token = "pgh_" + secrets.token_urlsafe(32)
@@ -268,7 +270,7 @@ class HouseholdService:
     ) -> Member:
         self.get_household(principal, household_id)
         if not name.strip() or len(name) > 100:
-            raise InvalidArgument("display_name is required and at most 100 characters")
+            raise InvalidArgument("display_name is required and at most 100 characters", field="display_name")
         if is_parent and role is not Role.ADULT:
             raise InvalidArgument("only an ADULT member can be a parent")
         member = Member(
@@ -380,7 +382,10 @@ class HouseholdService:
             raise InvalidArgument(f"digit enrollment takes 1-{2 * len(ENROLLMENT_PROMPTS)} takes")
         for i, (_, digits) in enumerate(takes):
             if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 10:
-                raise InvalidArgument(f"takes[{i}].digits must be the 1-10 digits the take was prompted with")
+                raise InvalidArgument(
+                    f"takes[{i}].digits must be the 1-10 digits the take was prompted with",
+                    field=f"takes[{i}].digits",
+                )
         pcms = self._decode_takes([a for a, _ in takes], "takes")
         templates = self._digits.build_templates(list(zip(pcms, (d for _, d in takes), strict=True)))
         now = self._clock.now()
@@ -451,7 +456,7 @@ class HouseholdService:
     def list_decisions(self, principal: Principal, household_id: str, limit: int) -> list[Decision]:
         self.get_household(principal, household_id)
         if limit < 0:
-            raise InvalidArgument("limit must not be negative")
+            raise InvalidArgument("limit must not be negative", field="limit")
         return self._store.list_decisions(household_id, min(limit or 50, 500))
 
     def list_notifications(self, principal: Principal, household_id: str) -> list[Notification]:
