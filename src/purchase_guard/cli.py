@@ -198,6 +198,23 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
         return client.erase_household(a.household)
     if cmd == "verify-audit":
         return client.verify_audit(a.household)
+    if cmd == "set-webhook":
+        return client.set_webhook(a.household, a.url)
+    if cmd == "get-webhook":
+        return client.get_webhook(a.household)
+    if cmd == "remove-webhook":
+        return client.remove_webhook(a.household)
+    if cmd == "dead-letters":
+        return client.dead_letters(a.household)
+    if cmd == "replay-dead-letters":
+        return client.replay_dead_letters(a.household, a.event_id or ())
+    if cmd == "events":
+        if a.follow:
+            # One JSON object per line as they happen (Ctrl-C to stop); resume with --after.
+            for event in client.watch_events(a.household, a.after, follow=True):
+                print(json.dumps(event, sort_keys=True), flush=True)
+            return {}
+        return {"events": list(client.watch_events(a.household, a.after))}
     raise SystemExit(f"unknown admin command {cmd}")
 
 
@@ -301,9 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
         "notifications",
         "approvals",
         "verify-audit",
+        "get-webhook",
+        "remove-webhook",
+        "dead-letters",
     ):
         x = asub.add_parser(name)
         x.add_argument("--household", required=True)
+    wh = asub.add_parser(
+        "set-webhook", help="POST the household's events to URL (https; prints the secret once)"
+    )
+    wh.add_argument("--household", required=True)
+    wh.add_argument("--url", required=True)
+    rd = asub.add_parser("replay-dead-letters", help="deliver dead letters again (all, or each --event-id)")
+    rd.add_argument("--household", required=True)
+    rd.add_argument("--event-id", type=int, action="append")
+    ev = asub.add_parser("events", help="the household's events after --after (with --follow, live)")
+    ev.add_argument("--household", required=True)
+    ev.add_argument("--after", type=int, default=0)
+    ev.add_argument("--follow", action="store_true")
     m = asub.add_parser("add-member")
     m.add_argument("--household", required=True)
     m.add_argument("--name", required=True)

@@ -17,6 +17,7 @@ from purchase_guard.domain import (
     CredentialKind,
     Decision,
     Effect,
+    Event,
     Household,
     LimitAction,
     LineItem,
@@ -36,6 +37,7 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import InvalidArgument
+from purchase_guard.store.protocol import DeadLetter, Webhook
 
 _OUTCOME_TO_PB = {
     Outcome.ALLOW: common_pb2.ALLOW,
@@ -385,4 +387,35 @@ def pending_to_pb(c: Challenge) -> admin_pb2.PendingApproval:
         order=order_to_pb(c.order),
         member_id=c.member_id or "",
         expires_at=ts(c.expires_at),
+    )
+
+
+def event_to_pb(e: Event) -> admin_pb2.Event:
+    return admin_pb2.Event(
+        event_id=e.event_id,
+        household_id=e.household_id,
+        kind=admin_pb2.EventKind.Value("EVENT_" + e.kind.name),
+        occurred_at=ts(e.occurred_at),
+        decision_id=e.decision_id,
+        challenge_id=e.challenge_id,
+        member_id=e.member_id,
+        device_id=e.device_id,
+        outcome=outcome_to_pb(e.outcome) if e.outcome is not None else common_pb2.OUTCOME_UNSPECIFIED,
+        reasons=[common_pb2.ReasonCode.Value(code.value) for code in e.reasons],
+        order=order_to_pb(e.order) if e.order is not None else None,
+        message=e.message,
+    )
+
+
+def webhook_to_pb(w: Webhook) -> admin_pb2.Webhook:
+    return admin_pb2.Webhook(url=w.url, created_at=ts(w.created_at))
+
+
+def dead_letter_to_pb(d: DeadLetter) -> admin_pb2.DeadLetter:
+    return admin_pb2.DeadLetter(
+        event=event_to_pb(d.event),
+        attempts=d.attempts,
+        last_status=d.last_status,
+        last_error=d.last_error,
+        dead_at=ts(d.dead_at),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
@@ -274,3 +276,48 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     ) -> admin_pb2.RenewVoiceprintResponse:
         expires = self._svc.renew_voiceprint(self._who(context), request.household_id, request.member_id)
         return admin_pb2.RenewVoiceprintResponse(expires_at=convert.ts(expires))
+
+    def WatchEvents(
+        self, request: admin_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.Event]:
+        events = self._svc.watch_events(
+            self._who(context),
+            request.household_id,
+            request.after_event_id,
+            request.follow,
+            context.is_active,
+        )
+        for event in events:
+            yield convert.event_to_pb(event)
+
+    def SetWebhook(
+        self, request: admin_pb2.SetWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetWebhookResponse:
+        webhook, secret = self._svc.set_webhook(self._who(context), request.household_id, request.url)
+        return admin_pb2.SetWebhookResponse(webhook=convert.webhook_to_pb(webhook), secret=secret)
+
+    def GetWebhook(
+        self, request: admin_pb2.GetWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetWebhookResponse:
+        webhook = self._svc.get_webhook(self._who(context), request.household_id)
+        return admin_pb2.GetWebhookResponse(webhook=convert.webhook_to_pb(webhook))
+
+    def RemoveWebhook(
+        self, request: admin_pb2.RemoveWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RemoveWebhookResponse:
+        self._svc.remove_webhook(self._who(context), request.household_id)
+        return admin_pb2.RemoveWebhookResponse()
+
+    def ListDeadLetters(
+        self, request: admin_pb2.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListDeadLettersResponse:
+        items = self._svc.dead_letters(self._who(context), request.household_id)
+        return admin_pb2.ListDeadLettersResponse(dead_letters=[convert.dead_letter_to_pb(d) for d in items])
+
+    def ReplayDeadLetters(
+        self, request: admin_pb2.ReplayDeadLettersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ReplayDeadLettersResponse:
+        replayed = self._svc.replay_dead_letters(
+            self._who(context), request.household_id, list(request.event_ids)
+        )
+        return admin_pb2.ReplayDeadLettersResponse(replayed=replayed)

@@ -404,7 +404,7 @@ class Outbox(Protocol):
         """Oldest first."""
         ...
 
-    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...], now: datetime) -> int:
+    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...]) -> int:
         """Makes dead letters (all, or those named) due again with fresh attempts; returns how many."""
         ...
 

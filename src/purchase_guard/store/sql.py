@@ -81,6 +81,12 @@ def _opt_ts(when: datetime | None) -> str | None:
     return None if when is None else format_ts(when)
 
 
+# next_attempt_at of a delivery due at once: sorts before every real timestamp, so a new or replayed
+# delivery is due whatever the decision clock says (deliveries run on wall time; the decision clock
+# may be a test's frozen or shifted one).
+_DUE_AT_ONCE = "0000-01-01T00:00:00.000000Z"
+
+
 def request_key(caller_id: str, request_id: str) -> str:
     """What a decision's request id is unique by: the caller's own namespace, so one caller can
     neither collide with nor replay another's ids. '|' is not an id character (ids.py)."""
@@ -796,7 +802,7 @@ class SqlStore(SealedRows):
                             ),
                         )
                     if events:
-                        self._queue_events(conn, hid, events, event_bodies, decision.decided_at)
+                        self._queue_events(conn, hid, events, event_bodies)
                     if issued_digits is not None:
                         self._run(
                             conn,
@@ -1128,7 +1134,7 @@ class SqlStore(SealedRows):
 
     @classmethod
     def _queue_events(
-        cls, conn: Any, household_id: str, events: tuple[Event, ...], bodies: list[str], at: datetime
+        cls, conn: Any, household_id: str, events: tuple[Event, ...], bodies: list[str]
     ) -> list[int]:
         """Inserts the events inside the caller's transaction (which holds the household row lock,
         so ids are handed out in commit order); returns the ids given, 0 for a repeated fact."""
@@ -1164,7 +1170,7 @@ class SqlStore(SealedRows):
                     body,
                     format_ts(event.occurred_at),
                     "pending" if hooked else "none",
-                    format_ts(at) if hooked else None,
+                    _DUE_AT_ONCE if hooked else None,
                 ),
             )
             given.append(event_id)
@@ -1179,7 +1185,7 @@ class SqlStore(SealedRows):
         bodies = self._seal_events(household_id, events)
         with self._tx() as conn:
             self._require_household(conn, household_id, lock=True)
-            ids = self._queue_events(conn, household_id, events, bodies, max(e.occurred_at for e in events))
+            ids = self._queue_events(conn, household_id, events, bodies)
         return tuple(replace(e, event_id=i) for e, i in zip(events, ids, strict=True) if i)
 
     def events_after(self, household_id: str, after_event_id: int, limit: int) -> list[Event]:
@@ -1367,9 +1373,9 @@ class SqlStore(SealedRows):
             for r in rows
         ]
 
-    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...], now: datetime) -> int:
+    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...]) -> int:
         where = "household_id = ? AND state = 'dead'"
-        params: list[object] = [format_ts(now), household_id]
+        params: list[object] = [_DUE_AT_ONCE, household_id]
         if event_ids:
             where += " AND event_id IN (" + ", ".join("?" for _ in event_ids) + ")"
             params.extend(event_ids)
