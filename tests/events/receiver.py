@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,6 +21,8 @@ HOLD = -1
 class Received:
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() on arrival
+    status: int = 0  # what the receiver answered (HOLD answers 200 once released)
 
     @property
     def event(self) -> dict[str, Any]:
@@ -33,8 +37,11 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, *script: int) -> None:
+    def __init__(self, *script: int, policy: Callable[[Received], int] | None = None) -> None:
+        """`policy`, when given, picks each answer from the request instead of the script (a status,
+        or HOLD); a status of 0 means: hang up without answering (a receiver that dies)."""
         self.script = list(script)
+        self.policy = policy
         self.received: list[Received] = []
         self.holding = threading.Event()  # set while a HOLD request is open
         self._release = threading.Event()
@@ -45,13 +52,20 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                got = Received(dict(self.headers.items()), body, time.monotonic())
                 with receiver._lock:
-                    receiver.received.append(Received(dict(self.headers.items()), body))
-                    status = receiver.script.pop(0) if receiver.script else 200
+                    if receiver.policy is not None:
+                        status = receiver.policy(got)
+                    else:
+                        status = receiver.script.pop(0) if receiver.script else 200
+                    receiver.received.append(replace(got, status=200 if status == HOLD else status))
                 if status == HOLD:
                     receiver.holding.set()
                     receiver._release.wait(60)
                     status = 200
+                if status == 0:
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "0")

@@ -19,7 +19,7 @@ from trust.trust_harness import free_port, serve_subprocess, wait_for, wait_list
 from purchase_guard.api.client import GuardClient
 
 
-def _env(folder: Path, port: int) -> dict[str, str]:
+def serve_env(folder: Path, port: int) -> dict[str, str]:
     return {
         "PURCHASE_GUARD_LISTEN": f"127.0.0.1:{port}",
         "PURCHASE_GUARD_METRICS_PORT": "0",
@@ -53,7 +53,7 @@ def test_an_event_in_flight_at_sigkill_is_delivered_after_restart(tmp_path: Path
     the dead guard's claim runs out, and records it delivered."""
     port = free_port()
     receiver = Receiver(HOLD)
-    proc = serve_subprocess(_env(tmp_path, port), log_path=tmp_path / "serve-1.log")
+    proc = serve_subprocess(serve_env(tmp_path, port), log_path=tmp_path / "serve-1.log")
     try:
         wait_listening(port, proc)
         client = GuardClient(f"127.0.0.1:{port}", OPERATOR, timeout=20, backend_token=BACKEND)
@@ -69,7 +69,7 @@ def test_an_event_in_flight_at_sigkill_is_delivered_after_restart(tmp_path: Path
         receiver.release()  # the answer goes nowhere: the guard that asked is gone
         assert _state(tmp_path / "guard.db", family.household_id, first[0]) == "pending"
 
-        proc = serve_subprocess(_env(tmp_path, port), log_path=tmp_path / "serve-2.log")
+        proc = serve_subprocess(serve_env(tmp_path, port), log_path=tmp_path / "serve-2.log")
         wait_listening(port, proc)
         assert wait_for(lambda: len(receiver.ids()) >= 2, 60), "not delivered after the restart"
         assert set(receiver.ids()) == set(first)
