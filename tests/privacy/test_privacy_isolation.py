@@ -35,7 +35,7 @@ from privacy.privacy_world import OPERATOR, World, build_world, order, voice_wav
 
 from purchase_guard.domain import AudioInput, Role
 from purchase_guard.errors import GuardError
-from purchase_guard.household.service import Principal
+from purchase_guard.household.principals import Principal, PrincipalKind
 from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput
 from purchase_guard.privacy.export import read_archive
 from purchase_guard.store import codec
@@ -184,8 +184,12 @@ class Run:
             pending = self.svc.pending_approvals(self.me(home), home.household_id)
             parents = [m for m, role in home.members.items() if role is Role.ADULT]
             if pending and parents:
+                # Approving takes a parent's own credential (the trust issue), not the household token.
+                parent = Principal(
+                    PrincipalKind.PARENT, f"parent:{parents[0]}", home.household_id, member_id=parents[0]
+                )
                 self.svc.resolve_approval(
-                    self.me(home), home.household_id, pending[0].challenge_id, parents[0], op == "approve"
+                    parent, home.household_id, pending[0].challenge_id, parents[0], op == "approve"
                 )
                 home.decisions.update(
                     d.decision_id for d in self.svc.list_decisions(self.me(home), home.household_id, 500)
