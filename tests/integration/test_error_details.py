@@ -61,7 +61,7 @@ def test_bad_policy_field_is_named(operator: GuardClient, household: str) -> Non
     refusal = refusal_from_rpc(_refused(lambda: operator.set_policy(household, policy)))
     assert refusal.code == "INVALID_ARGUMENT"
     assert [(v.field, v.description) for v in refusal.violations] == [
-        ("rules[0].daily_cap_minor", "must be >= 0")
+        ("rules[0].daily_cap_minor", "rules[0].daily_cap_minor must be >= 0")
     ]
 
 

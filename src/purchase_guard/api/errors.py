@@ -60,10 +60,8 @@ def field_violations(exc: errors.GuardError, method: str) -> list[tuple[str, str
         return [(takes, str(exc))]
     if not exc.field:
         return []
-    message = str(exc)
-    # "order.total.currency 'usd' is not ..." -> the problem without its field path repeated.
-    problem = message[len(exc.field) :].strip() if message.startswith(exc.field + " ") else message
-    return [(exc.field, problem or message)]
+    # The whole sentence (it starts with the field path): what a person is shown beside the field.
+    return [(exc.field, str(exc))]
 
 
 def rich_status(code: grpc.StatusCode, message: str, violations: list[tuple[str, str]]) -> grpc.Status:
