@@ -135,3 +135,19 @@ def test_removing_the_webhook_stops_deliveries_and_another_household_cannot_repl
     assert store.remove_webhook(a)
     assert store.get_webhook(a) is None
     assert store.claim_deliveries(now + timedelta(minutes=5), now + timedelta(minutes=6), 10) == []
+
+
+def test_retention_purges_old_events_but_not_pending_deliveries(store: Store, make: Make) -> None:
+    """Events older than the cutoff go with the household's other old rows, except a delivery still
+    pending (it is delivered first); ids stay monotonic after the purge."""
+    hooked, plain = make.household(store).household_id, make.household(store).household_id
+    _queue(store, make, plain, 2)
+    _hook(store, hooked)
+    _queue(store, make, hooked, 1)
+    cutoff = T0 + timedelta(days=1)
+    store.purge_household(plain, cutoff)
+    store.purge_household(hooked, cutoff)
+    assert store.events_after(plain, 0, 10) == []
+    assert [e.event_id for e in store.events_after(hooked, 0, 10)] == [1]
+    _queue(store, make, plain, 1)
+    assert [e.event_id for e in store.events_after(plain, 0, 10)] == [3]

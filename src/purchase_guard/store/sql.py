@@ -1591,6 +1591,12 @@ class SqlStore(SealedRows):
                 " AND (passed_seq IS NULL OR passed_seq < ?)",
                 (hid, before, last_passed),
             ).rowcount
+            # Events past retention go too, unless a delivery is still pending (at least once).
+            self._run(
+                conn,
+                "DELETE FROM outbox WHERE household_id = ? AND created_at < ? AND state <> 'pending'",
+                (hid, before),
+            )
             notifications = self._run(
                 conn, "DELETE FROM notifications WHERE household_id = ? AND created_at < ?", (hid, before)
             ).rowcount
