@@ -8,12 +8,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from console.console_world import Family, make_family, order, voice
+from console.console_world import OPERATOR, Family, make_family, order, start_guard, voice
+from events.conftest import FAST
 from events.receiver import HOLD, Receiver
+from support.rpc import BACKEND
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer
@@ -265,3 +268,28 @@ def test_a_slow_receiver_never_slows_a_decision(family: Family, receiver: Make) 
     assert len(events(family)) == 4
     r.release()
     assert wait_for(lambda: len(set(r.ids())) == 4)
+
+
+def test_open_streams_are_bounded_and_end_by_themselves(tmp_path: Path) -> None:
+    """With one stream allowed, a second following stream is RESOURCE_EXHAUSTED while the first is open;
+    a stream ends by itself after events_stream_max_seconds, and then a new one is accepted."""
+    folder = tmp_path / "bounded"
+    folder.mkdir(mode=0o700)
+    running = start_guard(folder, events_max_streams=1, events_stream_max_seconds=2.0, **FAST)
+    client = GuardClient(f"127.0.0.1:{running.port}", OPERATOR, timeout=20, backend_token=BACKEND)
+    try:
+        hid = client.create_household("Streams", "America/Los_Angeles", "USD")["household"]["household_id"]
+        first = client.watch_events(hid, 0, follow=True, timeout=30)
+        ended: list[bool] = []
+        reader = threading.Thread(target=lambda: ended.append(list(first) == []), daemon=True)
+        reader.start()
+        time.sleep(0.5)  # the first stream is open and waiting for events
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.watch_events(hid, 0, follow=True, timeout=10))
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        reader.join(10)
+        assert ended == [True]  # it ended on its own (no events), well before its 30 s deadline
+        assert list(client.watch_events(hid, 0)) == []
+    finally:
+        client.close()
+        running.stop(grace=0)

@@ -110,7 +110,9 @@ def build_server(app: App) -> RunningServer:
         maximum_concurrent_rpcs=settings.workers * 8,
     )
     guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
-    admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
+    admin_pb2_grpc.add_HouseholdAdminServicer_to_server(
+        HouseholdAdminServicer(app.households, settings.event_streams), server
+    )
     privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(app.privacy), server)
     if app.clips is not None:
         registry = BroadcastRegistryServicer(app.clips)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -10,6 +11,7 @@ from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guar
 from purchase_guard.api import convert
 from purchase_guard.api.gate import current_principal
 from purchase_guard.challenge.prompts import challenge_info
+from purchase_guard.errors import ResourceExhausted
 from purchase_guard.household.principals import Principal, PrincipalKind
 from purchase_guard.household.service import HouseholdService
 from purchase_guard.pipeline.guard import Caller, ConfirmInput, EvaluateInput, Guard
@@ -75,8 +77,10 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
 
 
 class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
-    def __init__(self, service: HouseholdService) -> None:
+    def __init__(self, service: HouseholdService, max_streams: int = 4) -> None:
         self._svc = service
+        # Each open WatchEvents holds a server thread: a bounded number, so decisions keep theirs.
+        self._streams = threading.BoundedSemaphore(max_streams) if max_streams > 0 else None
 
     def _who(self, context: grpc.ServicerContext) -> Principal:
         # Authenticated and scoped by the gate before the request was looked at.
@@ -287,8 +291,13 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
             request.follow,
             context.is_active,
         )
-        for event in events:
-            yield convert.event_to_pb(event)
+        if self._streams is None or not self._streams.acquire(blocking=False):
+            raise ResourceExhausted("too many event streams are open on this server; retry in a while")
+        try:
+            for event in events:
+                yield convert.event_to_pb(event)
+        finally:
+            self._streams.release()
 
     def SetWebhook(
         self, request: admin_pb2.SetWebhookRequest, context: grpc.ServicerContext

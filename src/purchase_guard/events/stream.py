@@ -7,6 +7,7 @@ nothing twice (ids are monotonic per household)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from purchase_guard.domain import Event
@@ -23,13 +24,16 @@ def follow(
     keep_open: bool,
     active: Callable[[], bool],
     poll_s: float,
+    max_s: float | None = None,
     stopping: threading.Event | None = None,
 ) -> Iterator[Event]:
     """Yields the household's events after `after_event_id`; with `keep_open`, keeps looking every
-    `poll_s` until `active()` turns false (the client went away) or `stopping` is set."""
+    `poll_s` until `active()` turns false (the client went away), `max_s` has passed (the client
+    resumes from its last id) or `stopping` is set."""
     cursor = after_event_id
     pause = stopping or threading.Event()
-    while active():
+    end = None if max_s is None else time.monotonic() + max_s
+    while active() and (end is None or time.monotonic() < end):
         batch = store.events_after(household_id, cursor, PAGE)
         for event in batch:
             yield event

@@ -529,6 +529,7 @@ class HouseholdService:
             keep_open=keep_open,
             active=active,
             poll_s=self._settings.events_poll_seconds,
+            max_s=self._settings.events_stream_max_seconds,
         )
 
     def set_webhook(self, principal: Principal, household_id: str, url: str) -> tuple[Webhook, str]:
