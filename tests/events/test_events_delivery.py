@@ -293,3 +293,13 @@ def test_open_streams_are_bounded_and_end_by_themselves(tmp_path: Path) -> None:
     finally:
         client.close()
         running.stop(grace=0)
+
+
+def test_a_refused_stream_carries_its_field_violation(family: Family) -> None:
+    """A negative cursor is INVALID_ARGUMENT from the stream itself, with a BadRequest naming
+    after_event_id (the error mapping covers streams as well as unary calls)."""
+    with pytest.raises(grpc.RpcError) as info:
+        list(family.guard.watch_events(family.household_id, -1))
+    refusal = refusal_from_rpc(info.value)
+    assert refusal.code == "INVALID_ARGUMENT"
+    assert [v.field for v in refusal.violations] == ["after_event_id"]
