@@ -24,6 +24,17 @@ from purchase_guard.config import ConfigError, load_settings
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
+def print_refusal(exc: Any) -> None:
+    """The status, the message and, under it, each google.rpc BadRequest field violation (which
+    take of an enrollment, which field of a policy) so a script can see what to fix."""
+    from purchase_guard.console.guard_api import refusal_from_rpc
+
+    refusal = refusal_from_rpc(exc)
+    print(f"error: {refusal.code}: {refusal.message}", file=sys.stderr)
+    for violation in refusal.violations:
+        print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+
+
 def _serve(_: argparse.Namespace) -> int:
     from purchase_guard.logs import configure_logging, get_logger
 
@@ -113,7 +124,7 @@ def _admin(args: argparse.Namespace) -> int:
     try:
         out = _admin_call(client, args)
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print_refusal(exc)
         return 1
     finally:
         client.close()
@@ -187,6 +198,23 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
         return client.erase_household(a.household)
     if cmd == "verify-audit":
         return client.verify_audit(a.household)
+    if cmd == "set-webhook":
+        return client.set_webhook(a.household, a.url)
+    if cmd == "get-webhook":
+        return client.get_webhook(a.household)
+    if cmd == "remove-webhook":
+        return client.remove_webhook(a.household)
+    if cmd == "dead-letters":
+        return client.dead_letters(a.household)
+    if cmd == "replay-dead-letters":
+        return client.replay_dead_letters(a.household, a.event_id or ())
+    if cmd == "events":
+        if a.follow:
+            # One JSON object per line as they happen (Ctrl-C to stop); resume with --after.
+            for event in client.watch_events(a.household, a.after, follow=True):
+                print(json.dumps(event, sort_keys=True), flush=True)
+            return {}
+        return {"events": list(client.watch_events(a.household, a.after))}
     raise SystemExit(f"unknown admin command {cmd}")
 
 
@@ -218,7 +246,7 @@ def _guard(args: argparse.Namespace) -> int:
                 args.device,
             )
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print_refusal(exc)
         return 1
     finally:
         client.close()
@@ -290,9 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
         "notifications",
         "approvals",
         "verify-audit",
+        "get-webhook",
+        "remove-webhook",
+        "dead-letters",
     ):
         x = asub.add_parser(name)
         x.add_argument("--household", required=True)
+    wh = asub.add_parser(
+        "set-webhook", help="POST the household's events to URL (https; prints the secret once)"
+    )
+    wh.add_argument("--household", required=True)
+    wh.add_argument("--url", required=True)
+    rd = asub.add_parser("replay-dead-letters", help="deliver dead letters again (all, or each --event-id)")
+    rd.add_argument("--household", required=True)
+    rd.add_argument("--event-id", type=int, action="append")
+    ev = asub.add_parser("events", help="the household's events after --after (with --follow, live)")
+    ev.add_argument("--household", required=True)
+    ev.add_argument("--after", type=int, default=0)
+    ev.add_argument("--follow", action="store_true")
     m = asub.add_parser("add-member")
     m.add_argument("--household", required=True)
     m.add_argument("--name", required=True)

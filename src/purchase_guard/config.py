@@ -126,6 +126,25 @@ class Settings:
     # Purge decisions and audit entries older than this many days; 0 keeps everything.
     retention_days: int = 0
     retention_interval_seconds: float = 3600.0
+    # Events (WatchEvents, webhooks; events/). A stream looks for new events this often. An open
+    # stream holds one of the server's `workers` threads, so at most `events_max_streams` are open
+    # at once (fewer than the workers, so decisions always have threads; -1: half the workers; 0
+    # turns WatchEvents off), each for at most `events_stream_max_seconds` (the client then
+    # resumes from its last event id).
+    events_poll_seconds: float = 0.5
+    events_max_streams: int = -1
+    events_stream_max_seconds: float = 300.0
+    # The delivery worker posts each household's events to its webhook: a receiver gets this long
+    # to answer; a timeout, 5xx or 429 is retried after a jittered exponential back-off from the
+    # base, capped, until max attempts (then a dead letter). A claimed delivery is held for the
+    # lease (longer than the timeout); one left by a killed guard is taken again after it.
+    webhooks_enabled: bool = True
+    webhook_timeout_seconds: float = 5.0
+    webhook_retry_base_seconds: float = 2.0
+    webhook_retry_cap_seconds: float = 900.0
+    webhook_max_attempts: int = 15
+    webhook_workers: int = 4
+    webhook_lease_seconds: float = 30.0
     # Test mode enables the controllable clock (replay `wait` steps) and the fake encoder.
     test_mode: bool = False
     log_level: str = "info"
@@ -135,6 +154,11 @@ class Settings:
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def event_streams(self) -> int:
+        """How many WatchEvents streams may be open at once (see events_max_streams)."""
+        return self.workers // 2 if self.events_max_streams < 0 else self.events_max_streams
 
     @property
     def child_voiceprint_retention(self) -> timedelta:
@@ -261,6 +285,31 @@ class Settings:
             )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
+        if not 0.02 <= self.events_poll_seconds <= 10.0:
+            raise ConfigError(f"{ENV_PREFIX}EVENTS_POLL_SECONDS must be 0.02-10")
+        if not -1 <= self.events_max_streams < self.workers:
+            raise ConfigError(
+                f"{ENV_PREFIX}EVENTS_MAX_STREAMS must be -1 (half the workers), 0 (off) or below "
+                f"{ENV_PREFIX}WORKERS (each open stream holds a worker thread; decisions need the rest)"
+            )
+        if not 1.0 <= self.events_stream_max_seconds <= 86400.0:
+            raise ConfigError(f"{ENV_PREFIX}EVENTS_STREAM_MAX_SECONDS must be 1-86400")
+        if not 0.1 <= self.webhook_timeout_seconds <= 60.0:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_TIMEOUT_SECONDS must be 0.1-60")
+        if not 0.01 <= self.webhook_retry_base_seconds <= self.webhook_retry_cap_seconds <= 86400.0:
+            raise ConfigError(
+                f"{ENV_PREFIX}WEBHOOK_RETRY_BASE_SECONDS must be at least 0.01 and at most "
+                "WEBHOOK_RETRY_CAP_SECONDS, which is at most 86400"
+            )
+        if not 1 <= self.webhook_max_attempts <= 100:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS must be 1-100")
+        if not 1 <= self.webhook_workers <= 64:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_WORKERS must be 1-64")
+        if not self.webhook_timeout_seconds < self.webhook_lease_seconds <= 3600.0:
+            raise ConfigError(
+                f"{ENV_PREFIX}WEBHOOK_LEASE_SECONDS must be above WEBHOOK_TIMEOUT_SECONDS (a delivery "
+                "still being posted must not be claimed again) and at most 3600"
+            )
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"{ENV_PREFIX}WORKERS must be 1-256")
         return self

@@ -428,3 +428,39 @@ class AudioInput:
     @property
     def present(self) -> bool:
         return bool(self.encoded) or bool(self.pcm16)
+
+
+class EventKind(enum.Enum):
+    """What parents are told about, pushed (WatchEvents, webhooks). Values are the webhook JSON's
+    `kind`; the proto enum names are these with an `EVENT_` prefix."""
+
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_APPROVED = "approval_approved"
+    APPROVAL_REJECTED = "approval_rejected"
+    APPROVAL_EXPIRED = "approval_expired"
+    CHALLENGE_LOCKED = "challenge_locked"
+    PIN_THROTTLED = "pin_throttled"
+    BROADCAST_BLOCKED = "broadcast_blocked"
+    PURCHASE_ALLOWED = "purchase_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for a household's parents. Carries ids, the order and reason codes: never audio, a
+    PIN, digits to repeat or an embedding. `event_id` is assigned by the store when the event is
+    queued (monotonic per household; 0 before); `dedup` is unique per household, so the same fact
+    (this decision's approval request, this challenge's expiry) is never queued twice."""
+
+    household_id: str
+    kind: EventKind
+    occurred_at: datetime
+    dedup: str
+    decision_id: str = ""
+    challenge_id: str = ""
+    member_id: str = ""
+    device_id: str = ""
+    outcome: Outcome | None = None
+    reasons: tuple[ReasonCode, ...] = ()
+    order: Order | None = None
+    message: str = ""  # a sentence for a person (amounts and merchant; no secrets)
+    event_id: int = 0

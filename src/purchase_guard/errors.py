@@ -27,7 +27,13 @@ class GuardError(Exception):
 
 
 class InvalidArgument(GuardError):
-    """The request is malformed; the message says which field and why."""
+    """The request is malformed; the message says which field and why, and `field` names it (a
+    request field path such as "order.total.currency" or "rules[0].daily_cap_minor") so a program
+    can read it from the google.rpc BadRequest detail the api layer attaches."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AudioError(InvalidArgument):
@@ -39,10 +45,11 @@ class WeakPin(InvalidArgument):
 
 
 class EnrollmentRejected(InvalidArgument):
-    """Enrollment takes are unusable; `problems` lists (take index, reason)."""
+    """Enrollment takes are unusable; `problems` lists (take index, reason). The api layer names each
+    take by the request field that carried it (EnrollVoice `utterances[i]`, EnrollDigits `takes[i]`)."""
 
-    def __init__(self, message: str, problems: tuple[tuple[int, str], ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, problems: tuple[tuple[int, str], ...] = (), *, field: str = "") -> None:
+        super().__init__(message, field=field)
         self.problems = problems
 
 

@@ -22,7 +22,9 @@ def is_valid_id(value: object) -> bool:
 def validate_id(value: str, field: str) -> str:
     """`value` unchanged, or InvalidArgument naming `field` and the accepted shape."""
     if not value:
-        raise InvalidArgument(f"{field} is required")
+        raise InvalidArgument(f"{field} is required", field=field)
     if not ID_PATTERN.match(value):
-        raise InvalidArgument(f"{field} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+        raise InvalidArgument(
+            f"{field} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", field=field
+        )
     return value

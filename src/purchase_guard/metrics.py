@@ -25,3 +25,8 @@ CHECK_ERRORS = Counter(
     "Checks that raised and were failed closed, by check.",
     ["check"],
 )
+EVENTS = Counter(
+    "purchase_guard_webhook_deliveries_total",
+    "Webhook delivery attempts by result (delivered, retried, dead_lettered).",
+    ["result"],
+)

@@ -52,7 +52,7 @@ def test_migrations_apply_once(db: Path) -> None:
     first = _query(db, "SELECT version, name FROM schema_migrations")
     schema = _query(db, "SELECT sql FROM sqlite_master ORDER BY name")
     SqliteStore(db).close()
-    assert first[:4] == [(1, "init"), (2, "privacy"), (3, "trust"), (4, "answers")]
+    assert first[:5] == [(1, "init"), (2, "privacy"), (3, "trust"), (4, "answers"), (5, "events")]
     assert first == [(m.version, m.name) for m in load_migrations()]
     assert _query(db, "SELECT version, name FROM schema_migrations") == first
     assert _query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,36 @@ class GuardClient:
             "RenewVoiceprint",
             admin_pb2.RenewVoiceprintRequest(household_id=household_id, member_id=member_id),
         )
+
+    def set_webhook(self, household_id: str, url: str) -> dict[str, Any]:
+        return self._call("SetWebhook", admin_pb2.SetWebhookRequest(household_id=household_id, url=url))
+
+    def get_webhook(self, household_id: str) -> dict[str, Any]:
+        return self._call("GetWebhook", admin_pb2.GetWebhookRequest(household_id=household_id))
+
+    def remove_webhook(self, household_id: str) -> dict[str, Any]:
+        return self._call("RemoveWebhook", admin_pb2.RemoveWebhookRequest(household_id=household_id))
+
+    def dead_letters(self, household_id: str) -> dict[str, Any]:
+        return self._call("ListDeadLetters", admin_pb2.ListDeadLettersRequest(household_id=household_id))
+
+    def replay_dead_letters(self, household_id: str, event_ids: Sequence[int] = ()) -> dict[str, Any]:
+        return self._call(
+            "ReplayDeadLetters",
+            admin_pb2.ReplayDeadLettersRequest(household_id=household_id, event_ids=list(event_ids)),
+        )
+
+    def watch_events(
+        self, household_id: str, after_event_id: int = 0, follow: bool = False, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The household's events after the cursor; with `follow`, keeps yielding new ones (no deadline
+        unless `timeout` is given)."""
+        request = admin_pb2.WatchEventsRequest(
+            household_id=household_id, after_event_id=after_event_id, follow=follow
+        )
+        deadline = timeout if timeout is not None else (None if follow else self._timeout)
+        for event in self._admin.WatchEvents(request, metadata=self._meta(), timeout=deadline):
+            yield _dict(event)
 
     def verify_audit(self, household_id: str) -> dict[str, Any]:
         return self._call("VerifyAudit", admin_pb2.VerifyAuditRequest(household_id=household_id))

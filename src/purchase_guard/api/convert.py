@@ -17,6 +17,7 @@ from purchase_guard.domain import (
     CredentialKind,
     Decision,
     Effect,
+    Event,
     Household,
     LimitAction,
     LineItem,
@@ -37,6 +38,7 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.errors import InvalidArgument
+from purchase_guard.store.protocol import DeadLetter, Webhook
 
 _OUTCOME_TO_PB = {
     Outcome.ALLOW: common_pb2.ALLOW,
@@ -85,7 +87,9 @@ def from_ts(value: Timestamp) -> datetime:
 # ---------------------------------------------------------------- requests -> domain
 def money_from_pb(pb: common_pb2.Money, field: str) -> Money:
     if pb.minor_units < 0:
-        raise InvalidArgument(f"{field}.minor_units must not be negative, got {pb.minor_units}")
+        raise InvalidArgument(
+            f"{field}.minor_units must not be negative, got {pb.minor_units}", field=f"{field}.minor_units"
+        )
     return Money(pb.minor_units, pb.currency.strip().upper())
 
 
@@ -116,7 +120,7 @@ def role_from_pb(value: int) -> Role:
     for pb, role in _ROLE_FROM_PB.items():
         if pb == value:
             return role
-    raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST")
+    raise InvalidArgument("role must be ADULT, TEEN, CHILD or GUEST", field="role")
 
 
 def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
@@ -125,12 +129,15 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
         where = f"policy.rules[{i}]"
         if rule.mode not in _MODE_FROM_PB:
             raise InvalidArgument(
-                f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER"
+                f"{where}.mode must be PURCHASE_ALLOWED, PURCHASE_WITH_CHALLENGE or PURCHASE_NEVER",
+                field=f"{where}.mode",
             )
         if rule.challenge_method not in _METHOD_FROM_PB:
-            raise InvalidArgument(f"{where}.challenge_method must be set")
+            raise InvalidArgument(f"{where}.challenge_method must be set", field=f"{where}.challenge_method")
         if rule.on_limit not in _ACTION_FROM_PB:
-            raise InvalidArgument(f"{where}.on_limit must be LIMIT_CHALLENGE or LIMIT_DENY")
+            raise InvalidArgument(
+                f"{where}.on_limit must be LIMIT_CHALLENGE or LIMIT_DENY", field=f"{where}.on_limit"
+            )
         rules.append(
             RoleRule(
                 role=role_from_pb(rule.role),
@@ -147,7 +154,10 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
     quiet = None
     if pb.HasField("quiet_hours"):
         if pb.quiet_hours.action not in _ACTION_FROM_PB:
-            raise InvalidArgument("policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY")
+            raise InvalidArgument(
+                "policy.quiet_hours.action must be LIMIT_CHALLENGE or LIMIT_DENY",
+                field="policy.quiet_hours.action",
+            )
         quiet = QuietHours(
             pb.quiet_hours.start_minute, pb.quiet_hours.end_minute, _ACTION_FROM_PB[pb.quiet_hours.action]
         )
@@ -293,7 +303,9 @@ _CREDENTIAL_KIND_FROM_PB = {v: k for k, v in _CREDENTIAL_KIND_TO_PB.items()}
 def credential_kind_from_pb(value: int) -> CredentialKind:
     kind: CredentialKind | None = _CREDENTIAL_KIND_FROM_PB.get(value)  # type: ignore[call-overload]
     if kind is None:
-        raise InvalidArgument("kind must be PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL")
+        raise InvalidArgument(
+            "kind must be PARENT_CREDENTIAL, DEVICE_CREDENTIAL or BACKEND_CREDENTIAL", field="kind"
+        )
     return kind
 
 
@@ -384,4 +396,35 @@ def pending_to_pb(c: Challenge) -> admin_pb2.PendingApproval:
         order=order_to_pb(c.order),
         member_id=c.member_id or "",
         expires_at=ts(c.expires_at),
+    )
+
+
+def event_to_pb(e: Event) -> admin_pb2.Event:
+    return admin_pb2.Event(
+        event_id=e.event_id,
+        household_id=e.household_id,
+        kind=admin_pb2.EventKind.Value("EVENT_" + e.kind.name),
+        occurred_at=ts(e.occurred_at),
+        decision_id=e.decision_id,
+        challenge_id=e.challenge_id,
+        member_id=e.member_id,
+        device_id=e.device_id,
+        outcome=outcome_to_pb(e.outcome) if e.outcome is not None else common_pb2.OUTCOME_UNSPECIFIED,
+        reasons=[common_pb2.ReasonCode.Value(code.value) for code in e.reasons],
+        order=order_to_pb(e.order) if e.order is not None else None,
+        message=e.message,
+    )
+
+
+def webhook_to_pb(w: Webhook) -> admin_pb2.Webhook:
+    return admin_pb2.Webhook(url=w.url, created_at=ts(w.created_at))
+
+
+def dead_letter_to_pb(d: DeadLetter) -> admin_pb2.DeadLetter:
+    return admin_pb2.DeadLetter(
+        event=event_to_pb(d.event),
+        attempts=d.attempts,
+        last_status=d.last_status,
+        last_error=d.last_error,
+        dead_at=ts(d.dead_at),
     )

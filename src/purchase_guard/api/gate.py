@@ -218,15 +218,14 @@ class GateInterceptor(grpc.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
-        inner = handler.unary_unary
         parse = handler.request_deserializer
         method = details.method
         allowed = self._rules.get(method)
         limits = self._limits.get(method)
 
-        def wrapped(raw: Any, context: grpc.ServicerContext) -> Any:
+        def admit(raw: Any, context: grpc.ServicerContext) -> tuple[Any, Principal | None]:
             request = raw
             if parse is not None:
                 try:
@@ -242,10 +241,38 @@ class GateInterceptor(grpc.ServerInterceptor):
                     "the deadline passed before the request could start; nothing was done",
                 )
             if allowed is None:  # not one of the guard's services (health checks)
-                return inner(request, context)
+                return request, None
             principal = self._admit(method, allowed, request, context)
             if limits is not None:
                 self._charge(method, limits, principal, request, context)
+            return request, principal
+
+        if handler.unary_stream is not None:
+            # Server streaming (WatchEvents): admitted exactly like a unary call, before the first
+            # message; the principal stays set for the whole stream.
+            streaming = handler.unary_stream
+
+            def streamed(raw: Any, context: grpc.ServicerContext) -> Any:
+                request, principal = admit(raw, context)
+                if principal is None:
+                    yield from streaming(request, context)
+                    return
+                token = _PRINCIPAL.set(principal)
+                try:
+                    yield from streaming(request, context)
+                finally:
+                    _PRINCIPAL.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                streamed, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        inner = handler.unary_unary
+        assert inner is not None
+
+        def wrapped(raw: Any, context: grpc.ServicerContext) -> Any:
+            request, principal = admit(raw, context)
+            if principal is None:
+                return inner(request, context)
             token = _PRINCIPAL.set(principal)
             try:
                 return inner(request, context)

@@ -28,6 +28,7 @@ from purchase_guard.api.servicers import HouseholdAdminServicer, PurchaseGuardSe
 from purchase_guard.api.testing_servicer import SERVICE_NAME as TEST_CONTROL
 from purchase_guard.api.testing_servicer import add_test_control
 from purchase_guard.app import App
+from purchase_guard.events.worker import DeliveryWorker
 from purchase_guard.logs import get_logger
 from purchase_guard.privacy.retention import RetentionWorker
 from purchase_guard.tls import server_credentials, tls_config
@@ -50,6 +51,7 @@ class RunningServer:
     app: App
     _stop_probe: threading.Event
     retention: RetentionWorker | None = None
+    deliveries: DeliveryWorker | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -65,6 +67,8 @@ class RunningServer:
         self.server.stop(self.app.settings.grace_seconds if grace is None else grace).wait()
         if self.retention is not None:
             self.retention.stop()
+        if self.deliveries is not None:
+            self.deliveries.stop()
         self.app.store.close()
         close = getattr(self.app.verifier.encoder, "close", None)
         if callable(close):
@@ -106,7 +110,9 @@ def build_server(app: App) -> RunningServer:
         maximum_concurrent_rpcs=settings.workers * 8,
     )
     guard_pb2_grpc.add_PurchaseGuardServicer_to_server(PurchaseGuardServicer(app.guard), server)
-    admin_pb2_grpc.add_HouseholdAdminServicer_to_server(HouseholdAdminServicer(app.households), server)
+    admin_pb2_grpc.add_HouseholdAdminServicer_to_server(
+        HouseholdAdminServicer(app.households, settings.event_streams), server
+    )
     privacy_pb2_grpc.add_HouseholdDataServicer_to_server(HouseholdDataServicer(app.privacy), server)
     if app.clips is not None:
         registry = BroadcastRegistryServicer(app.clips)
@@ -131,7 +137,12 @@ def build_server(app: App) -> RunningServer:
     stop = threading.Event()
     retention = app.retention
     retention.start()
-    running = RunningServer(server, port, health_servicer, app, stop, retention)
+    deliveries = None
+    if settings.webhooks_enabled:
+        # Its own threads: a slow receiver holds up its own deliveries, never a decision.
+        deliveries = DeliveryWorker(app.store, settings, clock=app.clock)
+        deliveries.start()
+    running = RunningServer(server, port, health_servicer, app, stop, retention, deliveries)
     # A server killed mid-write, or a restored or edited database, must not go back to deciding
     # silently on top of a broken record: every chain is checked, and a broken one is logged loudly.
     running.set_serving(True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 import grpc
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, admin_pb2_grpc, guard_pb2, guard_pb2_grpc
 from purchase_guard.api import convert
 from purchase_guard.api.gate import current_principal
 from purchase_guard.challenge.prompts import challenge_info
+from purchase_guard.errors import ResourceExhausted
 from purchase_guard.household.principals import Principal, PrincipalKind
 from purchase_guard.household.service import HouseholdService
 from purchase_guard.pipeline.guard import Caller, ConfirmInput, EvaluateInput, Guard
@@ -73,8 +77,10 @@ class PurchaseGuardServicer(guard_pb2_grpc.PurchaseGuardServicer):
 
 
 class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
-    def __init__(self, service: HouseholdService) -> None:
+    def __init__(self, service: HouseholdService, max_streams: int = 4) -> None:
         self._svc = service
+        # Each open WatchEvents holds a server thread: a bounded number, so decisions keep theirs.
+        self._streams = threading.BoundedSemaphore(max_streams) if max_streams > 0 else None
 
     def _who(self, context: grpc.ServicerContext) -> Principal:
         # Authenticated and scoped by the gate before the request was looked at.
@@ -274,3 +280,53 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
     ) -> admin_pb2.RenewVoiceprintResponse:
         expires = self._svc.renew_voiceprint(self._who(context), request.household_id, request.member_id)
         return admin_pb2.RenewVoiceprintResponse(expires_at=convert.ts(expires))
+
+    def WatchEvents(
+        self, request: admin_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.Event]:
+        events = self._svc.watch_events(
+            self._who(context),
+            request.household_id,
+            request.after_event_id,
+            request.follow,
+            context.is_active,
+        )
+        if self._streams is None or not self._streams.acquire(blocking=False):
+            raise ResourceExhausted("too many event streams are open on this server; retry in a while")
+        try:
+            for event in events:
+                yield convert.event_to_pb(event)
+        finally:
+            self._streams.release()
+
+    def SetWebhook(
+        self, request: admin_pb2.SetWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetWebhookResponse:
+        webhook, secret = self._svc.set_webhook(self._who(context), request.household_id, request.url)
+        return admin_pb2.SetWebhookResponse(webhook=convert.webhook_to_pb(webhook), secret=secret)
+
+    def GetWebhook(
+        self, request: admin_pb2.GetWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetWebhookResponse:
+        webhook = self._svc.get_webhook(self._who(context), request.household_id)
+        return admin_pb2.GetWebhookResponse(webhook=convert.webhook_to_pb(webhook))
+
+    def RemoveWebhook(
+        self, request: admin_pb2.RemoveWebhookRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RemoveWebhookResponse:
+        self._svc.remove_webhook(self._who(context), request.household_id)
+        return admin_pb2.RemoveWebhookResponse()
+
+    def ListDeadLetters(
+        self, request: admin_pb2.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListDeadLettersResponse:
+        items = self._svc.dead_letters(self._who(context), request.household_id)
+        return admin_pb2.ListDeadLettersResponse(dead_letters=[convert.dead_letter_to_pb(d) for d in items])
+
+    def ReplayDeadLetters(
+        self, request: admin_pb2.ReplayDeadLettersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ReplayDeadLettersResponse:
+        replayed = self._svc.replay_dead_letters(
+            self._who(context), request.household_id, list(request.event_ids)
+        )
+        return admin_pb2.ReplayDeadLettersResponse(replayed=replayed)

@@ -193,6 +193,25 @@ class MembersView:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterView:
+    """An event the household's webhook receiver did not take."""
+
+    event_id: int
+    kind: str
+    message: str
+    attempts: int
+    last_status: int
+    last_error: str
+    dead_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveriesView:
+    webhook_url: str  # empty when no webhook is set
+    dead_letters: tuple[DeadLetterView, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationView:
     notification_id: str
     kind: str
@@ -443,6 +462,34 @@ class ConsoleGuard:
             )
             for n in raw
         ]
+
+    # ---- webhook deliveries
+    def deliveries(self, token: str, hid: str) -> DeliveriesView:
+        try:
+            url = str(self._call(token, lambda c: c.get_webhook(hid)).get("webhook", {}).get("url", ""))
+        except GuardRefusal as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+            url = ""
+        raw = self._call(token, lambda c: c.dead_letters(hid)).get("dead_letters", [])
+        return DeliveriesView(
+            url,
+            tuple(
+                DeadLetterView(
+                    int(d.get("event", {}).get("event_id", 0)),
+                    str(d.get("event", {}).get("kind", "")).removeprefix("EVENT_").lower(),
+                    str(d.get("event", {}).get("message", "")),
+                    int(d.get("attempts", 0)),
+                    int(d.get("last_status", 0)),
+                    str(d.get("last_error", "")),
+                    _ts(d.get("dead_at")),
+                )
+                for d in raw
+            ),
+        )
+
+    def replay(self, token: str, hid: str, event_ids: Sequence[int]) -> int:
+        return int(self._call(token, lambda c: c.replay_dead_letters(hid, event_ids)).get("replayed", 0))
 
     # ---- policy
     def policy(self, token: str, hid: str) -> dict[str, Any]:

@@ -70,6 +70,7 @@ NAV = (
     ("policy", "/policy", "Policy"),
     ("members", "/members", "Members"),
     ("notifications", "/notifications", "Notifications"),
+    ("deliveries", "/deliveries", "Deliveries"),
     ("data", "/data", "Export & erase"),
 )
 
@@ -280,7 +281,15 @@ class Console:
                 request, session, 503, "The guard is not reachable", "Try again in a moment. " + exc.message
             )
         status = {"PERMISSION_DENIED": 403, "NOT_FOUND": 404, "INVALID_ARGUMENT": 400}.get(exc.code, 502)
-        return self.error_page(request, session, status, "The guard refused", f"{exc.message} ({exc.code})")
+        return self.render(
+            request,
+            "error.html",
+            status,
+            session,
+            title="The guard refused",
+            message=f"{exc.message} ({exc.code})",
+            violations=exc.violations,
+        )
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await run_in_threadpool(fn, *args)
@@ -426,6 +435,10 @@ class Console:
         items = await self.call(self.guard.notifications, session.token, ident.household_id)
         return {"notifications": items}
 
+    async def load_deliveries(self, session: Session) -> dict[str, Any]:
+        ident = session.identity
+        return {"view": await self.call(self.guard.deliveries, session.token, ident.household_id)}
+
     async def load_policy(self, session: Session) -> dict[str, Any]:
         ident = session.identity
         policy = await self.call(self.guard.policy, session.token, ident.household_id)
@@ -483,6 +496,32 @@ class Console:
             session.flash("ok", f"Approved: {summary}. The voice assistant can now complete the purchase.")
         else:
             session.flash("ok", f"Rejected: {summary}. The purchase will not go through.")
+        return redirect
+
+    async def replay(self, request: Request) -> Response:
+        """Deliver one dead letter again (event_id), or all of them (event_id empty)."""
+        checked = await self.checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        ident = session.identity
+        raw = form.get("event_id", "")
+        if raw and not raw.isdigit():
+            return self.error_page(
+                request, session, 400, "Bad request", "Choose a dead letter to deliver again."
+            )
+        redirect = RedirectResponse("/deliveries", status_code=303)
+        try:
+            replayed = await self.call(
+                self.guard.replay, session.token, ident.household_id, [int(raw)] if raw else []
+            )
+        except GuardRefusal as exc:
+            if exc.code == "UNAUTHENTICATED" or exc.unreachable:
+                return self.refused(request, session, exc)
+            session.flash("error", f"The guard refused: {exc.message} ({exc.code})")
+            return redirect
+        log.info("console_replayed", household_id=ident.household_id, replayed=replayed)
+        session.flash("ok", f"{replayed} event(s) will be delivered again.")
         return redirect
 
     async def save_policy(self, request: Request) -> Response:
@@ -601,6 +640,8 @@ def build_console_app(console: Console) -> Starlette:
         Route("/policy", console.save_policy, methods=["POST"]),
         Route("/members", console.page("members", Console.load_members), methods=["GET"]),
         Route("/notifications", console.page("notifications", Console.load_notifications), methods=["GET"]),
+        Route("/deliveries", console.page("deliveries", Console.load_deliveries), methods=["GET"]),
+        Route("/deliveries/replay", console.replay, methods=["POST"]),
         Route("/data", console.page("data", Console.load_data), methods=["GET"]),
         Route("/data/export", console.export, methods=["POST"]),
         Route("/data/erase", console.erase, methods=["POST"]),

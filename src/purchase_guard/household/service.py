@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -31,6 +33,7 @@ from purchase_guard.domain import (
     Credential,
     CredentialKind,
     Decision,
+    Event,
     Household,
     Member,
     Notification,
@@ -46,13 +49,15 @@ from purchase_guard.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from purchase_guard.events.signing import new_secret
+from purchase_guard.events.stream import follow
 from purchase_guard.household.principals import ADMINS, OPERATOR, Principal, PrincipalKind
 from purchase_guard.ids import validate_id
 from purchase_guard.logs import get_logger
 from purchase_guard.money import is_currency
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.policy.validate import validate_policy
-from purchase_guard.store.protocol import Store
+from purchase_guard.store.protocol import DeadLetter, Store, Webhook
 from purchase_guard.voice.audio import Pcm, decode_audio
 from purchase_guard.voice.digits import ENROLLMENT_PROMPTS, TemplateDigitChecker
 from purchase_guard.voice.encoder import Embedding
@@ -176,7 +181,7 @@ class HouseholdService:
         """
         label = label.strip()
         if len(label) > 100:
-            raise InvalidArgument("label is at most 100 characters")
+            raise InvalidArgument("label is at most 100 characters", field="label")
         hid: str | None = None
         member: str | None = None
         device: str | None = None
@@ -241,7 +246,7 @@ class HouseholdService:
         if not principal.is_operator:
             raise PermissionDenied("only the operator credential can create households")
         if not name.strip() or len(name) > 100:
-            raise InvalidArgument("name is required and at most 100 characters")
+            raise InvalidArgument("name is required and at most 100 characters", field="name")
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -249,7 +254,9 @@ class HouseholdService:
                 f"time_zone {time_zone!r} is not an IANA time zone (e.g. 'Europe/Paris')"
             ) from exc
         if not is_currency(currency):
-            raise InvalidArgument(f"currency {currency!r} is not an ISO 4217 code (e.g. 'USD')")
+            raise InvalidArgument(
+                f"currency {currency!r} is not an ISO 4217 code (e.g. 'USD')", field="currency"
+            )
         now = self._clock.now()
         household = Household(self._ids.new_id("hh"), name.strip(), time_zone, currency, retain_audio, now)
         token = "pgh_" + secrets.token_urlsafe(32)
@@ -268,7 +275,7 @@ class HouseholdService:
     ) -> Member:
         self.get_household(principal, household_id)
         if not name.strip() or len(name) > 100:
-            raise InvalidArgument("display_name is required and at most 100 characters")
+            raise InvalidArgument("display_name is required and at most 100 characters", field="display_name")
         if is_parent and role is not Role.ADULT:
             raise InvalidArgument("only an ADULT member can be a parent")
         member = Member(
@@ -380,7 +387,10 @@ class HouseholdService:
             raise InvalidArgument(f"digit enrollment takes 1-{2 * len(ENROLLMENT_PROMPTS)} takes")
         for i, (_, digits) in enumerate(takes):
             if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 10:
-                raise InvalidArgument(f"takes[{i}].digits must be the 1-10 digits the take was prompted with")
+                raise InvalidArgument(
+                    f"takes[{i}].digits must be the 1-10 digits the take was prompted with",
+                    field=f"takes[{i}].digits",
+                )
         pcms = self._decode_takes([a for a, _ in takes], "takes")
         templates = self._digits.build_templates(list(zip(pcms, (d for _, d in takes), strict=True)))
         now = self._clock.now()
@@ -451,7 +461,7 @@ class HouseholdService:
     def list_decisions(self, principal: Principal, household_id: str, limit: int) -> list[Decision]:
         self.get_household(principal, household_id)
         if limit < 0:
-            raise InvalidArgument("limit must not be negative")
+            raise InvalidArgument("limit must not be negative", field="limit")
         return self._store.list_decisions(household_id, min(limit or 50, 500))
 
     def list_notifications(self, principal: Principal, household_id: str) -> list[Notification]:
@@ -498,3 +508,97 @@ class HouseholdService:
 
     def now(self) -> datetime:
         return self._clock.now()
+
+    # ------------------------------------------------------------------ events
+    def watch_events(
+        self,
+        principal: Principal,
+        household_id: str,
+        after_event_id: int,
+        keep_open: bool,
+        active: Callable[[], bool],
+    ) -> Iterator[Event]:
+        """The household's events after the cursor (then new ones, with `keep_open`)."""
+        self.get_household(principal, household_id)
+        if after_event_id < 0:
+            raise InvalidArgument("after_event_id must not be negative", field="after_event_id")
+        return follow(
+            self._store,
+            household_id,
+            after_event_id,
+            keep_open=keep_open,
+            active=active,
+            poll_s=self._settings.events_poll_seconds,
+            max_s=self._settings.events_stream_max_seconds,
+        )
+
+    def set_webhook(self, principal: Principal, household_id: str, url: str) -> tuple[Webhook, str]:
+        """Sets the endpoint; returns it and its new signing secret (shown once)."""
+        self.get_household(principal, household_id)
+        checked = webhook_url(url)
+        secret = new_secret()
+        webhook = Webhook(household_id, checked, self._clock.now(), secret)
+        self._store.set_webhook(webhook)
+        log.info("webhook_set", household_id=household_id)
+        return webhook, secret
+
+    def get_webhook(self, principal: Principal, household_id: str) -> Webhook:
+        self.get_household(principal, household_id)
+        webhook = self._store.get_webhook(household_id)
+        if webhook is None:
+            raise NotFound("this household has no webhook")
+        return webhook
+
+    def remove_webhook(self, principal: Principal, household_id: str) -> None:
+        self.get_household(principal, household_id)
+        if not self._store.remove_webhook(household_id):
+            raise NotFound("this household has no webhook")
+        log.info("webhook_removed", household_id=household_id)
+
+    def dead_letters(self, principal: Principal, household_id: str) -> list[DeadLetter]:
+        self.get_household(principal, household_id)
+        return self._store.list_dead_letters(household_id)
+
+    def replay_dead_letters(self, principal: Principal, household_id: str, event_ids: Sequence[int]) -> int:
+        self.get_household(principal, household_id)
+        if self._store.get_webhook(household_id) is None:
+            raise FailedPrecondition("this household has no webhook to deliver to: set one first")
+        replayed = self._store.replay_dead_letters(household_id, tuple(event_ids))
+        log.info("dead_letters_replayed", household_id=household_id, replayed=replayed)
+        return replayed
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def webhook_url(url: str) -> str:
+    """The URL if a webhook may be sent to it: https, or http to a loopback host only (a receiver
+    on the same machine); no credentials in it, at most 2000 characters."""
+    text = url.strip()
+    if not text or len(text) > 2000:
+        raise InvalidArgument("url is required and at most 2000 characters", field="url")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise InvalidArgument("url is not a valid URL", field="url") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidArgument("url must be an https:// URL with a host", field="url")
+    if parts.scheme == "http" and not _loopback(host):
+        raise InvalidArgument(
+            "url must use https: events would cross the network unencrypted (http is accepted only "
+            "for a loopback receiver)",
+            field="url",
+        )
+    if parts.username or parts.password:
+        raise InvalidArgument(
+            "url must not carry credentials; the signature authenticates deliveries", field="url"
+        )
+    return text

@@ -57,6 +57,7 @@ from purchase_guard.domain import (
     permit,
 )
 from purchase_guard.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
+from purchase_guard.events.derive import decision_events
 from purchase_guard.ids import validate_id
 from purchase_guard.limits import PinBudget, after_right_pin, after_wrong_pin, pin_gate
 from purchase_guard.logs import get_logger
@@ -343,6 +344,7 @@ class Guard:
                     notifications=notifications,
                     audio_print=self._audio_print(hh, decision_id, "evaluate", fp, now),
                     issued_digits=issued,
+                    events=decision_events(decision, req.order, challenge, notifications),
                 )
         if broadcast.cluster_decisions:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
@@ -868,6 +870,7 @@ class Guard:
             notifications=notifications,
             pin_update=pin_update,
             audio_print=audio_print,
+            events=decision_events(decision, req.order, challenge if changed else None, notifications),
         )
 
     # ------------------------------------------------------------------ approvals
@@ -925,6 +928,7 @@ class Guard:
                     body,
                     challenge=updated,
                     expected_status=ChallengeStatus.PENDING,
+                    events=decision_events(decision, challenge.order, updated),
                 )
             except Aborted as exc:
                 raise FailedPrecondition(

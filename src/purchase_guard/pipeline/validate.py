@@ -18,27 +18,35 @@ MAX_MINOR_UNITS = 10**12
 
 def _text(value: str, field: str, *, required: bool, limit: int = 200) -> None:
     if required and not value.strip():
-        raise InvalidArgument(f"{field} is required")
+        raise InvalidArgument(f"{field} is required", field=field)
     if len(value) > limit:
-        raise InvalidArgument(f"{field} is longer than {limit} characters")
+        raise InvalidArgument(f"{field} is longer than {limit} characters", field=field)
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        raise InvalidArgument(f"{field} contains control characters")
+        raise InvalidArgument(f"{field} contains control characters", field=field)
 
 
 def validate_order(order: Order, household_currency: str) -> Order:
     if not order.items:
-        raise InvalidArgument("order.items must contain at least one line item")
+        raise InvalidArgument("order.items must contain at least one line item", field="order.items")
     if len(order.items) > MAX_ITEMS:
-        raise InvalidArgument(f"order.items has {len(order.items)} lines; at most {MAX_ITEMS} are accepted")
+        raise InvalidArgument(
+            f"order.items has {len(order.items)} lines; at most {MAX_ITEMS} are accepted", field="order.items"
+        )
     _text(order.merchant, "order.merchant", required=True)
     if not is_currency(order.total.currency):
-        raise InvalidArgument(f"order.total.currency {order.total.currency!r} is not an ISO 4217 code")
+        raise InvalidArgument(
+            f"order.total.currency {order.total.currency!r} is not an ISO 4217 code",
+            field="order.total.currency",
+        )
     if order.total.currency != household_currency:
         raise InvalidArgument(
-            f"order.total.currency is {order.total.currency} but the household uses {household_currency}"
+            f"order.total.currency is {order.total.currency} but the household uses {household_currency}",
+            field="order.total.currency",
         )
     if not 0 <= order.total.minor_units <= MAX_MINOR_UNITS:
-        raise InvalidArgument("order.total.minor_units must be between 0 and 10^12")
+        raise InvalidArgument(
+            "order.total.minor_units must be between 0 and 10^12", field="order.total.minor_units"
+        )
     computed = 0
     for i, item in enumerate(order.items):
         where = f"order.items[{i}]"
@@ -46,18 +54,25 @@ def validate_order(order: Order, household_currency: str) -> Order:
         _text(item.title, f"{where}.title", required=False)
         _text(item.category, f"{where}.category", required=True, limit=64)
         if not 1 <= item.quantity <= MAX_QUANTITY:
-            raise InvalidArgument(f"{where}.quantity must be 1-{MAX_QUANTITY}, got {item.quantity}")
+            raise InvalidArgument(
+                f"{where}.quantity must be 1-{MAX_QUANTITY}, got {item.quantity}", field=f"{where}.quantity"
+            )
         if item.unit_price.currency != order.total.currency:
             raise InvalidArgument(
                 f"{where}.unit_price.currency {item.unit_price.currency!r} differs from the order total's "
-                f"{order.total.currency}"
+                f"{order.total.currency}",
+                field=f"{where}.unit_price.currency",
             )
         if not 0 <= item.unit_price.minor_units <= MAX_MINOR_UNITS:
-            raise InvalidArgument(f"{where}.unit_price.minor_units must be between 0 and 10^12")
+            raise InvalidArgument(
+                f"{where}.unit_price.minor_units must be between 0 and 10^12",
+                field=f"{where}.unit_price.minor_units",
+            )
         computed += item.quantity * item.unit_price.minor_units
     if computed != order.total.minor_units:
         raise InvalidArgument(
-            f"order.total.minor_units is {order.total.minor_units} but the line items add up to {computed}"
+            f"order.total.minor_units is {order.total.minor_units} but the line items add up to {computed}",
+            field="order.total.minor_units",
         )
     return order
 

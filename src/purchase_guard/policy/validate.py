@@ -40,7 +40,7 @@ def validate_policy(policy: Policy) -> Policy:
     for i, rule in enumerate(policy.rules):
         path = f"rules[{i}]"
         if not isinstance(rule, RoleRule):
-            raise InvalidArgument(f"{path} must be a RoleRule")
+            raise InvalidArgument(f"{path} must be a RoleRule", field=path)
         _check_enum(f"{path}.role", rule.role, Role)
         if rule.role in seen:
             raise InvalidArgument(
@@ -78,17 +78,17 @@ def _check_enum(path: str, value: object, kind: type[enum.Enum]) -> None:
     # here rather than guessed, since guessing a purchase mode is guessing a permission.
     if not isinstance(value, kind):
         names = ", ".join(member.name for member in kind)
-        raise InvalidArgument(f"{path} must be one of {names}")
+        raise InvalidArgument(f"{path} must be one of {names}", field=path)
 
 
 def _check_amount(path: str, value: object) -> None:
     # bool is an int subclass; True as a cap is a conversion bug, not one minor unit.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"{path} must be an integer number of minor units")
+        raise InvalidArgument(f"{path} must be an integer number of minor units", field=path)
     if value < 0:
-        raise InvalidArgument(f"{path} must be >= 0")
+        raise InvalidArgument(f"{path} must be >= 0", field=path)
     if value > _MAX_MINOR:
-        raise InvalidArgument(f"{path} must be <= {_MAX_MINOR}")
+        raise InvalidArgument(f"{path} must be <= {_MAX_MINOR}", field=path)
 
 
 def _check_quiet_hours(quiet: QuietHours) -> None:
@@ -112,19 +112,21 @@ def _check_exemption(exemption: LowValueExemption) -> None:
 def _categories(path: str, categories: Iterable[object]) -> frozenset[str]:
     raw = list(categories)
     if len(raw) > MAX_CATEGORIES:
-        raise InvalidArgument(f"{path} has {len(raw)} entries; at most {MAX_CATEGORIES} are allowed")
+        raise InvalidArgument(
+            f"{path} has {len(raw)} entries; at most {MAX_CATEGORIES} are allowed", field=path
+        )
     normalised: set[str] = set()
     # Sorted so the same bad policy always gets the same message.
     for value in sorted(raw, key=repr):
         if not isinstance(value, str):
-            raise InvalidArgument(f"{path} entries must be strings")
+            raise InvalidArgument(f"{path} entries must be strings", field=path)
         # Control characters would let a category hide text in logs and UIs: refused as typed.
         # (Invisible format characters are not refused: normalising removes them on both sides.)
         if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in value):
-            raise InvalidArgument(f"{path} entry {value[:16]!r} contains control characters")
+            raise InvalidArgument(f"{path} entry {value[:16]!r} contains control characters", field=path)
         category = normalize_category(value)
         if not category:
-            raise InvalidArgument(f"{path} contains an empty category")
+            raise InvalidArgument(f"{path} contains an empty category", field=path)
         if len(category) > MAX_CATEGORY_LENGTH:
             raise InvalidArgument(
                 f"{path} entry {category[:16]!r}... is longer than {MAX_CATEGORY_LENGTH} characters"

@@ -24,6 +24,8 @@ from purchase_guard.domain import (
     ChallengeStatus,
     Decision,
     Effect,
+    Event,
+    EventKind,
     LimitAction,
     LineItem,
     LowValueExemption,
@@ -478,3 +480,49 @@ def open_text(sealer: Sealer, household_id: str, stored: str, aad: bytes) -> str
     except ValueError as exc:
         raise SealError("a stored value that must be sealed is not") from exc
     return sealer.open(household_id, sealed, aad).decode("utf-8")
+
+
+def event_to_json(e: Event) -> str:
+    """The event as stored in the outbox (its id is the row's key, not part of the body)."""
+    return dumps(
+        {
+            "kind": e.kind.value,
+            "occurred_at": format_ts(e.occurred_at),
+            "dedup": e.dedup,
+            "decision_id": e.decision_id,
+            "challenge_id": e.challenge_id,
+            "member_id": e.member_id,
+            "device_id": e.device_id,
+            "outcome": None if e.outcome is None else e.outcome.value,
+            "reasons": [r.value for r in e.reasons],
+            "order": None if e.order is None else order_to_dict(e.order),
+            "message": e.message,
+        }
+    )
+
+
+def event_from_json(household_id: str, event_id: int, text: str) -> Event:
+    d = _loads(text)
+    return Event(
+        household_id=household_id,
+        kind=EventKind(d["kind"]),
+        occurred_at=parse_ts(d["occurred_at"]),
+        dedup=str(d["dedup"]),
+        decision_id=str(d.get("decision_id", "")),
+        challenge_id=str(d.get("challenge_id", "")),
+        member_id=str(d.get("member_id", "")),
+        device_id=str(d.get("device_id", "")),
+        outcome=None if d.get("outcome") is None else Outcome(d["outcome"]),
+        reasons=tuple(ReasonCode(r) for r in d.get("reasons", ())),
+        order=None if d.get("order") is None else order_from_dict(d["order"]),
+        message=str(d.get("message", "")),
+        event_id=event_id,
+    )
+
+
+def event_aad(dedup: str) -> bytes:
+    return seal_aad("event", dedup)
+
+
+def webhook_secret_aad(household_id: str) -> bytes:
+    return seal_aad("webhook-secret", household_id)

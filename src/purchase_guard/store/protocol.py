@@ -4,8 +4,10 @@
     Members         members and voiceprints                   (household service, the pipeline)
     Credentials     parents', devices' and backends' credentials (authentication)
     HouseholdRules  policy revisions and the PIN              (household service, the pipeline)
-    DecisionLog     the household lock, decisions with their audit entries, spend, challenges
-                    and notifications                         (the pipeline, approvals)
+    DecisionLog     the household lock, decisions with their audit entries, spend, challenges,
+                    notifications and the events they cause   (the pipeline, approvals)
+    Outbox          events for parents, webhook endpoints, deliveries and dead letters
+                                                              (events/, the household service)
     Records         export, erasure, retention, and the chain reads of `audit.verify.AuditSource`
                                                               (privacy, start-up verification)
     Store           all of them, plus ping and close          (the composition root)
@@ -35,6 +37,7 @@ from purchase_guard.domain import (
     ChallengeStatus,
     Credential,
     Decision,
+    Event,
     Household,
     Member,
     Notification,
@@ -137,6 +140,37 @@ class PurgeResult:
     challenges: int
     notifications: int
     anchor: AuditAnchor | None  # the household's anchor after the purge
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A household's webhook endpoint; `secret` signs every delivery (never shown after it is set)."""
+
+    household_id: str
+    url: str
+    created_at: datetime
+    secret: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event claimed for delivery: post it to `webhook` before `claimed_until`, then report."""
+
+    event: Event
+    attempts: int  # deliveries tried before this one
+    webhook: Webhook
+    claimed_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event its receiver refused (or that every retry failed to deliver)."""
+
+    event: Event
+    attempts: int
+    last_status: int  # the receiver's HTTP status; 0 when it never answered
+    last_error: str
+    dead_at: datetime
 
 
 class Households(Protocol):
@@ -255,9 +289,12 @@ class DecisionLog(Protocol):
         pin_update: tuple[PinState, PinState] | None = None,
         audio_print: AudioPrint | None = None,
         issued_digits: str | None = None,
+        events: tuple[Event, ...] = (),
     ) -> Decision:
         """Atomically: store the decision, append its audit entry to the household's chain,
-        add the spend entry, write the challenge and add the notifications. The challenge is
+        add the spend entry, write the challenge, add the notifications and queue the `events`
+        in the outbox (so a crash after the commit loses no event, and a rolled-back decision
+        announces nothing). The challenge is
         inserted or replaced, or with `expected_status` compare-and-set as `update_challenge`
         does (the whole write is rolled back and Aborted raised when it lost). `pin_update` is
         (the PIN as the answer was judged on, the PIN as it must be stored next): it is written
@@ -326,6 +363,66 @@ class DecisionLog(Protocol):
     def list_notifications(self, household_id: str) -> list[Notification]: ...
 
 
+class Outbox(Protocol):
+    """Events for parents, queued in the same transaction as what caused them (`record_decision`'s
+    `events`), read back by WatchEvents and delivered to the household's webhook by a worker."""
+
+    def add_events(self, household_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        """Queues events on their own (a state change that has no decision, e.g. an approval
+        request's expiry), in one transaction; ones whose `dedup` is queued already are skipped.
+        Returns those queued, with their ids."""
+        ...
+
+    def events_after(self, household_id: str, after_event_id: int, limit: int) -> list[Event]:
+        """The household's events with an id above `after_event_id`, oldest first."""
+        ...
+
+    def set_webhook(self, webhook: Webhook) -> None:
+        """Sets (or replaces) the household's endpoint. Raises NotFound for an unknown household."""
+        ...
+
+    def get_webhook(self, household_id: str) -> Webhook | None: ...
+
+    def remove_webhook(self, household_id: str) -> bool:
+        """Removes the endpoint; its pending deliveries stop (their events stay in the stream)."""
+        ...
+
+    def claim_deliveries(self, now: datetime, claimed_until: datetime, limit: int) -> list[Delivery]:
+        """Claims up to `limit` due pending deliveries (every household's) until `claimed_until`. A
+        claim left by a worker that died is claimable again once it has run out (at least once)."""
+        ...
+
+    def delivery_done(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, at: datetime
+    ) -> None:
+        """The receiver took it (2xx)."""
+        ...
+
+    def delivery_retry(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, error: str, at: datetime
+    ) -> None:
+        """Try again at `at` (timeout, connection failure, 5xx, 429)."""
+        ...
+
+    def delivery_dead(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, error: str, at: datetime
+    ) -> None:
+        """Refused (4xx other than 429) or out of retries: to the dead letters."""
+        ...
+
+    def list_dead_letters(self, household_id: str, limit: int = 500) -> list[DeadLetter]:
+        """Oldest first."""
+        ...
+
+    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...]) -> int:
+        """Makes dead letters (all, or those named) due again with fresh attempts; returns how many."""
+        ...
+
+    def expired_approvals(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(household, challenge) of pending parent approvals past expiry not yet announced."""
+        ...
+
+
 class Records(Protocol):
     """Export, erasure and retention (privacy/), and what chain verification reads (audit/)."""
 
@@ -387,7 +484,7 @@ class DecidingStore(Households, Members, HouseholdRules, DecisionLog, Protocol):
     """What the decision pipeline reads and writes."""
 
 
-class Store(Households, Members, Credentials, HouseholdRules, DecisionLog, Records, Protocol):
+class Store(Households, Members, Credentials, HouseholdRules, DecisionLog, Outbox, Records, Protocol):
     def ping(self) -> None:
         """Raises Unavailable when the store cannot be reached."""
         ...

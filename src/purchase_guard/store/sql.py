@@ -38,6 +38,7 @@ from purchase_guard.domain import (
     ChallengeStatus,
     Credential,
     Decision,
+    Event,
     Household,
     Member,
     Notification,
@@ -51,6 +52,8 @@ from purchase_guard.serial import format_ts, parse_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import (
     AudioPrint,
+    DeadLetter,
+    Delivery,
     HouseholdRecords,
     PolicyRevision,
     PurgeResult,
@@ -58,6 +61,7 @@ from purchase_guard.store.protocol import (
     StoredDecision,
     Tombstone,
     VoiceprintInfo,
+    Webhook,
 )
 from purchase_guard.store.rows import (
     AUDIT_COLUMNS,
@@ -78,6 +82,12 @@ def _opt_ts(when: datetime | None) -> str | None:
     return None if when is None else format_ts(when)
 
 
+# next_attempt_at of a delivery due at once: sorts before every real timestamp, so a new or replayed
+# delivery is due whatever the decision clock says (deliveries run on wall time; the decision clock
+# may be a test's frozen or shifted one).
+_DUE_AT_ONCE = "0000-01-01T00:00:00.000000Z"
+
+
 def request_key(caller_id: str, request_id: str) -> str:
     """What a decision's request id is unique by: the caller's own namespace, so one caller can
     neither collide with nor replay another's ids. '|' is not an id character (ids.py)."""
@@ -86,6 +96,9 @@ def request_key(caller_id: str, request_id: str) -> str:
 
 # Children before parents, for the foreign keys; audit entries stay (sealed) after erasure.
 _ERASE_ORDER = (
+    "outbox",
+    "event_counters",
+    "webhooks",
     "credentials",
     "audio_prints",
     "issued_digits",
@@ -699,8 +712,11 @@ class SqlStore(SealedRows):
         pin_update: tuple[PinState, PinState] | None = None,
         audio_print: AudioPrint | None = None,
         issued_digits: str | None = None,
+        events: tuple[Event, ...] = (),
     ) -> Decision:
         hid = decision.household_id
+        if any(e.household_id != hid for e in events):
+            raise InvalidArgument("events must belong to the decision's household")
         if audio_print is not None and (
             audio_print.household_id != hid or audio_print.decision_id != decision.decision_id
         ):
@@ -739,6 +755,7 @@ class SqlStore(SealedRows):
             if audio_print is None
             else self._sealer.seal(hid, audio_print.print, codec.audio_print_aad(audio_print.print_id))
         )
+        event_bodies = self._seal_events(hid, events)
         existing: Row | None = None
         try:
             with self._tx() as conn:
@@ -786,6 +803,8 @@ class SqlStore(SealedRows):
                                 sealed_print,
                             ),
                         )
+                    if events:
+                        self._queue_events(conn, hid, events, event_bodies)
                     if issued_digits is not None:
                         self._run(
                             conn,
@@ -868,8 +887,8 @@ class SqlStore(SealedRows):
         cls._run(
             conn,
             "INSERT INTO challenges (challenge_id, household_id, decision_id, member_id, status,"
-            " attempts_left, expires_at, created_at, passed_seq, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " attempts_left, expires_at, created_at, passed_seq, body, method)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (challenge_id) DO UPDATE SET decision_id = excluded.decision_id,"
             " member_id = excluded.member_id, status = excluded.status,"
             " attempts_left = excluded.attempts_left, expires_at = excluded.expires_at,"
@@ -887,6 +906,7 @@ class SqlStore(SealedRows):
                 format_ts(challenge.created_at),
                 passed_seq,
                 body,
+                challenge.method.value,
             ),
         )
 
@@ -1141,6 +1161,285 @@ class SqlStore(SealedRows):
             ).fetchall()
         return [self._notification(r) for r in rows]
 
+    # --- events: the outbox, webhooks and deliveries ------------------------------------
+
+    def _seal_events(self, household_id: str, events: tuple[Event, ...]) -> list[str]:
+        return [self._seal(household_id, codec.event_to_json(e), codec.event_aad(e.dedup)) for e in events]
+
+    @classmethod
+    def _queue_events(
+        cls, conn: Any, household_id: str, events: tuple[Event, ...], bodies: list[str]
+    ) -> list[int]:
+        """Inserts the events inside the caller's transaction (which holds the household row lock,
+        so ids are handed out in commit order); returns the ids given, 0 for a repeated fact."""
+        hooked = (
+            cls._run(conn, "SELECT 1 FROM webhooks WHERE household_id = ?", (household_id,)).fetchone()
+            is not None
+        )
+        given: list[int] = []
+        for event, body in zip(events, bodies, strict=True):
+            seen = cls._run(
+                conn, "SELECT 1 FROM outbox WHERE household_id = ? AND dedup = ?", (household_id, event.dedup)
+            ).fetchone()
+            if seen is not None:
+                given.append(0)
+                continue
+            row = cls._run(
+                conn,
+                "INSERT INTO event_counters (household_id, last_id) VALUES (?, 1)"
+                " ON CONFLICT (household_id) DO UPDATE SET last_id = event_counters.last_id + 1"
+                " RETURNING last_id",
+                (household_id,),
+            ).fetchone()
+            event_id = int(row[0])
+            cls._run(
+                conn,
+                "INSERT INTO outbox (household_id, event_id, kind, dedup, body, created_at, state,"
+                " attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (
+                    household_id,
+                    event_id,
+                    event.kind.value,
+                    event.dedup,
+                    body,
+                    format_ts(event.occurred_at),
+                    "pending" if hooked else "none",
+                    _DUE_AT_ONCE if hooked else None,
+                ),
+            )
+            given.append(event_id)
+        return given
+
+    def add_events(self, household_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        if any(e.household_id != household_id for e in events):
+            raise InvalidArgument("events must belong to the household they are queued for")
+        if not events:
+            return ()
+        self._check_household(household_id)
+        bodies = self._seal_events(household_id, events)
+        with self._tx() as conn:
+            self._require_household(conn, household_id, lock=True)
+            ids = self._queue_events(conn, household_id, events, bodies)
+        return tuple(replace(e, event_id=i) for e, i in zip(events, ids, strict=True) if i)
+
+    def events_after(self, household_id: str, after_event_id: int, limit: int) -> list[Event]:
+        if limit <= 0:
+            return []
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT event_id, dedup, body FROM outbox WHERE household_id = ? AND event_id > ?"
+                " ORDER BY event_id LIMIT ?",
+                (household_id, after_event_id, limit),
+            ).fetchall()
+        return [self._event(household_id, int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def _event(self, household_id: str, event_id: int, dedup: str, body: str) -> Event:
+        text = self._open(household_id, body, codec.event_aad(dedup))
+        return codec.event_from_json(household_id, event_id, text)
+
+    def set_webhook(self, webhook: Webhook) -> None:
+        hid = webhook.household_id
+        self._check_household(hid)
+        secret = self._seal(hid, webhook.secret, codec.webhook_secret_aad(hid))
+        with self._tx() as conn:
+            self._require_household(conn, hid, lock=True)
+            self._run(
+                conn,
+                "INSERT INTO webhooks (household_id, url, secret, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (household_id) DO UPDATE SET url = excluded.url, secret = excluded.secret,"
+                " created_at = excluded.created_at",
+                (hid, webhook.url, secret, format_ts(webhook.created_at)),
+            )
+
+    def get_webhook(self, household_id: str) -> Webhook | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn, "SELECT url, secret, created_at FROM webhooks WHERE household_id = ?", (household_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        secret = self._open(household_id, str(row[1]), codec.webhook_secret_aad(household_id))
+        return Webhook(household_id, str(row[0]), parse_ts(row[2]), secret)
+
+    def remove_webhook(self, household_id: str) -> bool:
+        with self._tx() as conn:
+            gone = self._run(conn, "DELETE FROM webhooks WHERE household_id = ?", (household_id,)).rowcount
+            self._run(
+                conn,
+                "UPDATE outbox SET state = 'none', claimed_until = NULL"
+                " WHERE household_id = ? AND state = 'pending'",
+                (household_id,),
+            )
+        return bool(gone)
+
+    def claim_deliveries(self, now: datetime, claimed_until: datetime, limit: int) -> list[Delivery]:
+        now_iso, until_iso = format_ts(now), format_ts(claimed_until)
+        claimed: list[Row] = []
+        with self._tx() as conn:
+            rows = self._run(
+                conn,
+                "SELECT o.household_id, o.event_id, o.dedup, o.body, o.attempts, w.url, w.secret,"
+                " w.created_at, o.claimed_until FROM outbox o"
+                " LEFT JOIN webhooks w ON w.household_id = o.household_id"
+                " WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                " AND (o.claimed_until IS NULL OR o.claimed_until <= ?)"
+                " ORDER BY o.next_attempt_at, o.household_id, o.event_id LIMIT ?",
+                (now_iso, now_iso, limit),
+            ).fetchall()
+            for r in rows:
+                if r[5] is None:  # the endpoint went away: stream only
+                    self._run(
+                        conn,
+                        "UPDATE outbox SET state = 'none' WHERE household_id = ? AND event_id = ?"
+                        " AND state = 'pending'",
+                        (r[0], r[1]),
+                    )
+                    continue
+                # Compare-and-set on the claim it was read with: of two workers (replicas) that
+                # read the same row, one wins.
+                won = self._run(
+                    conn,
+                    "UPDATE outbox SET claimed_until = ? WHERE household_id = ? AND event_id = ?"
+                    " AND state = 'pending' AND (claimed_until IS NULL OR claimed_until <= ?)",
+                    (until_iso, r[0], r[1], now_iso),
+                ).rowcount
+                if won == 1:
+                    claimed.append(r)
+        out: list[Delivery] = []
+        for r in claimed:
+            hid = str(r[0])
+            event = self._event(hid, int(r[1]), str(r[2]), str(r[3]))
+            secret = self._open(hid, str(r[6]), codec.webhook_secret_aad(hid))
+            out.append(
+                Delivery(event, int(r[4]), Webhook(hid, str(r[5]), parse_ts(r[7]), secret), claimed_until)
+            )
+        return out
+
+    def _finish(
+        self,
+        household_id: str,
+        event_id: int,
+        state: str,
+        *,
+        attempts: int,
+        status: int,
+        error: str,
+        next_at: datetime | None,
+        finished_at: datetime | None,
+    ) -> None:
+        with self._tx() as conn:
+            self._run(
+                conn,
+                "UPDATE outbox SET state = ?, attempts = ?, last_status = ?, last_error = ?,"
+                " next_attempt_at = ?, finished_at = ?, claimed_until = NULL"
+                " WHERE household_id = ? AND event_id = ? AND state = 'pending'",
+                (
+                    state,
+                    attempts,
+                    status,
+                    error[:500],
+                    _opt_ts(next_at),
+                    _opt_ts(finished_at),
+                    household_id,
+                    event_id,
+                ),
+            )
+
+    def delivery_done(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, at: datetime
+    ) -> None:
+        self._finish(
+            household_id,
+            event_id,
+            "delivered",
+            attempts=attempts,
+            status=status,
+            error="",
+            next_at=None,
+            finished_at=at,
+        )
+
+    def delivery_retry(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, error: str, at: datetime
+    ) -> None:
+        self._finish(
+            household_id,
+            event_id,
+            "pending",
+            attempts=attempts,
+            status=status,
+            error=error,
+            next_at=at,
+            finished_at=None,
+        )
+
+    def delivery_dead(
+        self, household_id: str, event_id: int, *, attempts: int, status: int, error: str, at: datetime
+    ) -> None:
+        self._finish(
+            household_id,
+            event_id,
+            "dead",
+            attempts=attempts,
+            status=status,
+            error=error,
+            next_at=None,
+            finished_at=at,
+        )
+
+    def list_dead_letters(self, household_id: str, limit: int = 500) -> list[DeadLetter]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT event_id, dedup, body, attempts, last_status, last_error, finished_at FROM outbox"
+                " WHERE household_id = ? AND state = 'dead' ORDER BY event_id LIMIT ?",
+                (household_id, limit),
+            ).fetchall()
+        return [
+            DeadLetter(
+                self._event(household_id, int(r[0]), str(r[1]), str(r[2])),
+                int(r[3]),
+                int(r[4] or 0),
+                str(r[5] or ""),
+                parse_ts(r[6]),
+            )
+            for r in rows
+        ]
+
+    def replay_dead_letters(self, household_id: str, event_ids: tuple[int, ...]) -> int:
+        where = "household_id = ? AND state = 'dead'"
+        params: list[object] = [_DUE_AT_ONCE, household_id]
+        if event_ids:
+            where += " AND event_id IN (" + ", ".join("?" for _ in event_ids) + ")"
+            params.extend(event_ids)
+        with self._tx() as conn:
+            if (
+                self._run(conn, "SELECT 1 FROM webhooks WHERE household_id = ?", (household_id,)).fetchone()
+                is None
+            ):
+                return 0  # nowhere to deliver to: they stay dead letters
+            done = self._run(
+                conn,
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                f" claimed_until = NULL, finished_at = NULL WHERE {where}",
+                params,
+            ).rowcount
+        return int(done)
+
+    def expired_approvals(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT c.household_id, c.challenge_id FROM challenges c"
+                " WHERE c.status = 'PENDING' AND c.method = 'PARENT_APPROVAL' AND c.expires_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.household_id = c.household_id"
+                "  AND o.dedup = 'approval_expired:' || c.challenge_id)"
+                " ORDER BY c.expires_at LIMIT ?",
+                (format_ts(now), limit),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     # --- export ---------------------------------------------------------------------
 
     def household_records(self, household_id: str) -> HouseholdRecords:
@@ -1326,6 +1625,12 @@ class SqlStore(SealedRows):
                 " AND (passed_seq IS NULL OR passed_seq < ?)",
                 (hid, before, last_passed),
             ).rowcount
+            # Events past retention go too, unless a delivery is still pending (at least once).
+            self._run(
+                conn,
+                "DELETE FROM outbox WHERE household_id = ? AND created_at < ? AND state <> 'pending'",
+                (hid, before),
+            )
             notifications = self._run(
                 conn, "DELETE FROM notifications WHERE household_id = ? AND created_at < ?", (hid, before)
             ).rowcount

@@ -133,6 +133,54 @@ BACKEND_CREDENTIAL: CredentialKind.ValueType  # 3
 """Calls Evaluate and Confirm for every household (a voice platform). Operator only."""
 Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
 
+class _EventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
+    """Never sent."""
+    EVENT_APPROVAL_REQUESTED: _EventKind.ValueType  # 1
+    """A purchase waits for a parent's approval (ResolveApproval)."""
+    EVENT_APPROVAL_APPROVED: _EventKind.ValueType  # 2
+    """A parent approved a purchase; it goes through at the device's next Confirm."""
+    EVENT_APPROVAL_REJECTED: _EventKind.ValueType  # 3
+    """A parent rejected a purchase."""
+    EVENT_APPROVAL_EXPIRED: _EventKind.ValueType  # 4
+    """An approval request expired unanswered."""
+    EVENT_CHALLENGE_LOCKED: _EventKind.ValueType  # 5
+    """A spoken challenge was answered wrongly too often and is locked."""
+    EVENT_PIN_THROTTLED: _EventKind.ValueType  # 6
+    """The household PIN was answered wrongly repeatedly: further answers wait, or it is switched off."""
+    EVENT_BROADCAST_BLOCKED: _EventKind.ValueType  # 7
+    """A purchase was refused because its audio matched a broadcast (a TV ad, a news clip)."""
+    EVENT_PURCHASE_ALLOWED: _EventKind.ValueType  # 8
+    """A purchase went through (ALLOW)."""
+
+class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
+    """What an event reports."""
+
+EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
+"""Never sent."""
+EVENT_APPROVAL_REQUESTED: EventKind.ValueType  # 1
+"""A purchase waits for a parent's approval (ResolveApproval)."""
+EVENT_APPROVAL_APPROVED: EventKind.ValueType  # 2
+"""A parent approved a purchase; it goes through at the device's next Confirm."""
+EVENT_APPROVAL_REJECTED: EventKind.ValueType  # 3
+"""A parent rejected a purchase."""
+EVENT_APPROVAL_EXPIRED: EventKind.ValueType  # 4
+"""An approval request expired unanswered."""
+EVENT_CHALLENGE_LOCKED: EventKind.ValueType  # 5
+"""A spoken challenge was answered wrongly too often and is locked."""
+EVENT_PIN_THROTTLED: EventKind.ValueType  # 6
+"""The household PIN was answered wrongly repeatedly: further answers wait, or it is switched off."""
+EVENT_BROADCAST_BLOCKED: EventKind.ValueType  # 7
+"""A purchase was refused because its audio matched a broadcast (a TV ad, a news clip)."""
+EVENT_PURCHASE_ALLOWED: EventKind.ValueType  # 8
+"""A purchase went through (ALLOW)."""
+Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
 @_typing.final
 class Household(_message.Message):
     """A household as stored."""
@@ -1737,3 +1785,412 @@ class RenewVoiceprintResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenewVoiceprintResponse: _TypeAlias = RenewVoiceprintResponse  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """An event for a household's parents. Carries ids, the order and reason codes; never audio, a PIN
+    or a voiceprint.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """Monotonic per household; resume WatchEvents after it, de-duplicate webhook deliveries on it."""
+    household_id: _builtins.str
+    """The household."""
+    kind: Global___EventKind.ValueType
+    """What happened."""
+    decision_id: _builtins.str
+    """The decision that caused it; empty for an expiry."""
+    challenge_id: _builtins.str
+    """The challenge concerned, if any."""
+    member_id: _builtins.str
+    """The member who asked (or the parent who resolved an approval), if known."""
+    device_id: _builtins.str
+    """The device, if any."""
+    outcome: _common_pb2.Outcome.ValueType
+    """The decision's outcome; OUTCOME_UNSPECIFIED for an expiry."""
+    message: _builtins.str
+    """A sentence for a person."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ReasonCode.ValueType]:
+        """The reason codes that determined it."""
+
+    @_builtins.property
+    def order(self) -> _common_pb2.Order:
+        """The order."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.int = ...,
+        household_id: _builtins.str = ...,
+        kind: Global___EventKind.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        decision_id: _builtins.str = ...,
+        challenge_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
+        reasons: _abc.Iterable[_common_pb2.ReasonCode.ValueType] | None = ...,
+        order: _common_pb2.Order | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "decision_id", b"decision_id", "device_id", b"device_id", "event_id", b"event_id", "household_id", b"household_id", "kind", b"kind", "member_id", b"member_id", "message", b"message", "occurred_at", b"occurred_at", "order", b"order", "outcome", b"outcome", "reasons", b"reasons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    """Request for WatchEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    after_event_id: _builtins.int
+    """Send only events with a larger id (0: from the oldest kept)."""
+    follow: _builtins.bool
+    """Keep the stream open and send new events as they happen; false ends it after the backlog."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        after_event_id: _builtins.int = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "follow", b"follow", "household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class Webhook(_message.Message):
+    """A household's webhook endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where events are POSTed: https, or http to a loopback address only."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was set."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
+
+@_typing.final
+class SetWebhookRequest(_message.Message):
+    """Request for SetWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    url: _builtins.str
+    """The receiver's URL: https (http only to 127.0.0.1, ::1 or localhost)."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWebhookRequest: _TypeAlias = SetWebhookRequest  # noqa: Y015
+
+@_typing.final
+class SetWebhookResponse(_message.Message):
+    """Response for SetWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The HMAC-SHA256 signing secret, shown this once (see docs/api.md, "Webhooks")."""
+    @_builtins.property
+    def webhook(self) -> Global___Webhook:
+        """The endpoint."""
+
+    def __init__(
+        self,
+        *,
+        webhook: Global___Webhook | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["webhook", b"webhook"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "webhook", b"webhook"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWebhookResponse: _TypeAlias = SetWebhookResponse  # noqa: Y015
+
+@_typing.final
+class GetWebhookRequest(_message.Message):
+    """Request for GetWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookRequest: _TypeAlias = GetWebhookRequest  # noqa: Y015
+
+@_typing.final
+class GetWebhookResponse(_message.Message):
+    """Response for GetWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def webhook(self) -> Global___Webhook:
+        """The endpoint (NOT_FOUND when none is set)."""
+
+    def __init__(
+        self,
+        *,
+        webhook: Global___Webhook | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["webhook", b"webhook"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["webhook", b"webhook"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookResponse: _TypeAlias = GetWebhookResponse  # noqa: Y015
+
+@_typing.final
+class RemoveWebhookRequest(_message.Message):
+    """Request for RemoveWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWebhookRequest: _TypeAlias = RemoveWebhookRequest  # noqa: Y015
+
+@_typing.final
+class RemoveWebhookResponse(_message.Message):
+    """Response for RemoveWebhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWebhookResponse: _TypeAlias = RemoveWebhookResponse  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """An event its receiver did not take."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    DEAD_AT_FIELD_NUMBER: _builtins.int
+    attempts: _builtins.int
+    """Deliveries tried."""
+    last_status: _builtins.int
+    """The receiver's last HTTP status; 0 when it never answered."""
+    last_error: _builtins.str
+    """What went wrong, e.g. "HTTP 410"."""
+    @_builtins.property
+    def event(self) -> Global___Event:
+        """The event."""
+
+    @_builtins.property
+    def dead_at(self) -> _timestamp_pb2.Timestamp:
+        """When it became a dead letter."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+        attempts: _builtins.int = ...,
+        last_status: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        dead_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dead_at", b"dead_at", "event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "dead_at", b"dead_at", "event", b"event", "last_error", b"last_error", "last_status", b"last_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """Request for ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """Response for ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]:
+        """Dead letters, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersRequest(_message.Message):
+    """Request for ReplayDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    EVENT_IDS_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    @_builtins.property
+    def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The events to deliver again; empty for every dead letter."""
+
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        event_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_ids", b"event_ids", "household_id", b"household_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersRequest: _TypeAlias = ReplayDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersResponse(_message.Message):
+    """Response for ReplayDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.int
+    """How many are due again."""
+    def __init__(
+        self,
+        *,
+        replayed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015

@@ -135,6 +135,36 @@ class HouseholdAdminStub:
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.SerializeToString,
                 response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/purchaseguard.v1.HouseholdAdmin/WatchEvents',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.Event.FromString,
+                _registered_method=True)
+        self.SetWebhook = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/SetWebhook',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.SetWebhookRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.SetWebhookResponse.FromString,
+                _registered_method=True)
+        self.GetWebhook = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/GetWebhook',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.GetWebhookRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.GetWebhookResponse.FromString,
+                _registered_method=True)
+        self.RemoveWebhook = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/RemoveWebhook',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/ListDeadLetters',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/ReplayDeadLetters',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class HouseholdAdminServicer:
@@ -284,6 +314,49 @@ class HouseholdAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Stream the household's events: every event after `after_event_id`, then (with `follow`) new
+        ones as they happen. Resume after a disconnect by passing the last event id received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWebhook(self, request, context):
+        """Set (or replace) the household's webhook endpoint. The signing secret is returned once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhook(self, request, context):
+        """Read the household's webhook endpoint (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveWebhook(self, request, context):
+        """Remove the household's webhook endpoint; pending deliveries stop (the stream keeps them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """List events the webhook receiver refused (4xx other than 429) or that ran out of retries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Deliver dead letters again (all, or the ones named), with fresh retries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HouseholdAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -386,6 +459,36 @@ def add_HouseholdAdminServicer_to_server(servicer, server):
                     servicer.ConfirmVoiceRole,
                     request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.FromString,
                     response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.WatchEventsRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.Event.SerializeToString,
+            ),
+            'SetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWebhook,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.SetWebhookRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.SetWebhookResponse.SerializeToString,
+            ),
+            'GetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhook,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.GetWebhookRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.GetWebhookResponse.SerializeToString,
+            ),
+            'RemoveWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWebhook,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -929,6 +1032,168 @@ class HouseholdAdmin:
             '/purchaseguard.v1.HouseholdAdmin/ConfirmVoiceRole',
             purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleRequest.SerializeToString,
             purchaseguard_dot_v1_dot_admin__pb2.ConfirmVoiceRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/WatchEvents',
+            purchaseguard_dot_v1_dot_admin__pb2.WatchEventsRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/SetWebhook',
+            purchaseguard_dot_v1_dot_admin__pb2.SetWebhookRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.SetWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/GetWebhook',
+            purchaseguard_dot_v1_dot_admin__pb2.GetWebhookRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.GetWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/RemoveWebhook',
+            purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.RemoveWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/ListDeadLetters',
+            purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/ReplayDeadLetters',
+            purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,20 @@ class HouseholdAdminStub:
     """A parent, with their own credential, confirms the role of a member whose enrolled voice
     sounds like a child's.
     """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchEventsRequest, _admin_pb2.Event]
+    """Stream the household's events: every event after `after_event_id`, then (with `follow`) new
+    ones as they happen. Resume after a disconnect by passing the last event id received.
+    """
+    SetWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetWebhookRequest, _admin_pb2.SetWebhookResponse]
+    """Set (or replace) the household's webhook endpoint. The signing secret is returned once."""
+    GetWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetWebhookRequest, _admin_pb2.GetWebhookResponse]
+    """Read the household's webhook endpoint (never its secret)."""
+    RemoveWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveWebhookRequest, _admin_pb2.RemoveWebhookResponse]
+    """Remove the household's webhook endpoint; pending deliveries stop (the stream keeps them)."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]
+    """List events the webhook receiver refused (4xx other than 429) or that ran out of retries."""
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLettersRequest, _admin_pb2.ReplayDeadLettersResponse]
+    """Deliver dead letters again (all, or the ones named), with fresh retries."""
 
 @_typing.type_check_only
 class HouseholdAdminAsyncStub(HouseholdAdminStub):
@@ -135,6 +149,20 @@ class HouseholdAdminAsyncStub(HouseholdAdminStub):
     """A parent, with their own credential, confirms the role of a member whose enrolled voice
     sounds like a child's.
     """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchEventsRequest, _admin_pb2.Event]  # type: ignore[assignment]
+    """Stream the household's events: every event after `after_event_id`, then (with `follow`) new
+    ones as they happen. Resume after a disconnect by passing the last event id received.
+    """
+    SetWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetWebhookRequest, _admin_pb2.SetWebhookResponse]  # type: ignore[assignment]
+    """Set (or replace) the household's webhook endpoint. The signing secret is returned once."""
+    GetWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetWebhookRequest, _admin_pb2.GetWebhookResponse]  # type: ignore[assignment]
+    """Read the household's webhook endpoint (never its secret)."""
+    RemoveWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveWebhookRequest, _admin_pb2.RemoveWebhookResponse]  # type: ignore[assignment]
+    """Remove the household's webhook endpoint; pending deliveries stop (the stream keeps them)."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """List events the webhook receiver refused (4xx other than 429) or that ran out of retries."""
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLettersRequest, _admin_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Deliver dead letters again (all, or the ones named), with fresh retries."""
 
 class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
     """Households, members, voices, policy, PIN, history and approvals."""
@@ -304,5 +332,55 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         """A parent, with their own credential, confirms the role of a member whose enrolled voice
         sounds like a child's.
         """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _admin_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.Event], _abc.AsyncIterator[_admin_pb2.Event]]:
+        """Stream the household's events: every event after `after_event_id`, then (with `follow`) new
+        ones as they happen. Resume after a disconnect by passing the last event id received.
+        """
+
+    @_abc_1.abstractmethod
+    def SetWebhook(
+        self,
+        request: _admin_pb2.SetWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetWebhookResponse, _abc.Awaitable[_admin_pb2.SetWebhookResponse]]:
+        """Set (or replace) the household's webhook endpoint. The signing secret is returned once."""
+
+    @_abc_1.abstractmethod
+    def GetWebhook(
+        self,
+        request: _admin_pb2.GetWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetWebhookResponse, _abc.Awaitable[_admin_pb2.GetWebhookResponse]]:
+        """Read the household's webhook endpoint (never its secret)."""
+
+    @_abc_1.abstractmethod
+    def RemoveWebhook(
+        self,
+        request: _admin_pb2.RemoveWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RemoveWebhookResponse, _abc.Awaitable[_admin_pb2.RemoveWebhookResponse]]:
+        """Remove the household's webhook endpoint; pending deliveries stop (the stream keeps them)."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _admin_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListDeadLettersResponse, _abc.Awaitable[_admin_pb2.ListDeadLettersResponse]]:
+        """List events the webhook receiver refused (4xx other than 429) or that ran out of retries."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _admin_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_admin_pb2.ReplayDeadLettersResponse]]:
+        """Deliver dead letters again (all, or the ones named), with fresh retries."""
 
 def add_HouseholdAdminServicer_to_server(servicer: HouseholdAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
