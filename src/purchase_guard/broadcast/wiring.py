@@ -15,7 +15,7 @@ from typing import Any
 
 from purchase_guard.broadcast._kernels import warm_up
 from purchase_guard.broadcast.denylist import ClipStore, Denylist, RedisClipStore, SqliteClipStore
-from purchase_guard.broadcast.guard import BroadcastGuard
+from purchase_guard.broadcast.guard import BroadcastGuard, ClusterRule
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import FleetWindow, MemoryWindow, RedisWindow
 from purchase_guard.clock import Clock, IdSource
@@ -35,6 +35,14 @@ class BroadcastParts:
 def clip_db_path(settings: Settings) -> Path:
     path = Path(settings.sqlite_path)
     return path.with_name(f"{path.stem}-broadcast.db")
+
+
+def cluster_rule(settings: Settings) -> ClusterRule:
+    return ClusterRule(
+        min_sources=settings.broadcast_min_sources,
+        min_callers=settings.broadcast_min_callers,
+        max_spread=timedelta(seconds=settings.broadcast_max_spread_seconds),
+    )
 
 
 def build_broadcast(
@@ -68,7 +76,7 @@ def build_broadcast(
         window,
         Denylist(store),
         ids,
-        min_other_households=settings.broadcast_min_other_households,
+        cluster=cluster_rule(settings),
         promote_for=timedelta(hours=settings.broadcast_promote_hours),
     )
     registry = ClipRegistry(store, clock, ids, max_clip_bytes=settings.max_message_bytes)
