@@ -133,7 +133,7 @@ class MemoryWindow:
             self._local.add(entry)
 
 
-def _encode(entry: WindowEntry) -> bytes:
+def encode_entry(entry: WindowEntry) -> bytes:
     head = json.dumps(
         {
             "id": entry.entry_id,
@@ -149,7 +149,7 @@ def _encode(entry: WindowEntry) -> bytes:
     return len(head).to_bytes(4, "little") + head + entry.fp.to_bytes()
 
 
-def _decode(blob: bytes) -> WindowEntry | None:
+def decode_entry(blob: bytes) -> WindowEntry | None:
     """The entry, or None when another print version wrote it (a replica not yet upgraded)."""
     size = int.from_bytes(blob[:4], "little")
     head = json.loads(blob[4 : 4 + size])
@@ -209,7 +209,7 @@ class RedisWindow:
         cutoff = now - self._local.window
         for blob, score in blobs:
             self._seen = max(self._seen, int(score))
-            entry = _decode(blob)
+            entry = decode_entry(blob)
             if entry is not None and entry.at >= cutoff:
                 self._local.add(entry)
 
@@ -236,7 +236,7 @@ class RedisWindow:
                     seq = int(self._redis.incr(self._key("seq")))
                     ttl = int(self._local.window.total_seconds() * 2) + 60
                     pipe = self._redis.pipeline(transaction=True)
-                    pipe.zadd(self._key("log"), {_encode(stored): seq})
+                    pipe.zadd(self._key("log"), {encode_entry(stored): seq})
                     pipe.zadd(self._key("time"), {str(seq): entry.at.timestamp()})
                     for name in ("seq", "log", "time"):
                         pipe.expire(self._key(name), ttl)
