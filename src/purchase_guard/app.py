@@ -65,6 +65,10 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
         if settings.ecapa_model_dir is None:
             raise ConfigError("PURCHASE_GUARD_ECAPA_MODEL_DIR is required for encoder=ecapa")
         inner = EcapaEncoder(settings.ecapa_model_dir)
+    elif settings.ge2e_runtime == "onnx":
+        from purchase_guard.voice.ge2e_onnx import Ge2eOnnxEncoder
+
+        inner = Ge2eOnnxEncoder(settings.ge2e_weights, settings.ge2e_onnx_dir)
     else:
         from purchase_guard.voice.ge2e import Ge2eEncoder
 

@@ -78,6 +78,11 @@ class Settings:
     # refused unless test_mode is on, so a misconfigured server cannot fake verification.
     encoder: str = "ge2e"
     ge2e_weights: Path | None = None
+    # Who runs GE2E's network: "torch" (the reference) or "onnx" (ONNX Runtime: the same
+    # embeddings within cosine 1e-5, exported on first use into ge2e_onnx_dir, default
+    # ~/.cache/purchase-guard/ge2e-onnx; voice/ge2e_onnx.py).
+    ge2e_runtime: str = "torch"
+    ge2e_onnx_dir: Path | None = None
     # Local folder in the spkrec-ecapa-voxceleb layout (`make model`); required for encoder=ecapa.
     ecapa_model_dir: Path | None = None
     # Child-voice classifier weights; default: the one shipped for the encoder, if any.
@@ -225,6 +230,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}CHILD_VOICEPRINT_DAYS must be 30-1095")
         if self.backend_token and len(self.backend_token) < 24:
             raise ConfigError(f"{ENV_PREFIX}BACKEND_TOKEN must be at least 24 characters")
+        if self.ge2e_runtime not in ("torch", "onnx"):
+            raise ConfigError(f"{ENV_PREFIX}GE2E_RUNTIME must be torch or onnx, got {self.ge2e_runtime!r}")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:
