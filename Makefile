@@ -122,6 +122,7 @@ trust: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
 	$(PY) scripts/bench_load.py --out reports/bench
+	$(PY) scripts/bench_encoder.py --data $(DATA) --out reports/bench
 
 # A national broadcast against the fleet window at 10k / 100k / 1M utterances in 10 minutes:
 # rates from real prints of real speech, scale simulated (docs/broadcast.md). FLEET_SIZES to
