@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-events replay trust model clean
+.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-events bench-fleet replay trust model clean
 
 venv: $(STAMP)
 
@@ -124,11 +124,19 @@ bench: $(STAMP)
 	$(PY) scripts/bench_evaluate.py --out reports/bench
 	$(PY) scripts/bench_load.py --out reports/bench
 	$(PY) scripts/bench_confirm.py --data $(DATA) --out reports/bench
+	$(PY) scripts/bench_encoder.py --data $(DATA) --out reports/bench
 
 # Webhook delivery: sent, retried, dead-lettered, lost (must be 0), latency; with receiver failures
 # and a SIGKILL of the guard. Writes reports/events/delivery.json.
 bench-events: $(STAMP)
 	$(PY) scripts/bench_events.py --out reports/events
+
+# A national broadcast against the fleet window at 10k / 100k / 1M utterances in 10 minutes:
+# rates from real prints of real speech, scale simulated (docs/broadcast.md). FLEET_SIZES to
+# run fewer sizes.
+FLEET_SIZES ?= 10000,100000,1000000
+bench-fleet: $(STAMP)
+	$(PY) scripts/bench_fleet.py --data $(DATA) --out reports/bench --sizes $(FLEET_SIZES)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

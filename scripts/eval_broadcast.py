@@ -96,7 +96,7 @@ SWEEP_BITS = (DEFAULT_MATCH.min_bits, DEFAULT_MATCH.min_bits + 100, DEFAULT_MATC
 DENY_SWEEP = tuple(round(0.20 + 0.01 * k, 2) for k in range(11))  # the denylist rule's limit
 DENY_BITS = (300, 450, 600, 800, 1000)  # and its minimum of compared bits
 # The service's default: a broadcast needs matches from this many other homes.
-MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_other_households
+MIN_OTHER_HOUSEHOLDS = Settings().broadcast_min_sources - 1
 BACKGROUND = 10_000  # prints in the window during the detection measurements
 LIBRI_SEGMENTS = 3  # broadcast clips cut from each programme LibriSpeech file
 # The print every measurement uses, here and inside the guard and registry; `--tail-rt60`
@@ -553,7 +553,7 @@ def events(
         for h in range(homes):
             clock.advance(timedelta(seconds=1))
             pcm = play(audio, prog.samples, prog.start_s, prog.end_s, random_room(rng, audio, snr))
-            check = guard.check(f"hh-{p}-{h}", "dev", f"dec-{p}-{h}", pcm, clock.now())
+            check = guard.check(f"hh-{p}-{h}", "dev", f"dec-{p}-{h}", pcm, clock.now(), caller_id="")
             flagged = any(
                 r.code in (ReasonCode.BROADCAST_MATCH, ReasonCode.KNOWN_BROADCAST) for r in check.reasons
             )

@@ -6,10 +6,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from purchase_guard.audit.startup import verify_all_chains
+from purchase_guard.broadcast.denylist import ClipStore, RedisClipStore, SqliteClipStore
+from purchase_guard.broadcast.index import IndexedWindow, MemoryPostings
+from purchase_guard.broadcast.postings_redis import RedisPostings
 from purchase_guard.broadcast.registry import ClipRegistry
-from purchase_guard.broadcast.wiring import build_broadcast
+from purchase_guard.broadcast.window import FleetWindow, MemoryWindow, RedisWindow
+from purchase_guard.broadcast.wiring import REDIS_PREFIX, BroadcastParts, assemble, clip_db_path
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.clock import Clock, IdSource, OffsetClock, RandomIds, SystemClock
 from purchase_guard.config import ENV_PREFIX, ConfigError, Settings
@@ -63,6 +68,10 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
         if settings.ecapa_model_dir is None:
             raise ConfigError("PURCHASE_GUARD_ECAPA_MODEL_DIR is required for encoder=ecapa")
         inner = EcapaEncoder(settings.ecapa_model_dir)
+    elif settings.ge2e_runtime == "onnx":
+        from purchase_guard.voice.ge2e_onnx import Ge2eOnnxEncoder
+
+        inner = Ge2eOnnxEncoder(settings.ge2e_weights, settings.ge2e_onnx_dir)
     else:
         from purchase_guard.voice.ge2e import Ge2eEncoder
 
@@ -130,6 +139,43 @@ def build_store(settings: Settings) -> Store:
     # The folder holds household data and keys: only the service's user may enter it.
     Path(settings.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteStore(settings.sqlite_path, master_keys=master)
+
+
+def build_broadcast(
+    settings: Settings,
+    clock: Clock,
+    ids: IdSource,
+    *,
+    redis_client: Any = None,
+    redis_prefix: str = REDIS_PREFIX,
+) -> BroadcastParts:
+    """The broadcast defence: window (memory or Redis; inverted index or scan) and clip store."""
+    length = timedelta(seconds=settings.broadcast_window_seconds)
+    span = timedelta(seconds=settings.broadcast_max_spread_seconds)
+    store: ClipStore
+    window: FleetWindow
+    if settings.broadcast_window == "redis":
+        if redis_client is None:
+            import redis  # only needed when Redis is configured
+
+            redis_client = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+            )
+        if settings.broadcast_index == "index":
+            window = IndexedWindow(RedisPostings(redis_client, redis_prefix, length), length, span)
+        else:
+            window = RedisWindow(redis_client, redis_prefix, length)
+        store = RedisClipStore(redis_client, redis_prefix)
+    else:
+        path = clip_db_path(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        window = (
+            IndexedWindow(MemoryPostings(), length, span)
+            if settings.broadcast_index == "index"
+            else MemoryWindow(length)
+        )
+        store = SqliteClipStore(path)
+    return assemble(settings, window, store, clock, ids)
 
 
 def build_app(

@@ -55,8 +55,21 @@ class Settings:
     broadcast_enabled: bool = True
     broadcast_window: str = "memory"
     broadcast_window_seconds: float = 600.0
-    # An utterance is a broadcast when it matches utterances from this many *other* households.
-    broadcast_min_other_households: int = 2
+    # An utterance is a broadcast when it and the utterances it matches come from at least this
+    # many distinct sources (an authenticated caller and the device it names; never the
+    # household a request claims), all within broadcast_max_spread_seconds of it, and those
+    # utterances match each other at the offsets their matches with it imply.
+    broadcast_min_sources: int = 3
+    # Of those sources, at least this many distinct authenticated callers. 1 suits one voice
+    # platform calling for every device; 2 stops one credential forming a cluster alone where
+    # devices hold credentials of their own (a device credential is always one source).
+    broadcast_min_callers: int = 1
+    # Copies of one broadcast arrive together; two strangers' utterances minutes apart are
+    # not compared for the verdict, so false clusters grow with the traffic in this span only.
+    broadcast_max_spread_seconds: float = 30.0
+    # Where the window's index lives: "scan" (every print scored, in process) or "index"
+    # (inverted index of sub-print keys: lookups, then the fine check on a few candidates).
+    broadcast_index: str = "scan"
     broadcast_promote_hours: float = 48.0
     # OpenTelemetry tracing of decision steps; off unless switched on.
     otel_enabled: bool = False
@@ -65,6 +78,11 @@ class Settings:
     # refused unless test_mode is on, so a misconfigured server cannot fake verification.
     encoder: str = "ge2e"
     ge2e_weights: Path | None = None
+    # Who runs GE2E's network: "torch" (the reference) or "onnx" (ONNX Runtime: the same
+    # embeddings within cosine 1e-5, exported on first use into ge2e_onnx_dir, default
+    # ~/.cache/purchase-guard/ge2e-onnx; voice/ge2e_onnx.py).
+    ge2e_runtime: str = "torch"
+    ge2e_onnx_dir: Path | None = None
     # Local folder in the spkrec-ecapa-voxceleb layout (`make model`); required for encoder=ecapa.
     ecapa_model_dir: Path | None = None
     # Child-voice classifier weights; default: the one shipped for the encoder, if any.
@@ -186,8 +204,16 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}REDIS_URL is required when {ENV_PREFIX}BROADCAST_WINDOW=redis")
         if not 10.0 <= self.broadcast_window_seconds <= 86400.0:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_WINDOW_SECONDS must be 10-86400")
-        if not 1 <= self.broadcast_min_other_households <= 100:
-            raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_OTHER_HOUSEHOLDS must be 1-100")
+        if not 2 <= self.broadcast_min_sources <= 100:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_SOURCES must be 2-100")
+        if not 1 <= self.broadcast_min_callers <= self.broadcast_min_sources:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_MIN_CALLERS must be 1-BROADCAST_MIN_SOURCES")
+        if not 1.0 <= self.broadcast_max_spread_seconds <= self.broadcast_window_seconds:
+            raise ConfigError(
+                f"{ENV_PREFIX}BROADCAST_MAX_SPREAD_SECONDS must be 1 up to BROADCAST_WINDOW_SECONDS"
+            )
+        if self.broadcast_index not in ("scan", "index"):
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_INDEX must be scan or index")
         if not 0.0 <= self.broadcast_promote_hours <= 24.0 * 30:
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_PROMOTE_HOURS must be 0-720")
         if self.retention_days and self.retention_days < 31:
@@ -231,6 +257,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}CHILD_VOICEPRINT_DAYS must be 30-1095")
         if self.backend_token and len(self.backend_token) < 24:
             raise ConfigError(f"{ENV_PREFIX}BACKEND_TOKEN must be at least 24 characters")
+        if self.ge2e_runtime not in ("torch", "onnx"):
+            raise ConfigError(f"{ENV_PREFIX}GE2E_RUNTIME must be torch or onnx, got {self.ge2e_runtime!r}")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"{ENV_PREFIX}ENCODER must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "fake" and not self.test_mode:

@@ -61,12 +61,14 @@ def test_cluster_forms_across_replicas_and_promotion_is_shared(bc_redis: tuple[A
     ]
     prog = programme(8)
     results = [
-        guards[k % 2].check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k))
+        guards[k % 2].check(
+            f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k), caller_id=""
+        )
         for k in range(3)
     ]
     assert [r.code for r in results[2].reasons] == [ReasonCode.BROADCAST_MATCH]
     assert set(results[2].cluster_decisions) == {("hh0", "dec0"), ("hh1", "dec1")}
-    replay = guards[1].check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=2))
+    replay = guards[1].check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=2), caller_id="")
     assert [r.code for r in replay.reasons] == [ReasonCode.BROADCAST_MATCH]
     assert dict(replay.reasons[0].detail)["source"] == PROMOTED
 

@@ -18,8 +18,7 @@ from support.server import fast_pins, local_settings
 from purchase_guard._gen.purchaseguard.v1 import broadcast_pb2, broadcast_pb2_grpc, common_pb2
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
-from purchase_guard.app import build_app
-from purchase_guard.broadcast.wiring import build_broadcast
+from purchase_guard.app import build_app, build_broadcast
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.voice.ge2e import Ge2eEncoder
 

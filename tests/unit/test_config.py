@@ -53,6 +53,13 @@ def test_values_are_parsed_by_type() -> None:
         ({"PURCHASE_GUARD_TEST_MODE": "perhaps"}, "TEST_MODE"),
         ({"PURCHASE_GUARD_GE2E_WEIGHTS": "/no/such/file.pt"}, "GE2E_WEIGHTS"),
         ({"PURCHASE_GUARD_LISTN": "x:1"}, "LISTN"),
+        ({"PURCHASE_GUARD_BROADCAST_MIN_SOURCES": "1"}, "BROADCAST_MIN_SOURCES"),
+        ({"PURCHASE_GUARD_BROADCAST_MIN_CALLERS": "4"}, "BROADCAST_MIN_CALLERS"),
+        ({"PURCHASE_GUARD_BROADCAST_MAX_SPREAD_SECONDS": "900"}, "BROADCAST_MAX_SPREAD_SECONDS"),
+        ({"PURCHASE_GUARD_BROADCAST_INDEX": "hash"}, "BROADCAST_INDEX"),
+        ({"PURCHASE_GUARD_GE2E_RUNTIME": "tensorrt"}, "GE2E_RUNTIME"),
+        # Replaced by BROADCAST_MIN_SOURCES (sources, not claimed households): refused, not ignored.
+        ({"PURCHASE_GUARD_BROADCAST_MIN_OTHER_HOUSEHOLDS": "2"}, "BROADCAST_MIN_OTHER_HOUSEHOLDS"),
     ],
 )
 def test_bad_settings_fail_at_start_naming_the_variable(env: dict[str, str], needle: str) -> None:

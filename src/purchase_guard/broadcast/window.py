@@ -29,6 +29,14 @@ class WindowEntry:
     decision_id: str
     at: datetime
     fp: Fingerprint = field(repr=False)
+    # Who sent it, as authenticated (the caller and the device it names; `guard.source_of`).
+    # Clusters count distinct sources: household ids are what a request claims.
+    source: str = ""
+
+    def with_print(self, fp: Fingerprint) -> WindowEntry:
+        return WindowEntry(
+            self.entry_id, self.household_id, self.device_id, self.decision_id, self.at, fp, self.source
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +93,7 @@ class _LocalWindow:
         if trimmed is None:
             return
         fp, start = trimmed
-        self.index.add(
-            WindowEntry(entry.entry_id, entry.household_id, entry.device_id, entry.decision_id, entry.at, fp),
-            fp,
-            start,
-        )
+        self.index.add(entry.with_print(fp), fp, start)
 
     def match(self, entry: WindowEntry) -> list[WindowMatch]:
         trimmed = trim_for_window(entry.fp)
@@ -129,13 +133,14 @@ class MemoryWindow:
             self._local.add(entry)
 
 
-def _encode(entry: WindowEntry) -> bytes:
+def encode_entry(entry: WindowEntry) -> bytes:
     head = json.dumps(
         {
             "id": entry.entry_id,
             "hh": entry.household_id,
             "dev": entry.device_id,
             "dec": entry.decision_id,
+            "src": entry.source,
             "at": entry.at.timestamp(),
             "v": PRINT_VERSION,
         },
@@ -144,7 +149,7 @@ def _encode(entry: WindowEntry) -> bytes:
     return len(head).to_bytes(4, "little") + head + entry.fp.to_bytes()
 
 
-def _decode(blob: bytes) -> WindowEntry | None:
+def decode_entry(blob: bytes) -> WindowEntry | None:
     """The entry, or None when another print version wrote it (a replica not yet upgraded)."""
     size = int.from_bytes(blob[:4], "little")
     head = json.loads(blob[4 : 4 + size])
@@ -157,6 +162,7 @@ def _decode(blob: bytes) -> WindowEntry | None:
         decision_id=str(head["dec"]),
         at=datetime.fromtimestamp(float(head["at"]), UTC),
         fp=Fingerprint.from_bytes(blob[4 + size :]),
+        source=str(head.get("src", "")),
     )
 
 
@@ -203,7 +209,7 @@ class RedisWindow:
         cutoff = now - self._local.window
         for blob, score in blobs:
             self._seen = max(self._seen, int(score))
-            entry = _decode(blob)
+            entry = decode_entry(blob)
             if entry is not None and entry.at >= cutoff:
                 self._local.add(entry)
 
@@ -226,14 +232,11 @@ class RedisWindow:
                 self._local.expire(entry.at)
                 found = self._local.match(entry)
                 if trimmed is not None:
-                    fp, _ = trimmed
-                    stored = WindowEntry(
-                        entry.entry_id, entry.household_id, entry.device_id, entry.decision_id, entry.at, fp
-                    )
+                    stored = entry.with_print(trimmed[0])
                     seq = int(self._redis.incr(self._key("seq")))
                     ttl = int(self._local.window.total_seconds() * 2) + 60
                     pipe = self._redis.pipeline(transaction=True)
-                    pipe.zadd(self._key("log"), {_encode(stored): seq})
+                    pipe.zadd(self._key("log"), {encode_entry(stored): seq})
                     pipe.zadd(self._key("time"), {str(seq): entry.at.timestamp()})
                     for name in ("seq", "log", "time"):
                         pipe.expire(self._key(name), ttl)

@@ -240,7 +240,7 @@ class Guard:
         prints: list[Voiceprint] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
         voice = self._check_voice(hh, pcm, members, prints)
-        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now)
+        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id)
         fp = self._fingerprint(pcm)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
@@ -401,11 +401,11 @@ class Guard:
             return VoiceCheck(None, error="the speaker check raised an internal error")
 
     def _check_broadcast(
-        self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, caller_id: str
     ) -> BroadcastCheck:
         try:
             with span("broadcast.check") as s:
-                found = self._broadcast.check(hh, device_id, decision_id, pcm, now)
+                found = self._broadcast.check(hh, device_id, decision_id, pcm, now, caller_id=caller_id)
                 s.set(matched=bool(found.reasons), cluster_size=len(found.cluster_decisions))
         except Exception as exc:
             CHECK_ERRORS.labels("broadcast").inc()

@@ -32,9 +32,19 @@ class SpeakerVerifier(Protocol):
 
 class BroadcastDefence(Protocol):
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
     ) -> BroadcastCheck:
-        """Match the utterance against known clips and the fleet window; also records it in the window."""
+        """Match the utterance against known clips and the fleet window; also records it in the window.
+
+        `caller_id` is the authenticated caller (api layer), "" for calls made in process: the
+        window counts sources by caller and device, never by the household a request names."""
         ...
 
 
@@ -42,6 +52,13 @@ class NoBroadcastDefence:
     """Used when broadcast defence is switched off in settings; reports nothing."""
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
     ) -> BroadcastCheck:
         return BroadcastCheck()

@@ -127,10 +127,16 @@ class Ge2eEncoder:
             raise Unavailable(f"GE2E weights file {path} does not fit the network: {exc}") from exc
         if result.missing_keys:
             raise Unavailable(f"GE2E weights file {path} lacks {', '.join(result.missing_keys)}")
+        self.weights_path = path
         self._device = torch.device(device)
         self._net.to(self._device).eval()
         # An LSTM module is not safe to call from several threads at once (flattened weights).
         self._lock = threading.Lock()
+
+    @property
+    def net(self) -> nn.Module:
+        """The loaded network (the ONNX export reads it: `ge2e_onnx.py`)."""
+        return self._net
 
     def embed(self, samples_16k: Samples) -> Embedding:
         return self.embed_batch([samples_16k])[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -9,10 +10,11 @@ import pytest
 from unit.broadcast.broadcast_synth import RATE, hear, programme, wav
 
 from purchase_guard.broadcast.denylist import PROMOTED, Denylist, MemoryClipStore
-from purchase_guard.broadcast.guard import BroadcastGuard
+from purchase_guard.broadcast.fingerprint import fingerprint
+from purchase_guard.broadcast.guard import BroadcastGuard, ClusterRule, find_cluster
 from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch
 from purchase_guard.broadcast.registry import ClipRegistry
-from purchase_guard.broadcast.window import MemoryWindow
+from purchase_guard.broadcast.window import MemoryWindow, WindowEntry
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.domain import AudioInput, ReasonCode
 from purchase_guard.voice.audio import Pcm
@@ -50,14 +52,14 @@ def test_third_household_is_a_broadcast_and_earlier_ones_are_returned_for_cancel
     """Two households hear a clip unflagged; the third matches both: BROADCAST_MATCH with the
     cluster id and strength, the earlier decisions for the late catch, and a promoted clip."""
     prog = programme(1)
-    first = guard.check("hh1", "d", "dec1", hear(prog, seed=1), T0)
-    second = guard.check("hh2", "d", "dec2", hear(prog, seed=2), T0 + timedelta(seconds=2))
+    first = guard.check("hh1", "d", "dec1", hear(prog, seed=1), T0, caller_id="")
+    second = guard.check("hh2", "d", "dec2", hear(prog, seed=2), T0 + timedelta(seconds=2), caller_id="")
     assert codes(first) == []
     assert codes(second) == []
-    third = guard.check("hh3", "d", "dec3", hear(prog, seed=3), T0 + timedelta(seconds=4))
+    third = guard.check("hh3", "d", "dec3", hear(prog, seed=3), T0 + timedelta(seconds=4), caller_id="")
     assert codes(third) == [ReasonCode.BROADCAST_MATCH]
     detail = dict(third.reasons[0].detail)
-    assert detail["matched_households"] == "2"
+    assert detail["matched_sources"] == "2"
     assert DEFAULT_MATCH.accepts(strength(detail))  # the strength that passed
     assert set(third.cluster_decisions) == {("hh1", "dec1"), ("hh2", "dec2")}
     promoted = [c for c in store.all() if c.source == PROMOTED]
@@ -71,8 +73,8 @@ def test_promoted_cluster_catches_a_replay_after_the_window(guard: BroadcastGuar
     """Once promoted, the broadcast is refused even when heard alone an hour later."""
     prog = programme(2)
     for k in range(3):
-        guard.check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k))
-    later = guard.check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=1))
+        guard.check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k), caller_id="")
+    later = guard.check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=1), caller_id="")
     assert codes(later) == [ReasonCode.BROADCAST_MATCH]
     assert dict(later.reasons[0].detail)["source"] == PROMOTED
 
@@ -81,8 +83,8 @@ def test_promotion_expires(guard: BroadcastGuard) -> None:
     """After the promotion period a lone replay is no longer refused."""
     prog = programme(3)
     for k in range(3):
-        guard.check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k))
-    late = guard.check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=49))
+        guard.check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k), caller_id="")
+    late = guard.check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(hours=49), caller_id="")
     assert codes(late) == []
 
 
@@ -90,7 +92,9 @@ def test_devices_of_one_household_never_form_a_cluster(guard: BroadcastGuard) ->
     """Five devices in one home hearing the same person (same audio) do not make a broadcast."""
     prog = programme(4)
     for k in range(5):
-        check = guard.check("hh1", f"dev{k}", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k))
+        check = guard.check(
+            "hh1", f"dev{k}", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k), caller_id=""
+        )
         assert codes(check) == []
         assert check.cluster_decisions == ()
 
@@ -98,9 +102,9 @@ def test_devices_of_one_household_never_form_a_cluster(guard: BroadcastGuard) ->
 def test_one_other_household_is_not_enough(guard: BroadcastGuard) -> None:
     """With the default of two other households, a single matching household is not a broadcast."""
     prog = programme(5)
-    guard.check("hh1", "d", "dec1", hear(prog, seed=1), T0)
-    second = guard.check("hh2", "d", "dec2", hear(prog, seed=2), T0)
-    again = guard.check("hh2", "d2", "dec3", hear(prog, seed=3), T0)
+    guard.check("hh1", "d", "dec1", hear(prog, seed=1), T0, caller_id="")
+    second = guard.check("hh2", "d", "dec2", hear(prog, seed=2), T0, caller_id="")
+    again = guard.check("hh2", "d2", "dec3", hear(prog, seed=3), T0, caller_id="")
     assert codes(second) == []
     assert codes(again) == []
 
@@ -108,7 +112,7 @@ def test_one_other_household_is_not_enough(guard: BroadcastGuard) -> None:
 def test_unrelated_utterances_never_cluster(guard: BroadcastGuard) -> None:
     """Ten households saying different things produce no broadcast reason."""
     for k in range(10):
-        check = guard.check(f"hh{k}", "d", f"dec{k}", hear(programme(300 + k), seed=k), T0)
+        check = guard.check(f"hh{k}", "d", f"dec{k}", hear(programme(300 + k), seed=k), T0, caller_id="")
         assert codes(check) == []
 
 
@@ -127,10 +131,10 @@ def test_unusable_audio_never_forms_or_joins_a_cluster(
     """Silence, very short or hard-clipped audio from many households is not added to the
     window and never flagged, and does not help a real copy form a cluster either."""
     for k in range(4):
-        check = guard.check(f"hh{k}", "d", f"dec{k}", make(), T0)  # type: ignore[operator]
+        check = guard.check(f"hh{k}", "d", f"dec{k}", make(), T0, caller_id="")  # type: ignore[operator]
         assert codes(check) == []
     assert len(window) == 0
-    real = guard.check("hhx", "d", "decx", hear(programme(6), seed=5), T0)
+    real = guard.check("hhx", "d", "decx", hear(programme(6), seed=5), T0, caller_id="")
     assert codes(real) == []
 
 
@@ -140,7 +144,9 @@ def test_known_clip_is_refused_whatever_part_is_heard(guard: BroadcastGuard, sto
     clip = ClipRegistry(store, FrozenClock(T0), SequentialIds()).register(
         "Dollhouse ad", AudioInput(encoded=wav(clip_audio))
     )
-    check = guard.check("hh1", "d", "dec1", hear(clip_audio, seed=3, start_s=6.0, snr_db=10), T0)
+    check = guard.check(
+        "hh1", "d", "dec1", hear(clip_audio, seed=3, start_s=6.0, snr_db=10), T0, caller_id=""
+    )
     assert codes(check) == [ReasonCode.KNOWN_BROADCAST]
     detail = dict(check.reasons[0].detail)
     assert detail["clip_id"] == clip.clip_id
@@ -152,11 +158,13 @@ def test_removed_clip_is_no_longer_enforced(guard: BroadcastGuard, store: Memory
     clip_audio = programme(8, seconds=8.0)
     registry = ClipRegistry(store, FrozenClock(T0), SequentialIds())
     clip = registry.register("News", AudioInput(encoded=wav(clip_audio)))
-    assert codes(guard.check("hh1", "d", "dec1", hear(clip_audio, seed=1, start_s=2.0), T0)) == [
-        ReasonCode.KNOWN_BROADCAST
-    ]
+    assert codes(
+        guard.check("hh1", "d", "dec1", hear(clip_audio, seed=1, start_s=2.0), T0, caller_id="")
+    ) == [ReasonCode.KNOWN_BROADCAST]
     registry.remove(clip.clip_id)
-    assert codes(guard.check("hh2", "d", "dec2", hear(clip_audio, seed=2, start_s=2.0), T0)) == []
+    assert (
+        codes(guard.check("hh2", "d", "dec2", hear(clip_audio, seed=2, start_s=2.0), T0, caller_id="")) == []
+    )
 
 
 def test_expired_promotions_are_dropped_when_a_new_cluster_is_promoted(
@@ -167,7 +175,87 @@ def test_expired_promotions_are_dropped_when_a_new_cluster_is_promoted(
         prog = programme(seed)
         at = T0 + timedelta(hours=50 * n)
         for k in range(3):
-            guard.check(f"hh{n}{k}", "d", f"dec{n}{k}", hear(prog, seed=k), at + timedelta(seconds=k))
+            guard.check(
+                f"hh{n}{k}", "d", f"dec{n}{k}", hear(prog, seed=k), at + timedelta(seconds=k), caller_id=""
+            )
     promoted = [c for c in store.all() if c.source == PROMOTED]
     assert len(promoted) == 1
     assert promoted[0].created_at >= T0 + timedelta(hours=50)
+
+
+def test_one_caller_and_device_naming_many_households_is_one_source(guard: BroadcastGuard) -> None:
+    """The attack of issue 14: one authenticated device sends the victim's own utterance under
+    other household ids. It is one source, so the victim's next copy is not a broadcast."""
+    prog = programme(21)
+    for k in range(4):
+        check = guard.check(f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0, caller_id="device:cred_x")
+        assert codes(check) == []
+    victim = guard.check("victim", "home", "dec9", hear(prog, seed=9), T0, caller_id="device:home")
+    assert codes(victim) == []
+
+
+def test_distinct_devices_of_one_backend_are_distinct_sources(guard: BroadcastGuard) -> None:
+    """A voice platform calls for every device under one credential: its devices in three
+    households (all named "d": device ids are unique only within a household) are three
+    sources, so a real broadcast is still caught."""
+    prog = programme(22)
+    results = [
+        guard.check(
+            f"hh{k}", f"dev{k}", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=k), caller_id="be"
+        )
+        for k in range(3)
+    ]
+    assert codes(results[2]) == [ReasonCode.BROADCAST_MATCH]
+    assert dict(results[2].reasons[0].detail)["matched_sources"] == "2"
+
+
+def test_min_callers_stops_one_credential_forming_a_cluster(
+    store: MemoryClipStore, window: MemoryWindow
+) -> None:
+    """With BROADCAST_MIN_CALLERS=2, one caller's devices alone are never a cluster; a second
+    caller's copy completes one."""
+    guard = BroadcastGuard(window, Denylist(store), SequentialIds(), cluster=ClusterRule(min_callers=2))
+    prog = programme(23)
+    for k in range(4):
+        check = guard.check(f"hh{k}", f"dev{k}", f"dec{k}", hear(prog, seed=k), T0, caller_id="be")
+        assert codes(check) == []
+    other = guard.check("hh9", "dev9", "dec9", hear(prog, seed=9), T0, caller_id="be2")
+    assert codes(other) == [ReasonCode.BROADCAST_MATCH]
+
+
+def test_copies_further_apart_than_the_spread_are_not_a_cluster(guard: BroadcastGuard) -> None:
+    """Three copies 40 s apart (spread 30 s): no verdict; two more within seconds of the last:
+    the second of them completes a cluster with it."""
+    prog = programme(24)
+    spaced = [
+        guard.check(
+            f"hh{k}", "d", f"dec{k}", hear(prog, seed=k), T0 + timedelta(seconds=40 * k), caller_id=""
+        )
+        for k in range(3)
+    ]
+    assert [codes(c) for c in spaced] == [[], [], []]
+    near = guard.check("hh8", "d", "dec8", hear(prog, seed=8), T0 + timedelta(seconds=95), caller_id="")
+    assert codes(near) == []
+    close = guard.check("hh9", "d", "dec9", hear(prog, seed=9), T0 + timedelta(seconds=100), caller_id="")
+    assert codes(close) == [ReasonCode.BROADCAST_MATCH]
+    assert set(close.cluster_decisions) == {("hh2", "dec2"), ("hh8", "dec8")}
+
+
+def test_members_must_match_each_other_at_consistent_offsets(window: MemoryWindow) -> None:
+    """find_cluster: two true copies matched by a third form a cluster; when one member's match
+    offset is moved by 0.4 s (as for two chance matches, which do not line up), they do not."""
+    prog = programme(25)
+    entries = [
+        WindowEntry(f"e{k}", f"hh{k}", "d", f"dec{k}", T0, fingerprint(hear(prog, seed=k)), f"s{k}")
+        for k in range(3)
+    ]
+    window.match_and_add(entries[0])
+    window.match_and_add(entries[1])
+    query = entries[2]
+    matches = window.match_and_add(query)
+    assert {m.entry.entry_id for m in find_cluster(query, matches)} == {"e0", "e1"}
+    moved = [
+        matches[0],
+        replace(matches[1], match=replace(matches[1].match, offset=matches[1].match.offset + 50)),
+    ]
+    assert find_cluster(query, moved) == []

@@ -27,7 +27,7 @@ from purchase_guard.domain import (
     SpeakerResult,
     Voiceprint,
 )
-from purchase_guard.pipeline.guard import EvaluateInput, Guard
+from purchase_guard.pipeline.guard import Caller, EvaluateInput, Guard
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.sealing import KeyRing
 from purchase_guard.store.sqlite import SqliteStore
@@ -60,15 +60,28 @@ class ExplodingVerifier(AdultVerifier):
 
 class ExplodingBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
     ) -> BroadcastCheck:
         raise ConnectionError("redis gone")
 
 
 class QuietBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
     ) -> BroadcastCheck:
+        return BroadcastCheck()
+
+
+class RecordingBroadcast(QuietBroadcast):
+    """Remembers which caller each check was made for."""
+
+    def __init__(self) -> None:
+        self.callers: list[str] = []
+
+    def check(
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+    ) -> BroadcastCheck:
+        self.callers.append(caller_id)
         return BroadcastCheck()
 
 
@@ -127,3 +140,21 @@ def test_a_failing_check_is_deny_with_guard_error(
     assert ReasonCode.GUARD_ERROR in decision.codes
     assert [e.decision_id for e in store.audit_entries("hh_1")] == [decision.decision_id]
     assert store.spend_since("hh_1", None, NOW) == 0
+
+
+def test_the_broadcast_check_is_told_the_authenticated_caller(tmp_path: Path) -> None:
+    """The fleet window counts sources by authenticated caller: Evaluate passes the caller id
+    the api layer authenticated to the broadcast check, not anything the request claims."""
+    broadcast = RecordingBroadcast()
+    guard = make_guard(sqlite(tmp_path), broadcast=broadcast)
+    guard.evaluate(
+        EvaluateInput(
+            "r9",
+            "hh_1",
+            "dev",
+            ORDER,
+            AudioInput(pcm16=pcm16(), sample_rate_hz=16000),
+            caller=Caller("backend:voice-platform", fleet=True),
+        )
+    )
+    assert broadcast.callers == ["backend:voice-platform"]
