@@ -72,7 +72,7 @@ class ArmedBroadcast:
         self.armed = False
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
     ) -> BroadcastCheck:
         if not self.armed:
             return BroadcastCheck()
