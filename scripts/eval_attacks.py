@@ -46,6 +46,7 @@ from purchase_guard.domain import (
 )
 from purchase_guard.errors import EnrollmentRejected, WeakPin
 from purchase_guard.household.principals import Principal
+from purchase_guard.limits import pin_gate
 from purchase_guard.logs import configure_logging
 from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput
 from purchase_guard.voice.audio import Pcm
@@ -166,6 +167,7 @@ class Lab:
         self.svc = self.app.households
         self.op = self.svc.authenticate(OP)
         self.n = 0
+        self.chain_paused = 0  # pin-chain tries that reached a paused PIN before the last challenge
 
     def tick(self, seconds: float = 5.0) -> None:
         self.clock.advance(timedelta(seconds=seconds))
@@ -341,33 +343,54 @@ def attack_replay(
 
 
 def attack_pin_chain(lab: Lab, rng: random.Random, tries: int) -> Tally:
+    """Issue 17's chain: an attacker without the PIN (but with recordings of the parent) answers
+    wrongly until the PIN is paused, then answers the next challenge as best they can: random
+    digits with the parent's voice saying them, a PIN with one more guess, a parent's approval
+    with whatever they have."""
     t = Tally(
         "pin_bypass_chain",
-        "five wrong PIN answers, then the next challenge answered in the parent's voice saying what it asks",
+        "wrong PINs until the PIN is paused, then the next challenge answered as best an attacker can",
     )
     for speaker in FSDD_SPEAKERS:
         pin = pin_of(rng)
         hid, me = fsdd_parent_home(lab, speaker, pin, rng, ChallengeMethod.SPOKEN_PIN)
         for _ in range(tries):
             lab.svc.set_pin(me, hid, pin)
-            ev, _ = request_audio(lab, speaker, rng)
-            d = lab.evaluate(hid, ev)
-            for _ in range(5):
-                if d.challenge is None:
+            d: Decision | None = None
+            for _ in range(12):  # wrong answers until the store says the PIN is paused
+                state = lab.app.store.get_pin(hid)
+                if state is not None and pin_gate(state, lab.clock.now()) is not None:
                     break
-                wrong = digits_of(rng, 4)
+                if d is None or d.challenge is None:
+                    ev, _ = request_audio(lab, speaker, rng)
+                    d = lab.evaluate(hid, ev)
+                    if d.challenge is None:
+                        continue
+                wrong = wrong_pin(rng, pin)
                 r = lab.confirm(hid, d, wav(fsdd(lab, speaker, wrong, rng, 20, 50).samples), wrong)
-                if r.outcome is Outcome.ALLOW:
-                    break
+                if r.challenge is None or r.outcome is not Outcome.CHALLENGE:
+                    d = None  # locked or closed: the next wrong answer needs a new challenge
+            state = lab.app.store.get_pin(hid)
+            lab.chain_paused += bool(state is not None and pin_gate(state, lab.clock.now()) is not None)
             ev2, _ = request_audio(lab, speaker, rng)
             d2 = lab.evaluate(hid, ev2)
             if d2.challenge is None:
                 t.add(d2, None)
                 continue
-            want = expected(d2, pin)
-            answer = wav(fsdd(lab, speaker, want, rng, 20, 50).samples)
-            t.add(lab.confirm(hid, d2, answer, want), d2.challenge.method)
+            if d2.challenge.method is ChallengeMethod.RANDOM_DIGITS:
+                said = d2.challenge.digits_to_repeat  # the parent's voice saying exactly these
+            else:
+                said = wrong_pin(rng, pin)  # without the PIN, one more guess
+            answer = wav(fsdd(lab, speaker, said, rng, 20, 50).samples)
+            t.add(lab.confirm(hid, d2, answer, said), d2.challenge.method)
     return t
+
+
+def wrong_pin(rng: random.Random, pin: str) -> str:
+    while True:
+        guess = digits_of(rng, len(pin))
+        if guess != pin:
+            return guess
 
 
 def attack_spliced(lab: Lab, rng: random.Random, tries: int) -> Tally:
@@ -430,6 +453,28 @@ def children(data: Path) -> list[Child]:
     return out
 
 
+def kid_home(
+    lab: Lab, kid: Child, variant: str, rng: random.Random
+) -> tuple[str, Principal, tuple[str, bool]]:
+    """A household with a grown-up parent and the child enrolled as an ADULT (`variant` "parent":
+    as the household's parent, role confirmed by the grown-up's own credential)."""
+    hid, me = lab.household(f"{kid.speaker}-{lab.rid('h')}")
+    grown = lab.svc.add_member(me, hid, "Grown-up", Role.ADULT, True)
+    lab.svc.enroll_voice(
+        me,
+        hid,
+        grown.member_id,
+        [wav(fsdd(lab, "george", d, rng, 0, 3).samples) for d in ("3817", "5092", "6641")],
+    )
+    kid_member = lab.svc.add_member(me, hid, "Kid", Role.ADULT, variant == "parent")
+    takes = [AudioInput(encoded=p.read_bytes()) for p in kid.sentences[:ENROLL]]
+    report = lab.svc.enroll_voice(me, hid, kid_member.member_id, takes)
+    if variant == "parent":
+        _, token = lab.svc.issue_credential(me, hid, CredentialKind.PARENT, grown.member_id, "", "phone")
+        lab.svc.confirm_voice_role(lab.svc.authenticate(token), hid, kid_member.member_id)
+    return hid, me, (kid_member.member_id, bool(report.warnings))
+
+
 def attack_children(lab: Lab, data: Path, rng: random.Random) -> tuple[Tally, Tally, dict[str, Any]]:
     unconfirmed = Tally(
         "child_enrolled_as_adult",
@@ -454,50 +499,31 @@ def attack_children(lab: Lab, data: Path, rng: random.Random) -> tuple[Tally, Ta
         if not answers:
             continue
         for variant, tally in (("adult", unconfirmed), ("parent", as_parent)):
-            # One household per child and variant; each answer recording is sent once, so the
-            # replay check does not stand in for the defences measured here.
-            hid, me = lab.household(f"{kid.speaker}-{lab.rid('h')}")
-            homes += 1
-            grown = lab.svc.add_member(me, hid, "Grown-up", Role.ADULT, True)
-            lab.svc.enroll_voice(
-                me,
-                hid,
-                grown.member_id,
-                [wav(fsdd(lab, "george", d, rng, 0, 3).samples) for d in ("3817", "5092", "6641")],
-            )
-            kid_member = lab.svc.add_member(me, hid, "Kid", Role.ADULT, variant == "parent")
-            report = lab.svc.enroll_voice(
-                me,
-                hid,
-                kid_member.member_id,
-                [AudioInput(encoded=p.read_bytes()) for p in kid.sentences[:ENROLL]],
-            )
-            enroll_warned += bool(report.warnings)
-            if variant == "parent":
-                _, token = lab.svc.issue_credential(
-                    me, hid, CredentialKind.PARENT, grown.member_id, "", "phone"
-                )
-                lab.svc.confirm_voice_role(lab.svc.authenticate(token), hid, kid_member.member_id)
+            requests = kid.sentences[ENROLL:]
             for k, (answer_digits, answer_path) in enumerate(answers):
+                if k % len(requests) == 0:
+                    # A household of its own for each run through the child's requests: every
+                    # request and answer recording is sent once, so the replay check does not
+                    # stand in for the defences measured here.
+                    hid, me, kid_member = kid_home(lab, kid, variant, rng)
+                    homes += 1
+                    enroll_warned += kid_member[1]
                 others = [(load_flac(p), d) for d, p in kid.strings if p != answer_path]
                 if others:
                     try:
                         templates = checker.build_templates(others, require_every_digit=False)
-                        lab.app.store.put_digit_templates(
-                            hid,
-                            kid_member.member_id,
-                            templates.features,
-                            templates.to_bytes(),
-                            lab.clock.now(),
-                            None,
+                        store = lab.app.store
+                        at = lab.clock.now()
+                        store.put_digit_templates(
+                            hid, kid_member[0], templates.features, templates.to_bytes(), at, None
                         )
                     except EnrollmentRejected:  # strings the check cannot cut give no templates
                         pass
                 lab.svc.set_pin(me, hid, answer_digits)
-                sentence = kid.sentences[ENROLL + k % (len(kid.sentences) - ENROLL)]
+                sentence = requests[k % len(requests)]
                 d = lab.evaluate(hid, AudioInput(encoded=sentence.read_bytes()))
                 if d.challenge is None:
-                    tally.add(d, None)
+                    tally.add(d, None, d)
                     continue
                 final = lab.confirm(hid, d, AudioInput(encoded=answer_path.read_bytes()), answer_digits)
                 tally.add(final, d.challenge.method, d)
@@ -552,6 +578,7 @@ def main() -> int:
     run_children = not args.skip_children and (not only or "children" in only)
     info: dict[str, Any] = {}
     tallies: list[Tally] = []
+    lab_ref: list[Lab] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write(final: bool) -> list[dict[str, Any]]:
@@ -562,6 +589,7 @@ def main() -> int:
             "tries_per_parent": args.tries,
             "complete": final,
             "children_info": info,
+            "pin_chain_tries_that_paused_the_pin": lab_ref[0].chain_paused if lab_ref else None,
             "attacks": rows,
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -570,6 +598,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(args.data, Path(tmp))
+        lab_ref.append(lab)
         for name, step in steps:
             t0 = time.monotonic()
             tallies += step(lab)
