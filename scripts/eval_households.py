@@ -421,20 +421,21 @@ def attack_request(lab: Lab, home: Home, kind: str, take: Take, total: int) -> A
 
 @dataclass
 class Pools:
-    """The held-out fold's speakers by role, and round-robin cursors so recordings spread out."""
+    """The held-out fold's speakers by role, each role's recordings in a fixed shuffled order, and
+    round-robin cursors so that successive households hear different recordings."""
 
     parents: list[Speaker]
     children: list[Speaker]
     teens: list[Speaker]
     adults: list[Speaker]
+    takes: dict[str, list[Take]] = field(default_factory=dict)
     cursor: dict[str, int] = field(default_factory=dict)
 
-    def draw(self, name: str, takes: Sequence[Take], n: int, home: Home, exclude: set[str]) -> list[Take]:
-        """n takes from `takes`, never one this household has heard, starting where the last
-        household stopped."""
+    def draw(self, name: str, n: int, home: Home, exclude: set[str]) -> list[Take]:
+        """n of role `name`'s recordings, none this household has heard or spoken by `exclude`,
+        starting where the last household stopped."""
+        takes = self.takes.get(name, [])
         out: list[Take] = []
-        if not takes:
-            return out
         start = self.cursor.get(name, 0)
         for i in range(len(takes)):
             t = takes[(start + i) % len(takes)]
@@ -455,12 +456,17 @@ def pools_for(speakers: dict[str, Speaker], fold_of: dict[str, int], fold: int, 
         if s.info.group == "adult" and s.corpus in PARENT_CORPORA and len(s.enroll) >= 3 and len(s.tests) >= 2
     ]
     rng.shuffle(parents)
-    return Pools(
+    pools = Pools(
         parents,
         [s for s in held if s.info.group == "child" and len(s.enroll) >= 3],
         [s for s in held if s.info.group == "teen"],
         [s for s in held if s.info.group == "adult"],
     )
+    for name, group in (("child", pools.children), ("teen", pools.teens), ("stranger", pools.adults)):
+        takes = [t for sp in group for t in (*sp.tests, *sp.enroll)]
+        rng.shuffle(takes)
+        pools.takes[name] = takes
+    return pools
 
 
 def interleave(rng: random.Random, pools: dict[str, list[Take]]) -> list[tuple[str, Take]]:
@@ -489,13 +495,10 @@ def run_home(lab: Lab, home: Home, pools: Pools, rng: random.Random) -> list[Att
     if home.child is not None:
         attacks["child_enrolled"] = home.child.tests[:n_child]
         n_child -= len(attacks["child_enrolled"])
-    others = [c for c in pools.children if home.child is None or c.key != home.child.key]
-    child_takes = [t for c in others for t in (*c.tests, *c.enroll)]
-    teen_takes = [t for c in pools.teens for t in (*c.tests, *c.enroll)]
-    adult_takes = [t for a in pools.adults if a.key != parent.key for t in (*a.tests, *a.enroll)]
-    attacks["child_unenrolled"] = pools.draw("child", child_takes, n_child, home, set())
-    attacks["teen"] = pools.draw("teen", teen_takes, TEENS_PER_HOUSEHOLD, home, set())
-    attacks["stranger"] = pools.draw("stranger", adult_takes, STRANGERS_PER_HOUSEHOLD, home, {parent.key})
+    enrolled = {home.child.key} if home.child is not None else set()
+    attacks["child_unenrolled"] = pools.draw("child", n_child, home, enrolled)
+    attacks["teen"] = pools.draw("teen", TEENS_PER_HOUSEHOLD, home, set())
+    attacks["stranger"] = pools.draw("stranger", STRANGERS_PER_HOUSEHOLD, home, {parent.key})
     queue = interleave(rng, attacks)
     out: list[Attempt] = []
     per_gap = -(-len(queue) // max(1, len(requests)))
