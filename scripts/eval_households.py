@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import soundfile as sf
 from script_paths import ROOT, default_data_dir
@@ -299,6 +300,11 @@ class Home:
     answer_takes: set[tuple[str, int]] = field(default_factory=set)
     sent_genuine: list[Take] = field(default_factory=list)
     child: Speaker | None = None
+    requests: list[Take] = field(default_factory=list)  # the parent's test takes not used to enroll
+    child_attempts: list[Take] = field(default_factory=list)
+    enroll_extra: int = 0
+    digit_templates: bool = False
+    child_refused: bool = False
 
     @property
     def speaks_digits(self) -> bool:
@@ -318,6 +324,29 @@ class Home:
         return wav_bytes(pcm.samples)
 
 
+class EnrollmentRefused(Exception):
+    """The guard's enrollment gate refused every set of takes tried."""
+
+
+def enroll(admin: GuardClient, hid: str, member: str, speaker: Speaker, extra: int = 2) -> list[Take]:
+    """Enroll from the speaker's 3 enrollment takes; when the gate refuses them (a take too
+    short, or not like the others), add the next test take, as the app would ask for another
+    take, up to `extra` more. Returns the test takes used, which are then never requests."""
+    used: list[Take] = []
+    while True:
+        try:
+            admin.enroll(hid, member, [t.wav for t in (*speaker.enroll[:3], *used)])
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT or len(used) >= extra:
+                raise EnrollmentRefused(str(exc.details())) from exc
+            spare = [t for t in speaker.tests if t not in used]
+            if len(spare) <= 2:
+                raise EnrollmentRefused(str(exc.details())) from exc
+            used.append(spare[0])
+        else:
+            return used
+
+
 def make_home(
     lab: Lab, parent: Speaker, child: Speaker | None, fold: int, data: Path, seed: str, bands: Any
 ) -> Home:
@@ -326,7 +355,7 @@ def make_home(
     hid = hh["household"]["household_id"]
     admin = lab.op.with_token(hh["admin_token"])
     pid = admin.add_member(hid, "Parent", "ADULT", True)["member"]["member_id"]
-    admin.enroll(hid, pid, [t.wav for t in parent.enroll[:3]])
+    extra_parent = enroll(admin, hid, pid, parent)
     pin = pin_of(rng)
     admin.set_pin(hid, pin)
     if parent.corpus.startswith("fsdd"):
@@ -339,22 +368,44 @@ def make_home(
                 seen[d] = seen.get(d, 0) + 1
             pcm, _ = fsdd_join(data, parent.info.speaker, prompt, takes, rng)
             guided.append((prompt, wav_bytes(pcm.samples)))
-        admin.enroll_digits(hid, pid, guided)
+        try:
+            admin.enroll_digits(hid, pid, guided)
+            digit_templates = True
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            digit_templates = False
+    else:
+        digit_templates = False
     phone = lab.op.with_token(
         admin.issue_credential(hid, "PARENT_CREDENTIAL", member_id=pid, label="phone")["token"]
     )
-    home = Home(hid, admin, phone, parent, pin, fold, data, rng, bands)
+    home = Home(hid, admin, phone, parent, pin, fold, data, rng, bands, digit_templates=digit_templates)
+    home.enroll_extra = len(extra_parent)
+    home.requests = [t for t in parent.tests if t not in extra_parent]
     if child is not None:
         cid = admin.add_member(hid, "Kid", "CHILD")["member"]["member_id"]
-        admin.enroll(hid, cid, [t.wav for t in child.enroll[:3]])
-        home.child = child
+        try:
+            extra_child = enroll(admin, hid, cid, child)
+            home.child = child
+            home.child_attempts = [t for t in child.tests if t not in extra_child]
+        except EnrollmentRefused:
+            admin.remove_member(hid, cid)
+            home.child_refused = True
     return home
 
 
 def evaluate(lab: Lab, home: Home, take: Take, total: int) -> dict[str, Any]:
+    """The backend's Evaluate; a request the guard rejects as bad input (INVALID_ARGUMENT, e.g.
+    audio it cannot use) is a refusal, reported under its status code."""
     lab.tick()
     home.heard.add(take.digest)
-    return lab.op.evaluate(lab.rid("ev"), home.hid, "kitchen", order(total), take.wav)
+    try:
+        return lab.op.evaluate(lab.rid("ev"), home.hid, "kitchen", order(total), take.wav)
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        return {"outcome": "REJECTED", "reasons": [{"code": f"GRPC_{exc.code().name}"}]}
 
 
 def genuine_request(lab: Lab, home: Home, take: Take, total: int, over: bool) -> Attempt:
@@ -475,9 +526,9 @@ def interleave(rng: random.Random, pools: dict[str, list[Take]]) -> list[tuple[s
     return rows
 
 
-def fsdd_requests(parent: Speaker, rng: random.Random) -> list[Take]:
+def fsdd_requests(parent: Speaker, tests: Sequence[Take], rng: random.Random) -> list[Take]:
     """5 single test joins (PIN-length) and 3 pairs of joins (command-length) of an FSDD parent."""
-    joins = list(parent.tests)
+    joins = list(tests)
     rng.shuffle(joins)
     out = joins[:5]
     for a, b in zip(joins[5:11:2], joins[6:12:2], strict=True):
@@ -489,11 +540,13 @@ def fsdd_requests(parent: Speaker, rng: random.Random) -> list[Take]:
 
 def run_home(lab: Lab, home: Home, pools: Pools, rng: random.Random) -> list[Attempt]:
     parent = home.parent
-    requests = fsdd_requests(parent, rng) if parent.corpus.startswith("fsdd") else list(parent.tests)
+    requests = (
+        fsdd_requests(parent, home.requests, rng) if parent.corpus.startswith("fsdd") else list(home.requests)
+    )
     attacks: dict[str, list[Take]] = {}
     n_child = CHILDREN_PER_HOUSEHOLD
     if home.child is not None:
-        attacks["child_enrolled"] = home.child.tests[:n_child]
+        attacks["child_enrolled"] = home.child_attempts[:n_child]
         n_child -= len(attacks["child_enrolled"])
     enrolled = {home.child.key} if home.child is not None else set()
     attacks["child_unenrolled"] = pools.draw("child", n_child, home, enrolled)
@@ -618,16 +671,30 @@ def run(
                 thr, child, info = fold_files(table, used, folder, log)
             bands = bands_of(thr, encoder.name)
             pools = pools_for(speakers, fold_of, fold, random.Random(f"{seed}-{fold}"))
-            chosen = pools.parents[:per_fold]
+            chosen: list[Speaker] = []
+            refused: list[dict[str, str]] = []
+            extra = children_refused = digits_refused = 0
             with lab_for(folder, memo, digits, thr, child) as lab:
-                for h, parent in enumerate(chosen):
+                for h, parent in enumerate(pools.parents):
+                    if len(chosen) == per_fold:
+                        break
                     kid = (
-                        pools.children[h // 2 % len(pools.children)]
-                        if h % 2 == 1 and pools.children
+                        pools.children[len(chosen) // 2 % len(pools.children)]
+                        if len(chosen) % 2 == 1 and pools.children
                         else None
                     )
-                    home = make_home(lab, parent, kid, fold, data, f"{seed}-{fold}-{h}", bands)
+                    try:
+                        home = make_home(lab, parent, kid, fold, data, f"{seed}-{fold}-{h}", bands)
+                    except EnrollmentRefused as exc:
+                        # Reported: a parent the guard would not enroll is a parent it fails.
+                        refused.append({"speaker": parent.key, "why": str(exc)})
+                        continue
+                    chosen.append(parent)
+                    extra += home.enroll_extra
+                    children_refused += home.child_refused
+                    digits_refused += home.speaks_digits and not home.digit_templates
                     ledger.extend(run_home(lab, home, pools, rng))
+                    log(f"  fold {fold} household {len(chosen)}: {len(ledger.attempts)} attempts so far")
             memo.save()
         info.update(
             {
@@ -635,6 +702,10 @@ def run(
                 "households": len(chosen),
                 "parents_by_corpus": _count(p.corpus for p in chosen),
                 "parents_available": len(pools.parents),
+                "parents_enrollment_refused": refused,
+                "parents_needing_extra_enrollment_takes": extra,
+                "children_enrollment_refused": children_refused,
+                "fsdd_digit_enrollment_refused": digits_refused,
                 "children": len(pools.children),
                 "teens": len(pools.teens),
                 "adults": len(pools.adults),
