@@ -223,12 +223,12 @@ def targets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     k_child = sum(c["allow"]["k"] for c in children)
     s = summary["attacks"].get("stranger", {}).get("all")
     for what, k, n, need in (
-        ("children", k_child, n_child, 1000),
-        ("strangers", s["allow"]["k"] if s else 0, s["attempts"] if s else 0, 2000),
+        ("child", k_child, n_child, 1000),
+        ("stranger", s["allow"]["k"] if s else 0, s["attempts"] if s else 0, 2000),
     ):
         out.append(
             {
-                "target": f"0 ALLOW in >= {need} {what}' attempts",
+                "target": f"0 ALLOW in >= {need} {what} attempts",
                 "allowed": k,
                 "attempts": n,
                 "ci95": list(wilson(k, n)),
@@ -257,6 +257,16 @@ def format_table(summary: Mapping[str, Any]) -> str:
             f"| parent | {b} | {g['attempts']} | {pct(g['completed_at_most_one_challenge'])} "
             f"| {pct(g['allow'])} | {pct(g['passed_answer'])} | {pct(g['passed_approval'])} "
             f"| {pct(g['refused'])} |"
+        )
+    lines += [
+        "",
+        "| genuine parents by | purchases | completed, <= 1 challenge | parent approved | refused |",
+        "|---|---|---|---|---|",
+    ]
+    for name, g in summary.get("genuine_by", {}).items():
+        lines.append(
+            f"| {name} | {g['attempts']} | {pct(g['completed_at_most_one_challenge'])} "
+            f"| {pct(g['passed_approval'])} | {pct(g['refused'])} |"
         )
     lines += [
         "",

@@ -67,9 +67,7 @@ def test_targets_need_both_zero_allow_and_enough_attempts() -> None:
     """0 ALLOW in 999 child attempts is not the target; in 1,000 it is; one ALLOW misses it."""
 
     def child_target(n: int, k: int) -> dict[str, object]:
-        return next(
-            t for t in targets(summarise(_ledger(n, k, 10), replicates=20)) if "children" in t["target"]
-        )
+        return next(t for t in targets(summarise(_ledger(n, k, 10), replicates=20)) if "child" in t["target"])
 
     assert child_target(999, 0)["met"] is False
     assert child_target(1000, 0)["met"] is True
