@@ -20,6 +20,8 @@ from typing import Any
 # reported on its own as well.
 GENUINE_OUTCOMES = ("allow", "passed_answer", "passed_approval", "refused")
 COMPLETED = frozenset({"allow", "passed_answer", "passed_approval"})
+# The same without the parent's phone: what the household gets from the voice check alone.
+UNAIDED = frozenset({"allow", "passed_answer"})
 # Attacks: someone other than an enrolled adult, or audio the household has heard before.
 ATTACKS = ("child_enrolled", "child_unenrolled", "teen", "stranger", "replay")
 # What the guard did with an attack: ALLOW (the only success), a challenge sent to a parent
@@ -158,6 +160,7 @@ def summarise(ledger: Ledger, replicates: int = 1000) -> dict[str, Any]:
         genuine[b] = {
             "attempts": len(rows),
             "completed_at_most_one_challenge": rate(rows, COMPLETED, replicates),
+            "completed_without_parent_approval": rate(rows, UNAIDED, replicates),
             **{o: rate(rows, frozenset({o}), replicates) for o in GENUINE_OUTCOMES},
             "challenges_given": _counts(rows, "method"),
             "refused_first_reason": _counts([a for a in rows if a.outcome == "refused"], "first_reason"),
@@ -176,6 +179,7 @@ def summarise(ledger: Ledger, replicates: int = 1000) -> dict[str, Any]:
         by[name] = {
             "attempts": len(rows),
             "completed_at_most_one_challenge": rate(rows, COMPLETED, replicates),
+            "completed_without_parent_approval": rate(rows, UNAIDED, replicates),
             "passed_approval": rate(rows, frozenset({"passed_approval"}), replicates),
             "refused": rate(rows, frozenset({"refused"}), replicates),
         }
@@ -212,6 +216,10 @@ def targets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "ci95_speakers": r["ci95_speakers"],
                 "met": r["rate"] is not None and r["rate"] >= 0.95,
                 "short_by": None if r["rate"] is None else max(0.0, 0.95 - r["rate"]),
+                # Met only with parents approving what the voice check did not recognise: the
+                # same target without them, for the note on how far the voice check alone is.
+                "without_parent_approval": g["completed_without_parent_approval"]["rate"],
+                "without_parent_approval_ci95": g["completed_without_parent_approval"]["ci95"],
             }
         )
     children = [
@@ -248,25 +256,28 @@ def format_table(summary: Mapping[str, Any]) -> str:
         return f"{100 * r['rate']:.1f} [{100 * lo:.1f}-{100 * hi:.1f}]"
 
     lines = [
-        "| genuine parents | band | purchases | completed, <= 1 challenge | ALLOW | answered a challenge "
-        "| parent approved | refused |",
-        "|---|---|---|---|---|---|---|---|",
+        "| genuine parents | band | purchases | completed, <= 1 challenge | without the parent's approval "
+        "| ALLOW | answered a challenge | parent approved | refused |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for b, g in summary["genuine"].items():
         lines.append(
             f"| parent | {b} | {g['attempts']} | {pct(g['completed_at_most_one_challenge'])} "
-            f"| {pct(g['allow'])} | {pct(g['passed_answer'])} | {pct(g['passed_approval'])} "
+            f"| {pct(g['completed_without_parent_approval'])} | {pct(g['allow'])} "
+            f"| {pct(g['passed_answer'])} | {pct(g['passed_approval'])} "
             f"| {pct(g['refused'])} |"
         )
     lines += [
         "",
-        "| genuine parents by | purchases | completed, <= 1 challenge | parent approved | refused |",
-        "|---|---|---|---|---|",
+        "| genuine parents by | purchases | completed, <= 1 challenge | without the parent's approval "
+        "| parent approved | refused |",
+        "|---|---|---|---|---|---|",
     ]
     for name, g in summary.get("genuine_by", {}).items():
         lines.append(
             f"| {name} | {g['attempts']} | {pct(g['completed_at_most_one_challenge'])} "
-            f"| {pct(g['passed_approval'])} | {pct(g['refused'])} |"
+            f"| {pct(g['completed_without_parent_approval'])} | {pct(g['passed_approval'])} "
+            f"| {pct(g['refused'])} |"
         )
     lines += [
         "",

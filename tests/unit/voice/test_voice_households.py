@@ -56,6 +56,8 @@ def test_totals_add_up_over_outcomes_and_bands() -> None:
     assert sum(g[b]["attempts"] for b in g if b != "all") == 40
     # 3 of the 4 outcomes are completions (allow, passed_answer, passed_approval).
     assert g["all"]["completed_at_most_one_challenge"]["k"] == 30
+    # Without the parent's approval: allow and passed_answer only.
+    assert g["all"]["completed_without_parent_approval"]["k"] == 20
     for kind, per in s["attacks"].items():
         assert sum(per["all"][o]["k"] for o in ATTACK_OUTCOMES) == per["all"]["attempts"], kind
         assert sum(per[b]["attempts"] for b in per if b != "all") == per["all"]["attempts"], kind
