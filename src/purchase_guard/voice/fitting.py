@@ -57,11 +57,16 @@ def provenance(table: Table, used: set[str], commit: str) -> dict[str, Any]:
 
 
 def fit_shipped_system(
-    table: Table, spec: SystemSpec, commit: str, log: Callable[[str], None] = print
+    table: Table,
+    spec: SystemSpec,
+    commit: str,
+    log: Callable[[str], None] = print,
+    used: set[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(thresholds.json entry, back-end document or None) fitted on all but the smoke speakers."""
-    held = set(smoke_speakers(table))
-    used = set(table.speakers) - held
+    """(thresholds.json entry, back-end document or None) fitted on all but the smoke speakers,
+    or on `used` only (the household benchmark fits one system per fold this way)."""
+    if used is None:
+        used = set(table.speakers) - set(smoke_speakers(table))
     trials = build_trials(table)
     fitted_at = f"{dt.date.today().isoformat()}-{commit[:10]}"
     system = fit_system(spec, trials, used, k_inner=5, seed="shipped")
@@ -102,10 +107,15 @@ def fit_shipped_system(
 
 
 def fit_shipped_child(
-    table: Table, spec: ChildSpec, commit: str, log: Callable[[str], None] = print
+    table: Table,
+    spec: ChildSpec,
+    commit: str,
+    log: Callable[[str], None] = print,
+    used: set[str] | None = None,
 ) -> LogisticChildDetector:
-    held = set(smoke_speakers(table))
-    used = set(table.speakers) - held
+    """The child detector fitted on all but the smoke speakers, or on `used` only."""
+    if used is None:
+        used = set(table.speakers) - set(smoke_speakers(table))
     rows = np.flatnonzero(np.isin(table.speaker_of, sorted(used)))
     model, thresholds, info = fit_child(table, rows, spec, k_inner=5)
     meta = {
