@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from purchase_guard.broadcast.fingerprint import Fingerprint
+import numpy as np
+
+from purchase_guard.broadcast.fingerprint import N_BITS, Fingerprint
 from purchase_guard.broadcast.match import MatchParams, PrintIndex, anchor
 
 # Far stricter than the fleet rule (ber_limit 0.25): at 400 effective bits a replay must agree
@@ -52,9 +54,15 @@ class Replay:
 def find_replay(
     fp: Fingerprint, earlier: Sequence[EarlierAudio], params: MatchParams = REPLAY_MATCH
 ) -> Replay | None:
-    """The closest earlier audio that `fp` is a copy of, or None (also for audio too short to tell)."""
+    """The closest earlier audio that `fp` is a copy of, or None (also for audio too short to tell
+    apart from a new utterance of the same words, unless it is a bit-exact copy)."""
+    if not earlier or fp.voiced_frames == 0:
+        return None
+    exact = _exact_copy(fp, earlier)
+    if exact is not None:
+        return exact
     start = anchor(fp)
-    if start is None or fp.voiced_seconds < MIN_VOICED_SECONDS or not earlier:
+    if start is None or fp.voiced_seconds < MIN_VOICED_SECONDS:
         return None
     index: PrintIndex[EarlierAudio] = PrintIndex(params, capacity=max(16, len(earlier)))
     for item in earlier:
@@ -66,3 +74,28 @@ def find_replay(
         return None
     candidate, fine = found[0]
     return Replay(candidate.item.decision_id, candidate.item.kind, fine.ber, fine.effective_bits)
+
+
+def _voiced_span(fp: Fingerprint) -> bytes:
+    """The sub-prints from the first voiced frame to the last, with their masks, as bytes."""
+    voiced = np.flatnonzero(fp.mask)
+    a, b = int(voiced[0]), int(voiced[-1]) + 1
+    return np.stack([fp.bits[a:b], fp.mask[a:b]], axis=1).astype("<u4").tobytes()
+
+
+def _exact_copy(fp: Fingerprint, earlier: Sequence[EarlierAudio]) -> Replay | None:
+    """Earlier audio whose voiced stretch is this audio's, bit for bit: the same recording sent
+    again. Checked whatever the length, since a short answer (a quick PIN) has too few bits for
+    the tolerant rule, and no person says anything twice with the same sub-prints, however short.
+    (A copy re-cut or re-encoded changes the edges and the masks: that is the tolerant rule's.)"""
+    mine = _voiced_span(fp)
+    for item in earlier:
+        if item.fp.voiced_frames == 0:
+            continue
+        theirs = _voiced_span(item.fp)
+        at = theirs.find(mine)
+        while at >= 0 and at % 8:  # only whole frames (8 bytes: sub-print and mask)
+            at = theirs.find(mine, at + 1)
+        if at >= 0:
+            return Replay(item.decision_id, item.kind, 0.0, float(fp.voiced_frames * N_BITS))
+    return None
