@@ -220,8 +220,14 @@ def fsdd_parent_home(
 ) -> tuple[str, Principal]:
     hid, me = lab.household(f"{speaker}-{lab.rid('h')}")
     parent = lab.svc.add_member(me, hid, speaker.title(), Role.ADULT, True)
-    takes = [wav(fsdd(lab, speaker, d, rng, 0, 3).samples) for d in ("3817", "5092", "6641")]
-    lab.svc.enroll_voice(me, hid, parent.member_id, takes)
+    for attempt in range(5):
+        takes = [wav(fsdd(lab, speaker, d, rng, 0, 3).samples) for d in ("3817", "5092", "6641")]
+        try:
+            lab.svc.enroll_voice(me, hid, parent.member_id, takes)
+            break
+        except EnrollmentRejected:  # the app asks for the takes again; so does this
+            if attempt == 4:
+                raise
     guided = []
     seen: dict[str, int] = {}
     for prompt in ENROLLMENT_PROMPTS:

@@ -365,7 +365,8 @@ def _stored_request_ids(db: Path, household_id: str) -> dict[str, str]:
             "SELECT request_id, decision_id FROM decisions WHERE household_id = ? AND kind = 'evaluate'",
             (household_id,),
         ).fetchall()
-    return {str(r): str(d) for r, d in rows}
+    # The column holds "<caller>|<request id>": request ids are scoped to the caller that sent them.
+    return {str(r).rpartition("|")[2]: str(d) for r, d in rows}
 
 
 # ------------------------------------------------------------------ (e) SIGTERM with a call in flight
