@@ -43,6 +43,9 @@ def test_export_holds_every_kind_of_record_with_a_checksum_per_part(world: World
         "challenges.json",
         "notifications.json",
         "audit.json",
+        "events.json",
+        "webhook.json",
+        "derived_audio.json",
     }
     assert parts["household.json"]["name"] == "Export Family"
     assert sorted(m["display_name"] for m in parts["members.json"]) == ["Expo Ann", "Expo Tim"]
@@ -60,6 +63,14 @@ def test_export_holds_every_kind_of_record_with_a_checksum_per_part(world: World
     counts = {p["name"]: p["records"] for p in manifest["parts"]}
     assert counts["decisions.json"] == len(fam.decision_ids)
     assert counts["members.json"] == 2
+    # The events the parents were sent, and what is kept derived from the family's audio (the
+    # audio prints of its requests), as metadata: never the prints or templates themselves.
+    assert {e["kind"] for e in parts["events.json"]} >= {"approval_requested", "approval_approved"}
+    assert all(e["event_id"] > 0 for e in parts["events.json"])
+    prints = [a for a in parts["derived_audio.json"] if a["what"] == "audio_print"]
+    assert {a["decision_id"] for a in prints} <= set(fam.decision_ids)
+    assert prints
+    assert parts["webhook.json"] is None
 
 
 def test_export_leaves_out_voice_templates_pin_hash_and_challenge_digits(world: World) -> None:

@@ -89,6 +89,9 @@ def check_records(records: HouseholdRecords, household_id: str) -> int:
         ("notifications", (n.household_id for n in records.notifications)),
         ("audit", (a.entry.household_id for a in records.audit)),
         ("audit_anchor", [] if records.audit_anchor is None else [records.audit_anchor.household_id]),
+        ("events", (e.household_id for e in records.events)),
+        ("webhook", [] if records.webhook is None else [records.webhook.household_id]),
+        ("derived_audio", (a.household_id for a in records.derived_audio)),
     ]
     checked = 0
     for part, ids in owners:
@@ -266,6 +269,40 @@ def _parts(records: HouseholdRecords) -> list[tuple[str, object, int]]:
             len(records.notifications),
         ),
         ("audit.json", _audit(records), len(records.audit)),
+        (
+            "events.json",
+            [{"event_id": e.event_id, **json.loads(codec.event_to_json(e))} for e in records.events],
+            len(records.events),
+        ),
+        (
+            "webhook.json",
+            None
+            if records.webhook is None
+            else {
+                "household_id": records.webhook.household_id,
+                "url": records.webhook.url,
+                "created_at": _ts(records.webhook.created_at),
+                "secret": "held encrypted by the guard; not exported (set a new webhook to get a new one)",
+            },
+            0 if records.webhook is None else 1,
+        ),
+        (
+            "derived_audio.json",
+            [
+                {
+                    "household_id": a.household_id,
+                    "what": a.what,
+                    "member_id": a.member_id,
+                    "features" if a.what == "digit_templates" else "decision_id": a.ref,
+                    **({"kind": a.kind} if a.kind else {}),
+                    "created_at": _ts(a.created_at),
+                    "expires_at": _ts(a.expires_at),
+                    "data": "frame features or fingerprints, never audio; held encrypted, not exported",
+                }
+                for a in records.derived_audio
+            ],
+            len(records.derived_audio),
+        ),
     ]
 
 

@@ -84,6 +84,21 @@ class PolicyRevision:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredAudioInfo:
+    """Metadata of what the guard keeps derived from a member's or a request's audio, without it:
+    digit templates (`what` = "digit_templates", `ref` the feature version) and audio prints for
+    the replay check (`what` = "audio_print", `ref` the decision it was heard in)."""
+
+    household_id: str
+    what: str
+    member_id: str | None
+    ref: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VoiceprintInfo:
     """A voiceprint's metadata: everything but the embedding."""
 
@@ -119,6 +134,9 @@ class HouseholdRecords:
     notifications: tuple[Notification, ...]
     audit: tuple[AuditRecord, ...]
     audit_anchor: AuditAnchor | None
+    events: tuple[Event, ...] = ()
+    webhook: Webhook | None = None  # the export shows its URL and date, never the secret
+    derived_audio: tuple[StoredAudioInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from purchase_guard.store.protocol import (
     PolicyRevision,
     PurgeResult,
     SpendEntry,
+    StoredAudioInfo,
     StoredDecision,
     Tombstone,
     VoiceprintInfo,
@@ -1484,6 +1485,19 @@ class SqlStore(SealedRows):
             )
             audit = rows(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE household_id = ? ORDER BY seq")
             anchor = self._anchor(conn, household_id)
+            events = rows("SELECT event_id, dedup, body FROM outbox WHERE household_id = ? ORDER BY event_id")
+            hook = self._run(
+                conn, "SELECT url, created_at FROM webhooks WHERE household_id = ?", hid
+            ).fetchone()
+            # Neither the templates nor the prints are read: an export says what is kept, not its bytes.
+            templates = rows(
+                "SELECT member_id, features, created_at, expires_at FROM digit_templates"
+                f" WHERE household_id = ? ORDER BY {self._ordered('member_id')}"
+            )
+            heard = rows(
+                "SELECT print_id, decision_id, kind, at FROM audio_prints WHERE household_id = ?"
+                f" ORDER BY at, {self._ordered('print_id')}"
+            )
         # Opened after the snapshot ends: no cryptography while a transaction is open.
         return HouseholdRecords(
             household=self._household(household),
@@ -1501,6 +1515,26 @@ class SqlStore(SealedRows):
             notifications=tuple(self._notification(r) for r in notifications),
             audit=tuple(self._audit_record(audit_entry_from_row(r)) for r in audit),
             audit_anchor=anchor,
+            events=tuple(self._event(household_id, int(r[0]), str(r[1]), str(r[2])) for r in events),
+            webhook=None if hook is None else Webhook(household_id, str(hook[0]), parse_ts(hook[1])),
+            derived_audio=(
+                *(
+                    StoredAudioInfo(
+                        household_id,
+                        "digit_templates",
+                        str(r[0]),
+                        str(r[1]),
+                        "",
+                        parse_ts(r[2]),
+                        None if r[3] is None else parse_ts(r[3]),
+                    )
+                    for r in templates
+                ),
+                *(
+                    StoredAudioInfo(household_id, "audio_print", None, str(r[1]), str(r[2]), parse_ts(r[3]))
+                    for r in heard
+                ),
+            ),
         )
 
     # --- erasure --------------------------------------------------------------------
