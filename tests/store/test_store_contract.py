@@ -1011,3 +1011,55 @@ def test_childrens_voiceprints_expire_with_a_reminder_first(backend: Backend, ma
     assert store.delete_expired_voiceprints(T0 + timedelta(days=400)) == []
     assert store.delete_expired_voiceprints(T0 + timedelta(days=731)) == [(hid, child.member_id)]
     assert [vp.member_id for vp in store.list_voiceprints(hid)] == [adult.member_id]
+
+
+def test_unknown_voice_approvals_are_counted_since_a_time(store: Store, make: Make) -> None:
+    """unknown_voice_approvals_since counts the household's PARENT_APPROVAL challenges with no member
+    created at or after `since`: not a member's approval, not another method, not another home's,
+    not an older one; a resolved one still counts (it reached the parents)."""
+    hid = make.household(store).household_id
+    ada = make.member(store, hid)
+
+    def given(at: datetime, **changes: object) -> Challenge:
+        d = make.decision(hid, outcome=Outcome.CHALLENGE, at=at)
+        c = replace(
+            make.challenge(hid, d.decision_id, at=at), method=ChallengeMethod.PARENT_APPROVAL, **changes
+        )
+        store.record_decision(d, "dg", "{}", challenge=c)
+        return c
+
+    since = T0 + timedelta(minutes=10)
+    given(T0)  # before `since`
+    counted = given(since)
+    given(since + timedelta(minutes=1))
+    given(since + timedelta(minutes=2), member_id=ada.member_id)
+    d = make.decision(hid, outcome=Outcome.CHALLENGE, at=since)
+    store.record_decision(d, "dg", "{}", challenge=make.challenge(hid, d.decision_id, at=since))  # digits
+    other = make.household(store).household_id
+    od = make.decision(other, outcome=Outcome.CHALLENGE, at=since)
+    store.record_decision(
+        od,
+        "dg",
+        "{}",
+        challenge=replace(
+            make.challenge(other, od.decision_id, at=since), method=ChallengeMethod.PARENT_APPROVAL
+        ),
+    )
+    assert store.unknown_voice_approvals_since(hid, since) == 2
+    assert store.update_challenge(replace(counted, status=ChallengeStatus.APPROVED), ChallengeStatus.PENDING)
+    assert store.unknown_voice_approvals_since(hid, since) == 2
+    assert store.unknown_voice_approvals_since(hid, T0) == 3
+
+
+def test_digit_templates_are_listed_by_member_and_read_one_at_a_time(store: Store, make: Make) -> None:
+    """digit_template_members names the members with templates; get_digit_templates gives back one
+    member's bytes as stored, and None for a member without any or another home."""
+    hid = make.household(store).household_id
+    ada, bo = make.member(store, hid), make.member(store, hid, name="Bo")
+    store.put_digit_templates(hid, ada.member_id, "mfcc/1", b"ada-templates", T0, None)
+    assert store.digit_template_members(hid) == frozenset({ada.member_id})
+    assert store.get_digit_templates(hid, ada.member_id) == ("mfcc/1", b"ada-templates")
+    assert store.get_digit_templates(hid, bo.member_id) is None
+    other = make.household(store).household_id
+    assert store.get_digit_templates(other, ada.member_id) is None
+    assert store.digit_template_members(other) == frozenset()

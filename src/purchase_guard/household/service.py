@@ -292,7 +292,7 @@ class HouseholdService:
     def digit_enrolled(self, principal: Principal, household_id: str) -> frozenset[str]:
         """Members with digit templates (who can answer spoken challenges)."""
         self.get_household(principal, household_id)
-        return frozenset(self._store.list_digit_templates(household_id))
+        return self._store.digit_template_members(household_id)
 
     def remove_member(self, principal: Principal, household_id: str, member_id: str) -> None:
         self.get_household(principal, household_id)

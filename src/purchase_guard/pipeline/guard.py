@@ -428,12 +428,7 @@ class Guard:
             return GUEST_RULE_ONLY
         if not is_unknown_voice(voice):
             return UnknownVoiceGate(to_parent=True, limit=self._unknown_voice_limit)
-        since = now - timedelta(hours=1)
-        recent = sum(
-            1
-            for c in self._store.list_challenges(hh)
-            if c.method is ChallengeMethod.PARENT_APPROVAL and c.member_id is None and c.created_at >= since
-        )
+        recent = self._store.unknown_voice_approvals_since(hh, now - timedelta(hours=1))
         return UnknownVoiceGate(to_parent=True, recent=recent, limit=self._unknown_voice_limit)
 
     def _challenge_options(
@@ -444,7 +439,7 @@ class Guard:
         # A spoken answer is checked for what it says as well as who says it: only an adult with
         # digit templates enrolled can answer one (the packaged bank alone hears right answers
         # too rarely to be offered, docs/challenges.md).
-        templated = set(self._store.list_digit_templates(hh)) if self._digits is not None else set()
+        templated = self._store.digit_template_members(hh) if self._digits is not None else frozenset()
         enrolled = voices & templated
         return ChallengeOptions(
             has_pin=pin is not None,
@@ -739,7 +734,7 @@ class Guard:
             if not whole.verified or whole.member_id is None:
                 return HeardAnswer(fp=fp, speaker=whole)
             member = whole.member_id
-            stored = self._store.list_digit_templates(hh).get(member)
+            stored = self._store.get_digit_templates(hh, member)
             templates = None if stored is None else DigitTemplates.from_bytes(stored[1])
             spoken = normalise_digits(req.spoken_digits)
             if challenge.method is ChallengeMethod.RANDOM_DIGITS:

@@ -242,8 +242,12 @@ class Members(Protocol):
         """Replaces the member's digit templates (sealed at rest). Raises NotFound."""
         ...
 
-    def list_digit_templates(self, household_id: str) -> dict[str, tuple[str, bytes]]:
-        """member id -> (features version, DigitTemplates bytes) of unexpired templates."""
+    def digit_template_members(self, household_id: str) -> frozenset[str]:
+        """Members with digit templates stored (nothing is opened to answer)."""
+        ...
+
+    def get_digit_templates(self, household_id: str, member_id: str) -> tuple[str, bytes] | None:
+        """(features version, DigitTemplates bytes) of one member's templates, or None."""
         ...
 
 
@@ -363,6 +367,11 @@ class DecisionLog(Protocol):
     def list_challenges(
         self, household_id: str, status: ChallengeStatus | None = None
     ) -> list[Challenge]: ...
+
+    def unknown_voice_approvals_since(self, household_id: str, since: datetime) -> int:
+        """How many PARENT_APPROVAL challenges without a member (asked in a voice nobody was
+        recognised as) the household was given at or after `since`, whatever became of them."""
+        ...
 
     def recent_audio_prints(self, household_id: str, since: datetime) -> list[AudioPrint]:
         """The household's audio prints at or after `since`, oldest first."""

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry, entry_hash
 from purchase_guard.domain import (
     Challenge,
+    ChallengeMethod,
     ChallengeStatus,
     Credential,
     Decision,
@@ -413,20 +414,25 @@ class SqlStore(SealedRows):
                 raise NotFound(f"member {member_id!r} not found") from exc
             raise
 
-    def list_digit_templates(self, household_id: str) -> dict[str, tuple[str, bytes]]:
+    def digit_template_members(self, household_id: str) -> frozenset[str]:
         with self._reading() as conn:
             rows = self._run(
-                conn,
-                "SELECT member_id, features, templates FROM digit_templates WHERE household_id = ?",
-                (household_id,),
+                conn, "SELECT member_id FROM digit_templates WHERE household_id = ?", (household_id,)
             ).fetchall()
-        return {
-            str(r[0]): (
-                str(r[1]),
-                self._sealer.open(household_id, bytes(r[2]), codec.digit_templates_aad(str(r[0]), str(r[1]))),
-            )
-            for r in rows
-        }
+        return frozenset(str(r[0]) for r in rows)
+
+    def get_digit_templates(self, household_id: str, member_id: str) -> tuple[str, bytes] | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT features, templates FROM digit_templates WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            ).fetchone()
+        if row is None:
+            return None
+        features = str(row[0])
+        aad = codec.digit_templates_aad(member_id, features)
+        return features, self._sealer.open(household_id, bytes(row[1]), aad)
 
     def voiceprints_expiring(self, before: datetime, notified: bool) -> list[tuple[str, str, datetime]]:
         """(household, member, expires_at) of voiceprints expiring before `before`; with
@@ -1084,6 +1090,16 @@ class SqlStore(SealedRows):
                 params,
             ).fetchall()
         return [self._challenge(household_id, r[0], r[1]) for r in rows]
+
+    def unknown_voice_approvals_since(self, household_id: str, since: datetime) -> int:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT COUNT(*) FROM challenges WHERE household_id = ? AND method = ?"
+                " AND member_id IS NULL AND created_at >= ?",
+                (household_id, ChallengeMethod.PARENT_APPROVAL.value, format_ts(since)),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
     # --- audio prints and issued digits ----------------------------------------------
 
