@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from purchase_guard.voice.audio import Pcm, to_pcm16
+from purchase_guard.voice.bootstrap import wilson
 from purchase_guard.voice.digits import evaluation as ev
 from purchase_guard.voice.digits.corpus import WORDS, fsdd_join, load_flac
 
@@ -128,7 +129,7 @@ def measure(data: Path, fsdd_per_speaker: int, seed: int) -> dict[str, Any]:
                             "accepted": k,
                             "n": n,
                             "rate": k / n,
-                            "ci95": list(ev.wilson(k, n)),
+                            "ci95": list(wilson(k, n)),
                         }
                     )
     ties = sum(1 for t in trials if t.score == 0.0)

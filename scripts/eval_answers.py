@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from script_paths import ROOT, default_data_dir
 
+from purchase_guard.voice.bootstrap import wilson
 from purchase_guard.voice.digits import evaluation as ev
 from purchase_guard.voice.digits import load_digit_checker
 from purchase_guard.voice.digits.corpus import fsdd_join
@@ -59,7 +60,7 @@ def summarise(judged: Sequence[tuple[ev.Trial, bool]]) -> list[dict[str, Any]]:
                 if not sel:
                     continue
                 k, n = int(sum(sel)), len(sel)
-                lo, hi = ev.wilson(k, n)
+                lo, hi = wilson(k, n)
                 speakers = {
                     t.speaker for t, _ in judged if t.group == group and t.mode == mode and t.kind == kind
                 }

@@ -50,6 +50,7 @@ from purchase_guard.limits import pin_gate
 from purchase_guard.logs import configure_logging
 from purchase_guard.pipeline.guard import ConfirmInput, EvaluateInput
 from purchase_guard.voice.audio import Pcm
+from purchase_guard.voice.bootstrap import wilson
 from purchase_guard.voice.digits import ENROLLMENT_PROMPTS, load_digit_checker
 from purchase_guard.voice.digits.corpus import (
     FSDD_SPEAKERS,
@@ -83,16 +84,6 @@ OP = "op-" + "e" * 40
 BK = "bk-" + "e" * 40
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 RATE = 16_000
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def wav(samples: np.ndarray, rate: int = RATE) -> AudioInput:

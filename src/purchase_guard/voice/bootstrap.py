@@ -90,6 +90,21 @@ class SpeakerBootstrap:
         return out
 
 
+Z95 = 1.959964
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n independent attempts ((0, 1) when n is 0): for
+    rates over trials, where resampling speakers is not possible or not the point."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
 def interval(reps: FloatArray) -> tuple[float, float]:
     r = reps[np.isfinite(reps)]
     if r.size == 0:

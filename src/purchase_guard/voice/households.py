@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from purchase_guard.voice.bootstrap import wilson
+
 # What became of a genuine parent's purchase. "Completed with at most one challenge" is the
 # first three; the approval one is friction (the parent's phone had to say yes) and is
 # reported on its own as well.
@@ -28,18 +30,6 @@ ATTACKS = ("child_enrolled", "child_unenrolled", "teen", "stranger", "replay")
 # (who, in the simulation, refuses what they did not ask for), a challenge the attacker cannot
 # answer (a PIN they do not know), or a refusal.
 ATTACK_OUTCOMES = ("allow", "to_parent", "unanswerable_challenge", "refused")
-Z95 = 1.959964
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n attempts ((0, 1) when n is 0)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def speaker_bootstrap(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from purchase_guard.voice.bootstrap import wilson
 from purchase_guard.voice.households import (
     ATTACK_OUTCOMES,
     GENUINE_OUTCOMES,
@@ -14,7 +15,6 @@ from purchase_guard.voice.households import (
     speaker_bootstrap,
     summarise,
     targets,
-    wilson,
 )
 
 BANDS = (("pin", 2.5), ("command", 6.0), ("long", None))

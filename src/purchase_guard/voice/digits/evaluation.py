@@ -346,16 +346,6 @@ def choose_threshold(trials: Sequence[Trial], mode: str, cap: float | None = 0.0
     return th if cap is None else min(cap, th)
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def held_out_acceptance(
     trials: Sequence[Trial], k: int, cap: float | None = 0.0
 ) -> tuple[list[tuple[Trial, bool]], dict[str, list[float]]]:
