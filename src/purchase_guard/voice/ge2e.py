@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,35 @@ class _Ge2eNet(nn.Module):
         return out
 
 
+def embed_with(batch: Sequence[Samples], run: Callable[[np.ndarray], np.ndarray]) -> list[Embedding]:
+    """GE2E's embedding of each utterance: its partial mel windows, all utterances' together, put
+    through `run` (the network, in whichever runtime) at most _MAX_PARTIALS_PER_PASS at a time,
+    and each utterance's partial embeddings averaged. Written once so every runtime embeds alike."""
+    stacks = []
+    for samples in batch:
+        x = np.asarray(samples, dtype=np.float32)
+        if x.size == 0:
+            raise AudioError("audio is empty; nothing to embed")
+        stacks.append(partial_mels(x))
+    if not stacks:
+        return []
+    every = np.concatenate(stacks, axis=0)
+    partials = np.concatenate(
+        [
+            run(every[start : start + _MAX_PARTIALS_PER_PASS])
+            for start in range(0, every.shape[0], _MAX_PARTIALS_PER_PASS)
+        ],
+        axis=0,
+    )
+    result: list[Embedding] = []
+    offset = 0
+    for stack in stacks:
+        n = stack.shape[0]
+        result.append(l2_normalise(partials[offset : offset + n].mean(axis=0)))
+        offset += n
+    return result
+
+
 class Ge2eEncoder:
     """Resemblyzer's GE2E (256-dim) behind the SpeakerEncoder protocol. Thread-safe."""
 
@@ -142,25 +171,8 @@ class Ge2eEncoder:
         return self.embed_batch([samples_16k])[0]
 
     def embed_batch(self, batch: Sequence[Samples]) -> list[Embedding]:
-        stacks = []
-        for samples in batch:
-            x = np.asarray(samples, dtype=np.float32)
-            if x.size == 0:
-                raise AudioError("audio is empty; nothing to embed")
-            stacks.append(partial_mels(x))
-        if not stacks:
-            return []
-        counts = [s.shape[0] for s in stacks]
-        every = np.concatenate(stacks, axis=0)
-        outs = []
+        def run(mels: np.ndarray) -> np.ndarray:
+            return np.asarray(self._net(torch.from_numpy(mels).to(self._device)).cpu().numpy())
+
         with self._lock, torch.inference_mode():
-            for start in range(0, every.shape[0], _MAX_PARTIALS_PER_PASS):
-                chunk = torch.from_numpy(every[start : start + _MAX_PARTIALS_PER_PASS]).to(self._device)
-                outs.append(self._net(chunk).cpu().numpy())
-        partials = np.concatenate(outs, axis=0)
-        result: list[Embedding] = []
-        offset = 0
-        for n in counts:
-            result.append(l2_normalise(partials[offset : offset + n].mean(axis=0)))
-            offset += n
-        return result
+            return embed_with(batch, run)

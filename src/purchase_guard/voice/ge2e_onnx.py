@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from purchase_guard.errors import AudioError, Unavailable
-from purchase_guard.voice.encoder import Embedding, Samples, l2_normalise
-from purchase_guard.voice.ge2e import _MAX_PARTIALS_PER_PASS, NAME, PARTIAL_FRAMES, Ge2eEncoder, partial_mels
+from purchase_guard.errors import Unavailable
+from purchase_guard.voice.encoder import Embedding, Samples
+from purchase_guard.voice.ge2e import NAME, PARTIAL_FRAMES, Ge2eEncoder, embed_with
 
 
 def default_cache_dir() -> Path:
@@ -87,27 +87,9 @@ class Ge2eOnnxEncoder:
         return self.embed_batch([samples_16k])[0]
 
     def embed_batch(self, batch: Sequence[Samples]) -> list[Embedding]:
-        stacks = []
-        for samples in batch:
-            x = np.asarray(samples, dtype=np.float32)
-            if x.size == 0:
-                raise AudioError("audio is empty; nothing to embed")
-            stacks.append(partial_mels(x))
-        if not stacks:
-            return []
-        counts = [s.shape[0] for s in stacks]
-        every = np.concatenate(stacks, axis=0)
-        outs = []
+        def run(mels: np.ndarray) -> np.ndarray:
+            return np.asarray(self._session.run(None, {"mels": mels})[0])
+
         # One run at a time: the session's own threads already use the cores.
         with self._lock:
-            for start in range(0, every.shape[0], _MAX_PARTIALS_PER_PASS):
-                outs.append(
-                    self._session.run(None, {"mels": every[start : start + _MAX_PARTIALS_PER_PASS]})[0]
-                )
-        partials = np.concatenate(outs, axis=0)
-        result: list[Embedding] = []
-        offset = 0
-        for n in counts:
-            result.append(l2_normalise(partials[offset : offset + n].mean(axis=0)))
-            offset += n
-        return result
+            return embed_with(batch, run)
