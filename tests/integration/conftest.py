@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.server import fast_pins, local_settings
+from support.server import SeededDigits, fast_pins, local_settings
 
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer, build_server
@@ -34,7 +34,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def server(tmp_path: Path, ge2e: SpeakerEncoder, clock: FrozenClock) -> Iterator[RunningServer]:
     settings = local_settings(tmp_path, OPERATOR, max_message_bytes=2 * 1024 * 1024)
-    app = build_app(settings, encoder=ge2e, clock=clock, pins=fast_pins())
+    app = build_app(settings, encoder=ge2e, clock=clock, pins=fast_pins(), ids=SeededDigits(20261202))
     running = build_server(app)
     yield running
     running.stop(grace=0)

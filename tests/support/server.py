@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from purchase_guard.api.errors import ErrorInterceptor
 from purchase_guard.api.gate import GateInterceptor
 from purchase_guard.app import App
 from purchase_guard.challenge.pin import PinHasher
+from purchase_guard.clock import RandomIds
 from purchase_guard.config import Settings
 from purchase_guard.limits import InProcessRateLimiter
 from support.rpc import BACKEND
@@ -30,6 +33,21 @@ def local_settings(folder: Path, operator: str, **overrides: Any) -> Settings:
     }
     base.update(overrides)
     return Settings(**base).validated()
+
+
+class SeededDigits(RandomIds):
+    """Random ids, but challenge digits from a seeded generator: a test that answers a
+    RANDOM_DIGITS challenge with real recordings then says the same digits on every run, so its
+    outcome cannot change from run to run with the digits drawn (the content check accepts
+    about 90 % of one FSDD speaker's genuine 5-digit answers, not all)."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def digits(self, n: int) -> str:
+        with self._lock:
+            return "".join(self._rng.choice("0123456789") for _ in range(n))
 
 
 def fast_pins(memory_cost: int = 1024) -> PinHasher:
