@@ -93,10 +93,11 @@ eval-voice-study: $(STAMP)
 	$(BIN)/purchase-guard eval speakers --data $(DATA) --out reports/eval-study --cache-dir $(VOICE_CACHE) \
 		--compare --vad both --replicates 300
 
-# Refit the shipped voice files (thresholds.json, backend_ge2e.json, child_ge2e.json).
+# Refit the shipped voice files (thresholds.json, backend_ge2e.json, child_ge2e.json, digit_print.json).
 voice-models: $(STAMP)
 	$(PY) scripts/calibrate_voice.py --data $(DATA) --cache-dir $(VOICE_CACHE) $(CALIBRATE_ARGS)
 	$(PY) scripts/train_child_detector.py --data $(DATA) --cache-dir $(VOICE_CACHE) $(CHILD_ARGS)
+	$(PY) scripts/fit_digit_print.py --data $(DATA) --out reports/voice
 
 eval-broadcast: $(STAMP)
 	$(PY) scripts/eval_broadcast.py --data $(DATA) --out reports/broadcast

@@ -14,6 +14,9 @@ from support.rpc import status_of
 from purchase_guard.api.client import GuardClient
 from purchase_guard.api.server import RunningServer
 from purchase_guard.clock import FrozenClock
+from purchase_guard.voice.digit_print import DigitPrintCalibration
+from purchase_guard.voice.ge2e import NAME
+from purchase_guard.voice.verifier import Thresholds
 
 pytestmark = pytest.mark.data
 
@@ -134,6 +137,12 @@ def test_over_limit_pin_challenge_passes_with_pin_and_voice(
     )
     assert ok["outcome"] == "ALLOW", ok
     assert "CHALLENGE_PASSED" in codes(ok)
+    # george did the guided digit enrollment: his digits are judged against those takes too, at
+    # the band's threshold plus the calibrated shift (voice/digit_print.py).
+    cal = DigitPrintCalibration.load(NAME)
+    assert cal is not None
+    shifted = [b.threshold + cal.delta for b in Thresholds.load(NAME).bands]
+    assert min(abs(ok["speaker"]["threshold"] - t) for t in shifted) < 1e-6, ok["speaker"]
     again = operator.confirm(
         "c3b", hid, ch["challenge_id"], order(15000), PIN, fsdd_wav(data_dir, "george", PIN, 25)
     )

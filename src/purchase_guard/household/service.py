@@ -393,6 +393,11 @@ class HouseholdService:
                 )
         pcms = self._decode_takes([a for a, _ in takes], "takes")
         templates = self._digits.build_templates(list(zip(pcms, (d for _, d in takes), strict=True)))
+        # The takes' speaker embeddings too: a spoken PIN is then also scored against the member
+        # saying digits (voice/digit_print.py). Only embeddings are kept, sealed with the templates.
+        templates = templates.with_speaker_takes(
+            self._verifier.encoder.name, [[float(x) for x in self._verifier.embed_pcm(p)] for p in pcms]
+        )
         now = self._clock.now()
         expires = now + self._settings.child_voiceprint_retention if member.role is Role.CHILD else None
         self._store.put_digit_templates(

@@ -762,8 +762,15 @@ class Guard:
             # elsewhere in the file (a recording of the parent saying something else) cannot lend
             # its voice to digits someone else said.
             stretch = _crop(pcm, content.span) if content.accepted else pcm
+            own_print = next((vp for vp in prints if vp.member_id == member), None)
             with span("voice.verify", stage="answer_digits"):
-                on_digits = self._verifier.verify_against(stretch, prints, roles, {member})
+                if templates is not None and own_print is not None:
+                    # Digits against the member saying digits too (voice/digit_print.py).
+                    on_digits = self._verifier.verify_digits(
+                        stretch, own_print, roles, templates.speaker_takes, templates.speaker_encoder
+                    )
+                else:
+                    on_digits = self._verifier.verify_against(stretch, prints, roles, {member})
             child_like = is_child_like(on_digits, self._high_child) or is_child_like(whole, self._high_child)
             return HeardAnswer(
                 fp=fp,

@@ -29,6 +29,18 @@ class SpeakerVerifier(Protocol):
         """`verify` among `allowed_member_ids` only (None: everyone)."""
         ...
 
+    def verify_digits(
+        self,
+        pcm: Pcm,
+        voiceprint: Voiceprint,
+        roles: Mapping[str, Role],
+        digit_takes: Sequence[Sequence[float]],
+        takes_encoder: str,
+    ) -> SpeakerResult:
+        """Is this spoken-digits audio `voiceprint`'s member, also scored against the member's
+        digit-enrollment takes where calibrated?"""
+        ...
+
 
 class BroadcastDefence(Protocol):
     def check(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from purchase_guard.domain import Role, SpeakerResult, Voiceprint
 from purchase_guard.errors import Unavailable
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.backend import ScoringBackend, identity_backend
+from purchase_guard.voice.digit_print import DigitPrintCalibration, centroid
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder
 from purchase_guard.voice.vad import EnergyVad, SpeechDetector, snr_db
 
@@ -131,6 +132,7 @@ class VoiceVerifier:
         *,
         backend: ScoringBackend | None = None,
         vad: SpeechDetector | None = None,
+        digit_print: DigitPrintCalibration | None = None,
     ) -> None:
         if thresholds.encoder != encoder.name:
             raise ValueError(f"thresholds are for {thresholds.encoder}, encoder is {encoder.name}")
@@ -152,6 +154,17 @@ class VoiceVerifier:
         self.thresholds = thresholds
         self.min_speech_s = min_speech_s
         self.child_detector = child_detector
+        # Scoring spoken digits against the member's digit takes is only calibrated for the
+        # thresholds' own scoring; anything else keeps the voiceprint alone.
+        usable = (
+            digit_print is not None
+            and digit_print.use
+            and digit_print.encoder == encoder.name
+            and digit_print.backend == thresholds.backend
+            and digit_print.vad == thresholds.vad
+            and thresholds.quality is None
+        )
+        self.digit_print = digit_print if usable else None
         self._quality = None
         if thresholds.quality is not None:
             from purchase_guard.voice.kfold import QualityNorm
@@ -189,6 +202,47 @@ class VoiceVerifier:
         embedding = self.encoder.embed(trimmed.samples)
         snr = snr_db(pcm) if self._quality is not None else 0.0
         return self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+
+    def verify_digits(
+        self,
+        pcm: Pcm,
+        voiceprint: Voiceprint,
+        roles: Mapping[str, Role],
+        digit_takes: Sequence[Sequence[float]],
+        takes_encoder: str,
+    ) -> SpeakerResult:
+        """Is the voice saying digits in `pcm` this member's? Scored against the voiceprint and,
+        when the member's digit takes were made by this encoder and a calibration is installed,
+        against the takes' centroid too: the better score, at the band threshold plus the
+        calibrated shift (voice/digit_print.py)."""
+        net, trimmed = self.vad.speech_and_trim(pcm)
+        band = self.thresholds.band_for(net)
+        if net < self.min_speech_s:
+            return self._unverified(
+                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
+            )
+        prints = self._usable_prints([voiceprint], None)
+        if isinstance(prints, str):
+            return self._unverified(band.threshold, prints, True)
+        embedding = self.encoder.embed(trimmed.samples)
+        snr = snr_db(pcm) if self._quality is not None else 0.0
+        plain = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+        cal = self.digit_print
+        if cal is None or not digit_takes or takes_encoder != self.encoder.name:
+            return plain
+        own = float(centroid(digit_takes) @ _unit(embedding))
+        score = max(plain.score, own)
+        threshold = band.threshold + cal.delta
+        verified = score >= threshold
+        return replace(
+            plain,
+            member_id=voiceprint.member_id if verified else None,
+            role=roles.get(voiceprint.member_id) if verified else None,
+            score=score,
+            threshold=threshold,
+            verified=verified,
+            problem="" if verified else f"no enrolled voice matched ({band.name} band, digit takes)",
+        )
 
     def templates_of(self, vp: Voiceprint) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The print's take embeddings when it has them, else its centroid (one row)."""
@@ -291,6 +345,7 @@ def build_verifier(
     child_detector: ChildDetector | None = None,
     backend_path: Path | None = None,
     min_speech_s: float = 0.5,
+    digit_print_path: Path | None = None,
 ) -> VoiceVerifier:
     """The verifier exactly as calibrated: thresholds, and the VAD and back-end they name.
 
@@ -316,7 +371,16 @@ def build_verifier(
                 f"found {found.name} for {found.encoder}"
             )
         backend = found
+    digit_print = DigitPrintCalibration.load(encoder.name, digit_print_path)
     try:
-        return VoiceVerifier(encoder, thresholds, min_speech_s, child_detector, backend=backend, vad=vad)
+        return VoiceVerifier(
+            encoder,
+            thresholds,
+            min_speech_s,
+            child_detector,
+            backend=backend,
+            vad=vad,
+            digit_print=digit_print,
+        )
     except ValueError as exc:
         raise Unavailable(str(exc)) from exc

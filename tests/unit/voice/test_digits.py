@@ -122,6 +122,30 @@ def test_templates_round_trip_through_bytes() -> None:
             assert np.allclose(a, b, atol=2e-3)
 
 
+def test_speaker_takes_round_trip_and_old_containers_have_none() -> None:
+    """The digit takes' speaker embeddings survive to_bytes/from_bytes with their encoder; a
+    container written without them still loads, with no speaker takes."""
+    rng = np.random.default_rng(5)
+    takes = [tuple(float(x) for x in rng.standard_normal(256)) for _ in range(3)]
+    t = _templates().with_speaker_takes("enc/1", takes)
+    back = DigitTemplates.from_bytes(t.to_bytes())
+    assert back.speaker_encoder == "enc/1"
+    assert np.allclose(np.asarray(back.speaker_takes), np.asarray(takes), atol=1e-6)
+    plain = DigitTemplates.from_bytes(_templates().to_bytes())
+    assert plain.speaker_takes == ()
+    assert plain.speaker_encoder == ""
+
+
+def test_speaker_takes_without_an_encoder_or_of_a_bad_shape_are_refused() -> None:
+    """Embeddings that cannot say which encoder made them, or are not embeddings, are refused."""
+    with pytest.raises(ValueError, match="speaker take"):
+        DigitTemplates(_templates().by_digit, FEATURES, "", ((0.0,) * 256,))
+    with pytest.raises(ValueError, match="speaker take"):
+        DigitTemplates(_templates().by_digit, FEATURES, "enc/1", ((float("nan"),) * 256,))
+    with pytest.raises(ValueError, match="speaker take"):
+        DigitTemplates(_templates().by_digit, FEATURES, "enc/1", ((0.0,) * 3,))
+
+
 @pytest.mark.parametrize(
     "mangle",
     [

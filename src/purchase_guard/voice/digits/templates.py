@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ DIGITS = "0123456789"
 # Bounds that keep a stored (or hostile) blob from claiming absurd shapes.
 MAX_TEMPLATES_PER_DIGIT = 16
 MAX_TEMPLATE_FRAMES = 200
+MAX_SPEAKER_TAKES = 24
 
 Frames = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -38,8 +39,17 @@ class DigitTemplates:
 
     by_digit: Mapping[str, tuple[Frames, ...]]
     features: str
+    # The takes' speaker embeddings (voice/digit_print.py) and the encoder that made them:
+    # a spoken PIN is scored against the member saying digits, not only their sentences.
+    speaker_encoder: str = ""
+    speaker_takes: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
+        if len(self.speaker_takes) > MAX_SPEAKER_TAKES or (self.speaker_takes and not self.speaker_encoder):
+            raise ValueError("digit templates: speaker takes need their encoder, and at most a few")
+        for row in self.speaker_takes:
+            if not 16 <= len(row) <= 4096 or not all(np.isfinite(row)):
+                raise ValueError("digit templates: a speaker take embedding has the wrong shape")
         for digit, frames in self.by_digit.items():
             if digit not in DIGITS or len(digit) != 1:
                 raise ValueError("digit templates are keyed by single digits")
@@ -71,8 +81,19 @@ class DigitTemplates:
                 blocks.append(f)
         frames = np.concatenate(blocks).astype(np.float16) if blocks else np.zeros((0, DIM), np.float16)
         buf = io.BytesIO()
-        np.savez(buf, frames=frames, lengths=np.asarray(lengths, dtype=np.int32))
-        header = {"format": FORMAT, "version": VERSION, "features": self.features, "labels": "".join(labels)}
+        speaker = (
+            np.asarray(self.speaker_takes, dtype=np.float32)
+            if self.speaker_takes
+            else np.zeros((0, 1), np.float32)
+        )
+        np.savez(buf, frames=frames, lengths=np.asarray(lengths, dtype=np.int32), speaker=speaker)
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "features": self.features,
+            "labels": "".join(labels),
+            "speaker_encoder": self.speaker_encoder,
+        }
         return json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + buf.getvalue()
 
     @classmethod
@@ -94,6 +115,10 @@ class DigitTemplates:
             with np.load(io.BytesIO(body), allow_pickle=False) as z:
                 frames = np.asarray(z["frames"], dtype=np.float32)
                 lengths = np.asarray(z["lengths"], dtype=np.int64)
+                # Containers written before the speaker takes were kept have none.
+                speaker = (
+                    np.asarray(z["speaker"], dtype=np.float64) if "speaker" in z.files else np.zeros((0, 0))
+                )
         except Exception as exc:  # numpy raises several types for a damaged zip
             raise ValueError("digit templates: damaged frame data") from exc
         if (
@@ -110,7 +135,19 @@ class DigitTemplates:
         for label, n in zip(labels, lengths, strict=True):
             by_digit.setdefault(label, []).append(np.ascontiguousarray(frames[offset : offset + int(n)]))
             offset += int(n)
-        return cls({d: tuple(v) for d, v in by_digit.items()}, str(header.get("features", "")))
+        if speaker.ndim != 2:
+            raise ValueError("digit templates: inconsistent speaker takes")
+        return cls(
+            {d: tuple(v) for d, v in by_digit.items()},
+            str(header.get("features", "")),
+            str(header.get("speaker_encoder", "")) if speaker.shape[0] else "",
+            tuple(tuple(float(x) for x in row) for row in speaker),
+        )
+
+    def with_speaker_takes(self, encoder: str, embeddings: Sequence[Sequence[float]]) -> DigitTemplates:
+        return replace(
+            self, speaker_encoder=encoder, speaker_takes=tuple(tuple(map(float, e)) for e in embeddings)
+        )
 
 
 def templates_from_segments(segments: Sequence[tuple[str, Frames]], features: str) -> DigitTemplates:
