@@ -153,6 +153,8 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
             digits, _, path = take.partition("=")
             pairs.append((digits, Path(path).read_bytes()))
         return client.enroll_digits(a.household, a.member, pairs)
+    if cmd == "check-take":
+        return client.check_take(a.household, a.member, Path(a.file).read_bytes(), a.digits or "")
     if cmd == "confirm-voice-role":
         return client.confirm_voice_role(a.household, a.member)
     if cmd == "set-policy":
@@ -354,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--household", required=True)
     ed.add_argument("--member", required=True)
     ed.add_argument("--take", action="append", required=True, help="DIGITS=FILE, once per prompt read")
+    ct = asub.add_parser("check-take", help="live feedback on one enrollment take before enrolling")
+    ct.add_argument("--household", required=True)
+    ct.add_argument("--member", required=True)
+    ct.add_argument("--digits", help="the digits prompted, for a guided digit take")
+    ct.add_argument("file")
     cv = asub.add_parser("confirm-voice-role", help="as a parent: confirm a child-like voice's role")
     cv.add_argument("--household", required=True)
     cv.add_argument("--member", required=True)

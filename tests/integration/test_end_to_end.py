@@ -363,3 +363,26 @@ def test_audit_chain_covers_every_decision(
     report = operator.verify_audit(hid)
     assert report["ok"]
     assert int(report["entries"]) == 3
+
+
+def test_live_feedback_on_enrollment_takes(
+    operator: GuardClient, family: dict[str, str], data_dir: Path
+) -> None:
+    """CheckEnrollmentTake tells a person at once whether a take is usable and why not: a guided
+    digit take that says its prompt is usable, the same audio offered for other digits is not, a
+    half-second voice take is too short, and nothing about any of them is stored."""
+    hid, member = family["hid"], family["george"]
+    parent = operator.with_token(family["token"])
+    before = parent.list_members(hid)
+    good = parent.check_take(hid, member, fsdd_wav(data_dir, "george", "01234", 3), digits="01234")
+    assert good["usable"], good
+    assert good["says_prompt"]
+    other = parent.check_take(hid, member, fsdd_wav(data_dir, "george", "01234", 3), digits="98765")
+    assert not other.get("usable", False)
+    assert "does not say the digits" in other["problem"] or "told apart" in other["problem"]
+    short = parent.check_take(hid, member, fsdd_wav(data_dir, "george", "1", 4))
+    assert not short.get("usable", False)
+    assert "need at least 1.0 s" in short["problem"]
+    assert parent.list_members(hid) == before
+    code = status_of(lambda: parent.check_take(hid, member, b"not audio", digits="01234"))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT

@@ -195,6 +195,15 @@ class GuardClient:
             ),
         )
 
+    def check_take(self, household_id: str, member_id: str, take: bytes, digits: str = "") -> dict[str, Any]:
+        """Live feedback on one enrollment take (a guided digit take when `digits` is given)."""
+        return self._call(
+            "CheckEnrollmentTake",
+            admin_pb2.CheckEnrollmentTakeRequest(
+                household_id=household_id, member_id=member_id, audio=audio_pb(take), digits=digits
+            ),
+        )
+
     def confirm_voice_role(self, household_id: str, member_id: str) -> dict[str, Any]:
         return self._call(
             "ConfirmVoiceRole",

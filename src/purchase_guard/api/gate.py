@@ -49,6 +49,7 @@ log = get_logger("purchase_guard.api.gate")
 EVALUATE = "/purchaseguard.v1.PurchaseGuard/Evaluate"
 CONFIRM = "/purchaseguard.v1.PurchaseGuard/Confirm"
 ENROLL = "/purchaseguard.v1.HouseholdAdmin/EnrollVoice"
+CHECK_TAKE = "/purchaseguard.v1.HouseholdAdmin/CheckEnrollmentTake"
 RETRY_AFTER_KEY = "retry-after-ms"
 
 # Only ids the pipeline would accept become bucket keys; anything else shares one bucket, so
@@ -127,6 +128,11 @@ def default_method_limits(
         ),
         ENROLL: MethodLimits(
             per_household=RateLimit("enroll-household", enroll_per_household_per_hour, 3600.0)
+        ),
+        # Live feedback runs the decoder and VAD (and the digit aligner) on every take recorded:
+        # enough for a family re-recording takes, not for a service to check audio at scale.
+        CHECK_TAKE: MethodLimits(
+            per_household=RateLimit("check-take-household", 6 * enroll_per_household_per_hour, 3600.0)
         ),
     }
 

@@ -180,6 +180,25 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
             prompts=list(ENROLLMENT_PROMPTS),
         )
 
+    def CheckEnrollmentTake(
+        self, request: admin_pb2.CheckEnrollmentTakeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.CheckEnrollmentTakeResponse:
+        check = self._svc.check_enrollment_take(
+            self._who(context),
+            request.household_id,
+            request.member_id,
+            convert.audio_from_pb(request.audio),
+            request.digits,
+        )
+        return admin_pb2.CheckEnrollmentTakeResponse(
+            usable=check.usable,
+            problem=check.problem,
+            speech_seconds=check.speech_seconds,
+            snr_db=check.snr_db,
+            clipped_fraction=check.clipped_fraction,
+            says_prompt=check.says_prompt,
+        )
+
     def ConfirmVoiceRole(
         self, request: admin_pb2.ConfirmVoiceRoleRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ConfirmVoiceRoleResponse:

@@ -61,7 +61,7 @@ from purchase_guard.store.protocol import DeadLetter, Store, Webhook
 from purchase_guard.voice.audio import Pcm, decode_audio
 from purchase_guard.voice.digits import ENROLLMENT_PROMPTS, TemplateDigitChecker
 from purchase_guard.voice.encoder import Embedding
-from purchase_guard.voice.quality import TakeReport, assess_enrollment
+from purchase_guard.voice.quality import TakeReport, assess_enrollment, check_take
 from purchase_guard.voice.verifier import VoiceVerifier
 
 log = get_logger("purchase_guard.household")
@@ -96,6 +96,18 @@ class DigitEnrollmentReport:
     member: Member
     digits_covered: str  # which digits the templates hold (0-9 once guided enrollment is done)
     takes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TakeCheck:
+    """Live feedback on one enrollment take (nothing is stored)."""
+
+    usable: bool
+    problem: str
+    speech_seconds: float
+    snr_db: float
+    clipped_fraction: float
+    says_prompt: bool  # digit takes only
 
 
 class HouseholdService:
@@ -405,6 +417,38 @@ class HouseholdService:
         )
         log.info("digits_enrolled", member_id=member.member_id, takes=len(takes))
         return DigitEnrollmentReport(member, templates.digits_covered, len(takes))
+
+    def check_enrollment_take(
+        self, principal: Principal, household_id: str, member_id: str, take: AudioInput, digits: str
+    ) -> TakeCheck:
+        """Is this one take usable, and if not why, while the person is still recording? A voice
+        take gets EnrollVoice's signal checks; a digit take (`digits` prompted) also whether it is
+        heard to say them. Nothing about the take is kept."""
+        self.get_household(principal, household_id)
+        self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        if digits and (not digits.isascii() or not digits.isdigit() or len(digits) > 8):
+            raise InvalidArgument("digits must be the 1-8 digits the take was prompted with", field="digits")
+        if digits and self._digits is None:
+            raise FailedPrecondition("digit enrollment is not available on this server")
+        try:
+            pcm = decode_audio(
+                encoded=take.encoded,
+                pcm16=take.pcm16,
+                sample_rate_hz=take.sample_rate_hz,
+                max_seconds=self._settings.max_audio_seconds,
+            )
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"audio: {exc}", field="audio") from exc
+        # Digit takes are single short strings: EnrollDigits asks no minimum beyond the digits.
+        report = check_take(pcm, vad=self._verifier.vad, min_speech_s=0.0 if digits else 1.0)
+        problem = report.problem
+        says = False
+        if digits and not problem and self._digits is not None:
+            problem = self._digits.check_take(pcm, digits)
+            says = not problem
+        return TakeCheck(
+            not problem, problem, report.speech_seconds, report.snr_db, report.clipped_fraction, says
+        )
 
     def confirm_voice_role(self, principal: Principal, household_id: str, member_id: str) -> None:
         """A parent, with their own credential, confirms that a member whose enrolled voice sounds

@@ -84,6 +84,35 @@ def _signal_problem(
     return ""
 
 
+def check_take(
+    pcm: Pcm,
+    *,
+    min_speech_s: float = 1.0,
+    max_clipped: float = 0.01,
+    min_snr_db: float = 10.0,
+    vad: SpeechDetector | None = None,
+) -> TakeReport:
+    """One take's signal checks, with assess_enrollment's defaults and wording: live feedback
+    while a person records, before the takes are compared with each other."""
+    vad = vad if vad is not None else EnergyVad()
+    speech, _ = vad.speech_and_trim(pcm)
+    snr = snr_db(pcm)
+    clipped = clipped_fraction(pcm)
+    problem = _signal_problem(
+        0,
+        speech=speech,
+        snr=snr,
+        clipped=clipped,
+        min_speech_s=min_speech_s,
+        max_clipped=max_clipped,
+        min_snr=min_snr_db,
+        level_dbfs=_level_dbfs(pcm),
+    )
+    # A single take is not "take 0" to the person recording it.
+    problem = problem.removeprefix("take 0: ")
+    return TakeReport(0, not problem, problem, speech, snr, clipped, None)
+
+
 def leave_one_out(embeddings: Sequence[Embedding]) -> list[float]:
     """Cosine of each embedding to the normalised mean of the others."""
     stack = np.stack([np.asarray(e, dtype=np.float64) for e in embeddings])

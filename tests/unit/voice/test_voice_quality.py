@@ -9,7 +9,7 @@ from unit.voice.voice_synth import voice_pcm
 from purchase_guard.errors import EnrollmentRejected
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import FakeEncoder
-from purchase_guard.voice.quality import assess_enrollment, leave_one_out
+from purchase_guard.voice.quality import assess_enrollment, check_take, leave_one_out
 
 ENC = FakeEncoder()
 # FakeEncoder separates the synthetic voices far more than real speakers are separated.
@@ -108,3 +108,13 @@ def test_leave_one_out_is_cosine_to_centroid_of_others() -> None:
     scores = leave_one_out(e)
     assert scores[2] == pytest.approx(0.0)
     assert scores[0] == pytest.approx(1 / np.sqrt(2))
+
+
+def test_one_take_check_speaks_to_the_person_recording() -> None:
+    """check_take gives one take's signal problem without a take number, and none for good speech."""
+    silent = check_take(Pcm(np.zeros(32_000, dtype=np.float32)))
+    assert not silent.accepted
+    assert silent.problem == "silent"
+    good = check_take(voice_pcm("low", 3.0, seed=1))
+    assert good.accepted, good.problem
+    assert good.speech_seconds >= 1.0

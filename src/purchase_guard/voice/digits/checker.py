@@ -124,6 +124,25 @@ class TemplateDigitChecker:
         problem = "" if n_digits is None or len(digits) == n_digits else WRONG_LENGTH
         return DigitHypothesis(digits, span, float(np.mean(margins)), problem)
 
+    def check_take(self, pcm: Pcm, prompt: str) -> str:
+        """Live feedback on one guided take: "" when it can be cut into its prompt's digits and
+        sounds like them to the packaged bank, else the problem (the same words EnrollDigits
+        uses). EnrollDigits still checks each take against the member's other takes."""
+        if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
+            raise ValueError("enrollment prompts are 1-8 ASCII digits")
+        params = self.model.params
+        prep = dtw.prepare(pcm, [self._bank], params)
+        if not dtw.enough_voice(prep):
+            return NO_SPEECH
+        path = dtw.forced(prep, prompt, params)
+        segs = [s for s in path.segments if s.label.isdigit()]
+        if not np.isfinite(path.cost) or any(
+            not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs
+        ):
+            return TAKE_UNALIGNED
+        result = dtw.score(prep, prompt, params)
+        return "" if result.score >= params.threshold_enroll_generic else TAKE_MISMATCH
+
     def build_templates(
         self, takes: Sequence[tuple[Pcm, str]], require_every_digit: bool = True
     ) -> DigitTemplates:

@@ -2194,3 +2194,83 @@ class ReplayDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class CheckEnrollmentTakeRequest(_message.Message):
+    """Request for CheckEnrollmentTake."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    DIGITS_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    member_id: _builtins.str
+    """The member being enrolled."""
+    digits: _builtins.str
+    """Empty for a voice enrollment take; the digits prompted for a guided digit take (1-10 digits)."""
+    @_builtins.property
+    def audio(self) -> _common_pb2.Audio:
+        """The take."""
+
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        audio: _common_pb2.Audio | None = ...,
+        digits: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "digits", b"digits", "household_id", b"household_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEnrollmentTakeRequest: _TypeAlias = CheckEnrollmentTakeRequest  # noqa: Y015
+
+@_typing.final
+class CheckEnrollmentTakeResponse(_message.Message):
+    """Response for CheckEnrollmentTake."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USABLE_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    SPEECH_SECONDS_FIELD_NUMBER: _builtins.int
+    SNR_DB_FIELD_NUMBER: _builtins.int
+    CLIPPED_FRACTION_FIELD_NUMBER: _builtins.int
+    SAYS_PROMPT_FIELD_NUMBER: _builtins.int
+    usable: _builtins.bool
+    """Whether the take would be accepted on its own (EnrollVoice still compares the takes with
+    each other; EnrollDigits with the member's other takes).
+    """
+    problem: _builtins.str
+    """Why not, in words to show the person ("only 0.6 s of speech, need at least 1.0 s"); empty when usable."""
+    speech_seconds: _builtins.float
+    """Net speech heard, in seconds."""
+    snr_db: _builtins.float
+    """Estimated signal-to-noise ratio, dB."""
+    clipped_fraction: _builtins.float
+    """Share of samples at full scale."""
+    says_prompt: _builtins.bool
+    """For a digit take: whether it was heard to say the prompted digits."""
+    def __init__(
+        self,
+        *,
+        usable: _builtins.bool = ...,
+        problem: _builtins.str = ...,
+        speech_seconds: _builtins.float = ...,
+        snr_db: _builtins.float = ...,
+        clipped_fraction: _builtins.float = ...,
+        says_prompt: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clipped_fraction", b"clipped_fraction", "problem", b"problem", "says_prompt", b"says_prompt", "snr_db", b"snr_db", "speech_seconds", b"speech_seconds", "usable", b"usable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEnrollmentTakeResponse: _TypeAlias = CheckEnrollmentTakeResponse  # noqa: Y015

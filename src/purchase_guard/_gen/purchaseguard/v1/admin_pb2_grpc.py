@@ -165,6 +165,11 @@ class HouseholdAdminStub:
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.CheckEnrollmentTake = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/CheckEnrollmentTake',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeResponse.FromString,
+                _registered_method=True)
 
 
 class HouseholdAdminServicer:
@@ -357,6 +362,15 @@ class HouseholdAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckEnrollmentTake(self, request, context):
+        """Live feedback on one enrollment take before the enrollment is sent: is it usable, and if not
+        why (too short, too noisy, clipped, silent; for a guided digit take: does it say the prompt)?
+        Nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HouseholdAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -489,6 +503,11 @@ def add_HouseholdAdminServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'CheckEnrollmentTake': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckEnrollmentTake,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1194,6 +1213,33 @@ class HouseholdAdmin:
             '/purchaseguard.v1.HouseholdAdmin/ReplayDeadLetters',
             purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersRequest.SerializeToString,
             purchaseguard_dot_v1_dot_admin__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckEnrollmentTake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/CheckEnrollmentTake',
+            purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.CheckEnrollmentTakeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,6 +97,11 @@ class HouseholdAdminStub:
     """List events the webhook receiver refused (4xx other than 429) or that ran out of retries."""
     ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLettersRequest, _admin_pb2.ReplayDeadLettersResponse]
     """Deliver dead letters again (all, or the ones named), with fresh retries."""
+    CheckEnrollmentTake: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CheckEnrollmentTakeRequest, _admin_pb2.CheckEnrollmentTakeResponse]
+    """Live feedback on one enrollment take before the enrollment is sent: is it usable, and if not
+    why (too short, too noisy, clipped, silent; for a guided digit take: does it say the prompt)?
+    Nothing is stored.
+    """
 
 @_typing.type_check_only
 class HouseholdAdminAsyncStub(HouseholdAdminStub):
@@ -163,6 +168,11 @@ class HouseholdAdminAsyncStub(HouseholdAdminStub):
     """List events the webhook receiver refused (4xx other than 429) or that ran out of retries."""
     ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLettersRequest, _admin_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
     """Deliver dead letters again (all, or the ones named), with fresh retries."""
+    CheckEnrollmentTake: _aio.UnaryUnaryMultiCallable[_admin_pb2.CheckEnrollmentTakeRequest, _admin_pb2.CheckEnrollmentTakeResponse]  # type: ignore[assignment]
+    """Live feedback on one enrollment take before the enrollment is sent: is it usable, and if not
+    why (too short, too noisy, clipped, silent; for a guided digit take: does it say the prompt)?
+    Nothing is stored.
+    """
 
 class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
     """Households, members, voices, policy, PIN, history and approvals."""
@@ -382,5 +392,16 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_admin_pb2.ReplayDeadLettersResponse]]:
         """Deliver dead letters again (all, or the ones named), with fresh retries."""
+
+    @_abc_1.abstractmethod
+    def CheckEnrollmentTake(
+        self,
+        request: _admin_pb2.CheckEnrollmentTakeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CheckEnrollmentTakeResponse, _abc.Awaitable[_admin_pb2.CheckEnrollmentTakeResponse]]:
+        """Live feedback on one enrollment take before the enrollment is sent: is it usable, and if not
+        why (too short, too noisy, clipped, silent; for a guided digit take: does it say the prompt)?
+        Nothing is stored.
+        """
 
 def add_HouseholdAdminServicer_to_server(servicer: HouseholdAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
