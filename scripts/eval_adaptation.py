@@ -477,7 +477,7 @@ def run(
 def write_shipped(table: Table, log: Callable[[str], None]) -> float:
     """The drift floor on every speaker but the smoke ones, into voice/thresholds.json."""
     from purchase_guard.voice.eval_kfold import git_commit
-    from purchase_guard.voice.fitting import provenance, smoke_speakers
+    from purchase_guard.voice.fitting import provenance, smoke_speakers, write_json
 
     used = set(table.speakers) - set(smoke_speakers(table))
     floor, per = drift_floor(table, used)
@@ -495,7 +495,7 @@ def write_shipped(table: Table, log: Callable[[str], None]) -> float:
             k: prov[k] for k in ("speakers", "corpora", "date", "git_commit", "held_out_for_tests")
         },
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
+    write_json(path, doc)
     log(f"drift floor {floor:.5f} written to {path}")
     return floor
 

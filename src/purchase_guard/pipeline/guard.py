@@ -500,9 +500,13 @@ class Guard:
                 prints_out.extend(prints)
             roles = {m.member_id: m.role for m in members}
             with span("voice.verify", encoder=self._verifier.encoder.name, enrolled=len(prints)) as s:
-                result, heard = self._verifier.verify_sample(pcm, prints, roles)
-                if heard is not None and heard_out is not None:
-                    heard_out.append(heard)
+                if self._adaptation is None or heard_out is None:
+                    result = self._verifier.verify(pcm, prints, roles)
+                else:
+                    # Only with adaptation on is the embedding kept past the check.
+                    result, heard = self._verifier.verify_sample(pcm, prints, roles)
+                    if heard is not None:
+                        heard_out.append(heard)
                 s.set(verified=result.verified, usable=result.usable, score=round(result.score, 4))
             mine = next((vp for vp in prints if vp.member_id == result.member_id), None)
             child_like = (
