@@ -97,7 +97,7 @@ class MatchEverything:
 
     def check(
         self, household_id: str, device_id: str, decision_id: str, pcm: object, now: object, *, caller_id: str
-    ) -> BroadcastCheck:  # noqa: E501, ARG002
+    ) -> BroadcastCheck:
         return BroadcastCheck(reasons=(Reason(ReasonCode.BROADCAST_MATCH, "heard on many devices"),))
 
 

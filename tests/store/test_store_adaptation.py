@@ -74,7 +74,9 @@ def test_reset_drops_adapted_rows_and_samples(store: Store, make: Make) -> None:
     )  # fmt: skip
     assert store.reset_adaptation(hid, mid) == 2
     (got,) = store.list_voiceprints(hid)
-    assert got.adapted == () and got.adapted_at is None and got.embedding == vp.embedding
+    assert got.adapted == ()
+    assert got.adapted_at is None
+    assert got.embedding == vp.embedding
     assert store.get_adaptation_sample(hid, chl.challenge_id) is None
     assert store.reset_adaptation(hid, mid) == 0
     with pytest.raises(NotFound):

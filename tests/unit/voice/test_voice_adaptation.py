@@ -75,7 +75,8 @@ def test_a_verified_clean_adult_sample_is_added_and_the_enrollment_is_untouched(
     """A verified, clean, adult sample joins the adapted set; the enrollment centroid is not changed."""
     out = decide(sample())
     assert isinstance(out, Adapted)
-    assert len(out.adapted) == 1 and out.dropped == 0
+    assert len(out.adapted) == 1
+    assert out.dropped == 0
     assert out.drift_score == pytest.approx(float(np.dot(vec(1.0, 0.3, 0.1), PARENT.embedding)))
     assert PARENT.embedding == vec(1.0, 0.2)
 
@@ -106,7 +107,8 @@ def test_a_voice_closer_to_another_member_is_a_near_miss() -> None:
     """Even verified for the parent, a voice at least as close to the child's print does not adapt."""
     between = vec(0.6, 0.8)
     out = decide(sample(between))
-    assert isinstance(out, NotAdapted) and out.reason == "near_miss"
+    assert isinstance(out, NotAdapted)
+    assert out.reason == "near_miss"
     # Without the child in the household the same sample passes the near-miss check.
     assert isinstance(decide(sample(between), others=[]), Adapted)
 
@@ -117,7 +119,8 @@ def test_drift_is_measured_against_the_original_enrollment_not_the_adapted_model
     walked = replace(PARENT, adapted=tuple(vec(0.3, 0.0, 1.0) for _ in range(MAX_ADAPTED)))
     assert float(np.dot(drifted, model_vector(walked))) > float(np.dot(drifted, enrollment_vector(walked)))
     out = decide(sample(drifted), target=walked, others=[])
-    assert isinstance(out, NotAdapted) and out.reason == "drift"
+    assert isinstance(out, NotAdapted)
+    assert out.reason == "drift"
 
 
 def test_only_adults_adapt_and_off_means_off() -> None:
@@ -125,10 +128,12 @@ def test_only_adults_adapt_and_off_means_off() -> None:
     floor, adapts nothing (fail closed)."""
     for role in (Role.CHILD, Role.TEEN, Role.GUEST):
         out = decide(sample(), role=role)
-        assert isinstance(out, NotAdapted) and out.reason == "role"
+        assert isinstance(out, NotAdapted)
+        assert out.reason == "role"
     assert isinstance(decide(sample(), enabled=False), NotAdapted)
     out = decide(sample(), limits=AdaptationLimits(drift_floor=None))
-    assert isinstance(out, NotAdapted) and out.reason == "off"
+    assert isinstance(out, NotAdapted)
+    assert out.reason == "off"
 
 
 def test_the_adapted_set_is_bounded_and_drops_the_oldest() -> None:
@@ -142,14 +147,16 @@ def test_the_adapted_set_is_bounded_and_drops_the_oldest() -> None:
         assert isinstance(out, Adapted)
         vp = replace(vp, adapted=out.adapted)
     assert len(vp.adapted) == MAX_ADAPTED
-    assert np.allclose(vp.adapted[0], firsts[3]) and np.allclose(vp.adapted[-1], firsts[-1])
+    assert np.allclose(vp.adapted[0], firsts[3])
+    assert np.allclose(vp.adapted[-1], firsts[-1])
 
 
 def test_adapted_rows_weigh_at_most_max_weight_and_none_changes_nothing() -> None:
     """Without adapted rows the model is the enrollment with equal weights; a full adapted set
     weighs MAX_WEIGHT, so even MAX_ADAPTED identical attacker rows cannot take the model over."""
     rows, w = model_rows(PARENT)
-    assert rows.shape == (1, DIM) and w.tolist() == [1.0]
+    assert rows.shape == (1, DIM)
+    assert w.tolist() == [1.0]
     attacker = vec(0.0, 0.0, 1.0)
     full = replace(PARENT, adapted=tuple(attacker for _ in range(MAX_ADAPTED)))
     rows, w = model_rows(full)
