@@ -304,7 +304,7 @@ def _parts(records: HouseholdRecords) -> list[tuple[str, object, int]]:
                     "created_at": _ts(a.created_at),
                     "expires_at": _ts(a.expires_at),
                     "data": (
-                        "frame features, fingerprints or a speaker embedding, never audio; "
+                        "frame features, fingerprints or a speaker vector, never audio; "
                         "held encrypted, not exported"
                     ),
                 }
