@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-households eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-events bench-fleet replay trust model clean
+.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-households eval-adaptation eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-events bench-fleet replay trust model clean
 
 venv: $(STAMP)
 
@@ -84,6 +84,10 @@ eval: $(STAMP)
 # child detector refitted per fold, households only from the held-out fold (docs/voice.md,
 # "Households, end to end"). Shares the eval's unit cache; HOUSEHOLDS sets the size.
 HOUSEHOLDS ?= 60
+# Voiceprint adaptation (issue 19 item 5) by simulation on held-out speakers, k-fold as above.
+eval-adaptation: $(STAMP)
+	$(PY) scripts/eval_adaptation.py --data $(DATA) --out reports/adaptation --cache-dir $(VOICE_CACHE)
+
 eval-households: $(STAMP)
 	$(PY) scripts/eval_households.py --data $(DATA) --out reports/households --cache-dir $(VOICE_CACHE) \
 		--households $(HOUSEHOLDS)

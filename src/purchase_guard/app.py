@@ -30,6 +30,7 @@ from purchase_guard.sealing import resolve_master_keys
 from purchase_guard.secret_files import write_once
 from purchase_guard.store.protocol import Store
 from purchase_guard.store.sqlite import SqliteStore
+from purchase_guard.voice.adaptation import AdaptationLimits
 from purchase_guard.voice.child import child_detector_for
 from purchase_guard.voice.digits import TemplateDigitChecker, load_digit_checker
 from purchase_guard.voice.encoder import FakeEncoder, SpeakerEncoder
@@ -240,6 +241,14 @@ def build_app(
         quarantined=quarantined,
         digits=digits,
         high_child_threshold=points.get("high", NEVER),
+        adaptation=(
+            AdaptationLimits(
+                drift_floor=verifier.thresholds.drift_floor,
+                child_threshold=points.get("challenge", DEFAULT_CHILD_THRESHOLD),
+            )
+            if settings.voice_adaptation_enabled
+            else None
+        ),
     )
     households = HouseholdService(
         settings,

@@ -183,6 +183,8 @@ def _admin_call(client: Any, a: argparse.Namespace) -> Any:
         return client.revoke_credential(a.household or "", a.credential)
     if cmd == "renew-voiceprint":
         return client.renew_voiceprint(a.household, a.member)
+    if cmd == "reset-adaptation":
+        return client.reset_voice_adaptation(a.household, a.member)
     if cmd == "export":
         reply = client.export_household(a.household)
         fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -389,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     rv = asub.add_parser("renew-voiceprint", help="keep a child's voiceprint for another retention period")
     rv.add_argument("--household", required=True)
     rv.add_argument("--member", required=True)
+    ra = asub.add_parser(
+        "reset-adaptation",
+        help="drop what confirmed purchases added to a member's voiceprint (back to enrollment)",
+    )
+    ra.add_argument("--household", required=True)
+    ra.add_argument("--member", required=True)
     ex = asub.add_parser("export", help="write the household's complete data (GDPR Art. 15) as a ZIP archive")
     ex.add_argument("--household", required=True)
     ex.add_argument("--out", required=True, help="archive file to write (mode 0600)")

@@ -123,6 +123,9 @@ class Settings:
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     rate_limits_enabled: bool = True
+    # Confirmed purchases may adapt voiceprints (voice/adaptation.py); each household's policy can
+    # also switch it off (Policy.voice_adaptation). Off here: no household adapts.
+    voice_adaptation_enabled: bool = True
     rate_limit_backend: str = "memory"  # memory | redis (shared by replicas)
     evaluate_per_household_per_minute: int = 60
     evaluate_per_device_per_minute: int = 20

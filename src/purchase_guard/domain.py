@@ -174,6 +174,34 @@ class Voiceprint:
     # The accepted enrollment takes' embeddings (same encoder). When present the verifier
     # scores against all of them, not only the centroid (voice/backend.py).
     templates: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    # Embeddings of confirmed purchases added after enrollment (voice/adaptation.py): at most
+    # adaptation.MAX_ADAPTED, oldest first, together weighing at most adaptation.MAX_WEIGHT of the
+    # model. The enrollment (`embedding`, `templates`) is never changed by them; a reset drops them.
+    adapted: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    adapted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptationSample:
+    """A request utterance's embedding and what was measured on it, kept sealed with the challenge
+    it raised until that challenge closes: what may adapt the voiceprint of the member the voice
+    verified as, if the challenge is passed (voice/adaptation.py decides). Never audio; the
+    embedding never reaches a log, an audit record or an export."""
+
+    challenge_id: str
+    household_id: str
+    member_id: str  # the member the request's voice verified as
+    encoder: str
+    embedding: tuple[float, ...] = field(repr=False)
+    score: float  # against that member's print as it was at the request
+    threshold: float  # the band threshold the score was held to
+    child_likelihood: float  # -1 when no detector ran
+    net_speech_s: float
+    snr_db: float
+    clipped: float  # fraction of samples at full scale
+    broadcast: bool  # the broadcast check matched (or failed)
+    replayed: bool  # the replay check matched (or failed)
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +230,10 @@ class LowValueExemption:
     cumulative_max_minor: int
 
 
+# Measured by scripts/eval_adaptation.py (docs/voice.md, "Voiceprints that improve with use").
+DEFAULT_VOICE_ADAPTATION = True
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     rules: tuple[RoleRule, ...]
@@ -212,6 +244,8 @@ class Policy:
     low_value_exemption: LowValueExemption | None = None
     revision: int = 0
     unknown_voice: UnknownVoice = UnknownVoice.PARENT_APPROVAL
+    # Whether confirmed purchases may adapt members' voiceprints (voice/adaptation.py).
+    voice_adaptation: bool = DEFAULT_VOICE_ADAPTATION
 
     def rule_for(self, role: Role) -> RoleRule | None:
         for rule in self.rules:

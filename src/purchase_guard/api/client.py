@@ -278,6 +278,12 @@ class GuardClient:
             admin_pb2.RenewVoiceprintRequest(household_id=household_id, member_id=member_id),
         )
 
+    def reset_voice_adaptation(self, household_id: str, member_id: str) -> dict[str, Any]:
+        return self._call(
+            "ResetVoiceAdaptation",
+            admin_pb2.ResetVoiceAdaptationRequest(household_id=household_id, member_id=member_id),
+        )
+
     def set_webhook(self, household_id: str, url: str) -> dict[str, Any]:
         return self._call("SetWebhook", admin_pb2.SetWebhookRequest(household_id=household_id, url=url))
 

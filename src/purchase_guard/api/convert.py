@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, common_pb2
 from purchase_guard.domain import (
+    DEFAULT_VOICE_ADAPTATION,
     AudioInput,
     Challenge,
     ChallengeInfo,
@@ -174,6 +175,11 @@ def policy_from_pb(pb: admin_pb2.Policy) -> Policy:
         quiet_hours=quiet,
         low_value_exemption=exemption,
         unknown_voice=_UNKNOWN_VOICE_FROM_PB.get(pb.unknown_voice, UnknownVoice.PARENT_APPROVAL),
+        # Unset (or a value this server does not know) is the default.
+        voice_adaptation={
+            admin_pb2.VOICE_ADAPTATION_ON: True,
+            admin_pb2.VOICE_ADAPTATION_OFF: False,
+        }.get(pb.voice_adaptation, DEFAULT_VOICE_ADAPTATION),
     )
 
 
@@ -345,6 +351,9 @@ def policy_to_pb(p: Policy) -> admin_pb2.Policy:
         blocked_categories=sorted(p.blocked_categories),
         revision=p.revision,
         unknown_voice=_UNKNOWN_VOICE_TO_PB[p.unknown_voice],
+        voice_adaptation=admin_pb2.VOICE_ADAPTATION_ON
+        if p.voice_adaptation
+        else admin_pb2.VOICE_ADAPTATION_OFF,
     )
     if p.quiet_hours is not None:
         out.quiet_hours.CopyFrom(

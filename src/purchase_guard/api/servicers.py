@@ -300,6 +300,14 @@ class HouseholdAdminServicer(admin_pb2_grpc.HouseholdAdminServicer):
         expires = self._svc.renew_voiceprint(self._who(context), request.household_id, request.member_id)
         return admin_pb2.RenewVoiceprintResponse(expires_at=convert.ts(expires))
 
+    def ResetVoiceAdaptation(
+        self, request: admin_pb2.ResetVoiceAdaptationRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ResetVoiceAdaptationResponse:
+        dropped = self._svc.reset_voice_adaptation(
+            self._who(context), request.household_id, request.member_id
+        )
+        return admin_pb2.ResetVoiceAdaptationResponse(dropped=dropped)
+
     def WatchEvents(
         self, request: admin_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[admin_pb2.Event]:

@@ -475,6 +475,16 @@ class HouseholdService:
         log.info("voiceprint_renewed", member_id=member.member_id)
         return expires
 
+    def reset_voice_adaptation(self, principal: Principal, household_id: str, member_id: str) -> int:
+        """Drops what confirmed purchases added to the member's voiceprint (voice/adaptation.py);
+        returns how many adapted embeddings went. Only makes recognition stricter, so any credential
+        of the household may do it."""
+        self.get_household(principal, household_id)
+        member = self._store.get_member(household_id, validate_id(member_id, "member_id"))
+        dropped = self._store.reset_adaptation(household_id, member.member_id)
+        log.info("voice_adaptation_reset", member_id=member.member_id, dropped=dropped)
+        return dropped
+
     @property
     def encoder_name(self) -> str:
         """The encoder voices are scored with now; prints by another one need re-enrollment."""

@@ -33,6 +33,7 @@ from purchase_guard.challenge.rules import (
 from purchase_guard.clock import Clock, IdSource
 from purchase_guard.config import Settings
 from purchase_guard.domain import (
+    AdaptationSample,
     AudioInput,
     BroadcastCheck,
     Challenge,
@@ -88,10 +89,12 @@ from purchase_guard.pipeline.verdict import (
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
-from purchase_guard.store.protocol import AudioPrint, DecidingStore, SpendEntry
+from purchase_guard.store.protocol import AudioPrint, DecidingStore, SpendEntry, VoiceprintUpdate
 from purchase_guard.tracing import span
+from purchase_guard.voice.adaptation import AdaptationLimits, NotAdapted, Trigger, decide_adaptation
 from purchase_guard.voice.audio import TARGET_RATE_HZ, Pcm, decode_audio
 from purchase_guard.voice.digits import MAX_DIGITS, MIN_DIGITS, DigitChecker, DigitTemplates
+from purchase_guard.voice.verifier import Heard
 
 log = get_logger("purchase_guard.pipeline")
 
@@ -181,10 +184,13 @@ class Guard:
         *,
         digits: DigitChecker | None = None,
         high_child_threshold: float = NEVER,
+        adaptation: AdaptationLimits | None = None,
     ) -> None:
         """`digits` checks what an answer says; without one no spoken challenge is offered (and a
         spoken answer cannot pass). `high_child_threshold` is the child detector's high operating
-        point: a verified adult whose voice is that child-like goes to a parent."""
+        point: a verified adult whose voice is that child-like goes to a parent. `adaptation` is
+        the voiceprint adaptation rule's settings (voice/adaptation.py); None: no adaptation."""
+        self._adaptation = adaptation
         self._quarantined = quarantined
         self._digits = digits
         self._high_child = high_child_threshold
@@ -238,8 +244,9 @@ class Guard:
         hh = household.household_id
         members: dict[str, Member] = {}
         prints: list[Voiceprint] = []
+        heard: list[Heard] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
-        voice = self._check_voice(hh, pcm, members, prints)
+        voice = self._check_voice(hh, pcm, members, prints, heard)
         broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id)
         fp = self._fingerprint(pcm)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
@@ -295,11 +302,15 @@ class Guard:
             challenge: Challenge | None = None
             notifications: tuple[Notification, ...] = ()
             issued: str | None = None
+            sample: AdaptationSample | None = None
             if verdict.outcome is Outcome.CHALLENGE and verdict.challenge_method is not None:
                 challenge, issued = self._new_challenge(
                     hh, decision_id, req.order, verdict.member_id, verdict.challenge_method, now
                 )
                 notifications = self._challenge_notifications(challenge, now)
+                sample = self._adaptation_sample(
+                    challenge, voice, heard, members, policy, broadcast, replay, now
+                )
             revision = policy.revision if policy is not None else 0
             decision = make_decision(
                 ctx,
@@ -345,6 +356,7 @@ class Guard:
                     audio_print=self._audio_print(hh, decision_id, "evaluate", fp, now),
                     issued_digits=issued,
                     events=decision_events(decision, req.order, challenge, notifications),
+                    adaptation_sample=sample,
                 )
         if broadcast.cluster_decisions:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
@@ -372,14 +384,114 @@ class Guard:
                         if self._store.update_challenge(cancelled, status):
                             log.warning("challenge_cancelled_broadcast", challenge_id=challenge.challenge_id)
 
+    def _adaptation_sample(
+        self,
+        challenge: Challenge,
+        voice: VoiceCheck,
+        heard: Sequence[Heard],
+        members: Mapping[str, Member],
+        policy: Policy | None,
+        broadcast: BroadcastCheck,
+        replay: ReplayCheck,
+        now: datetime,
+    ) -> AdaptationSample | None:
+        """What is kept with a new challenge so that, if it is passed, the request's voice may adapt
+        the print of the member it verified as. Nothing is kept when nothing could adapt: no rule,
+        adaptation off, a voice that did not verify (an approval of an unrecognised voice adapts
+        nobody), or a member who is not an adult."""
+        result = voice.result
+        if (
+            self._adaptation is None
+            or self._adaptation.drift_floor is None
+            or policy is None
+            or not policy.voice_adaptation
+            or not heard
+            or result is None
+            or not result.verified
+            or result.member_id is None
+            or result.member_id != challenge.member_id
+        ):
+            return None
+        member = members.get(result.member_id)
+        if member is None or member.role is not Role.ADULT:
+            return None
+        h = heard[0]
+        return AdaptationSample(
+            challenge_id=challenge.challenge_id,
+            household_id=challenge.household_id,
+            member_id=result.member_id,
+            encoder=result.encoder,
+            embedding=h.embedding,
+            score=result.score,
+            threshold=result.threshold,
+            child_likelihood=result.child_likelihood,
+            net_speech_s=h.net_speech_s,
+            snr_db=h.snr_db,
+            clipped=h.clipped,
+            # A check that failed counts as a match: the rule refuses both.
+            broadcast=bool(broadcast.reasons) or broadcast.error is not None,
+            replayed=replay.replay_of is not None or replay.error is not None,
+            created_at=now,
+        )
+
+    def _adapt(self, challenge: Challenge, now: datetime) -> tuple[VoiceprintUpdate | None, dict[str, str]]:
+        """For a challenge just passed: the adapted set its sample gives (decide_adaptation), and
+        what the decision record says about it. Any failure adapts nothing (never blocks the pass)."""
+        if self._adaptation is None:
+            return None, {}
+        hh = challenge.household_id
+        try:
+            sample = self._store.get_adaptation_sample(hh, challenge.challenge_id)
+            if sample is None:
+                return None, {}
+            prints = self._store.list_voiceprints(hh)
+            target = next((vp for vp in prints if vp.member_id == sample.member_id), None)
+            member = self._store.get_member(hh, sample.member_id)
+            if target is None:
+                return None, {"adaptation": f"not adapted ({sample.member_id}): no voiceprint"}
+            policy = self._store.get_policy(hh)
+            outcome = decide_adaptation(
+                sample,
+                target,
+                member.role,
+                [vp for vp in prints if vp.member_id != target.member_id],
+                Trigger(challenge.method.value),
+                self._adaptation,
+                enabled=policy is not None and policy.voice_adaptation,
+            )
+        except Exception as exc:
+            CHECK_ERRORS.labels("adaptation").inc()
+            log.warning("adaptation_failed", error=type(exc).__name__)
+            return None, {"adaptation": "not adapted: the adaptation check raised an internal error"}
+        if isinstance(outcome, NotAdapted):
+            log.info("voiceprint_not_adapted", member_id=sample.member_id, reason=outcome.reason)
+            return None, {"adaptation": f"not adapted ({sample.member_id}): {outcome.reason}"}
+        log.info("voiceprint_adapted", member_id=sample.member_id, kept=len(outcome.adapted))
+        update = VoiceprintUpdate(
+            household_id=hh,
+            member_id=target.member_id,
+            encoder=target.encoder,
+            enrolled_at=target.created_at,
+            expected_adapted=len(target.adapted),
+            adapted=outcome.adapted,
+            at=now,
+        )
+        note_ = (
+            f"adapted {target.member_id}: {len(outcome.adapted)} of {self._adaptation.max_templates} kept, "
+            f"{outcome.dropped} dropped, cosine to enrollment {outcome.drift_score:.3f}"
+        )
+        return update, {"adaptation": note_}
+
     def _check_voice(
         self,
         household_id: str,
         pcm: Pcm,
         members_out: dict[str, Member],
         prints_out: list[Voiceprint] | None = None,
+        heard_out: list[Heard] | None = None,
     ) -> VoiceCheck:
-        """Verify the speaker; the members and voiceprints read are handed back for reuse."""
+        """Verify the speaker; the members and voiceprints read (and what adaptation needs of the
+        utterance) are handed back for reuse."""
         try:
             members = self._store.list_members(household_id)
             members_out.update({m.member_id: m for m in members})
@@ -388,7 +500,13 @@ class Guard:
                 prints_out.extend(prints)
             roles = {m.member_id: m.role for m in members}
             with span("voice.verify", encoder=self._verifier.encoder.name, enrolled=len(prints)) as s:
-                result = self._verifier.verify(pcm, prints, roles)
+                if self._adaptation is None or heard_out is None:
+                    result = self._verifier.verify(pcm, prints, roles)
+                else:
+                    # Only with adaptation on is the embedding kept past the check.
+                    result, heard = self._verifier.verify_sample(pcm, prints, roles)
+                    if heard is not None:
+                        heard_out.append(heard)
                 s.set(verified=result.verified, usable=result.usable, score=round(result.score, 4))
             mine = next((vp for vp in prints if vp.member_id == result.member_id), None)
             child_like = (
@@ -853,15 +971,17 @@ class Guard:
             member_id=challenge.member_id,
         )
         spend = None
+        update: VoiceprintUpdate | None = None
+        extra = {"challenge_method": challenge.method.value}
         if verdict.passed:
             spend = SpendEntry(
                 before.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False
             )
+            update, said = self._adapt(before, now)
+            extra.update(said)
         changed = challenge != before
         notifications = notices + ((self._locked_notification(challenge, now),) if verdict.locked_now else ())
-        body = audit_body(
-            decision, req.order, {"challenge_method": challenge.method.value}, confirm_inputs(before, facts)
-        )
+        body = audit_body(decision, req.order, extra, confirm_inputs(before, facts))
         return self._store.record_decision(
             decision,
             digest,
@@ -873,6 +993,7 @@ class Guard:
             pin_update=pin_update,
             audio_print=audio_print,
             events=decision_events(decision, req.order, challenge if changed else None, notifications),
+            voiceprint_update=update,
         )
 
     # ------------------------------------------------------------------ approvals

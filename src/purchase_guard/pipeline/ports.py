@@ -9,6 +9,7 @@ from typing import Protocol
 from purchase_guard.domain import BroadcastCheck, Role, SpeakerResult, Voiceprint
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import SpeakerEncoder
+from purchase_guard.voice.verifier import Heard
 
 
 class SpeakerVerifier(Protocol):
@@ -18,6 +19,12 @@ class SpeakerVerifier(Protocol):
     def verify(
         self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]
     ) -> SpeakerResult: ...
+
+    def verify_sample(
+        self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]
+    ) -> tuple[SpeakerResult, Heard | None]:
+        """`verify`, and what a voiceprint adaptation needs of the utterance (voice/adaptation.py)."""
+        ...
 
     def verify_against(
         self,

@@ -38,6 +38,9 @@ from purchase_guard.serial import format_ts
 from purchase_guard.store import codec
 from purchase_guard.store.protocol import HouseholdRecords, Records
 
+# What a derived_audio entry's `ref` is, by kind of entry (audio prints: the decision heard in).
+_REF_NAME = {"digit_templates": "features", "adaptation_sample": "challenge_id"}
+
 log = get_logger("purchase_guard.privacy.export")
 
 FORMAT = "purchase-guard/household-export/v1"
@@ -205,6 +208,9 @@ def _parts(records: HouseholdRecords) -> list[tuple[str, object, int]]:
                     "utterances": v.n_utterances,
                     "created_at": _ts(v.created_at),
                     "template": "held encrypted by the guard; not exported (see docs/privacy.md)",
+                    # Embeddings of confirmed purchases added since enrollment (docs/voice.md).
+                    "adapted_from_purchases": v.n_adapted,
+                    "adapted_at": None if v.adapted_at is None else _ts(v.adapted_at),
                 }
                 for v in records.voiceprints
             ],
@@ -293,11 +299,14 @@ def _parts(records: HouseholdRecords) -> list[tuple[str, object, int]]:
                     "household_id": a.household_id,
                     "what": a.what,
                     "member_id": a.member_id,
-                    "features" if a.what == "digit_templates" else "decision_id": a.ref,
+                    _REF_NAME.get(a.what, "decision_id"): a.ref,
                     **({"kind": a.kind} if a.kind else {}),
                     "created_at": _ts(a.created_at),
                     "expires_at": _ts(a.expires_at),
-                    "data": "frame features or fingerprints, never audio; held encrypted, not exported",
+                    "data": (
+                        "frame features, fingerprints or a speaker vector, never audio; "
+                        "held encrypted, not exported"
+                    ),
                 }
                 for a in records.derived_audio
             ],

@@ -103,6 +103,8 @@ def minimise(store: Store, now: datetime, ids: IdSource, plan: MinimisePlan) -> 
             )
         )
     prints, digits = store.purge_audio_prints(now - plan.audio_prints, now - plan.issued_digits)
+    # A challenge nobody answered leaves its adaptation sample behind: gone once it has expired.
+    samples = store.purge_adaptation_samples(now)
     report = MinimiseReport(reminded, len(deleted), prints, digits)
     log.info(
         "data_minimised",
@@ -110,6 +112,7 @@ def minimise(store: Store, now: datetime, ids: IdSource, plan: MinimisePlan) -> 
         voiceprints_deleted=report.voiceprints_deleted,
         audio_prints=report.audio_prints,
         issued_digits=report.issued_digits,
+        adaptation_samples=samples,
     )
     return report
 

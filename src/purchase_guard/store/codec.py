@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from purchase_guard.domain import (
+    DEFAULT_VOICE_ADAPTATION,
+    AdaptationSample,
     Challenge,
     ChallengeInfo,
     ChallengeMethod,
@@ -290,6 +292,7 @@ def policy_to_dict(p: Policy) -> JsonDict:
         },
         "revision": p.revision,
         "unknown_voice": p.unknown_voice.value,
+        "voice_adaptation": p.voice_adaptation,
     }
 
 
@@ -317,6 +320,7 @@ def policy_from_dict(d: Mapping[str, Any]) -> Policy:
         revision=int(d["revision"]),
         # Policies stored before the setting existed get the default.
         unknown_voice=UnknownVoice(d.get("unknown_voice", UnknownVoice.PARENT_APPROVAL.value)),
+        voice_adaptation=bool(d.get("voice_adaptation", DEFAULT_VOICE_ADAPTATION)),
     )
 
 
@@ -526,3 +530,67 @@ def event_aad(dedup: str) -> bytes:
 
 def webhook_secret_aad(household_id: str) -> bytes:
     return seal_aad("webhook-secret", household_id)
+
+
+# --- voiceprint adaptation (voice/adaptation.py) -----------------------------------------
+
+
+def adapted_aad(member_id: str, encoder: str, dim: int, n: int) -> bytes:
+    # Bound to the count too: rows cannot be cut off or spliced in without the key.
+    return seal_aad("voiceprint.adapted", member_id, encoder, str(dim), str(n))
+
+
+def adaptation_sample_aad(challenge_id: str, member_id: str) -> bytes:
+    return seal_aad("adaptation.sample", challenge_id, member_id)
+
+
+def pack_rows(rows: tuple[tuple[float, ...], ...]) -> bytes:
+    return b"".join(pack_embedding(r) for r in rows)
+
+
+def unpack_rows(blob: bytes, dim: int, n: int) -> tuple[tuple[float, ...], ...]:
+    if len(blob) != 4 * dim * n:
+        raise GuardError("stored adapted templates have the wrong size")
+    step = 4 * dim
+    return tuple(unpack_embedding(blob[i * step : (i + 1) * step], dim) for i in range(n))
+
+
+def adaptation_sample_to_bytes(s: AdaptationSample) -> bytes:
+    doc = {
+        "challenge_id": s.challenge_id,
+        "household_id": s.household_id,
+        "member_id": s.member_id,
+        "encoder": s.encoder,
+        "embedding": base64.b64encode(pack_embedding(s.embedding)).decode("ascii"),
+        "dim": len(s.embedding),
+        "score": s.score,
+        "threshold": s.threshold,
+        "child_likelihood": s.child_likelihood,
+        "net_speech_s": s.net_speech_s,
+        "snr_db": s.snr_db,
+        "clipped": s.clipped,
+        "broadcast": s.broadcast,
+        "replayed": s.replayed,
+        "created_at": format_ts(s.created_at),
+    }
+    return dumps(doc).encode("utf-8")
+
+
+def adaptation_sample_from_bytes(blob: bytes) -> AdaptationSample:
+    d = _loads(blob.decode("utf-8"))
+    return AdaptationSample(
+        challenge_id=str(d["challenge_id"]),
+        household_id=str(d["household_id"]),
+        member_id=str(d["member_id"]),
+        encoder=str(d["encoder"]),
+        embedding=unpack_embedding(base64.b64decode(d["embedding"]), int(d["dim"])),
+        score=float(d["score"]),
+        threshold=float(d["threshold"]),
+        child_likelihood=float(d["child_likelihood"]),
+        net_speech_s=float(d["net_speech_s"]),
+        snr_db=float(d["snr_db"]),
+        clipped=float(d["clipped"]),
+        broadcast=bool(d["broadcast"]),
+        replayed=bool(d["replayed"]),
+        created_at=parse_ts(d["created_at"]),
+    )

@@ -33,6 +33,7 @@ from typing import Protocol
 
 from purchase_guard.audit.chain import AuditAnchor, AuditEntry
 from purchase_guard.domain import (
+    AdaptationSample,
     Challenge,
     ChallengeStatus,
     Credential,
@@ -108,6 +109,23 @@ class VoiceprintInfo:
     dim: int
     n_utterances: int
     created_at: datetime
+    n_adapted: int = 0  # embeddings of confirmed purchases added since (voice/adaptation.py)
+    adapted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceprintUpdate:
+    """A member's new adapted set (voice/adaptation.py), written with the decision that made it
+    and only onto the print it was decided on: same enrollment (`enrolled_at`, `encoder`) and
+    still `expected_adapted` adapted rows, else the decision is Aborted and judged again."""
+
+    household_id: str
+    member_id: str
+    encoder: str
+    enrolled_at: datetime
+    expected_adapted: int
+    adapted: tuple[tuple[float, ...], ...] = field(repr=False)
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +248,15 @@ class Members(Protocol):
         """A parent confirms that a child-like voiceprint's member really has their role."""
         ...
 
+    def reset_adaptation(self, household_id: str, member_id: str) -> int:
+        """Drops the member's adapted embeddings (and pending samples): the print is its enrollment
+        again. Returns how many adapted embeddings were dropped. Raises NotFound."""
+        ...
+
+    def get_adaptation_sample(self, household_id: str, challenge_id: str) -> AdaptationSample | None:
+        """The sample kept with an open challenge (None when there is none, or it closed)."""
+        ...
+
     def put_digit_templates(
         self,
         household_id: str,
@@ -312,6 +339,8 @@ class DecisionLog(Protocol):
         audio_print: AudioPrint | None = None,
         issued_digits: str | None = None,
         events: tuple[Event, ...] = (),
+        adaptation_sample: AdaptationSample | None = None,
+        voiceprint_update: VoiceprintUpdate | None = None,
     ) -> Decision:
         """Atomically: store the decision, append its audit entry to the household's chain,
         add the spend entry, write the challenge, add the notifications and queue the `events`
@@ -327,6 +356,9 @@ class DecisionLog(Protocol):
         (household, kind, request_id) exists already, nothing is written and the stored
         one is returned (idempotent retries under concurrency); if that stored decision has
         a different request_digest, AlreadyExists is raised instead (request id reused).
+        `adaptation_sample` is kept with the (new) `challenge` while it is open; a challenge written
+        closed drops its sample. `voiceprint_update` is a print's new adapted set (Aborted, and
+        nothing written, when the print is no longer the one it was decided on).
         Raises NotFound for an unknown household."""
         ...
 
@@ -491,6 +523,10 @@ class Records(Protocol):
 
     def delete_expired_voiceprints(self, now: datetime) -> list[tuple[str, str]]:
         """Deletes every voiceprint (and digit templates) past expiry; returns (household, member)."""
+        ...
+
+    def purge_adaptation_samples(self, now: datetime) -> int:
+        """Deletes adaptation samples whose challenge has expired; returns how many."""
         ...
 
     def purge_audio_prints(self, prints_before: datetime, digits_before: datetime) -> tuple[int, int]:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from purchase_guard.audit.chain import GENESIS, AuditAnchor, AuditEntry, entry_hash
 from purchase_guard.domain import (
+    AdaptationSample,
     Challenge,
     ChallengeMethod,
     ChallengeStatus,
@@ -63,6 +64,7 @@ from purchase_guard.store.protocol import (
     StoredDecision,
     Tombstone,
     VoiceprintInfo,
+    VoiceprintUpdate,
     Webhook,
 )
 from purchase_guard.store.rows import (
@@ -105,6 +107,7 @@ _ERASE_ORDER = (
     "audio_prints",
     "issued_digits",
     "digit_templates",
+    "adaptation_samples",
     "spend",
     "decisions",
     "voiceprints",
@@ -293,6 +296,11 @@ class SqlStore(SealedRows):
         with self._tx() as conn:
             self._run(
                 conn,
+                "DELETE FROM adaptation_samples WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            )
+            self._run(
+                conn,
                 "DELETE FROM voiceprints WHERE household_id = ? AND member_id = ?",
                 (household_id, member_id),
             )
@@ -321,13 +329,15 @@ class SqlStore(SealedRows):
                     conn,
                     "INSERT INTO voiceprints (member_id, household_id, encoder, embedding, dim,"
                     " n_utterances, created_at, expires_at, expiry_notified_at, child_like,"
-                    " role_confirmed_by)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)"
+                    " role_confirmed_by, adapted, n_adapted, adapted_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, 0, NULL)"
                     " ON CONFLICT (member_id) DO UPDATE SET encoder = excluded.encoder,"
                     " embedding = excluded.embedding, dim = excluded.dim,"
                     " n_utterances = excluded.n_utterances, created_at = excluded.created_at,"
                     " expires_at = excluded.expires_at, expiry_notified_at = NULL,"
-                    " child_like = excluded.child_like, role_confirmed_by = excluded.role_confirmed_by",
+                    " child_like = excluded.child_like, role_confirmed_by = excluded.role_confirmed_by,"
+                    # A new enrollment is a new print: what adapted the old one does not carry over.
+                    " adapted = NULL, n_adapted = 0, adapted_at = NULL",
                     (
                         mid,
                         hid,
@@ -352,7 +362,8 @@ class SqlStore(SealedRows):
             rows = self._run(
                 conn,
                 "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at,"
-                f" expires_at, child_like, role_confirmed_by FROM voiceprints WHERE household_id = ?"
+                f" expires_at, child_like, role_confirmed_by, adapted, n_adapted, adapted_at"
+                f" FROM voiceprints WHERE household_id = ?"
                 f" ORDER BY {self._ordered('member_id')}",
                 (household_id,),
             ).fetchall()
@@ -370,9 +381,70 @@ class SqlStore(SealedRows):
                 expires_at=None if r[7] is None else parse_ts(r[7]),
                 child_like=bool(r[8]),
                 role_confirmed_by=r[9],
+                adapted=self._adapted(r[1], r[0], r[2], int(r[4]), r[10], int(r[11])),
+                adapted_at=None if r[12] is None else parse_ts(r[12]),
             )
             for r in rows
         ]
+
+    def _adapted(
+        self, household_id: str, member_id: str, encoder: str, dim: int, blob: Any, n: int
+    ) -> tuple[tuple[float, ...], ...]:
+        if blob is None or n == 0:
+            return ()
+        opened = self._sealer.open(household_id, bytes(blob), codec.adapted_aad(member_id, encoder, dim, n))
+        return codec.unpack_rows(opened, dim, n)
+
+    def reset_adaptation(self, household_id: str, member_id: str) -> int:
+        with self._tx() as conn:
+            self._require_member(conn, household_id, member_id)
+            row = self._run(
+                conn,
+                "SELECT n_adapted FROM voiceprints WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            ).fetchone()
+            self._run(
+                conn,
+                "UPDATE voiceprints SET adapted = NULL, n_adapted = 0, adapted_at = NULL"
+                " WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            )
+            self._run(
+                conn,
+                "DELETE FROM adaptation_samples WHERE household_id = ? AND member_id = ?",
+                (household_id, member_id),
+            )
+            return 0 if row is None else int(row[0])
+
+    def get_adaptation_sample(self, household_id: str, challenge_id: str) -> AdaptationSample | None:
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT member_id, sample FROM adaptation_samples"
+                " WHERE household_id = ? AND challenge_id = ?",
+                (household_id, challenge_id),
+            ).fetchone()
+        if row is None:
+            return None
+        opened = self._sealer.open(
+            household_id, bytes(row[1]), codec.adaptation_sample_aad(challenge_id, str(row[0]))
+        )
+        return codec.adaptation_sample_from_bytes(opened)
+
+    def purge_adaptation_samples(self, now: datetime) -> int:
+        with self._tx() as conn:
+            gone = self._run(conn, "DELETE FROM adaptation_samples WHERE expires_at <= ?", (format_ts(now),))
+            return int(gone.rowcount)
+
+    @classmethod
+    def _drop_sample_if_closed(cls, conn: Any, challenge: Challenge) -> None:
+        # A sample lives only while its challenge can still pass.
+        if challenge.status not in (ChallengeStatus.PENDING, ChallengeStatus.APPROVED):
+            cls._run(
+                conn,
+                "DELETE FROM adaptation_samples WHERE household_id = ? AND challenge_id = ?",
+                (challenge.household_id, challenge.challenge_id),
+            )
 
     def confirm_voice_role(self, household_id: str, member_id: str, parent_member_id: str) -> bool:
         with self._tx() as conn:
@@ -720,8 +792,18 @@ class SqlStore(SealedRows):
         audio_print: AudioPrint | None = None,
         issued_digits: str | None = None,
         events: tuple[Event, ...] = (),
+        adaptation_sample: AdaptationSample | None = None,
+        voiceprint_update: VoiceprintUpdate | None = None,
     ) -> Decision:
         hid = decision.household_id
+        if adaptation_sample is not None and (
+            adaptation_sample.household_id != hid
+            or challenge is None
+            or adaptation_sample.challenge_id != challenge.challenge_id
+        ):
+            raise InvalidArgument("the adaptation sample must belong to the challenge recorded with it")
+        if voiceprint_update is not None and voiceprint_update.household_id != hid:
+            raise InvalidArgument("the voiceprint update must belong to the decision's household")
         if any(e.household_id != hid for e in events):
             raise InvalidArgument("events must belong to the decision's household")
         if audio_print is not None and (
@@ -763,6 +845,23 @@ class SqlStore(SealedRows):
             else self._sealer.seal(hid, audio_print.print, codec.audio_print_aad(audio_print.print_id))
         )
         event_bodies = self._seal_events(hid, events)
+        sealed_sample = (
+            None
+            if adaptation_sample is None
+            else self._sealer.seal(
+                hid,
+                codec.adaptation_sample_to_bytes(adaptation_sample),
+                codec.adaptation_sample_aad(adaptation_sample.challenge_id, adaptation_sample.member_id),
+            )
+        )
+        sealed_adapted = None
+        if voiceprint_update is not None and voiceprint_update.adapted:
+            u = voiceprint_update
+            sealed_adapted = self._sealer.seal(
+                hid,
+                codec.pack_rows(u.adapted),
+                codec.adapted_aad(u.member_id, u.encoder, len(u.adapted[0]), len(u.adapted)),
+            )
         existing: Row | None = None
         try:
             with self._tx() as conn:
@@ -788,6 +887,23 @@ class SqlStore(SealedRows):
                             raise Aborted(
                                 f"challenge {challenge.challenge_id!r} changed while it was answered"
                             )
+                        self._drop_sample_if_closed(conn, challenge)
+                    if adaptation_sample is not None and sealed_sample is not None and challenge is not None:
+                        self._run(
+                            conn,
+                            "INSERT INTO adaptation_samples (challenge_id, household_id, member_id, sample,"
+                            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            (
+                                adaptation_sample.challenge_id,
+                                hid,
+                                adaptation_sample.member_id,
+                                sealed_sample,
+                                format_ts(adaptation_sample.created_at),
+                                format_ts(challenge.expires_at),
+                            ),
+                        )
+                    if voiceprint_update is not None:
+                        self._update_adapted(conn, voiceprint_update, sealed_adapted)
                     for n, message in zip(notifications, messages, strict=True):
                         self._insert_notification(conn, n, message)
                     if pin_update is not None and sealed_pin is not None:
@@ -1032,10 +1148,33 @@ class SqlStore(SealedRows):
                 # Taken only to read a final MAX(seq): no decision of the household is mid-append.
                 self._household_row(conn, hid, lock=True)
             if self._compare_and_set(conn, challenge, body, expected_status, None):
+                self._drop_sample_if_closed(conn, challenge)
                 return True
             if not self._challenge_exists(conn, hid, cid):
                 raise NotFound(f"challenge {cid!r} not found")
             return False
+
+    @classmethod
+    def _update_adapted(cls, conn: Any, u: VoiceprintUpdate, sealed: bytes | None) -> None:
+        """Writes the adapted set only onto the print it was decided on (same enrollment, same
+        number of adapted rows); else Aborted, and the decision is judged again."""
+        cursor = cls._run(
+            conn,
+            "UPDATE voiceprints SET adapted = ?, n_adapted = ?, adapted_at = ?"
+            " WHERE household_id = ? AND member_id = ? AND encoder = ? AND created_at = ? AND n_adapted = ?",
+            (
+                sealed,
+                len(u.adapted),
+                format_ts(u.at),
+                u.household_id,
+                u.member_id,
+                u.encoder,
+                format_ts(u.enrolled_at),
+                u.expected_adapted,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise Aborted("the voiceprint changed while the decision was made")
 
     @classmethod
     def _compare_and_set(
@@ -1479,7 +1618,8 @@ class SqlStore(SealedRows):
             )
             # The embedding column is not even read: an export carries voiceprint metadata only.
             prints = rows(
-                "SELECT household_id, member_id, encoder, dim, n_utterances, created_at FROM voiceprints"
+                "SELECT household_id, member_id, encoder, dim, n_utterances, created_at, n_adapted,"
+                " adapted_at FROM voiceprints"
                 f" WHERE household_id = ? ORDER BY {self._ordered('member_id')}"
             )
             policies = rows(
@@ -1510,6 +1650,10 @@ class SqlStore(SealedRows):
                 "SELECT member_id, features, created_at, expires_at FROM digit_templates"
                 f" WHERE household_id = ? ORDER BY {self._ordered('member_id')}"
             )
+            samples = rows(
+                "SELECT challenge_id, member_id, created_at, expires_at FROM adaptation_samples"
+                f" WHERE household_id = ? ORDER BY created_at, {self._ordered('challenge_id')}"
+            )
             heard = rows(
                 "SELECT print_id, decision_id, kind, at FROM audio_prints WHERE household_id = ?"
                 f" ORDER BY at, {self._ordered('print_id')}"
@@ -1519,7 +1663,17 @@ class SqlStore(SealedRows):
             household=self._household(household),
             members=tuple(self._member(r) for r in members),
             voiceprints=tuple(
-                VoiceprintInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), parse_ts(r[5])) for r in prints
+                VoiceprintInfo(
+                    r[0],
+                    r[1],
+                    r[2],
+                    int(r[3]),
+                    int(r[4]),
+                    parse_ts(r[5]),
+                    int(r[6]),
+                    None if r[7] is None else parse_ts(r[7]),
+                )
+                for r in prints
             ),
             policies=tuple(
                 PolicyRevision(r[0], codec.policy_from_json(r[1]), parse_ts(r[2])) for r in policies
@@ -1549,6 +1703,18 @@ class SqlStore(SealedRows):
                 *(
                     StoredAudioInfo(household_id, "audio_print", None, str(r[1]), str(r[2]), parse_ts(r[3]))
                     for r in heard
+                ),
+                *(
+                    StoredAudioInfo(
+                        household_id,
+                        "adaptation_sample",
+                        str(r[1]),
+                        str(r[0]),
+                        "",
+                        parse_ts(r[2]),
+                        parse_ts(r[3]),
+                    )
+                    for r in samples
                 ),
             ),
         )

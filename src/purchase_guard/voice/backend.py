@@ -173,15 +173,29 @@ class ScoringBackend:
             raise ValueError(f"embedding has {x.shape[1]} dimensions, back-end expects {self.dim}")
         return _unit_rows((_unit_rows(x) - self.mean) @ self.projection)
 
-    def score_models(self, probes: FloatArray, models: Sequence[FloatArray]) -> FloatArray:
-        """(n_probes, n_models) scores; each model is an (n_templates, D) array of raw embeddings."""
+    def score_models(
+        self,
+        probes: FloatArray,
+        models: Sequence[FloatArray],
+        weights: Sequence[FloatArray | None] | None = None,
+    ) -> FloatArray:
+        """(n_probes, n_models) scores; each model is an (n_templates, D) array of raw embeddings.
+
+        `weights` (per model, one per template, or None for equal weights) weigh the templates in
+        the centroid and mean rules (adapted templates weigh less, voice/adaptation.py); the PLDA
+        rule counts every template as one enrollment vector."""
         y = self.project(probes)
         projected = [self.project(m) for m in models]
+        ws = list(weights) if weights is not None else [None] * len(projected)
         if self.combine == "centroid":
-            cents = _unit_rows(np.stack([m.mean(axis=0) for m in projected]))
+            cents = _unit_rows(
+                np.stack([np.average(m, axis=0, weights=w) for m, w in zip(projected, ws, strict=True)])
+            )
             return np.asarray(y @ cents.T, dtype=np.float64)
         if self.combine == "mean":
-            return np.stack([(y @ m.T).mean(axis=1) for m in projected], axis=1)
+            return np.stack(
+                [np.average(y @ m.T, axis=1, weights=w) for m, w in zip(projected, ws, strict=True)], axis=1
+            )
         assert self.plda is not None
         yb = self.plda.to_basis(y)
         means = np.stack([self.plda.to_basis(m).mean(axis=0) for m in projected])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,11 +27,12 @@ import numpy as np
 
 from purchase_guard.domain import Role, SpeakerResult, Voiceprint
 from purchase_guard.errors import Unavailable
+from purchase_guard.voice.adaptation import model_rows
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.backend import ScoringBackend, identity_backend
 from purchase_guard.voice.digit_print import DigitPrintCalibration, centroid
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder
-from purchase_guard.voice.vad import EnergyVad, SpeechDetector, snr_db
+from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction, snr_db
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Thresholds:
     backend: str = "cosine/centroid/none"  # ScoringBackend.name the thresholds apply to
     # Impostor-score normalisation by net speech and SNR (kfold.QualityNorm mapping), or None.
     quality: Mapping[str, Any] | None = None
+    # Cosine to the original enrollment a confirmed purchase needs to adapt a print
+    # (voice/adaptation.py), fitted on training speakers by scripts/eval_adaptation.py; None: no
+    # adaptation.
+    drift_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -81,6 +86,11 @@ class Thresholds:
             vad=str(data.get("vad", EnergyVad.name)),
             backend=str(data.get("backend", "cosine/centroid/none")),
             quality=data.get("quality"),
+            drift_floor=(
+                float(data["adaptation"]["drift_floor"])
+                if isinstance(data.get("adaptation"), Mapping)
+                else None
+            ),
         )
 
     @classmethod
@@ -101,6 +111,16 @@ class Thresholds:
             return cls.from_mapping(encoder, entry)
         except (KeyError, TypeError, ValueError) as exc:
             raise Unavailable(f"speaker thresholds for {encoder} are damaged: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What was measured on a scored utterance, for voice/adaptation.py. Never logged."""
+
+    embedding: tuple[float, ...] = field(repr=False)
+    net_speech_s: float = 0.0
+    snr_db: float = 0.0
+    clipped: float = 0.0
 
 
 class ChildDetector(Protocol):
@@ -179,6 +199,25 @@ class VoiceVerifier:
         """Best-matching member among `voiceprints`; verified when the score clears the band threshold."""
         return self.verify_against(pcm, voiceprints, roles, allowed_member_ids=None)
 
+    def verify_sample(
+        self, pcm: Pcm, voiceprints: Sequence[Voiceprint], roles: Mapping[str, Role]
+    ) -> tuple[SpeakerResult, Heard | None]:
+        """`verify`, and what a voiceprint adaptation needs of the utterance (None when it was
+        not scored): its embedding, net speech, SNR and clipped share. Same result as `verify`."""
+        net, trimmed = self.vad.speech_and_trim(pcm)
+        band = self.thresholds.band_for(net)
+        if net < self.min_speech_s:
+            return self._unverified(
+                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
+            ), None
+        prints = self._usable_prints(voiceprints, None)
+        if isinstance(prints, str):
+            return self._unverified(band.threshold, prints, True), None
+        embedding = self.encoder.embed(trimmed.samples)
+        snr = snr_db(pcm)
+        result = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+        return result, Heard(tuple(float(v) for v in embedding), net, snr, clipped_fraction(pcm))
+
     def verify_against(
         self,
         pcm: Pcm,
@@ -245,9 +284,9 @@ class VoiceVerifier:
         )
 
     def templates_of(self, vp: Voiceprint) -> np.ndarray[Any, np.dtype[np.float64]]:
-        """The print's take embeddings when it has them, else its centroid (one row)."""
-        rows = vp.templates if vp.templates else (vp.embedding,)
-        return np.stack([_unit(t) for t in rows])
+        """The print's take embeddings when it has them, else its centroid (one row), then its
+        adapted embeddings (weighted by `model_rows`)."""
+        return model_rows(vp)[0]
 
     def score_embedding(
         self,
@@ -268,8 +307,9 @@ class VoiceVerifier:
         prints = [vp for vp in voiceprints if vp.encoder == self.encoder.name]
         if not prints:
             return self._unverified(band.threshold, "no voiceprints for this encoder", True)
+        models = [model_rows(vp) for vp in prints]
         raw = self.backend.score_models(
-            np.asarray(embedding, dtype=np.float64)[None, :], [self.templates_of(vp) for vp in prints]
+            np.asarray(embedding, dtype=np.float64)[None, :], [m[0] for m in models], [m[1] for m in models]
         )[0]
         if self._quality is not None:
             raw = self._quality.apply(raw, np.full(raw.shape, net_speech_s), np.full(raw.shape, snr))

@@ -77,6 +77,30 @@ LIMIT_DENY: LimitAction.ValueType  # 2
 """Refuse."""
 Global___LimitAction: _TypeAlias = LimitAction  # noqa: Y015
 
+class _VoiceAdaptation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VoiceAdaptationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VoiceAdaptation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOICE_ADAPTATION_UNSPECIFIED: _VoiceAdaptation.ValueType  # 0
+    """Not set: the default (on; docs/voice.md says how it was chosen)."""
+    VOICE_ADAPTATION_ON: _VoiceAdaptation.ValueType  # 1
+    """Confirmed purchases in an adult's verified voice may adapt that adult's voiceprint."""
+    VOICE_ADAPTATION_OFF: _VoiceAdaptation.ValueType  # 2
+    """Voiceprints stay as enrolled."""
+
+class VoiceAdaptation(_VoiceAdaptation, metaclass=_VoiceAdaptationEnumTypeWrapper):
+    """Whether a purchase confirmed by a challenge may add its voice to the member's voiceprint."""
+
+VOICE_ADAPTATION_UNSPECIFIED: VoiceAdaptation.ValueType  # 0
+"""Not set: the default (on; docs/voice.md says how it was chosen)."""
+VOICE_ADAPTATION_ON: VoiceAdaptation.ValueType  # 1
+"""Confirmed purchases in an adult's verified voice may adapt that adult's voiceprint."""
+VOICE_ADAPTATION_OFF: VoiceAdaptation.ValueType  # 2
+"""Voiceprints stay as enrolled."""
+Global___VoiceAdaptation: _TypeAlias = VoiceAdaptation  # noqa: Y015
+
 class _UnknownVoice:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -929,6 +953,7 @@ class Policy(_message.Message):
     LOW_VALUE_EXEMPTION_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     UNKNOWN_VOICE_FIELD_NUMBER: _builtins.int
+    VOICE_ADAPTATION_FIELD_NUMBER: _builtins.int
     household_daily_cap_minor: _builtins.int
     """Household-wide rolling 24 h cap; 0 means none."""
     household_monthly_cap_minor: _builtins.int
@@ -937,6 +962,8 @@ class Policy(_message.Message):
     """Revision assigned by the server; ignored in SetPolicy."""
     unknown_voice: Global___UnknownVoice.ValueType
     """What a voice the guard does not recognise gets (unset: UNKNOWN_VOICE_PARENT_APPROVAL)."""
+    voice_adaptation: Global___VoiceAdaptation.ValueType
+    """Whether confirmed purchases may adapt members' voiceprints (unset: the server's default)."""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleRule]:
         """One rule per role; a role without a rule may not buy."""
@@ -964,10 +991,11 @@ class Policy(_message.Message):
         low_value_exemption: Global___LowValueExemption | None = ...,
         revision: _builtins.int = ...,
         unknown_voice: Global___UnknownVoice.ValueType = ...,
+        voice_adaptation: Global___VoiceAdaptation.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_categories", b"blocked_categories", "household_daily_cap_minor", b"household_daily_cap_minor", "household_monthly_cap_minor", b"household_monthly_cap_minor", "low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours", "revision", b"revision", "rules", b"rules", "unknown_voice", b"unknown_voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_categories", b"blocked_categories", "household_daily_cap_minor", b"household_daily_cap_minor", "household_monthly_cap_minor", b"household_monthly_cap_minor", "low_value_exemption", b"low_value_exemption", "quiet_hours", b"quiet_hours", "revision", b"revision", "rules", b"rules", "unknown_voice", b"unknown_voice", "voice_adaptation", b"voice_adaptation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1785,6 +1813,54 @@ class RenewVoiceprintResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenewVoiceprintResponse: _TypeAlias = RenewVoiceprintResponse  # noqa: Y015
+
+@_typing.final
+class ResetVoiceAdaptationRequest(_message.Message):
+    """Request for ResetVoiceAdaptation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    household_id: _builtins.str
+    """Household id."""
+    member_id: _builtins.str
+    """The member whose adapted embeddings are dropped."""
+    def __init__(
+        self,
+        *,
+        household_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household_id", b"household_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetVoiceAdaptationRequest: _TypeAlias = ResetVoiceAdaptationRequest  # noqa: Y015
+
+@_typing.final
+class ResetVoiceAdaptationResponse(_message.Message):
+    """Response for ResetVoiceAdaptation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.int
+    """How many adapted embeddings were dropped (0 when there were none)."""
+    def __init__(
+        self,
+        *,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetVoiceAdaptationResponse: _TypeAlias = ResetVoiceAdaptationResponse  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):

@@ -125,6 +125,11 @@ class HouseholdAdminStub:
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
                 response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
                 _registered_method=True)
+        self.ResetVoiceAdaptation = channel.unary_unary(
+                '/purchaseguard.v1.HouseholdAdmin/ResetVoiceAdaptation',
+                request_serializer=purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationRequest.SerializeToString,
+                response_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationResponse.FromString,
+                _registered_method=True)
         self.EnrollDigits = channel.unary_unary(
                 '/purchaseguard.v1.HouseholdAdmin/EnrollDigits',
                 request_serializer=purchaseguard_dot_v1_dot_admin__pb2.EnrollDigitsRequest.SerializeToString,
@@ -303,6 +308,14 @@ class HouseholdAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetVoiceAdaptation(self, request, context):
+        """Drop the embeddings confirmed purchases added to a member's voiceprint: it is scored against
+        its enrollment alone again (the way back from adaptation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnrollDigits(self, request, context):
         """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
         (PIN, random digits) are checked against them, so only members with digits enrolled get one.
@@ -463,6 +476,11 @@ def add_HouseholdAdminServicer_to_server(servicer, server):
                     servicer.RenewVoiceprint,
                     request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.FromString,
                     response_serializer=purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.SerializeToString,
+            ),
+            'ResetVoiceAdaptation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetVoiceAdaptation,
+                    request_deserializer=purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationRequest.FromString,
+                    response_serializer=purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationResponse.SerializeToString,
             ),
             'EnrollDigits': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollDigits,
@@ -997,6 +1015,33 @@ class HouseholdAdmin:
             '/purchaseguard.v1.HouseholdAdmin/RenewVoiceprint',
             purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintRequest.SerializeToString,
             purchaseguard_dot_v1_dot_admin__pb2.RenewVoiceprintResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetVoiceAdaptation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/purchaseguard.v1.HouseholdAdmin/ResetVoiceAdaptation',
+            purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationRequest.SerializeToString,
+            purchaseguard_dot_v1_dot_admin__pb2.ResetVoiceAdaptationResponse.FromString,
             options,
             channel_credentials,
             insecure,

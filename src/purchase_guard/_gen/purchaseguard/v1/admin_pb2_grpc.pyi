@@ -75,6 +75,10 @@ class HouseholdAdminStub:
     """Revoke a credential; its token stops working at once."""
     RenewVoiceprint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]
     """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+    ResetVoiceAdaptation: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResetVoiceAdaptationRequest, _admin_pb2.ResetVoiceAdaptationResponse]
+    """Drop the embeddings confirmed purchases added to a member's voiceprint: it is scored against
+    its enrollment alone again (the way back from adaptation).
+    """
     EnrollDigits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnrollDigitsRequest, _admin_pb2.EnrollDigitsResponse]
     """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
     (PIN, random digits) are checked against them, so only members with digits enrolled get one.
@@ -146,6 +150,10 @@ class HouseholdAdminAsyncStub(HouseholdAdminStub):
     """Revoke a credential; its token stops working at once."""
     RenewVoiceprint: _aio.UnaryUnaryMultiCallable[_admin_pb2.RenewVoiceprintRequest, _admin_pb2.RenewVoiceprintResponse]  # type: ignore[assignment]
     """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+    ResetVoiceAdaptation: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResetVoiceAdaptationRequest, _admin_pb2.ResetVoiceAdaptationResponse]  # type: ignore[assignment]
+    """Drop the embeddings confirmed purchases added to a member's voiceprint: it is scored against
+    its enrollment alone again (the way back from adaptation).
+    """
     EnrollDigits: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnrollDigitsRequest, _admin_pb2.EnrollDigitsResponse]  # type: ignore[assignment]
     """Enroll a member's digits (guided: the member reads prompted digit strings). Spoken challenges
     (PIN, random digits) are checked against them, so only members with digits enrolled get one.
@@ -322,6 +330,16 @@ class HouseholdAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RenewVoiceprintResponse, _abc.Awaitable[_admin_pb2.RenewVoiceprintResponse]]:
         """Renew a child's voiceprint for another retention period (it expires otherwise)."""
+
+    @_abc_1.abstractmethod
+    def ResetVoiceAdaptation(
+        self,
+        request: _admin_pb2.ResetVoiceAdaptationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResetVoiceAdaptationResponse, _abc.Awaitable[_admin_pb2.ResetVoiceAdaptationResponse]]:
+        """Drop the embeddings confirmed purchases added to a member's voiceprint: it is scored against
+        its enrollment alone again (the way back from adaptation).
+        """
 
     @_abc_1.abstractmethod
     def EnrollDigits(
