@@ -35,7 +35,9 @@ OPERATOR = "op-processes-" + "p" * 32
 BACKEND = "pgb_processes-" + "b" * 32
 # A database of its own on the shared Redis: the window and limit keys of other suites (and
 # other agents' runs) cannot meet this test's.
-REDIS_URL = os.environ.get("PURCHASE_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/9"
+REDIS_URL = (
+    os.environ.get("PURCHASE_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/9"
+)
 PER_DEVICE = 4
 START_TIMEOUT_S = 300.0
 # Takes of george saying 7305 that verify with a clear margin over the threshold.
@@ -238,17 +240,17 @@ def test_both_processes_serve_and_a_device_limit_holds_across_them(
     operator, hid = household(group.target, data_dir, "Limited")
     operator.close()
     before = (group.decisions(0), group.decisions(1))
-    answered, refused = 0, 0
+    answered, refused = 0, []
     for i in range(2 * PER_DEVICE):
         audio = fsdd_wav(data_dir, "george", "5092", 20 + i)
         try:
             clients[i % 2].evaluate(f"limit-{i}", hid, "hall", order(100), audio)
             answered += 1
         except grpc.RpcError as exc:
-            assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-            refused += 1
+            refused.append(exc.code())
     after = (group.decisions(0), group.decisions(1))
-    assert (answered, refused) == (PER_DEVICE, PER_DEVICE)
+    assert answered == PER_DEVICE
+    assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * PER_DEVICE
     assert after[0] - before[0] == PER_DEVICE // 2
     assert after[1] - before[1] == PER_DEVICE // 2
 

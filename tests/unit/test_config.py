@@ -129,6 +129,9 @@ def test_several_processes_with_shared_state_start_and_split_the_cores() -> None
     assert s.threads_per_encoder == max(1, (os.cpu_count() or 1) // 2)
     assert load_settings({**SHARED, "PURCHASE_GUARD_ENCODER_THREADS": "3"}).threads_per_encoder == 3
     assert load_settings({}).threads_per_encoder == 0
-    off = {"PURCHASE_GUARD_PROCESSES": "2", "PURCHASE_GUARD_RATE_LIMITS_ENABLED": "0",
-           "PURCHASE_GUARD_BROADCAST_ENABLED": "0"}
+    off = {
+        "PURCHASE_GUARD_PROCESSES": "2",
+        "PURCHASE_GUARD_RATE_LIMITS_ENABLED": "0",
+        "PURCHASE_GUARD_BROADCAST_ENABLED": "0",
+    }
     assert load_settings(off).processes == 2

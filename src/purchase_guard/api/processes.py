@@ -117,7 +117,7 @@ def supervise(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _signal)
     try:
         for i in range(settings.processes):
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - this interpreter and fixed arguments, no shell
                 [sys.executable, "-m", "purchase_guard", "serve", "--worker", str(i)],
                 env=worker_env(settings, host, port, i),
                 stdout=subprocess.PIPE,

@@ -286,7 +286,6 @@ class SqliteStore(SqlStore):
         while True:
             try:
                 fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot_no, os.SEEK_SET)
-                return
             except (BlockingIOError, PermissionError):
                 # Held by another process (EAGAIN or EACCES, depending on the system).
                 if time.monotonic() >= deadline:
@@ -295,6 +294,8 @@ class SqliteStore(SqlStore):
                 pause = min(pause * 2, 0.01)
             except OSError as exc:
                 raise Unavailable(f"store lock unavailable: {exc}") from exc
+            else:
+                return
 
     def close(self) -> None:
         with self._lock:
