@@ -431,7 +431,7 @@ def _filler_rows(
     from purchase_guard.audit.chain import GENESIS, entry_hash
     from purchase_guard.domain import Decision, Money, Outcome, Reason, ReasonCode, Role, SpeakerResult
     from purchase_guard.store import codec
-    from purchase_guard.store.sqlite import pack_embedding
+    from purchase_guard.store.codec import pack_embedding
 
     now = datetime.now(UTC)
     ts = format_ts(now)
