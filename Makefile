@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= $(abspath ../shared/data)
 export PURCHASE_GUARD_DATA_DIR ?= $(DATA)
 
-.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-households eval-adaptation eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-events bench-fleet replay trust model clean
+.PHONY: venv chromium console console-screenshots run test unit integration lint typecheck protos protos-check eval eval-households eval-adaptation eval-voice-study voice-models eval-broadcast broadcast-variants eval-answers digits-model bench bench-cores bench-decide bench-events bench-fleet replay trust model clean
 
 venv: $(STAMP)
 
@@ -138,6 +138,18 @@ bench: $(STAMP)
 	$(PY) scripts/bench_load.py --out reports/bench
 	$(PY) scripts/bench_confirm.py --data $(DATA) --out reports/bench
 	$(PY) scripts/bench_encoder.py --data $(DATA) --out reports/bench
+	$(MAKE) bench-decide bench-cores
+
+# The no-audio part of Evaluate (verifier stubbed, fingerprints precomputed): p50/p99 and store
+# round trips per decision on SQLite and PostgreSQL. Writes reports/bench/decide.json.
+bench-decide: $(STAMP)
+	$(PY) scripts/bench_decide.py --out reports/bench
+
+# Replica throughput at concurrency 32 against the bare encoder run as the server runs it (its
+# own processes, same threads and batching), per runtime and PURCHASE_GUARD_PROCESSES, in one
+# run (~10-15 min on 2 cores). Writes reports/bench/cores.json.
+bench-cores: $(STAMP)
+	$(PY) scripts/bench_cores.py --data $(DATA) --out reports/bench
 
 # Webhook delivery: sent, retried, dead-lettered, lost (must be 0), latency; with receiver failures
 # and a SIGKILL of the guard. Writes reports/events/delivery.json.

@@ -19,10 +19,14 @@ For each store (SQLite file, PostgreSQL schema made for the run and dropped afte
    (so decoding is negligible).
    Same concurrency levels, with threads. This is what the store and policy add to a decision.
 3. Baseline in the same run: the bare encoder (decode + VAD trim + GE2E embed) on the same
-   audio, in this process, interleaved call by call with sequential Evaluate calls so both
-   see the same machine conditions; the service overhead at concurrency 1 is reported as a
-   ratio and checked against the target p50 <= 1.15 x encoder p50 + 2 ms. (Batched against
-   one-at-a-time inference is scripts/bench_batching.py's subject.)
+   audio, in a process of its own built from the server's settings by the server's factory
+   (app.build_encoder: same runtime, intra-op threads and request batching; `BareEncoders`),
+   interleaved call by call with sequential Evaluate calls so both see the same machine
+   conditions; the service overhead at concurrency 1 is reported as a ratio and checked
+   against the target p50 <= 1.15 x encoder p50 + 2 ms. (It used to run in this process, beside
+   the load generator and with torch's own defaults, and could come out slower than the
+   Evaluate containing it.) Throughput against the bare encoder on all cores is
+   scripts/bench_cores.py's subject; batched against one-at-a-time inference bench_batching.py's.
 4. Memory: the server's RSS after start and warm-up (model loaded), and its peak (VmHWM) after
    the load.
 5. Growth: households seeded directly into the tables (bulk insert, each with a member,
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import multiprocessing as mp
@@ -162,44 +167,66 @@ async def _drive(
     measure_s: float,
     tag: str,
 ) -> dict[str, Any]:
-    options = [("grpc.max_send_message_length", 16 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        # Requests go out as bytes: a serialised base request plus a request_id field appended
-        # (protobuf merges concatenated messages), so the client spends no time building protos.
-        call = channel.unary_unary(
+    # One connection per task (as from many devices), so a server of several processes sharing
+    # the port (PURCHASE_GUARD_PROCESSES) gets its connections spread over them by the kernel.
+    options = [("grpc.max_send_message_length", 16 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(tasks)]
+    try:
+        return await _drive_on(channels, bases, tasks, start_at, warmup_s, measure_s, tag)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def _drive_on(
+    channels: list[Any],
+    bases: list[bytes],
+    tasks: int,
+    start_at: float,
+    warmup_s: float,
+    measure_s: float,
+    tag: str,
+) -> dict[str, Any]:
+    # Requests go out as bytes: a serialised base request plus a request_id field appended
+    # (protobuf merges concatenated messages), so the client spends no time building protos.
+    calls = [
+        channel.unary_unary(
             EVALUATE, request_serializer=None, response_deserializer=guard_pb2.EvaluateResponse.FromString
         )
+        for channel in channels
+    ]
+    for channel in channels:
         await channel.channel_ready()
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        t0 = time.perf_counter()
-        measure_from, measure_to = t0 + warmup_s, t0 + warmup_s + measure_s
-        latencies: list[float] = []
-        outcomes: dict[str, int] = {}
-        errors: dict[str, int] = {}
-        counter = 0
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    t0 = time.perf_counter()
+    measure_from, measure_to = t0 + warmup_s, t0 + warmup_s + measure_s
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    counter = 0
 
-        async def one_task(k: int) -> None:
-            nonlocal counter
-            while True:
-                started = time.perf_counter()
-                if started >= measure_to:
-                    return
-                counter += 1
-                rid = guard_pb2.EvaluateRequest(request_id=f"{tag}-{k}-{counter}").SerializeToString()
-                base = bases[(counter * 7 + k) % len(bases)]
-                try:
-                    response = await call(base + rid, timeout=120, metadata=BACKEND_META)
-                    ok = common_pb2.Outcome.Name(response.outcome)
-                except grpc.aio.AioRpcError as exc:
-                    ok = ""
-                    if started >= measure_from:
-                        errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                if started >= measure_from and ok:
-                    latencies.append(time.perf_counter() - started)
-                    outcomes[ok] = outcomes.get(ok, 0) + 1
+    async def one_task(k: int) -> None:
+        nonlocal counter
+        while True:
+            started = time.perf_counter()
+            if started >= measure_to:
+                return
+            counter += 1
+            rid = guard_pb2.EvaluateRequest(request_id=f"{tag}-{k}-{counter}").SerializeToString()
+            base = bases[(counter * 7 + k) % len(bases)]
+            try:
+                response = await calls[k](base + rid, timeout=120, metadata=BACKEND_META)
+                ok = common_pb2.Outcome.Name(response.outcome)
+            except grpc.aio.AioRpcError as exc:
+                ok = ""
+                if started >= measure_from:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+            if started >= measure_from and ok:
+                latencies.append(time.perf_counter() - started)
+                outcomes[ok] = outcomes.get(ok, 0) + 1
 
-        await asyncio.gather(*(one_task(k) for k in range(tasks)))
-        return {"latencies": latencies, "outcomes": outcomes, "errors": errors, "wall": measure_s}
+    await asyncio.gather(*(one_task(k) for k in range(tasks)))
+    return {"latencies": latencies, "outcomes": outcomes, "errors": errors, "wall": measure_s}
 
 
 def _worker(
@@ -281,8 +308,11 @@ class Server:
             self.process.stdout.close()
 
 
-def start_server(store_env: dict[str, str], workdir: Path) -> Server:
+def server_env(store_env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """The server's environment: this checkout's package (by absolute path: the server runs in
+    `workdir`, where a relative PYTHONPATH would fall back to an installed copy) and its settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASE_GUARD_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env.update(
         {
             "PURCHASE_GUARD_LISTEN": "127.0.0.1:0",
@@ -298,6 +328,15 @@ def start_server(store_env: dict[str, str], workdir: Path) -> Server:
             **store_env,
         }
     )
+    return env
+
+
+def settings_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("PURCHASE_GUARD_")}
+
+
+def start_server(store_env: dict[str, str], workdir: Path) -> Server:
+    env = server_env(store_env, workdir)
     with (workdir / "server.log").open("a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "purchase_guard", "serve"],
@@ -392,7 +431,7 @@ def _filler_rows(
     from purchase_guard.audit.chain import GENESIS, entry_hash
     from purchase_guard.domain import Decision, Money, Outcome, Reason, ReasonCode, Role, SpeakerResult
     from purchase_guard.store import codec
-    from purchase_guard.store.sqlite import pack_embedding
+    from purchase_guard.store.codec import pack_embedding
 
     now = datetime.now(UTC)
     ts = format_ts(now)
@@ -496,7 +535,7 @@ class StubVerifier:
         return SpeakerResult(voiceprints[0].member_id, Role.ADULT, 0.86, 0.78, True, -1.0, self.encoder.name)
 
 
-def no_audio_guard(store: Any, encoder_name: str) -> Any:
+def no_audio_guard(store: Any, encoder_name: str, digits: Any = None) -> Any:
     from purchase_guard.challenge.pin import PinHasher
     from purchase_guard.clock import RandomIds, SystemClock
     from purchase_guard.config import Settings
@@ -512,6 +551,7 @@ def no_audio_guard(store: Any, encoder_name: str) -> Any:
         PinHasher(),
         SystemClock(),
         RandomIds(),
+        digits=digits,
     )
 
 
@@ -562,9 +602,110 @@ def bare_encoder_call(encoder: Any, audio: bytes) -> float:
     return time.perf_counter() - t0
 
 
-def overhead_series(target: str, bases: list[bytes], encoder: Any, audio: bytes, n: int) -> dict[str, Any]:
-    """Evaluate (one at a time, over gRPC) and the bare encoder, interleaved call by call, so both
-    series see the same machine conditions; the ratio does not depend on how busy the machine is."""
+def _bare_load(
+    encoder: Any, audio: bytes, threads: int, start_at: float, warmup_s: float, measure_s: float
+) -> dict[str, Any]:
+    """`threads` callers of the encoder, closed loop, as the server's worker threads call it."""
+    time.sleep(max(0.0, start_at - time.time()))
+    t0 = time.perf_counter()
+    measure_from, measure_to = t0 + warmup_s, t0 + warmup_s + measure_s
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while True:
+            started = time.perf_counter()
+            if started >= measure_to:
+                return
+            took = bare_encoder_call(encoder, audio)
+            if started >= measure_from:
+                with lock:
+                    latencies.append(took)
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"latencies": latencies, "wall": measure_s}
+
+
+def _bare_main(settings: dict[str, str], audio: bytes, conn: Any) -> None:
+    """The bare encoder in a process of its own, built from the server's settings by the server's
+    own factory (app.build_encoder: runtime, intra-op threads, request batching), so it runs the
+    encoder exactly as one server process does, without gRPC, the store or the checks."""
+    from purchase_guard.app import build_encoder
+    from purchase_guard.config import load_settings
+
+    loaded = load_settings(settings)
+    encoder = build_encoder(loaded)
+    for _ in range(5):  # warm-up: first calls allocate
+        bare_encoder_call(encoder, audio)
+    conn.send(("ready", loaded.workers))
+    while True:
+        msg = conn.recv()
+        if msg[0] == "one":
+            conn.send(bare_encoder_call(encoder, audio))
+        elif msg[0] == "load":
+            conn.send(_bare_load(encoder, audio, *msg[1:]))
+        else:
+            break
+    close = getattr(encoder, "close", None)
+    if callable(close):
+        close()
+
+
+class BareEncoders:
+    """`processes` bare-encoder processes (`_bare_main`) on the server's settings."""
+
+    def __init__(self, settings: dict[str, str], audio: bytes, processes: int = 1) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that has gRPC and torch threads
+        self._conns = []
+        self._procs = []
+        for _ in range(processes):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_bare_main, args=(settings, audio, theirs), daemon=True)
+            proc.start()
+            self._conns.append(mine)
+            self._procs.append(proc)
+        self.workers = 1
+        for conn in self._conns:
+            if not conn.poll(300):
+                self.close()
+                raise RuntimeError("the bare encoder process did not start")
+            self.workers = int(conn.recv()[1])
+
+    def one(self) -> float:
+        """Seconds for one decode + VAD trim + embed in the first process."""
+        self._conns[0].send(("one",))
+        return float(self._conns[0].recv())
+
+    def load(self, concurrency: int, warmup_s: float, measure_s: float) -> dict[str, Any]:
+        """`concurrency` callers spread over the processes, each process running at most as many
+        as a server process has worker threads (the rest of a server's callers queue for them)."""
+        per = min(self.workers, max(1, -(-concurrency // len(self._conns))))
+        start_at = time.time() + 1.0
+        for conn in self._conns:
+            conn.send(("load", per, start_at, warmup_s, measure_s))
+        parts = [conn.recv() for conn in self._conns]
+        result: dict[str, Any] = summary([x for p in parts for x in p["latencies"]], measure_s)
+        result.update(concurrency=concurrency, processes=len(self._conns), threads_per_process=per)
+        return result
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                conn.send(("stop",))
+        for proc in self._procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def overhead_series(target: str, bases: list[bytes], bare_encoder: BareEncoders, n: int) -> dict[str, Any]:
+    """Evaluate (one at a time, over gRPC) and the bare encoder (in its own process, built like the
+    server's), interleaved call by call, so both series see the same machine conditions; the ratio
+    does not depend on how busy the machine is."""
     service, bare = [], []
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
@@ -576,7 +717,7 @@ def overhead_series(target: str, bases: list[bytes], encoder: Any, audio: bytes,
             t0 = time.perf_counter()
             call(bases[i % len(bases)] + rid, timeout=120, metadata=BACKEND_META)
             service.append(time.perf_counter() - t0)
-            bare.append(bare_encoder_call(encoder, audio))
+            bare.append(bare_encoder.one())
     svc, enc = summary(service), summary(bare)
     target_ms = 1.15 * enc["p50_ms"] + 2.0
     return {
@@ -647,6 +788,7 @@ def run_store(
         seeded = seed_bench_households(store, encoder.name, centroid)
         print(f"[{backend}] starting server", flush=True)
         server = start_server(env, workdir)
+        bare = BareEncoders(settings_env(server_env(env, workdir)), audio)
         try:
             print(f"[{backend}] enrolling {BENCH_HOUSEHOLDS} households over gRPC", flush=True)
             bases = [_request_bytes(h, audio) for h in seed_via_api(server.target, args_data(args))]
@@ -655,7 +797,7 @@ def run_store(
             out["rss_after_start_kib"] = rss_kib(server.process.pid)
 
             print(f"[{backend}] service overhead against the bare encoder", flush=True)
-            out["overhead_c1"] = overhead_series(server.target, bases, encoder, audio, enc_n)
+            out["overhead_c1"] = overhead_series(server.target, bases, bare, enc_n)
             levels = []
             for c in LEVELS:
                 print(f"[{backend}] Evaluate over gRPC, concurrency {c}", flush=True)
@@ -687,6 +829,7 @@ def run_store(
                 )
             out["growth"] = growth
         finally:
+            bare.close()
             server.stop()
             store.close()
     return out

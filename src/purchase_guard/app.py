@@ -72,11 +72,13 @@ def build_encoder(settings: Settings) -> SpeakerEncoder:
     elif settings.ge2e_runtime == "onnx":
         from purchase_guard.voice.ge2e_onnx import Ge2eOnnxEncoder
 
-        inner = Ge2eOnnxEncoder(settings.ge2e_weights, settings.ge2e_onnx_dir)
+        inner = Ge2eOnnxEncoder(
+            settings.ge2e_weights, settings.ge2e_onnx_dir, threads=settings.threads_per_encoder
+        )
     else:
         from purchase_guard.voice.ge2e import Ge2eEncoder
 
-        inner = Ge2eEncoder(settings.ge2e_weights)
+        inner = Ge2eEncoder(settings.ge2e_weights, threads=settings.threads_per_encoder)
     if settings.embed_max_batch <= 1:
         return inner
     from purchase_guard.voice.batching import BatchingEncoder

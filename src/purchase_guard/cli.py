@@ -35,7 +35,7 @@ def print_refusal(exc: Any) -> None:
         print(f"  {violation.field}: {violation.description}", file=sys.stderr)
 
 
-def _serve(_: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
     from purchase_guard.logs import configure_logging, get_logger
 
     try:
@@ -45,6 +45,12 @@ def _serve(_: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     log = get_logger("purchase_guard.cli")
+    worker = args.worker is not None
+    if settings.processes > 1 and not worker:
+        # Several processes on one port: this one only starts and watches them (api/processes.py).
+        from purchase_guard.api.processes import supervise
+
+        return supervise(settings)
     from purchase_guard.tracing import configure_tracing, shutdown_tracing
 
     configure_tracing(settings.otel_enabled, settings.otel_endpoint)
@@ -62,7 +68,7 @@ def _serve(_: argparse.Namespace) -> int:
         return 3
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    running = build_server(app)
+    running = build_server(app, share_port=worker)
     print(
         f"purchase-guard listening on {settings.listen.rsplit(':', 1)[0]}:{running.port} "
         f"(encoder {app.verifier.encoder.name}, "
@@ -298,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gRPC server (settings from PURCHASE_GUARD_* variables)")
+    # Set by the supervisor for each of PURCHASE_GUARD_PROCESSES workers; not for people.
+    s.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     s.set_defaults(func=_serve)
 
     adm = sub.add_parser("admin", help="household administration over gRPC")

@@ -170,6 +170,14 @@ class Settings:
     test_mode: bool = False
     log_level: str = "info"
     workers: int = 8
+    # Server processes sharing the listening port (SO_REUSEPORT; the kernel spreads connections
+    # over them), each with its own encoder, store connection and `workers` threads. What a
+    # decision depends on must then be shared between them: rate limits and the broadcast window
+    # in Redis (refused otherwise); SQLite's household lock also holds across processes.
+    processes: int = 1
+    # Intra-op threads of the encoder's runtime (torch, ONNX Runtime) per process; 0: the
+    # library's default with one process, the cores divided by `processes` with several.
+    encoder_threads: int = 0
     grace_seconds: float = 5.0
 
     @property
@@ -343,7 +351,50 @@ class Settings:
             )
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"{ENV_PREFIX}WORKERS must be 1-256")
+        if not 0 <= self.encoder_threads <= 256:
+            raise ConfigError(f"{ENV_PREFIX}ENCODER_THREADS must be 0 (default) to 256")
+        self._validate_processes()
         return self
+
+    def _validate_processes(self) -> None:
+        """Several processes on one port decide as one server only if nothing a decision depends on
+        is kept per process: each combination that would split such state is refused by name."""
+        if not 1 <= self.processes <= 64:
+            raise ConfigError(f"{ENV_PREFIX}PROCESSES must be 1-64")
+        if self.processes == 1:
+            return
+        many = f"{ENV_PREFIX}PROCESSES={self.processes}"
+        if self.rate_limits_enabled and self.rate_limit_backend != "redis":
+            raise ConfigError(
+                f"{many} needs {ENV_PREFIX}RATE_LIMIT_BACKEND=redis: in-process rate limits would be "
+                f"counted per process, letting {self.processes} times the limit through"
+            )
+        if self.broadcast_enabled and self.broadcast_window != "redis":
+            raise ConfigError(
+                f"{many} needs {ENV_PREFIX}BROADCAST_WINDOW=redis: with the in-process window each "
+                "process would see only the utterances it served, and a broadcast spread over them "
+                "would not be recognised"
+            )
+        if self.test_mode:
+            raise ConfigError(
+                f"{many} cannot run with {ENV_PREFIX}TEST_MODE=1: the controllable clock is per process"
+            )
+        if self.store == "sqlite" and str(self.sqlite_path) == ":memory:":
+            raise ConfigError(f"{many} needs a SQLite file the processes share, not :memory:")
+        if self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
+            raise ConfigError(
+                f"{ENV_PREFIX}METRICS_PORT: process i serves metrics on METRICS_PORT + i, past 65535 "
+                f"with {many}"
+            )
+
+    @property
+    def threads_per_encoder(self) -> int:
+        """The encoder runtime's intra-op threads (0: the library's default)."""
+        if self.encoder_threads:
+            return self.encoder_threads
+        if self.processes == 1:
+            return 0
+        return max(1, (os.cpu_count() or 1) // self.processes)
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes).validated()

@@ -255,6 +255,12 @@ class KeyRing:
     def storage(self) -> WrappedKeyStore:
         return self._storage
 
+    def holds_key(self, household_id: str) -> bool:
+        """Whether the household's data key is in the cache now: sealing for it then makes no key."""
+        with self._lock:
+            cached = self._cache.get(household_id)
+        return cached is not None and time.monotonic() - cached[1] < self._cache_seconds
+
     # --- wrapping -----------------------------------------------------------------------
 
     def wrap(self, household_id: str, data_key: bytes) -> bytes:

@@ -172,3 +172,58 @@ def test_locked_database_is_unavailable_after_the_busy_timeout(db: Path) -> None
             other.execute("ROLLBACK")
         store.create_household(Household("hh_1", "H", "UTC", "EUR", False, T0), "tok")
         assert store.get_household("hh_1").name == "H"
+
+
+_HOLDER = """
+import sys
+from purchase_guard.store.sqlite import SqliteStore
+store = SqliteStore(sys.argv[1], private=False)
+with store.household_lock("hh_busy"):
+    print("held", flush=True)
+    sys.stdin.readline()
+store.close()
+print("released", flush=True)
+"""
+
+
+def test_household_lock_holds_across_processes(db: Path) -> None:
+    """While another process holds a household's lock on the same file, this process waits for it
+    and, past the lock timeout, gets Unavailable (fail closed, never a second holder); another
+    household is not held up; once the other process lets go, the lock is taken at once."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import purchase_guard
+
+    env = dict(os.environ, PYTHONPATH=str(Path(purchase_guard.__file__).resolve().parents[1]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        mine = SqliteStore(db, private=False, lock_timeout_s=0.3)
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="another process"), mine.household_lock("hh_busy"):
+                pass
+            assert time.monotonic() - started >= 0.3
+            with mine.household_lock("hh_other"):
+                pass
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "released"
+            with mine.household_lock("hh_busy"):
+                pass
+        finally:
+            mine.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

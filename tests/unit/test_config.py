@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,3 +91,47 @@ def test_plaintext_on_a_non_loopback_address_is_refused_at_start(listen: str) ->
 def test_plaintext_on_loopback_is_fine(listen: str) -> None:
     """Loopback addresses never leave the machine: plaintext is allowed there without a flag."""
     assert load_settings({"PURCHASE_GUARD_LISTEN": listen}).listen == listen
+
+
+SHARED = {
+    "PURCHASE_GUARD_PROCESSES": "2",
+    "PURCHASE_GUARD_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "PURCHASE_GUARD_RATE_LIMIT_BACKEND": "redis",
+    "PURCHASE_GUARD_BROADCAST_WINDOW": "redis",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"PURCHASE_GUARD_RATE_LIMIT_BACKEND": "memory"}, "RATE_LIMIT_BACKEND=redis"),
+        ({"PURCHASE_GUARD_BROADCAST_WINDOW": "memory"}, "BROADCAST_WINDOW=redis"),
+        ({"PURCHASE_GUARD_TEST_MODE": "1"}, "TEST_MODE"),
+        ({"PURCHASE_GUARD_SQLITE_PATH": ":memory:"}, ":memory:"),
+        ({"PURCHASE_GUARD_METRICS_PORT": "65535"}, "METRICS_PORT"),
+        ({"PURCHASE_GUARD_PROCESSES": "0"}, "PROCESSES must be 1-64"),
+        ({"PURCHASE_GUARD_PROCESSES": "65"}, "PROCESSES must be 1-64"),
+    ],
+)
+def test_several_processes_refuse_state_kept_per_process(change: dict[str, str], needle: str) -> None:
+    """PROCESSES > 1 with in-process rate limits, an in-process broadcast window, the per-process
+    test clock, an in-memory SQLite or metrics ports past 65535 fails at start, naming the fix."""
+    with pytest.raises(ConfigError, match=needle):
+        load_settings({**SHARED, **change})
+
+
+def test_several_processes_with_shared_state_start_and_split_the_cores() -> None:
+    """With Redis for the limits and the window, PROCESSES=2 is accepted; each process's encoder
+    gets the cores divided by the processes unless ENCODER_THREADS says otherwise, and one
+    process leaves the runtime's default (0)."""
+    s = load_settings(SHARED)
+    assert s.processes == 2
+    assert s.threads_per_encoder == max(1, (os.cpu_count() or 1) // 2)
+    assert load_settings({**SHARED, "PURCHASE_GUARD_ENCODER_THREADS": "3"}).threads_per_encoder == 3
+    assert load_settings({}).threads_per_encoder == 0
+    off = {
+        "PURCHASE_GUARD_PROCESSES": "2",
+        "PURCHASE_GUARD_RATE_LIMITS_ENABLED": "0",
+        "PURCHASE_GUARD_BROADCAST_ENABLED": "0",
+    }
+    assert load_settings(off).processes == 2

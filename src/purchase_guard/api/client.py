@@ -74,12 +74,17 @@ def tls_from_args(args: argparse.Namespace) -> ClientTls | None:
     return ClientTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
-def open_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
-    """A channel to the guard with 64 MiB messages: plaintext, or TLS as `tls` says."""
+def open_channel(target: str, tls: ClientTls | None = None, *, own_connection: bool = False) -> grpc.Channel:
+    """A channel to the guard with 64 MiB messages: plaintext, or TLS as `tls` says. With
+    `own_connection` it opens a TCP connection of its own instead of sharing one with other
+    channels to the same target (as gRPC does by default), so server processes sharing a port
+    (PURCHASE_GUARD_PROCESSES) can each be reached."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     if tls is None:
         return grpc.insecure_channel(target, options=options)
     if tls.server_name:
@@ -105,8 +110,9 @@ class GuardClient:
         tls: ClientTls | None = None,
         *,
         backend_token: str = "",
+        own_connection: bool = False,
     ) -> None:
-        self._channel = open_channel(target, tls)
+        self._channel = open_channel(target, tls, own_connection=own_connection)
         self._backend_token = backend_token
         self._data = privacy_pb2_grpc.HouseholdDataStub(self._channel)
         self._guard = guard_pb2_grpc.PurchaseGuardStub(self._channel)

@@ -75,7 +75,11 @@ class RunningServer:
             close()
 
 
-def build_server(app: App) -> RunningServer:
+def build_server(app: App, *, share_port: bool = False) -> RunningServer:
+    """`share_port`: one of several worker processes bound to the same port (SO_REUSEPORT, the
+    kernel spreads connections over them; api/processes.py). Otherwise the port is this server's
+    alone: a second server started on it by mistake fails to bind instead of silently taking
+    part of the traffic with state of its own."""
     settings = app.settings
     limits = (
         default_method_limits(
@@ -93,6 +97,7 @@ def build_server(app: App) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1 if share_port else 0),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="guard"),

@@ -7,6 +7,14 @@ beside the one writer, `BEGIN IMMEDIATE` takes the write lock before a transacti
 anything it will base a write on (so no row locks are needed), and `busy_timeout` makes a
 second writer wait rather than fail.
 
+`household_lock` holds across those processes too (PURCHASE_GUARD_PROCESSES > 1 on one file): a
+POSIX record lock on one byte of a `<store>-locks` file beside the database, the byte chosen by
+a hash of the household id, behind a per-process lock for the same byte (POSIX record locks
+belong to a process, not a thread, so the threads of one process are kept apart by the
+in-process lock). The kernel drops a dead process's record locks, so a killed server never
+leaves a household locked; a wait longer than the lock timeout ends in Unavailable. Two
+households that share a byte only wait for each other.
+
 Error mapping: sqlite errors from I/O, locking or a closed connection become
 `errors.Unavailable`; constraint violations are left to `SqlStore`, which maps them.
 
@@ -18,10 +26,13 @@ at start (`check_private`), so a copy of household data is never left readable b
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -33,6 +44,26 @@ from purchase_guard.store.protocol import Store
 from purchase_guard.store.sql import SqlKeyStore, SqlStore
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+# Bytes of the lock file households are spread over: a shared byte only costs a needless wait.
+LOCK_SLOTS = 1 << 16
+
+
+def lock_slot(household_id: str) -> int:
+    """The byte of the lock file that stands for this household (the same in every process)."""
+    digest = hashlib.blake2b(household_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % LOCK_SLOTS
+
+
+class _SlotLock:
+    """One byte of the lock file: a re-entrant in-process lock, and the record lock taken while
+    the first (outermost) holder of this process holds it."""
+
+    __slots__ = ("depth", "local")
+
+    def __init__(self) -> None:
+        self.local = threading.RLock()
+        self.depth = 0
 
 
 def _connect(path: str, busy_timeout_ms: int, *, private: bool = True) -> tuple[sqlite3.Connection, str]:
@@ -144,15 +175,27 @@ class SqliteStore(SqlStore):
         master_keys: MasterKeys | None = None,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         private: bool = True,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
         if sealer is not None and master_keys is not None:
             raise ValueError("pass a sealer or master keys, not both")
         self._path = str(path)
         self._lock = threading.Lock()
         self._locks_guard = threading.Lock()
-        self._household_locks: dict[str, threading.Lock] = {}
+        self._slots: dict[int, _SlotLock] = {}
+        self._lock_timeout_s = lock_timeout_s
         self._closed = False
         self._conn, mode = _connect(self._path, busy_timeout_ms, private=private)
+        self._lock_fd: int | None = None
+        if self._path != ":memory:":
+            old_umask = os.umask(0o077)
+            try:
+                self._lock_fd = os.open(self._path + "-locks", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                self._conn.close()
+                raise Unavailable(f"cannot open the store's lock file beside {self._path}: {exc}") from exc
+            finally:
+                os.umask(old_umask)
         if mode != "wal" and self._path != ":memory:":
             self._conn.close()
             raise Unavailable(f"cannot switch the store at {self._path} to WAL mode")
@@ -216,12 +259,43 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def household_lock(self, household_id: str) -> Iterator[None]:
-        # One process owns a SQLite store (replicas use PostgreSQL), so a process-local lock
-        # per household is enough; the dict only grows with households seen by this process.
+        """Serialises deciding for one household across the threads and processes on this file.
+
+        Raises Unavailable when another process holds the household for longer than the lock
+        timeout, so a caller fails closed instead of waiting forever.
+        """
+        slot_no = lock_slot(household_id)
         with self._locks_guard:
-            lock = self._household_locks.setdefault(household_id, threading.Lock())
-        with lock:
-            yield
+            # At most LOCK_SLOTS entries, however many households are seen.
+            slot = self._slots.setdefault(slot_no, _SlotLock())
+        with slot.local:
+            if slot.depth == 0 and self._lock_fd is not None:
+                self._record_lock(slot_no)
+            slot.depth += 1
+            try:
+                yield
+            finally:
+                slot.depth -= 1
+                if slot.depth == 0 and self._lock_fd is not None:
+                    fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, slot_no, os.SEEK_SET)
+
+    def _record_lock(self, slot_no: int) -> None:
+        assert self._lock_fd is not None
+        deadline = time.monotonic() + self._lock_timeout_s
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot_no, os.SEEK_SET)
+            except (BlockingIOError, PermissionError):
+                # Held by another process (EAGAIN or EACCES, depending on the system).
+                if time.monotonic() >= deadline:
+                    raise Unavailable("household is busy in another process (lock timeout)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
+            except OSError as exc:
+                raise Unavailable(f"store lock unavailable: {exc}") from exc
+            else:
+                return
 
     def close(self) -> None:
         with self._lock:
@@ -230,6 +304,9 @@ class SqliteStore(SqlStore):
                 self._conn.close()
                 if self._owned_keys is not None:
                     self._owned_keys.close()
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # also drops any record lock this process held
+                    self._lock_fd = None
 
     def __enter__(self) -> SqliteStore:
         return self

@@ -138,7 +138,10 @@ class Ge2eEncoder:
     name = NAME
     dim = 256
 
-    def __init__(self, weights_path: Path | None = None, device: str = "cpu") -> None:
+    def __init__(self, weights_path: Path | None = None, device: str = "cpu", threads: int = 0) -> None:
+        """`threads`: torch's intra-op threads for this process (0: leave torch's default)."""
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: one encoder per server process
         path = weights_path if weights_path is not None else default_weights_path()
         if not path.is_file():
             raise Unavailable(f"GE2E weights file not found at {path}")

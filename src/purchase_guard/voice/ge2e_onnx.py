@@ -68,7 +68,10 @@ class Ge2eOnnxEncoder:
     name = NAME
     dim = 256
 
-    def __init__(self, weights_path: Path | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, weights_path: Path | None = None, cache_dir: Path | None = None, threads: int = 0
+    ) -> None:
+        """`threads`: the session's intra-op threads (0: ONNX Runtime's default, the cores)."""
         try:
             import onnxruntime
         except ImportError as exc:
@@ -77,6 +80,8 @@ class Ge2eOnnxEncoder:
         path = export(reference, reference.weights_path, cache_dir or default_cache_dir())
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
         self._session: Any = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
