@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from purchase_guard.voice.asnorm import Cohort, unit_rows
 from purchase_guard.voice.backend import ScoringBackend, fit_backend, identity_backend
 from purchase_guard.voice.evaluation import BAND_EDGES, BAND_NAMES, TARGET_FMR, threshold_at_fmr
 from purchase_guard.voice.units import Table, assign_folds
@@ -47,6 +48,9 @@ class SystemSpec:
     rule: str = "pooled"  # pooled | worst-corpus
     quality: bool = False  # impostor-score normalisation by net speech and SNR
     target_fmr: float = TARGET_FMR
+    # Adaptive symmetric score normalisation (AS-norm) against the top `asnorm_k` of a cohort of
+    # the fitting speakers' units; 0: none. Only with the raw/centroid scoring.
+    asnorm_k: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +96,16 @@ class QualityNorm:
         return cls(mu, ls)
 
 
+COHORT_MAX_UNITS = 3000
+
+
+def fit_cohort(table: Table, speakers: set[str], k: int, seed: int = 0) -> Cohort:
+    rows = np.flatnonzero(np.isin(table.speaker_of, sorted(speakers)))
+    if rows.size > COHORT_MAX_UNITS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, COHORT_MAX_UNITS, replace=False))
+    return Cohort(unit_rows(table.emb[rows]), k)
+
+
 @dataclass(frozen=True, eq=False)
 class System:
     spec: SystemSpec
@@ -99,6 +113,7 @@ class System:
     quality: QualityNorm | None
     thresholds: dict[str, float]  # band -> threshold on the (normalised) score
     meta: dict[str, Any] = field(default_factory=dict)
+    cohort: Cohort | None = None
 
 
 # --------------------------------------------------------------------------- trials
@@ -159,21 +174,26 @@ def build_trials(table: Table) -> Trials:
     )
 
 
-def raw_scores(backend: ScoringBackend, trials: Trials, sel: IntArray) -> FloatArray:
-    """Back-end scores of trials `sel` (indices)."""
+def raw_scores(
+    backend: ScoringBackend, trials: Trials, sel: IntArray, cohort: Cohort | None = None
+) -> FloatArray:
+    """Back-end scores of trials `sel` (indices), AS-normalised against `cohort` if given."""
     if sel.size == 0:
         return np.zeros(0)
     t = trials.table
     probes = np.unique(trials.probe[sel])
     models = np.unique(trials.model[sel])
     mat = backend.score_models(t.emb[probes], [t.emb[trials.model_rows[m]] for m in models])
+    if cohort is not None:
+        cents = np.stack([unit_rows(t.emb[trials.model_rows[m]]).mean(axis=0) for m in models])
+        mat = cohort.normalise(mat, cents, t.emb[probes])
     pi = np.searchsorted(probes, trials.probe[sel])
     mi = np.searchsorted(models, trials.model[sel])
     return np.asarray(mat[pi, mi], dtype=np.float64)
 
 
 def system_scores(system: System, trials: Trials, sel: IntArray) -> FloatArray:
-    s = raw_scores(system.backend, trials, sel)
+    s = raw_scores(system.backend, trials, sel, system.cohort)
     if system.quality is not None:
         rows = trials.probe[sel]
         s = system.quality.apply(s, trials.table.speech_s[rows], trials.table.snr_db[rows])
@@ -273,13 +293,19 @@ def fit_system(
     folds = assign_folds(
         [table.speakers[s] for s in sorted(speakers)], k_inner, seed=f"{seed}-{len(speakers)}"
     )
+
+    def inner_fit(spk: set[str]) -> tuple[ScoringBackend, Cohort | None]:
+        return _fit_backend(spec, table, spk), fit_cohort(
+            table, spk, spec.asnorm_k
+        ) if spec.asnorm_k else None
+
     oof, _ = cross_fitted(
         trials,
         sel,
         folds,
         k_inner,
-        lambda spk: _fit_backend(spec, table, spk),
-        lambda b, idx: raw_scores(b, trials, idx),
+        inner_fit,
+        lambda bc, idx: raw_scores(bc[0], trials, idx, bc[1]),
     )
     ok = np.isfinite(oof)
     sel, oof = sel[ok], oof[ok]
@@ -291,7 +317,10 @@ def fit_system(
         oof = quality.apply(oof, table.speech_s[trials.probe[sel]], table.snr_db[trials.probe[sel]])
     thresholds = choose_thresholds(oof, trials, sel, spec.rule, spec.target_fmr)
     backend = _fit_backend(spec, table, speakers)
-    return System(spec, backend, quality, thresholds, {"inner_folds": k_inner, "speakers": len(speakers)})
+    cohort = fit_cohort(table, speakers, spec.asnorm_k) if spec.asnorm_k else None
+    return System(
+        spec, backend, quality, thresholds, {"inner_folds": k_inner, "speakers": len(speakers)}, cohort
+    )
 
 
 @dataclass(frozen=True, eq=False)
