@@ -17,15 +17,19 @@ from typing import Any
 from purchase_guard.voice.verifier import VoiceVerifier
 
 DELAY_S = float(os.environ.pop("PURCHASE_GUARD_TEST_SLOW_SECONDS", "3"))
-_real_verify = VoiceVerifier.verify
 
 
-def _slow_verify(self: VoiceVerifier, *args: Any, **kwargs: Any) -> Any:
-    print("SLOW_CHECK_STARTED", file=sys.stderr, flush=True)
-    time.sleep(DELAY_S)
-    return _real_verify(self, *args, **kwargs)
+def _slowed(real: Any) -> Any:
+    def slow(self: VoiceVerifier, *args: Any, **kwargs: Any) -> Any:
+        print("SLOW_CHECK_STARTED", file=sys.stderr, flush=True)
+        time.sleep(DELAY_S)
+        return real(self, *args, **kwargs)
+
+    return slow
 
 
-VoiceVerifier.verify = _slow_verify  # type: ignore[method-assign]
+# Evaluate verifies with `verify_sample` when voiceprints may adapt, else with `verify`.
+VoiceVerifier.verify = _slowed(VoiceVerifier.verify)  # type: ignore[method-assign]
+VoiceVerifier.verify_sample = _slowed(VoiceVerifier.verify_sample)  # type: ignore[method-assign]
 sys.argv = ["purchase_guard", "serve"]
 runpy.run_module("purchase_guard", run_name="__main__")
