@@ -16,10 +16,13 @@ from purchase_guard.broadcast.guard import BroadcastGuard
 from purchase_guard.broadcast.index import (
     DEFAULT_KEYS,
     IndexedWindow,
+    KeyParams,
     MemoryPostings,
     PostingStore,
+    Segment,
     query_keys,
     stored_keys,
+    vote,
 )
 from purchase_guard.broadcast.match import anchor
 from purchase_guard.broadcast.postings_redis import RedisPostings
@@ -47,14 +50,17 @@ def entry(n: int, hh: str, fp: Fingerprint, at: datetime, source: str | None = N
 
 
 def test_query_keys_include_the_stored_keys_of_the_same_print() -> None:
-    """A print's own stored keys are among the keys its query looks up (no flips needed)."""
+    """A print's own stored keys are among the keys its query looks up (no flips needed), and
+    both count frames from the print's first voiced frame."""
     fp, start = trim_for_window(fingerprint(hear(programme(40), seed=1))) or (None, 0)
     assert fp is not None
     stored, frames = stored_keys(fp)
-    looked, _ = query_keys(fp, start)
-    in_query = frames[(frames >= start) & (frames < start + 384)]
-    assert in_query.size > 50
-    assert set(stored[(frames >= start) & (frames < start + 384)].tolist()) <= set(looked.tolist())
+    looked, looked_frames = query_keys(fp, start)
+    assert frames.min() == 0
+    assert looked_frames.min() == 0
+    in_query = frames < 384
+    assert in_query.sum() > 50
+    assert set(stored[in_query].tolist()) <= set(looked.tolist())
 
 
 def test_a_copy_is_found_among_unrelated_prints(postings: PostingStore) -> None:
@@ -134,3 +140,66 @@ def test_redis_failure_is_unavailable() -> None:
     assert anchor(fp) is not None
     with pytest.raises(Unavailable):
         window.match_and_add(entry(1, "hh1", fp, T0))
+
+
+def _segment(entries: list[int], frames: list[int], keys: list[int], looked: list[int]) -> Segment:
+    """A one-run segment holding (key, entry, frame) postings, looked up for `looked` keys."""
+    order = np.argsort(np.asarray(keys), kind="stable")
+    sorted_keys = np.asarray(keys, dtype=np.uint32)[order]
+    q = np.asarray(looked, dtype=np.uint32)
+    return Segment(
+        np.asarray(entries, dtype=np.uint32)[order],
+        np.asarray(frames, dtype=np.int16)[order],
+        np.searchsorted(sorted_keys, q, "left").astype(np.int64),
+        np.searchsorted(sorted_keys, q, "right").astype(np.int64),
+        min(entries),
+        max(entries),
+    )
+
+
+def test_votes_count_distinct_query_frames_at_one_offset() -> None:
+    """Entry 7 is hit by 4 query frames at offset +10 (one of them through two keys, counted
+    once): 4 votes at that offset's bin. Entry 8's 6 hits are spread over offsets 100 frames
+    apart: never 4 in one bin pair, so it is no candidate."""
+    params = KeyParams(min_votes=4)
+    keys = [1, 2, 3, 4, 5, 11, 12, 13, 14, 15, 16]
+    entries = [7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 8]
+    # query frames: key k is looked up for frame 10 * k (keys 4 and 5 for the same frame, 40)
+    qframes = {1: 10, 2: 20, 3: 30, 4: 40, 5: 40, 11: 0, 12: 0, 13: 0, 14: 0, 15: 0, 16: 0}
+    frames = [qframes[k] + 10 for k in keys[:5]] + [-120, -20, 80, 180, 280, 380]
+    looked = sorted(qframes)
+    seg = _segment(entries, frames, keys, looked)
+    voted = vote([seg], np.asarray([qframes[k] for k in looked], dtype=np.int64), params)
+    assert [(e, v) for e, _, v in voted] == [(7, 4)]
+    shift = voted[0][1]
+    assert shift <= 10 < shift + 2 * params.bin_frames
+
+
+def test_offsets_beyond_the_search_reach_get_no_votes() -> None:
+    """Hits agreeing on an offset beyond `max_shift` (as far as the scanning search reaches)
+    are not counted, however many."""
+    params = KeyParams(min_votes=4)
+    far = params.max_shift + 3 * params.bin_frames
+    keys = list(range(1, 9))
+    seg = _segment([3] * 8, [10 * k + far for k in keys], keys, keys)
+    assert vote([seg], np.asarray([10 * k for k in keys], dtype=np.int64), params) == []
+    near = _segment([3] * 8, [10 * k + 40 for k in keys], keys, keys)
+    assert [
+        (e, v) for e, _, v in vote([near], np.asarray([10 * k for k in keys], dtype=np.int64), params)
+    ] == [(3, 8)]
+
+
+def test_large_runs_look_up_through_the_direct_table_with_the_same_result() -> None:
+    """Once merged runs are large enough for a direct key table, the copy is found as before,
+    and the table is in use (the query path without binary searches)."""
+    postings = MemoryPostings()
+    window = IndexedWindow(postings)
+    rng = np.random.default_rng(1)
+    base = fingerprint(hear(programme(48), seed=1))
+    for k in range(300):
+        key = np.uint32(rng.integers(1, 2**32))
+        window.add(entry(k, f"hh{k}", Fingerprint(base.bits ^ key, base.mask, base.hop_s), T0))
+    window.add(entry(900, "hh900", fingerprint(hear(programme(48), seed=2)), T0))
+    assert postings.table_bytes() > 0
+    found = window.match(entry(901, "hh901", fingerprint(hear(programme(48), seed=3)), T0))
+    assert [m.entry.entry_id for m in found] == ["e900"]

@@ -148,6 +148,79 @@ def effective_bits_at(a_bits: Any, a_mask: Any, b_bits: Any, b_mask: Any, offset
     return total
 
 
+@njit(cache=True, nogil=True)
+def vote_postings(
+    entries: Any,
+    frames: Any,
+    lo: Any,
+    hi: Any,
+    query_frames: Any,
+    order: Any,
+    first_entry: int,
+    last_entry: int,
+    shift_lo: int,
+    bin_shift: int,
+    n_bins: int,
+    stop: int,
+    min_votes: int,
+    cells: Any,
+    out_entry: Any,
+    out_bin: Any,
+    out_votes: Any,
+) -> int:
+    """Offset votes of one run of postings; writes each voted entry's best bin and votes to
+    out_* and returns how many.
+
+    Query key i (visited in `order`, grouped by query frame) holds postings lo[i]:hi[i] of
+    (entries, frames); a key with more than `stop` postings is skipped. A hit votes for the
+    cell (entry, bin of stored frame - query frame - shift_lo; bins of 2**bin_shift frames)
+    when that bin is within n_bins, once per query frame however many of its keys hit the
+    cell. A cell (int32) holds its votes in the low 16 bits and the last query frame + 1 that
+    voted in the high bits: one memory access per hit.
+
+    An entry's best bin counts its right neighbour's votes too (an offset near a bin edge
+    splits its votes over two), the lowest such bin on a tie; entries reaching min_votes are
+    written out, in increasing entry number."""
+    width = last_entry - first_entry + 1
+    cells[: width * n_bins] = 0
+    span = np.uint64(n_bins << bin_shift)
+    for oi in range(order.shape[0]):
+        i = order[oi]
+        a = lo[i]
+        b = hi[i]
+        if b <= a or b - a > stop:
+            continue
+        qf = query_frames[i]
+        base_d = qf + shift_lo
+        mark = np.int32((qf + 1) << 16)
+        for p in range(a, b):
+            d = np.int64(frames[p]) - base_d
+            if np.uint64(d) >= span:  # negative d wraps around: out of range too
+                continue
+            cell = (np.int64(entries[p]) - first_entry) * n_bins + (d >> bin_shift)
+            v = cells[cell]
+            if (v & np.int32(-65536)) != mark:
+                cells[cell] = mark | ((v & np.int32(0xFFFF)) + np.int32(1))
+    n = 0
+    for e in range(width):
+        base = e * n_bins
+        top = -1
+        top_bin = 0
+        for bn in range(n_bins):
+            v2 = int(cells[base + bn] & 0xFFFF)
+            if bn + 1 < n_bins:
+                v2 += int(cells[base + bn + 1] & 0xFFFF)
+            if v2 > top:
+                top = v2
+                top_bin = bn
+        if top >= min_votes:
+            out_entry[n] = first_entry + e
+            out_bin[n] = top_bin
+            out_votes[n] = top
+            n += 1
+    return n
+
+
 def warm_up() -> None:
     """Compile (or load from cache) the loops with the argument types the matcher uses."""
     rows = np.zeros((1, 4), dtype=np.uint64)
@@ -161,3 +234,8 @@ def warm_up() -> None:
     counts = np.zeros(32, dtype=np.int64)
     run_counts(bits, bits, bits, bits, 0, counts, counts.copy(), counts.copy())
     effective_bits_at(bits, bits, bits, bits, 0)
+    one = np.zeros(1, dtype=np.int64)
+    cells = np.zeros(2, dtype=np.int32)
+    entries = np.zeros(1, np.uint32)
+    frames = np.zeros(1, np.int16)
+    vote_postings(entries, frames, one, one, one, one, 0, 0, 0, 0, 2, 1, 1, cells, one, one.copy(), one.copy())

@@ -33,15 +33,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from purchase_guard.broadcast._kernels import vote_postings
 from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.broadcast.match import (
     DEFAULT_MATCH,
     MatchParams,
+    anchor,
     best_offset,
 )
 from purchase_guard.broadcast.window import WindowEntry, WindowMatch, trim_for_window
 
 U32Array = np.ndarray[Any, np.dtype[np.uint32]]
+I16Array = np.ndarray[Any, np.dtype[np.int16]]
 I64Array = np.ndarray[Any, np.dtype[np.int64]]
 
 QUERY_FRAMES = 384  # the query's first 3.07 s from its anchor, as the scanning search reads
@@ -60,14 +63,34 @@ class KeyParams:
     bin_frames: int = 8  # offset votes are counted in bins of this many frames (64 ms)
     min_votes: int = 4  # distinct query frames voting for one entry and offset bin
     max_candidates: int = 32  # fine-checked per query, most votes first
+    # Offsets voted for, in frames (1.28 s), relative to the two prints' first voiced frames:
+    # chance hits at other offsets are not counted at all. On the tuning split every true
+    # pair's anchor offset was within 157 frames (99 % within 111); the scanning search
+    # reaches 136 (scripts/bench_fleet.py material, docs/broadcast.md "Fleet scale").
+    max_shift: int = 160
     bucket_seconds: float = 30.0
-    # A key held by more postings than this in one bucket (silence-like shapes every print
+    # A key held by more postings than this in one run (silence-like shapes every print
     # has) says nothing about which entry is a copy: it is skipped at query time.
     stop_postings: int = 20_000
 
     def __post_init__(self) -> None:
         if any(len(t) > 24 for t in self.tables) or len(self.tables) > 255:
             raise ValueError("at most 255 tables of at most 24 bits")
+        if self.bin_frames < 1 or self.bin_frames & (self.bin_frames - 1):
+            raise ValueError("bin_frames must be a power of two")
+
+    @property
+    def bin_shift(self) -> int:
+        return self.bin_frames.bit_length() - 1
+
+    @property
+    def shift_lo(self) -> int:
+        """The lowest voted offset, on the bin grid (bins are counted from here)."""
+        return -self.bin_frames * (-(-self.max_shift // self.bin_frames))
+
+    @property
+    def n_bins(self) -> int:
+        return 2 * (-self.shift_lo // self.bin_frames) + 1
 
 
 DEFAULT_KEYS = KeyParams()
@@ -83,8 +106,12 @@ def _gather(words: U32Array, bits: Sequence[int]) -> U32Array:
 def stored_keys(fp: Fingerprint, params: KeyParams = DEFAULT_KEYS) -> tuple[U32Array, I64Array]:
     """(keys, frames) of a windowed print: table number in the high bits, one key per voiced
     frame and table; a run of frames with the same key is stored once (its first frame),
-    since the print changes slowly and the repeats would only add postings."""
+    since the print changes slowly and the repeats would only add postings. Frames count
+    from the print's first voiced frame (its anchor), so a vote's offset says how far the two
+    prints' anchors are misaligned, which the search bounds (`KeyParams.max_shift`)."""
     frames = np.flatnonzero(fp.mask)
+    if frames.size == 0:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
     keys: list[U32Array] = []
     where: list[I64Array] = []
     for t, bits in enumerate(params.tables):
@@ -92,9 +119,7 @@ def stored_keys(fp: Fingerprint, params: KeyParams = DEFAULT_KEYS) -> tuple[U32A
         keep = np.ones(len(frames), dtype=bool)
         keep[1:] = (k[1:] != k[:-1]) | (frames[1:] != frames[:-1] + 1)
         keys.append(k[keep] | np.uint32(t << 24))
-        where.append(frames[keep].astype(np.int64))
-    if not keys:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+        where.append((frames[keep] - frames[0]).astype(np.int64))
     return np.concatenate(keys), np.concatenate(where)
 
 
@@ -103,8 +128,8 @@ def _flip_sets(n: int, max_flips: int) -> list[tuple[int, ...]]:
 
 
 def query_keys(fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS) -> tuple[U32Array, I64Array]:
-    """(keys, frames) a query looks up: every voiced frame of its first 3.07 s, each key with
-    its variants of up to `max_flips` unreliable bits flipped."""
+    """(keys, frames from `start`) a query looks up: every voiced frame of its first 3.07 s,
+    each key with its variants of up to `max_flips` unreliable bits flipped."""
     frames = np.arange(start, min(fp.n_frames, start + QUERY_FRAMES))
     frames = frames[fp.mask[frames] != 0]
     keys: list[U32Array] = []
@@ -119,20 +144,22 @@ def query_keys(fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS) ->
                 sel &= ((reliable >> np.uint32(b)) & np.uint32(1)) == 0
                 pattern |= np.uint32(1 << b)
             keys.append(k[sel] ^ pattern)
-            where.append(frames[sel].astype(np.int64))
+            where.append((frames[sel] - start).astype(np.int64))
     return np.concatenate(keys), np.concatenate(where)
 
 
 @dataclass(frozen=True, slots=True)
-class Hits:
-    """Postings found for a query's keys: for each, the query frame it was looked up for."""
+class Segment:
+    """Postings a store found for a query's keys, in one run: looked-up key i holds
+    entries[lo[i]:hi[i]] (and their frames). Every posting of one entry is in one segment.
+    `first_entry` and `last_entry` bound the entry numbers it holds."""
 
-    entries: I64Array
-    frames: I64Array
-    query_frames: I64Array
-
-
-EMPTY = Hits(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    entries: np.ndarray[Any, np.dtype[np.uint32]]
+    frames: I16Array
+    lo: I64Array
+    hi: I64Array
+    first_entry: int
+    last_entry: int
 
 
 class PostingStore(Protocol):
@@ -140,7 +167,9 @@ class PostingStore(Protocol):
 
     def add(self, bucket: int, entry: WindowEntry, keys: U32Array, frames: I64Array) -> None: ...
 
-    def lookup(self, buckets: Sequence[int], keys: U32Array, query_frames: I64Array, stop: int) -> Hits: ...
+    def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
+        """The postings of `keys` in the given buckets, as segments (`Segment`)."""
+        ...
 
     def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]: ...
 
@@ -151,69 +180,63 @@ class PostingStore(Protocol):
     def __len__(self) -> int: ...
 
 
-def expand(
-    lo: I64Array,
-    hi: I64Array,
-    entries: np.ndarray[Any, Any],
-    frames: np.ndarray[Any, Any],
-    query_frames: I64Array,
-    stop: int,
-) -> Hits:
-    """The hits of query keys whose postings are entries[lo[i]:hi[i]] (and frames), each with
-    its query frame; keys with more than `stop` postings are skipped (too common to tell)."""
-    count = hi - lo
-    count[count > stop] = 0
-    total = int(count.sum())
-    if total == 0:
-        return EMPTY
-    pos = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(total)
-    return Hits(entries[pos].astype(np.int64), frames[pos].astype(np.int64), np.repeat(query_frames, count))
-
-
-def join(parts: Sequence[Hits]) -> Hits:
-    parts = [p for p in parts if p.entries.size]
-    if not parts:
-        return EMPTY
-    return Hits(
-        np.concatenate([p.entries for p in parts]),
-        np.concatenate([p.frames for p in parts]),
-        np.concatenate([p.query_frames for p in parts]),
-    )
-
-
-def vote(hits: Hits, params: KeyParams, exclude: int | None = None) -> list[tuple[int, int, int]]:
-    """(entry number, offset in frames, votes) of the entries most voted for, best first.
+def vote(
+    segments: Sequence[Segment], query_frames: I64Array, params: KeyParams = DEFAULT_KEYS
+) -> list[tuple[int, int, int]]:
+    """(entry number, offset in frames between anchors, votes) of the entries most voted for,
+    best first (most votes, then the lower entry number).
 
     A vote is a distinct query frame whose key (or a variant) hit the entry at an offset in
-    the bin; a bin also counts the votes of its neighbour, since an offset near a bin edge
-    splits its votes over two."""
-    if hits.entries.size == 0:
+    the bin; a bin also counts the votes of its right neighbour, since an offset near a bin
+    edge splits its votes over two; each entry is represented by its best bin. Counted by a
+    compiled loop into dense (entry, bin) cells: the hits are never materialised or sorted
+    (`_kernels.vote_postings`)."""
+    segments = [s for s in segments if s.entries.size]
+    if not segments:
         return []
-    offsets = hits.frames - hits.query_frames
-    bins = np.floor_divide(offsets, params.bin_frames) + (1 << 20)
-    # One vote per query frame and (entry, bin), however many of its variants hit. Sorting
-    # beats numpy's hash-based unique on these sizes.
-    code = np.sort(((hits.entries << 22) | bins) * 4096 + (hits.query_frames & 4095))
-    code = code[np.concatenate(([True], code[1:] != code[:-1]))] // 4096
-    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1])))
-    cells = code[starts]
-    votes = np.diff(np.append(starts, code.size))
-    # Add each cell's right neighbour (same entry, next bin) to it.
-    pos = np.searchsorted(cells, cells + 1)
-    has = (pos < cells.size) & (cells[np.minimum(pos, cells.size - 1)] == cells + 1)
-    merged = votes + np.where(has, votes[np.minimum(pos, cells.size - 1)], 0)
-    order = np.argsort(-merged, kind="stable")
-    out: list[tuple[int, int, int]] = []
-    seen: set[int] = set()
-    for k in order.tolist():
-        if merged[k] < params.min_votes or len(out) >= params.max_candidates:
-            break
-        entry = int(cells[k] >> 22)
-        if entry in seen or entry == exclude:
-            continue
-        seen.add(entry)
-        out.append((entry, int((cells[k] & ((1 << 22) - 1)) - (1 << 20)) * params.bin_frames, int(merged[k])))
-    return out
+    n_bins = params.n_bins
+    order = np.argsort(query_frames, kind="stable")
+    widest = max(s.last_entry - s.first_entry + 1 for s in segments)
+    cells = np.empty(widest * n_bins, dtype=np.int32)
+    found_entry: list[I64Array] = []
+    found_bin: list[I64Array] = []
+    found_votes: list[I64Array] = []
+    for s in segments:
+        width = s.last_entry - s.first_entry + 1
+        out_entry = np.empty(width, dtype=np.int64)
+        out_bin = np.empty(width, dtype=np.int64)
+        out_votes = np.empty(width, dtype=np.int64)
+        n = vote_postings(
+            s.entries,
+            s.frames,
+            s.lo,
+            s.hi,
+            query_frames,
+            order,
+            s.first_entry,
+            s.last_entry,
+            params.shift_lo,
+            params.bin_shift,
+            n_bins,
+            params.stop_postings,
+            params.min_votes,
+            cells,
+            out_entry,
+            out_bin,
+            out_votes,
+        )
+        found_entry.append(out_entry[:n])
+        found_bin.append(out_bin[:n])
+        found_votes.append(out_votes[:n])
+    entry = np.concatenate(found_entry)
+    votes = np.concatenate(found_votes)
+    bins = np.concatenate(found_bin)
+    # Most votes first, then the lower entry number.
+    top = np.lexsort((entry, -votes))[: params.max_candidates]
+    return [
+        (int(entry[k]), int(bins[k]) * params.bin_frames + params.shift_lo, int(votes[k]))
+        for k in top.tolist()
+    ]
 
 
 class IndexedWindow:
@@ -252,18 +275,21 @@ class IndexedWindow:
         order = np.argsort(keys, kind="stable")  # sorted lookups read each run in order
         keys, frames = keys[order], frames[order]
         buckets = list(range(self._bucket(entry.at - self._span), self._bucket(entry.at + self._span) + 1))
-        hits = self._postings.lookup(buckets, keys, frames, self._keys.stop_postings)
-        voted = vote(hits, self._keys)
+        voted = vote(self._postings.lookup(buckets, keys), frames, self._keys)
         if not voted:
             return []
         found = self._postings.entries([e for e, _, _ in voted])
         lo, hi = entry.at - self._span, entry.at + self._span
         reach = self._keys.bin_frames + 8  # the bin's width plus the fine check's own reach
         out: list[WindowMatch] = []
-        for number, offset, _ in voted:
+        for number, shift, _ in voted:
             cand = found.get(number)
             if cand is None or cand.entry_id == entry.entry_id or not lo <= cand.at <= hi:
                 continue
+            cand_start = anchor(cand.fp)
+            if cand_start is None:
+                continue
+            offset = shift + cand_start - start  # frames of the two trimmed prints
             fine = best_offset(fp, cand.fp, range(offset - 8, offset + reach + 1), self._params)
             if fine is not None and self._params.accepts(fine):
                 out.append(WindowMatch(cand, fine))
@@ -286,42 +312,75 @@ class IndexedWindow:
             return found
 
 
+# A run this large gets a direct table from key to its postings (CSR offsets), so a lookup
+# is two reads instead of a binary search; smaller runs are searched.
+_DIRECT_MIN_POSTINGS = 1 << 15
+_DIRECT_MAX_KEYS = 1 << 22
+
+
 @dataclass
 class _Run:
     keys: U32Array
     entries: np.ndarray[Any, np.dtype[np.uint32]]
-    frames: np.ndarray[Any, np.dtype[np.int16]]
-
-
-def _merge(a: _Run, b: _Run) -> _Run:
-    keys = np.concatenate([a.keys, b.keys])
-    order = np.argsort(keys, kind="stable")
-    entries = np.concatenate([a.entries, b.entries])[order]
-    return _Run(keys[order], entries, np.concatenate([a.frames, b.frames])[order])
+    frames: I16Array
+    first_entry: int
+    last_entry: int
+    starts: I64Array | None = None  # direct table: postings of dense key d are starts[d]:starts[d + 1]
 
 
 class _Bucket:
     """Sorted runs, merged like a binary counter: at most log2(postings) runs to search."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_bits: int, tables: int) -> None:
         self.runs: list[_Run] = []
         self.entries: dict[int, WindowEntry] = {}
+        self._key_bits = key_bits
+        self._tables = tables
 
     def add(self, run: _Run) -> None:
         self.runs.append(run)
         while len(self.runs) >= 2 and self.runs[-2].keys.size <= 2 * self.runs[-1].keys.size:
             b = self.runs.pop()
             a = self.runs.pop()
-            self.runs.append(_merge(a, b))
+            self.runs.append(self._merge(a, b))
+
+    def _merge(self, a: _Run, b: _Run) -> _Run:
+        keys = np.concatenate([a.keys, b.keys])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        run = _Run(
+            keys,
+            np.concatenate([a.entries, b.entries])[order],
+            np.concatenate([a.frames, b.frames])[order],
+            min(a.first_entry, b.first_entry),
+            max(a.last_entry, b.last_entry),
+        )
+        if keys.size >= _DIRECT_MIN_POSTINGS and (self._tables << self._key_bits) <= _DIRECT_MAX_KEYS:
+            run.starts = np.searchsorted(keys, _sparse_keys(self._key_bits, self._tables)).astype(np.int64)
+        return run
+
+
+def _sparse_keys(key_bits: int, tables: int) -> U32Array:
+    """Every possible key in increasing order, and one past the last (the direct table's
+    bounds): table t's keys are t << 24 | k for k < 2**key_bits."""
+    k = np.arange(1 << key_bits, dtype=np.uint32)
+    every = np.concatenate([k | np.uint32(t << 24) for t in range(tables)])
+    return np.append(every, np.uint32(tables << 24))
+
+
+def _dense(keys: U32Array, key_bits: int) -> I64Array:
+    return ((keys >> np.uint32(24)).astype(np.int64) << key_bits) | (keys & np.uint32((1 << key_bits) - 1))
 
 
 class MemoryPostings:
     """In-process postings: right for one replica (each replica sees only its own traffic).
     About 10 bytes a posting; not thread-safe (IndexedWindow locks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: KeyParams = DEFAULT_KEYS) -> None:
         self._buckets: dict[int, _Bucket] = {}
         self._next = 0
+        self._key_bits = max(len(t) for t in keys.tables)
+        self._tables = len(keys.tables)
 
     def __len__(self) -> int:
         return sum(len(b.entries) for b in self._buckets.values())
@@ -329,7 +388,7 @@ class MemoryPostings:
     def add(self, bucket: int, entry: WindowEntry, keys: U32Array, frames: I64Array) -> None:
         number = self._next
         self._next += 1
-        b = self._buckets.setdefault(bucket, _Bucket())
+        b = self._buckets.setdefault(bucket, _Bucket(self._key_bits, self._tables))
         b.entries[number] = entry
         order = np.argsort(keys, kind="stable")
         b.add(
@@ -337,20 +396,28 @@ class MemoryPostings:
                 keys[order],
                 np.full(keys.size, number, dtype=np.uint32),
                 frames[order].astype(np.int16),
+                number,
+                number,
             )
         )
 
-    def lookup(self, buckets: Sequence[int], keys: U32Array, query_frames: I64Array, stop: int) -> Hits:
-        parts: list[Hits] = []
+    def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
+        out: list[Segment] = []
+        dense: I64Array | None = None
         for n in buckets:
             b = self._buckets.get(n)
             if b is None:
                 continue
             for run in b.runs:
-                lo = np.searchsorted(run.keys, keys, "left")
-                hi = np.searchsorted(run.keys, keys, "right")
-                parts.append(expand(lo, hi, run.entries, run.frames, query_frames, stop))
-        return join(parts)
+                if run.starts is not None:
+                    if dense is None:
+                        dense = _dense(keys, self._key_bits)
+                    lo, hi = run.starts[dense], run.starts[dense + 1]
+                else:
+                    lo = np.searchsorted(run.keys, keys, "left").astype(np.int64)
+                    hi = np.searchsorted(run.keys, keys, "right").astype(np.int64)
+                out.append(Segment(run.entries, run.frames, lo, hi, run.first_entry, run.last_entry))
+        return out
 
     def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]:
         out: dict[int, WindowEntry] = {}
@@ -368,3 +435,9 @@ class MemoryPostings:
 
     def postings(self) -> int:
         return sum(run.keys.size for b in self._buckets.values() for run in b.runs)
+
+    def table_bytes(self) -> int:
+        """Bytes held by the direct tables of the large runs."""
+        return sum(
+            run.starts.nbytes for b in self._buckets.values() for run in b.runs if run.starts is not None
+        )

@@ -4,8 +4,11 @@ Key layout (every key under `prefix`, each with a Redis Cluster hash tag in brac
 keys one command touches share a slot and the rest spread over the cluster):
 
     {prefix}:{seq}                        entry-number counter
-    {prefix}:{p:<bucket>:<shard>}:<key>   postings of one sub-print key in one time bucket:
-                                          packed (entry number u32, frame i16) pairs, APPENDed
+    {prefix}:{p2:<bucket>:<shard>}:<key>  postings of one sub-print key in one time bucket:
+                                          packed (entry number u32, frame i16) pairs, APPENDed;
+                                          frames count from the print's first voiced frame
+                                          ("p2": the first layout, "p", counted from the
+                                          trimmed print's start, is never read)
     {prefix}:{e:<shard>}:<entry number>   the entry: ids, time, source and trimmed print
     {prefix}:{n:<bucket>}                 entries added in the bucket (for `len`)
 
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from purchase_guard.broadcast.index import Hits, I64Array, U32Array, expand, join
+from purchase_guard.broadcast.index import I64Array, Segment, U32Array
 from purchase_guard.broadcast.window import WindowEntry, decode_entry, encode_entry
 from purchase_guard.errors import Unavailable
 
@@ -55,7 +58,7 @@ class RedisPostings:
         self._last_bucket = 0
 
     def _posting_key(self, bucket: int, key: int) -> str:
-        return f"{self._prefix}:{{p:{bucket}:{key % self._shards}}}:{key:x}"
+        return f"{self._prefix}:{{p2:{bucket}:{key % self._shards}}}:{key:x}"
 
     def _entry_key(self, number: int) -> str:
         return f"{self._prefix}:{{e:{number % self._shards}}}:{number}"
@@ -96,7 +99,7 @@ class RedisPostings:
         except Exception as exc:
             raise _unavailable(exc) from exc
 
-    def lookup(self, buckets: Sequence[int], keys: U32Array, query_frames: I64Array, stop: int) -> Hits:
+    def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         uniq, inverse = np.unique(keys, return_inverse=True)
         by_shard: dict[int, list[int]] = {}
         for i, key in enumerate(uniq.tolist()):
@@ -117,17 +120,26 @@ class RedisPostings:
             for i, value in zip(members, values, strict=True):
                 if value:
                     slot[i] = value
-        parts: list[Hits] = []
+        out: list[Segment] = []
         for blobs in per_bucket.values():
             sizes = np.fromiter((len(b) // _POSTING.itemsize for b in blobs), np.int64, len(blobs))
             if not sizes.any():
                 continue
+            # One bucket's postings in one segment: an entry's postings are all in its bucket.
             flat = np.frombuffer(b"".join(blobs), dtype=_POSTING)
+            entries = np.ascontiguousarray(flat["e"])
             ends = np.cumsum(sizes)
-            lo = (ends - sizes)[inverse]
-            hi = ends[inverse]
-            parts.append(expand(lo, hi, flat["e"], flat["f"], query_frames, stop))
-        return join(parts)
+            out.append(
+                Segment(
+                    entries,
+                    np.ascontiguousarray(flat["f"]),
+                    (ends - sizes)[inverse],
+                    ends[inverse],
+                    int(entries.min()),
+                    int(entries.max()),
+                )
+            )
+        return out
 
     def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]:
         by_shard: dict[int, list[int]] = {}
