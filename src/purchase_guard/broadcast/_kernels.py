@@ -238,4 +238,6 @@ def warm_up() -> None:
     cells = np.zeros(2, dtype=np.int32)
     entries = np.zeros(1, np.uint32)
     frames = np.zeros(1, np.int16)
-    vote_postings(entries, frames, one, one, one, one, 0, 0, 0, 0, 2, 1, 1, cells, one, one.copy(), one.copy())
+    vote_postings(
+        entries, frames, one, one, one, one, 0, 0, 0, 0, 2, 1, 1, cells, one, one.copy(), one.copy()
+    )

@@ -14,7 +14,9 @@ ones, and flipping them recovers the missing hits (measured by `make bench-fleet
 
 Why time buckets: postings live in buckets of `bucket_seconds` by arrival; a query reads
 only the buckets within the cluster rule's spread (guard.ClusterRule.max_spread), because
-no older entry can count for a verdict. Expiry drops whole buckets.
+no older entry can count for a verdict. Expiry drops whole buckets, as soon as they are
+older than the spread, so a replica's memory follows the traffic of the spread, not of the
+window.
 
 The storage of postings is a small protocol (`PostingStore`) with two implementations: in
 process (`MemoryPostings`, sorted runs merged as they grow) and in Redis
@@ -68,7 +70,8 @@ class KeyParams:
     # pair's anchor offset was within 157 frames (99 % within 111); the scanning search
     # reaches 136 (scripts/bench_fleet.py material, docs/broadcast.md "Fleet scale").
     max_shift: int = 160
-    bucket_seconds: float = 30.0
+    # A query reads whole buckets: at most the span plus one bucket of entries (40 s).
+    bucket_seconds: float = 10.0
     # A key held by more postings than this in one run (silence-like shapes every print
     # has) says nothing about which entry is a copy: it is skipped at query time.
     stop_postings: int = 20_000
@@ -242,8 +245,8 @@ def vote(
 class IndexedWindow:
     """A `FleetWindow` over a `PostingStore`: lookups and votes, then the exact fine check.
 
-    `search_span` (the cluster rule's spread) bounds what a query reads; entries are kept for
-    `window` and expire with their bucket."""
+    `search_span` (the cluster rule's spread) bounds what a query reads and what is kept:
+    entries expire with their bucket once it is older than the span (`expire`)."""
 
     def __init__(
         self,
@@ -304,9 +307,16 @@ class IndexedWindow:
         keys, frames = stored_keys(fp, self._keys)
         self._postings.add(self._bucket(entry.at), entry.with_print(fp), keys, frames)
 
+    def expire(self, now: datetime) -> None:
+        """Drop the buckets no query at `now` or later reads: older than the search span.
+
+        Nothing older can count for a verdict, so a replica holds the traffic of the span
+        (plus one bucket), however long `window` is; `window` only bounds it further."""
+        self._postings.expire(self._bucket(now - self._span))
+
     def match_and_add(self, entry: WindowEntry) -> list[WindowMatch]:
         with self._lock:
-            self._postings.expire(self._bucket(entry.at - self._window))
+            self.expire(entry.at)
             found = self.match(entry)
             self.add(entry)
             return found

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from purchase_guard.broadcast.index import I64Array, Segment, U32Array
+from purchase_guard.broadcast.index import DEFAULT_KEYS, I64Array, Segment, U32Array
 from purchase_guard.broadcast.window import WindowEntry, decode_entry, encode_entry
 from purchase_guard.errors import Unavailable
 
@@ -47,7 +47,7 @@ class RedisPostings:
         client: Any,
         prefix: str = "purchase-guard:broadcast",
         window: timedelta = timedelta(minutes=10),
-        bucket_seconds: float = 30.0,
+        bucket_seconds: float = DEFAULT_KEYS.bucket_seconds,  # must be the window's KeyParams'
         shards: int = 16,
     ) -> None:
         self._redis = client
