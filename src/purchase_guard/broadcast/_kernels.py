@@ -221,6 +221,23 @@ def vote_postings(
     return n
 
 
+@njit(cache=True, nogil=True)
+def key_ranges(run_keys: Any, query_keys: Any, lo: Any, hi: Any) -> None:
+    """For each of the (ascending) query keys, the range lo:hi of its postings in the
+    (ascending) run keys: one merge pass over both, not a binary search per key."""
+    n = run_keys.shape[0]
+    j = 0
+    for i in range(query_keys.shape[0]):
+        k = query_keys[i]
+        while j < n and run_keys[j] < k:
+            j += 1
+        e = j
+        while e < n and run_keys[e] == k:
+            e += 1
+        lo[i] = j
+        hi[i] = e
+
+
 def warm_up() -> None:
     """Compile (or load from cache) the loops with the argument types the matcher uses."""
     rows = np.zeros((1, 4), dtype=np.uint64)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from purchase_guard.broadcast._kernels import vote_postings
+from purchase_guard.broadcast._kernels import key_ranges, vote_postings
 from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.broadcast.match import (
     DEFAULT_MATCH,
@@ -414,6 +414,7 @@ class MemoryPostings:
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         out: list[Segment] = []
         dense: I64Array | None = None
+        ascending = bool(np.all(keys[1:] >= keys[:-1]))  # IndexedWindow looks up sorted keys
         for n in buckets:
             b = self._buckets.get(n)
             if b is None:
@@ -423,6 +424,10 @@ class MemoryPostings:
                     if dense is None:
                         dense = _dense(keys, self._key_bits)
                     lo, hi = run.starts[dense], run.starts[dense + 1]
+                elif ascending:
+                    lo = np.empty(keys.size, dtype=np.int64)
+                    hi = np.empty(keys.size, dtype=np.int64)
+                    key_ranges(run.keys, keys, lo, hi)
                 else:
                     lo = np.searchsorted(run.keys, keys, "left").astype(np.int64)
                     hi = np.searchsorted(run.keys, keys, "right").astype(np.int64)
