@@ -43,6 +43,7 @@ import eval_broadcast as eb  # the evaluation's material: rooms, programmes, the
 import numpy as np
 from script_paths import default_data_dir
 
+from purchase_guard.broadcast._kernels import warm_up
 from purchase_guard.broadcast.denylist import DENYLIST_MATCH, REGISTERED, Clip, Denylist, MemoryClipStore
 from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.broadcast.guard import CLOSURE_FRAMES, BroadcastGuard, find_cluster
@@ -620,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     closure = closure_estimate(tri)
     print(f"closure: {json.dumps(closure)}", flush=True)
     rng = np.random.default_rng(args.seed)
+    warm_up()  # compile the search loops before anything is timed, as the server does at start
     deny = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng)
     print(f"denylist: {json.dumps(deny)}", flush=True)
     candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE)

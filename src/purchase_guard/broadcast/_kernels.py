@@ -155,6 +155,7 @@ def vote_postings(
     lo: Any,
     hi: Any,
     query_frames: Any,
+    weights: Any,
     order: Any,
     first_entry: int,
     last_entry: int,
@@ -175,8 +176,9 @@ def vote_postings(
     (entries, frames); a key with more than `stop` postings is skipped. A hit votes for the
     cell (entry, bin of stored frame - query frame - shift_lo; bins of 2**bin_shift frames)
     when that bin is within n_bins, once per query frame however many of its keys hit the
-    cell. A cell (int32) holds its votes in the low 16 bits and the last query frame + 1 that
-    voted in the high bits: one memory access per hit.
+    cell, with the key's weight (the query frames it stands for). A cell (int32) holds its
+    votes in the low 16 bits and the last query frame + 1 that voted in the high bits: one
+    memory access per hit.
 
     An entry's best bin counts its right neighbour's votes too (an offset near a bin edge
     splits its votes over two), the lowest such bin on a tie; entries reaching min_votes are
@@ -191,6 +193,7 @@ def vote_postings(
         if b <= a or b - a > stop:
             continue
         qf = query_frames[i]
+        w = np.int32(weights[i])
         base_d = qf + shift_lo
         mark = np.int32((qf + 1) << 16)
         for p in range(a, b):
@@ -200,7 +203,7 @@ def vote_postings(
             cell = (np.int64(entries[p]) - first_entry) * n_bins + (d >> bin_shift)
             v = cells[cell]
             if (v & np.int32(-65536)) != mark:
-                cells[cell] = mark | ((v & np.int32(0xFFFF)) + np.int32(1))
+                cells[cell] = mark | ((v & np.int32(0xFFFF)) + w)
     n = 0
     for e in range(width):
         base = e * n_bins

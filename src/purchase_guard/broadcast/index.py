@@ -65,6 +65,9 @@ class KeyParams:
     bin_frames: int = 8  # offset votes are counted in bins of this many frames (64 ms)
     min_votes: int = 4  # distinct query frames voting for one entry and offset bin
     max_candidates: int = 32  # fine-checked per query, most votes first
+    # A run of query frames looking up the same key (the print changes slowly) is looked up
+    # once, at its first frame, and votes with its length as weight.
+    query_runs: bool = False
     # Offsets voted for, in frames (1.28 s), relative to the two prints' first voiced frames:
     # chance hits at other offsets are not counted at all. On the tuning split every true
     # pair's anchor offset was within 157 frames (99 % within 111); the scanning search
@@ -133,6 +136,16 @@ def _flip_sets(n: int, max_flips: int) -> list[tuple[int, ...]]:
 def query_keys(fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS) -> tuple[U32Array, I64Array]:
     """(keys, frames from `start`) a query looks up: every voiced frame of its first 3.07 s,
     each key with its variants of up to `max_flips` unreliable bits flipped."""
+    keys, frames, _ = query_lookups(fp, start, params)
+    return keys, frames
+
+
+def query_lookups(
+    fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS
+) -> tuple[U32Array, I64Array, I64Array]:
+    """(keys, frames from `start`, weights) a query looks up, sorted by key. With
+    `query_runs`, consecutive frames looking up the same key are one lookup at the first of
+    them, weighted by how many they are; otherwise every weight is 1."""
     frames = np.arange(start, min(fp.n_frames, start + QUERY_FRAMES))
     frames = frames[fp.mask[frames] != 0]
     keys: list[U32Array] = []
@@ -148,7 +161,17 @@ def query_keys(fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS) ->
                 pattern |= np.uint32(1 << b)
             keys.append(k[sel] ^ pattern)
             where.append((frames[sel] - start).astype(np.int64))
-    return np.concatenate(keys), np.concatenate(where)
+    all_keys = np.concatenate(keys)
+    all_frames = np.concatenate(where)
+    order = np.lexsort((all_frames, all_keys))
+    all_keys, all_frames = all_keys[order], all_frames[order]
+    if not params.query_runs or all_keys.size == 0:
+        return all_keys, all_frames, np.ones(all_keys.size, dtype=np.int64)
+    first = np.ones(all_keys.size, dtype=bool)
+    first[1:] = (all_keys[1:] != all_keys[:-1]) | (all_frames[1:] != all_frames[:-1] + 1)
+    starts = np.flatnonzero(first)
+    weights = np.diff(np.append(starts, all_keys.size)).astype(np.int64)
+    return all_keys[starts], all_frames[starts], weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +207,10 @@ class PostingStore(Protocol):
 
 
 def vote(
-    segments: Sequence[Segment], query_frames: I64Array, params: KeyParams = DEFAULT_KEYS
+    segments: Sequence[Segment],
+    query_frames: I64Array,
+    params: KeyParams = DEFAULT_KEYS,
+    weights: I64Array | None = None,
 ) -> list[tuple[int, int, int]]:
     """(entry number, offset in frames between anchors, votes) of the entries most voted for,
     best first (most votes, then the lower entry number).
@@ -199,6 +225,8 @@ def vote(
         return []
     n_bins = params.n_bins
     order = np.argsort(query_frames, kind="stable")
+    if weights is None:
+        weights = np.ones(query_frames.size, dtype=np.int64)
     widest = max(s.last_entry - s.first_entry + 1 for s in segments)
     cells = np.empty(widest * n_bins, dtype=np.int32)
     found_entry: list[I64Array] = []
@@ -215,6 +243,7 @@ def vote(
             s.lo,
             s.hi,
             query_frames,
+            weights,
             order,
             s.first_entry,
             s.last_entry,
@@ -274,11 +303,9 @@ class IndexedWindow:
         if trimmed is None:
             return []
         fp, start = trimmed
-        keys, frames = query_keys(fp, start, self._keys)
-        order = np.argsort(keys, kind="stable")  # sorted lookups read each run in order
-        keys, frames = keys[order], frames[order]
+        keys, frames, weights = query_lookups(fp, start, self._keys)  # sorted: each run read in order
         buckets = list(range(self._bucket(entry.at - self._span), self._bucket(entry.at + self._span) + 1))
-        voted = vote(self._postings.lookup(buckets, keys), frames, self._keys)
+        voted = vote(self._postings.lookup(buckets, keys), frames, self._keys, weights)
         if not voted:
             return []
         found = self._postings.entries([e for e, _, _ in voted])
