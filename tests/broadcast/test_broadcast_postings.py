@@ -21,6 +21,7 @@ from purchase_guard.broadcast.index import (
     PostingStore,
     Segment,
     query_keys,
+    query_lookups,
     stored_keys,
     vote,
 )
@@ -203,3 +204,32 @@ def test_large_runs_look_up_through_the_direct_table_with_the_same_result() -> N
     assert postings.table_bytes() > 0
     found = window.match(entry(901, "hh901", fingerprint(hear(programme(48), seed=3)), T0))
     assert [m.entry.entry_id for m in found] == ["e900"]
+
+
+def test_query_runs_look_up_a_repeated_key_once_with_its_length_as_weight() -> None:
+    """With query_runs, frames in a row looking up one key are one lookup at the first frame,
+    weighted by their count; without, every frame is a lookup of weight 1. The lookups are
+    sorted by key either way, and the runs stand for exactly the frames they replace."""
+    fp, start = trim_for_window(fingerprint(hear(programme(49), seed=1))) or (None, 0)
+    assert fp is not None
+    keys, frames, weights = query_lookups(fp, start)
+    assert (weights == 1).all()
+    assert (np.diff(keys.astype(np.int64)) >= 0).all()
+    run_keys, run_frames, run_weights = query_lookups(fp, start, KeyParams(query_runs=True))
+    assert run_keys.size < keys.size
+    assert int(run_weights.sum()) == keys.size
+    assert (run_weights > 1).any()
+    assert (np.diff(run_keys.astype(np.int64)) >= 0).all()
+    # Each run's first frame is one of the frames looking up its key.
+    assert set(zip(run_keys.tolist(), run_frames.tolist(), strict=True)) <= set(
+        zip(keys.tolist(), frames.tolist(), strict=True)
+    )
+
+
+def test_a_weighted_lookup_votes_its_weight() -> None:
+    """One lookup standing for 5 query frames gives its entry 5 votes at that offset."""
+    seg = _segment([4], [30], [9], [9])
+    voted = vote(
+        [seg], np.asarray([20], dtype=np.int64), KeyParams(min_votes=4), np.asarray([5], dtype=np.int64)
+    )
+    assert [(e, v) for e, _, v in voted] == [(4, 5)]

@@ -259,5 +259,5 @@ def warm_up() -> None:
     entries = np.zeros(1, np.uint32)
     frames = np.zeros(1, np.int16)
     vote_postings(
-        entries, frames, one, one, one, one, 0, 0, 0, 0, 2, 1, 1, cells, one, one.copy(), one.copy()
+        entries, frames, one, one, one, one, one, 0, 0, 0, 0, 2, 1, 1, cells, one, one.copy(), one.copy()
     )
