@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from purchase_guard.broadcast._kernels import coarse_scores, effective_bits_at, offset_counts, run_counts
+from purchase_guard.broadcast._kernels import (
+    coarse_scores,
+    effective_bits_at,
+    offset_counts,
+    run_counts,
+    warm_up,
+)
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -123,3 +129,9 @@ def test_effective_bits_follow_the_run_counts() -> None:
             expected += n * (1 - r) / (1 + r)
     assert effective_bits_at(a_bits, a_mask, b_bits, b_mask, 2) == pytest.approx(expected)
     assert 0 < expected < compared.sum()  # the held stretch counts for less than its bits
+
+
+def test_warm_up_calls_every_loop_with_its_current_arguments() -> None:
+    """The server compiles the loops at start (`warm_up`); a loop whose arguments changed
+    without warm_up following would fail there, at start, not at the first request."""
+    warm_up()
