@@ -40,6 +40,11 @@ UNKNOWN_VOICE = (
     ("UNKNOWN_VOICE_GUEST_RULE", "Treat it as a guest (the guests' rule decides)"),
 )
 DEFAULT_UNKNOWN_VOICE = "UNKNOWN_VOICE_PARENT_APPROVAL"
+VOICE_ADAPTATION = (
+    ("VOICE_ADAPTATION_ON", "Learn from purchases a PIN or a parent confirmed"),
+    ("VOICE_ADAPTATION_OFF", "Keep the enrolled voices as they are"),
+)
+DEFAULT_VOICE_ADAPTATION = "VOICE_ADAPTATION_ON"
 _MAX_MINOR = 2**63 - 1
 _AMOUNT = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -66,6 +71,7 @@ _TOP_FIELDS = {
     "low_value_exemption.per_order_max_minor": "exemption.per_order",
     "low_value_exemption.cumulative_max_minor": "exemption.cumulative",
     "unknown_voice": "household.unknown_voice",
+    "voice_adaptation": "household.voice_adaptation",
 }
 _LABELS = {
     "mode": "Purchases",
@@ -198,6 +204,10 @@ def policy_to_form(policy: Mapping[str, Any], currency: str) -> PolicyForm:
     values["household.blocked_categories"] = categories_text(policy.get("blocked_categories"))
     unknown = str(policy.get("unknown_voice", DEFAULT_UNKNOWN_VOICE))
     values["household.unknown_voice"] = unknown if unknown in dict(UNKNOWN_VOICE) else DEFAULT_UNKNOWN_VOICE
+    adapt = str(policy.get("voice_adaptation", DEFAULT_VOICE_ADAPTATION))
+    values["household.voice_adaptation"] = (
+        adapt if adapt in dict(VOICE_ADAPTATION) else DEFAULT_VOICE_ADAPTATION
+    )
     quiet = policy.get("quiet_hours")
     values["quiet.enabled"] = "on" if quiet is not None else ""
     if quiet is None:
@@ -260,6 +270,7 @@ def form_to_policy(submitted: Mapping[str, str], currency: str) -> tuple[dict[st
         "household_monthly_cap_minor": str(amount("household.monthly_cap")),
         "blocked_categories": parse_categories(get("household.blocked_categories", "")),
         "unknown_voice": choice("household.unknown_voice", UNKNOWN_VOICE),
+        "voice_adaptation": choice("household.voice_adaptation", VOICE_ADAPTATION),
     }
     if get("quiet.enabled"):
         quiet: dict[str, Any] = {"action": choice("quiet.action", LIMIT_ACTIONS)}

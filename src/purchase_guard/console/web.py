@@ -458,6 +458,7 @@ class Console:
             "limit_actions": forms.LIMIT_ACTIONS,
             "challenge_methods": forms.CHALLENGE_METHODS,
             "unknown_voice": forms.UNKNOWN_VOICE,
+            "voice_adaptation": forms.VOICE_ADAPTATION,
             "field_label": forms.field_label,
         }
 
