@@ -246,6 +246,7 @@ def build_app(
         adaptation=(
             AdaptationLimits(
                 drift_floor=verifier.thresholds.drift_floor,
+                margin=verifier.thresholds.adapt_margin,
                 child_threshold=points.get("challenge", DEFAULT_CHILD_THRESHOLD),
             )
             if settings.voice_adaptation_enabled

@@ -8,6 +8,7 @@ and returns. The gRPC layer converts protobuf messages to and from them; nothing
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -60,6 +61,7 @@ class ReasonCode(enum.Enum):
     TRANSCRIPT_MISMATCH = "TRANSCRIPT_MISMATCH"
     REPLAYED_AUDIO = "REPLAYED_AUDIO"
     UNKNOWN_VOICE_LIMITED = "UNKNOWN_VOICE_LIMITED"
+    VOICEPRINT_ADAPTED = "VOICEPRINT_ADAPTED"
 
 
 class Effect(enum.Enum):
@@ -202,6 +204,9 @@ class AdaptationSample:
     broadcast: bool  # the broadcast check matched (or failed)
     replayed: bool  # the replay check matched (or failed)
     created_at: datetime
+    # Against the member's ORIGINAL enrollment alone (no adapted rows), same back-end and band as
+    # `score`; -inf when not measured (a sample kept before it was): such a sample never adapts.
+    enrollment_score: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)

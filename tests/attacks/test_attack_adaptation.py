@@ -23,10 +23,10 @@ OVER_LIMIT = 15_000  # over the adults' 100 USD maximum: a verified adult is cha
 
 
 def adaptive_thresholds(folder: Path) -> Path:
-    """The attack world's fake thresholds, with a drift floor so adaptation is on."""
+    """The attack world's fake thresholds, with a drift floor and margin so adaptation is on."""
     path = folder / "fake-thresholds-adaptive.json"
     bands = [{"name": "all", "max_speech_s": None, "threshold": 0.95}]
-    entry = {"bands": bands, "adaptation": {"drift_floor": 0.9}}
+    entry = {"bands": bands, "adaptation": {"drift_floor": 0.9, "margin": 0.0}}
     path.write_text(json.dumps({"version": 1, "encoders": {FakeEncoder.name: entry}}))
     return path
 
@@ -61,7 +61,9 @@ def test_a_parent_approved_child_request_does_not_enter_the_parents_print(adapti
     for _ in range(3):
         reply = family.ask("high", 1500, "toys")
         assert reply["outcome"] == "CHALLENGE"
-        assert approve_and_confirm(adaptive, family, reply, 1500, "toys")["outcome"] == "ALLOW"
+        confirmed = approve_and_confirm(adaptive, family, reply, 1500, "toys")
+        assert confirmed["outcome"] == "ALLOW"
+        assert "VOICEPRINT_ADAPTED" not in {r["code"] for r in confirmed["reasons"]}
     assert adapted(adaptive, family) == {family.ann: 0, family.bea: 0, family.tim: 0}
     # Unrecognised: the child's voice in a household where the child is not enrolled.
     adaptive.operator.with_token(family.token).remove_member(family.household_id, family.tim)
@@ -72,8 +74,15 @@ def test_a_parent_approved_child_request_does_not_enter_the_parents_print(adapti
     # The mechanism is live: Ann's own verified voice, confirmed by the approval, adapts her print.
     reply = family.ask("low", OVER_LIMIT)
     assert reply["outcome"] == "CHALLENGE"
-    assert approve_and_confirm(adaptive, family, reply, OVER_LIMIT)["outcome"] == "ALLOW"
+    confirmed = approve_and_confirm(adaptive, family, reply, OVER_LIMIT)
+    assert confirmed["outcome"] == "ALLOW"
     assert adapted(adaptive, family) == {family.ann: 1, family.bea: 0}
+    # The Confirm that adapted says so, as a note that decided nothing.
+    notes = [r for r in confirmed["reasons"] if r["code"] == "VOICEPRINT_ADAPTED"]
+    assert len(notes) == 1
+    assert notes[0]["effect"] == "NOTE"
+    assert not notes[0].get("determining", False)
+    assert notes[0]["detail"] == {"member_id": family.ann, "kept": "1", "dropped": "0"}
     decisions = adaptive.app.store.household_records(family.household_id).audit
     said = [json.loads(a.body)["extra"].get("adaptation", "") for a in decisions]
     assert sum(s.startswith(f"adapted {family.ann}") for s in said) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -10,6 +12,7 @@ import pytest
 
 from purchase_guard.domain import AdaptationSample, ChallengeStatus, Voiceprint
 from purchase_guard.errors import Aborted, NotFound
+from purchase_guard.store import codec
 from purchase_guard.store.protocol import Store, VoiceprintUpdate
 
 if TYPE_CHECKING:
@@ -33,8 +36,9 @@ def _update(vp: Voiceprint, rows: tuple[tuple[float, ...], ...], expected: int =
 
 def _sample(hid: str, mid: str, cid: str) -> AdaptationSample:
     return AdaptationSample(
-        cid, hid, mid, "ge2e-v1", (0.25, 0.5, 0.75), 0.9, 0.85, 0.1, 3.2, 21.0, 0.0, False, False, T0
-    )
+        cid, hid, mid, "ge2e-v1", (0.25, 0.5, 0.75), 0.9, 0.85, 0.1, 3.2, 21.0, 0.0, False, False, T0,
+        enrollment_score=0.875,
+    )  # fmt: skip
 
 
 def test_adapted_rows_round_trip_and_leave_the_enrollment_alone(store: Store, make: Make) -> None:
@@ -111,6 +115,22 @@ def test_a_sample_lives_while_its_challenge_is_open(store: Store, make: Make) ->
     assert store.purge_adaptation_samples(chl2.expires_at - timedelta(seconds=1)) == 0
     assert store.purge_adaptation_samples(chl2.expires_at) == 1
     assert store.get_adaptation_sample(hid, chl2.challenge_id) is None
+
+
+def test_a_sample_kept_before_the_enrollment_score_reads_back_as_never_adapting() -> None:
+    """A sample sealed without `enrollment_score` (kept by a server before the margin rule) reads
+    back as -inf, which the rule refuses; a measured score round-trips exactly, and an unmeasured
+    one (-inf) is written as JSON null, not as a non-standard infinity."""
+    sample = _sample("hh", "mem", "chl")
+    blob = codec.adaptation_sample_to_bytes(sample)
+    assert codec.adaptation_sample_from_bytes(blob) == sample
+    doc = json.loads(blob)
+    del doc["enrollment_score"]
+    old = codec.adaptation_sample_from_bytes(json.dumps(doc).encode())
+    assert old.enrollment_score == -math.inf
+    unmeasured = codec.adaptation_sample_to_bytes(replace(sample, enrollment_score=-math.inf))
+    assert json.loads(unmeasured)["enrollment_score"] is None
+    assert codec.adaptation_sample_from_bytes(unmeasured).enrollment_score == -math.inf
 
 
 def test_export_lists_what_adaptation_keeps_without_the_vectors(store: Store, make: Make) -> None:

@@ -40,6 +40,7 @@ from purchase_guard.domain import (
     ChallengeMethod,
     ChallengeStatus,
     Decision,
+    Effect,
     Household,
     Member,
     Notification,
@@ -309,7 +310,7 @@ class Guard:
                 )
                 notifications = self._challenge_notifications(challenge, now)
                 sample = self._adaptation_sample(
-                    challenge, voice, heard, members, policy, broadcast, replay, now
+                    challenge, voice, heard, members, prints, policy, broadcast, replay, now
                 )
             revision = policy.revision if policy is not None else 0
             decision = make_decision(
@@ -390,6 +391,7 @@ class Guard:
         voice: VoiceCheck,
         heard: Sequence[Heard],
         members: Mapping[str, Member],
+        prints: Sequence[Voiceprint],
         policy: Policy | None,
         broadcast: BroadcastCheck,
         replay: ReplayCheck,
@@ -403,6 +405,7 @@ class Guard:
         if (
             self._adaptation is None
             or self._adaptation.drift_floor is None
+            or self._adaptation.margin is None
             or policy is None
             or not policy.voice_adaptation
             or not heard
@@ -416,6 +419,16 @@ class Guard:
         if member is None or member.role is not Role.ADULT:
             return None
         h = heard[0]
+        target = next((vp for vp in prints if vp.member_id == result.member_id), None)
+        if target is None:
+            return None
+        try:
+            enrollment_score = self._verifier.enrollment_score(h.embedding, h.net_speech_s, h.snr_db, target)
+        except Exception as exc:
+            # No score, no sample: the challenge goes on, it just cannot adapt the print.
+            CHECK_ERRORS.labels("adaptation").inc()
+            log.warning("adaptation_sample_failed", error=type(exc).__name__)
+            return None
         return AdaptationSample(
             challenge_id=challenge.challenge_id,
             household_id=challenge.household_id,
@@ -432,6 +445,7 @@ class Guard:
             broadcast=bool(broadcast.reasons) or broadcast.error is not None,
             replayed=replay.replay_of is not None or replay.error is not None,
             created_at=now,
+            enrollment_score=enrollment_score,
         )
 
     def _adapt(self, challenge: Challenge, now: datetime) -> tuple[VoiceprintUpdate | None, dict[str, str]]:
@@ -962,23 +976,28 @@ class Guard:
             now,
             req.caller.caller_id,
         )
-        decision = make_decision(
-            ctx,
-            verdict.outcome,
-            verdict.reasons,
-            speaker=speaker,
-            challenge=challenge_info(challenge),
-            member_id=challenge.member_id,
-        )
         spend = None
         update: VoiceprintUpdate | None = None
         extra = {"challenge_method": challenge.method.value}
+        reasons = verdict.reasons
         if verdict.passed:
             spend = SpendEntry(
                 before.household_id, challenge.member_id, req.order.total.minor_units, decision_id, now, False
             )
             update, said = self._adapt(before, now)
             extra.update(said)
+            if update is not None:
+                # Written in the same transaction as the decision (compare-and-set on the print),
+                # so the note is on exactly the decisions that adapted a print.
+                reasons = (*reasons, adapted_note(update, self._adaptation))
+        decision = make_decision(
+            ctx,
+            verdict.outcome,
+            reasons,
+            speaker=speaker,
+            challenge=challenge_info(challenge),
+            member_id=challenge.member_id,
+        )
         changed = challenge != before
         notifications = notices + ((self._locked_notification(challenge, now),) if verdict.locked_now else ())
         body = audit_body(decision, req.order, extra, confirm_inputs(before, facts))
@@ -1105,3 +1124,17 @@ class Guard:
             policy_revision=decision.policy_revision,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+
+def adapted_note(update: VoiceprintUpdate, limits: AdaptationLimits | None) -> Reason:
+    """The machine-readable trace of an adaptation on the Confirm that caused it: a NOTE (it
+    decides nothing), with the member whose print took the voice and how many are kept."""
+    cap = limits.max_templates if limits is not None else len(update.adapted)
+    dropped = max(0, update.expected_adapted + 1 - len(update.adapted))
+    return Reason(
+        ReasonCode.VOICEPRINT_ADAPTED,
+        f"this voice was added to {update.member_id}'s voiceprint ({len(update.adapted)} of {cap} kept)",
+        (("member_id", update.member_id), ("kept", str(len(update.adapted))), ("dropped", str(dropped))),
+        Effect.NOTE,
+        "voice.adaptation",
+    )

@@ -26,6 +26,13 @@ class SpeakerVerifier(Protocol):
         """`verify`, and what a voiceprint adaptation needs of the utterance (voice/adaptation.py)."""
         ...
 
+    def enrollment_score(
+        self, embedding: Sequence[float], net_speech_s: float, snr: float, vp: Voiceprint
+    ) -> float:
+        """The score of `embedding` against `vp`'s original enrollment alone (no adapted rows),
+        comparable with the band threshold (voice/adaptation.py's margin)."""
+        ...
+
     def verify_against(
         self,
         pcm: Pcm,

@@ -204,9 +204,18 @@ def _rerun_approval(inputs: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     return Outcome.DENY.value, (ReasonCode.APPROVAL_REJECTED.value,)
 
 
+# Notes written after the verdict, on what the decision went on to do: VOICEPRINT_ADAPTED comes
+# from the adaptation rule, which reads the request's embedding (never in a record), so it is not
+# re-run; the verdict beside it is, and compares without it.
+AFTER_VERDICT = frozenset({ReasonCode.VOICEPRINT_ADAPTED.value})
+
+
 def rerun_record(record: Mapping[str, Any], policies: PolicyLookup) -> Rerun:
     """Decides the stored decision again; `policies(household_id, revision)` reads a policy revision."""
-    recorded = (str(record["outcome"]), tuple(str(r["code"]) for r in record["reasons"]))
+    recorded = (
+        str(record["outcome"]),
+        tuple(str(r["code"]) for r in record["reasons"] if str(r["code"]) not in AFTER_VERDICT),
+    )
     inputs = record.get("inputs") or {}
     kind = str(record["kind"])
     now: tuple[str, tuple[str, ...]] | None = None

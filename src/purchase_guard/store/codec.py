@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -572,6 +573,8 @@ def adaptation_sample_to_bytes(s: AdaptationSample) -> bytes:
         "broadcast": s.broadcast,
         "replayed": s.replayed,
         "created_at": format_ts(s.created_at),
+        # None when not measured (JSON has no infinity); read back as -inf, which never adapts.
+        "enrollment_score": s.enrollment_score if math.isfinite(s.enrollment_score) else None,
     }
     return dumps(doc).encode("utf-8")
 
@@ -593,4 +596,5 @@ def adaptation_sample_from_bytes(blob: bytes) -> AdaptationSample:
         broadcast=bool(d["broadcast"]),
         replayed=bool(d["replayed"]),
         created_at=parse_ts(d["created_at"]),
+        enrollment_score=(-math.inf if d.get("enrollment_score") is None else float(d["enrollment_score"])),
     )

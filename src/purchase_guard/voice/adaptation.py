@@ -18,6 +18,12 @@ Never adapted from (each a `NotAdapted.reason`):
 - `encoder`: the sample or the print belongs to another encoder;
 - `not_attributed`: the request's voice did not verify as this member, at the request
   (a parent's approval of a voice nobody recognised adapts nobody, see below);
+- `enrollment_margin`: scored against the ORIGINAL enrollment alone (no adapted rows), the
+  request's voice did not clear the band threshold plus `AdaptationLimits.margin`. A voice that
+  only verified because of earlier adaptations cannot add to them, and one that verified just
+  over the threshold (where an impostor's false accept sits) is not taught: the margin puts the
+  bar where impostors pass at a tenth of the band's rate (fitted on training speakers,
+  thresholds.json `adaptation.margin`);
 - `child_like`: the child detector's likelihood is at or above the challenge point;
 - `broadcast` / `replayed`: the broadcast or replay check matched (or could not run);
 - `low_quality`: too little net speech, too noisy or clipped (the enrollment gates' limits);
@@ -62,10 +68,13 @@ class Trigger(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class AdaptationLimits:
     """The rule's settings. `drift_floor` is the cosine to the original enrollment a sample must
-    reach (calibrated on training speakers, thresholds.json `adaptation.drift_floor`); None turns
-    adaptation off (fail closed: no floor, no adaptation)."""
+    reach (calibrated on training speakers, thresholds.json `adaptation.drift_floor`); `margin`
+    how far over the band threshold the sample's score against the original enrollment alone must
+    be (thresholds.json `adaptation.margin`). Either None turns adaptation off (fail closed: no
+    calibration, no adaptation)."""
 
     drift_floor: float | None
+    margin: float | None = None
     child_threshold: float = 0.5
     min_speech_s: float = 1.0
     min_snr_db: float = 10.0
@@ -151,7 +160,7 @@ def decide_adaptation(
     how the purchase was confirmed; every trigger needs the same evidence of the voice (it
     verified as `target`'s member at the request), see the module docstring."""
     del trigger  # every trigger is held to the same evidence; kept for the record
-    if not enabled or limits.drift_floor is None:
+    if not enabled or limits.drift_floor is None or limits.margin is None:
         return NotAdapted("off", "voice adaptation is off for this household")
     if role is not Role.ADULT:
         return NotAdapted("role", f"only adults' voiceprints adapt, this member is {role.value}")
@@ -159,6 +168,13 @@ def decide_adaptation(
         return NotAdapted("encoder", "the sample and the voiceprint were made by different encoders")
     if sample.member_id != target.member_id or sample.score < sample.threshold:
         return NotAdapted("not_attributed", "the request's voice did not verify as this member")
+    # NaN (or the -inf of a sample kept before the score was) fails the comparison: refused.
+    if not sample.enrollment_score >= sample.threshold + limits.margin:
+        return NotAdapted(
+            "enrollment_margin",
+            f"against the enrollment alone the voice scored {sample.enrollment_score:.3f}, "
+            f"under the threshold {sample.threshold:.3f} + margin {limits.margin:.3f}",
+        )
     if sample.broadcast:
         return NotAdapted("broadcast", "the request matched (or could not be checked against) a broadcast")
     if sample.replayed:

@@ -56,6 +56,9 @@ class Thresholds:
     # (voice/adaptation.py), fitted on training speakers by scripts/eval_adaptation.py; None: no
     # adaptation.
     drift_floor: float | None = None
+    # How far over the band threshold the score against the original enrollment alone must be
+    # (same script, same fit); None: no adaptation.
+    adapt_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -80,6 +83,7 @@ class Thresholds:
             )
             for b in data["bands"]
         )
+        adaptation = data.get("adaptation")
         return cls(
             encoder=encoder,
             bands=bands,
@@ -89,6 +93,11 @@ class Thresholds:
             drift_floor=(
                 float(data["adaptation"]["drift_floor"])
                 if isinstance(data.get("adaptation"), Mapping)
+                else None
+            ),
+            adapt_margin=(
+                float(adaptation["margin"])
+                if isinstance(adaptation, Mapping) and adaptation.get("margin") is not None
                 else None
             ),
         )
@@ -334,6 +343,21 @@ class VoiceVerifier:
             usable=True,
             problem="" if verified else f"no enrolled voice matched ({band.name} band)",
         )
+
+    def enrollment_score(
+        self, embedding: Sequence[float], net_speech_s: float, snr: float, vp: Voiceprint
+    ) -> float:
+        """The score `score_embedding` would give `embedding` against `vp`'s ORIGINAL enrollment
+        alone (its adapted rows left out): same back-end and quality normalisation, so it is
+        comparable with the band threshold. For the adaptation rule (voice/adaptation.py)."""
+        if vp.encoder != self.encoder.name:
+            raise ValueError("the voiceprint was made by another encoder")
+        rows, weights = model_rows(replace(vp, adapted=()))
+        probe = np.asarray(embedding, dtype=np.float64)[None, :]
+        raw = self.backend.score_models(probe, [rows], [weights])[0]
+        if self._quality is not None:
+            raw = self._quality.apply(raw, np.full(raw.shape, net_speech_s), np.full(raw.shape, snr))
+        return float(raw[0])
 
     def _usable_prints(
         self, voiceprints: Sequence[Voiceprint], allowed: Collection[str] | None

@@ -26,7 +26,7 @@ from purchase_guard.voice.verifier import Band, Thresholds, VoiceVerifier
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 DIM = 8
-LIMITS = AdaptationLimits(drift_floor=0.6, child_threshold=0.5)
+LIMITS = AdaptationLimits(drift_floor=0.6, margin=0.03, child_threshold=0.5)
 
 
 def vec(*head: float) -> tuple[float, ...]:
@@ -55,6 +55,7 @@ def sample(emb: tuple[float, ...] = vec(1.0, 0.3, 0.1), **changes: object) -> Ad
         broadcast=False,
         replayed=False,
         created_at=T0,
+        enrollment_score=0.97,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -131,9 +132,46 @@ def test_only_adults_adapt_and_off_means_off() -> None:
         assert isinstance(out, NotAdapted)
         assert out.reason == "role"
     assert isinstance(decide(sample(), enabled=False), NotAdapted)
-    out = decide(sample(), limits=AdaptationLimits(drift_floor=None))
+    out = decide(sample(), limits=AdaptationLimits(drift_floor=None, margin=0.03))
     assert isinstance(out, NotAdapted)
     assert out.reason == "off"
+    out = decide(sample(), limits=AdaptationLimits(drift_floor=0.6, margin=None))
+    assert isinstance(out, NotAdapted)
+    assert out.reason == "off"
+
+
+@pytest.mark.parametrize(
+    ("enrollment_score", "adapts"),
+    [(0.95, True), (0.93, True), (0.92, False), (0.89, False), (-np.inf, False), (np.nan, False)],
+)
+def test_the_enrollment_alone_must_clear_the_threshold_plus_the_margin(
+    enrollment_score: float, adapts: bool
+) -> None:
+    """Threshold 0.9, margin 0.03: a voice that verified (score 0.97 against the print as it
+    stands) adapts only when its score against the ORIGINAL enrollment alone is >= 0.93. Just over
+    the threshold (where impostors' false accepts sit), under it (verified only thanks to earlier
+    adaptations), not measured (-inf, a sample kept before the score was) or NaN: refused."""
+    out = decide(sample(enrollment_score=enrollment_score))
+    assert isinstance(out, Adapted) is adapts
+    if not adapts:
+        assert isinstance(out, NotAdapted)
+        assert out.reason == "enrollment_margin"
+
+
+def test_a_voice_verified_only_through_earlier_adaptations_cannot_add_to_them() -> None:
+    """A print walked toward an impostor verifies the impostor; the impostor's sample still
+    does not adapt, because against the enrollment alone it is under the threshold, even with no
+    margin at all."""
+    impostor = vec(0.6, 0.0, 0.8)
+    walked = replace(PARENT, adapted=tuple(impostor for _ in range(MAX_ADAPTED)))
+    x = np.asarray(impostor)
+    score, alone = float(x @ model_vector(walked)), float(x @ enrollment_vector(walked))
+    assert score > 0.85 > alone
+    s = sample(impostor, score=score, threshold=0.85, enrollment_score=alone)
+    limits = AdaptationLimits(drift_floor=0.0, margin=0.0, child_threshold=0.5)
+    out = decide(s, target=walked, others=[], limits=limits)
+    assert isinstance(out, NotAdapted)
+    assert out.reason == "enrollment_margin"
 
 
 def test_the_adapted_set_is_bounded_and_drops_the_oldest() -> None:

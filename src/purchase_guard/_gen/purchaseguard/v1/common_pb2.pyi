@@ -126,6 +126,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """Too many purchases asked in voices the guard did not recognise are already waiting for a
     parent this hour; this one is refused rather than sent to the parent too.
     """
+    VOICEPRINT_ADAPTED: _ReasonCode.ValueType  # 46
+    """A note on a passed Confirm (effect NOTE, decides nothing): the request's voice was added to the
+    voiceprint of the member it verified as (detail: member_id, kept, dropped). The parent console
+    and ResetVoiceAdaptation undo it.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Machine-readable reason codes. Numbers are never reused."""
@@ -201,6 +206,11 @@ REPLAYED_AUDIO: ReasonCode.ValueType  # 44
 UNKNOWN_VOICE_LIMITED: ReasonCode.ValueType  # 45
 """Too many purchases asked in voices the guard did not recognise are already waiting for a
 parent this hour; this one is refused rather than sent to the parent too.
+"""
+VOICEPRINT_ADAPTED: ReasonCode.ValueType  # 46
+"""A note on a passed Confirm (effect NOTE, decides nothing): the request's voice was added to the
+voiceprint of the member it verified as (detail: member_id, kept, dropped). The parent console
+and ResetVoiceAdaptation undo it.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
