@@ -175,3 +175,30 @@ def test_policy_editor_shows_the_guards_validation_messages(
     expect(page.locator("#f-household-daily_cap-err")).to_contain_text("enter an amount in USD")
 
     assert family.guard.get_policy(family.household_id)["policy"]["revision"] == revision
+
+
+def test_a_parent_resets_a_members_voice_adaptation_from_the_members_page(
+    page: Page, console: RunningConsole, family: Family
+) -> None:
+    """The members page has a reset button for each enrolled adult (none for the child); pressing
+    Ann's posts with the session's CSRF token, the guard drops her adapted samples (none here: this
+    guard has no drift floor, so nothing adapts) and the page says so by name; a member id that is
+    not the household's is refused by the guard and said as an error, the session lives on."""
+    sign_in(page, console.url, family.household_id, family.parent_token)
+    page.get_by_role("link", name="Members").click()
+    expect(page.get_by_role("button", name="Reset Tim's voice adaptation")).to_have_count(0)
+    page.get_by_role("button", name="Reset Ann's voice adaptation").click()
+    expect(page).to_have_url(re.compile(r"/members$"))
+    expect(
+        page.get_by_role("status").filter(has_text="Ann's voiceprint is back to the enrollment")
+    ).to_contain_text("0 voice sample(s)")
+    shoot(page, "members-reset")
+    token = page.locator(
+        "form[action='/members/reset-adaptation'] input[name=csrf_token]"
+    ).first.input_value()
+    response = page.request.post(
+        console.url + "/members/reset-adaptation", form={"csrf_token": token, "member_id": "mem_not_here"}
+    )
+    assert response.status == 200
+    assert "The guard refused" in response.text()
+    assert "NOT_FOUND" in response.text()

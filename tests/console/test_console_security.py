@@ -94,6 +94,7 @@ def test_posts_without_or_with_a_wrong_csrf_token_change_nothing(
         "/policy": {"revision": str(revision), "ADULT.mode": "PURCHASE_ALLOWED"},
         "/data/erase": {"confirm": family.household_id},
         "/data/export": {"format": "json"},
+        "/members/reset-adaptation": {"member_id": family.parent_id},
         "/signout": {},
     }
     for path, fields in forms.items():

@@ -488,6 +488,10 @@ class ConsoleGuard:
             ),
         )
 
+    def reset_adaptation(self, token: str, hid: str, member_id: str) -> int:
+        """Drops what confirmed purchases added to the member's voiceprint; how many went."""
+        return int(self._call(token, lambda c: c.reset_voice_adaptation(hid, member_id)).get("dropped", 0))
+
     def replay(self, token: str, hid: str, event_ids: Sequence[int]) -> int:
         return int(self._call(token, lambda c: c.replay_dead_letters(hid, event_ids)).get("replayed", 0))
 

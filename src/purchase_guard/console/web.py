@@ -525,6 +525,40 @@ class Console:
         session.flash("ok", f"{replayed} event(s) will be delivered again.")
         return redirect
 
+    async def reset_adaptation(self, request: Request) -> Response:
+        """Drop what confirmed purchases added to one member's voiceprint (ResetVoiceAdaptation):
+        their voice is scored against their enrollment alone again."""
+        checked = await self.checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        ident = session.identity
+        member_id = form.get("member_id", "")
+        if not _ID.match(member_id):
+            return self.error_page(request, session, 400, "Bad request", "Choose a member.")
+        redirect = RedirectResponse("/members", status_code=303)
+        try:
+            names = {
+                m.member_id: m.name
+                for m in (await self.call(self.guard.members, session.token, ident.household_id)).members
+            }
+            dropped = await self.call(
+                self.guard.reset_adaptation, session.token, ident.household_id, member_id
+            )
+        except GuardRefusal as exc:
+            if exc.code == "UNAUTHENTICATED" or exc.unreachable:
+                return self.refused(request, session, exc)
+            session.flash("error", f"The guard refused: {exc.message} ({exc.code})")
+            return redirect
+        log.info("console_adaptation_reset", household_id=ident.household_id, dropped=dropped)
+        name = names.get(member_id, member_id)
+        session.flash(
+            "ok",
+            f"{name}'s voiceprint is back to the enrollment: {dropped} voice sample(s) from confirmed "
+            "purchases were dropped.",
+        )
+        return redirect
+
     async def save_policy(self, request: Request) -> Response:
         checked = await self.checked_post(request)
         if isinstance(checked, Response):
@@ -640,6 +674,7 @@ def build_console_app(console: Console) -> Starlette:
         Route("/policy", console.page("policy", Console.load_policy), methods=["GET"]),
         Route("/policy", console.save_policy, methods=["POST"]),
         Route("/members", console.page("members", Console.load_members), methods=["GET"]),
+        Route("/members/reset-adaptation", console.reset_adaptation, methods=["POST"]),
         Route("/notifications", console.page("notifications", Console.load_notifications), methods=["GET"]),
         Route("/deliveries", console.page("deliveries", Console.load_deliveries), methods=["GET"]),
         Route("/deliveries/replay", console.replay, methods=["POST"]),
