@@ -20,7 +20,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from purchase_guard.voice.adaptation import (
     Adapted,
     Trigger,
     decide_adaptation,
+    enrollment_vector,
     model_vector,
 )
 from purchase_guard.voice.bootstrap import wilson
@@ -46,6 +47,12 @@ T0 = datetime(2026, 11, 25, tzinfo=UTC)
 PARENT_CORPORA = ("speechocean", "libri-test-other", "fsdd-pin")
 FLOOR_FMR = 1e-2
 MIN_IMPOSTORS = 2000
+# The margin: adapting needs the score against the enrollment alone to clear the band threshold
+# by it. Chosen per fold on the fold's TRAINING speakers only (choose_margin): the smallest on the
+# grid at which near-miss strangers among those speakers, every request approved, are accepted as
+# the parent no more often with adaptation than without (the rise the first pass measured).
+MARGIN_GRID = tuple(round(0.0025 * i, 4) for i in range(17))  # 0 to 0.04
+RULES = ("previous", "rule")  # the first pass's rule (no margin) and this one, same run
 NEAR_MISS_STRANGERS = 3
 
 PROTOCOL = (
@@ -60,7 +67,13 @@ PROTOCOL = (
     "purchases (each passed a challenge, PIN or parent approval); each goes through decide_adaptation "
     "with the print as it stands (verified = cosine to the weighted model >= the fold's band threshold), "
     "then the probe is scored against the print with and without the adaptations: FRR is the share of "
-    "probes refused, both columns from the same run. speechocean762 speakers have at most 9 test units "
+    "probes refused, all columns from the same run. Two rules side by side: 'previous' (the first pass: "
+    "verified against the print as it stands) and 'rule' (also: the score against the ORIGINAL "
+    "enrollment alone must clear the band threshold plus a margin). The margin is chosen per fold on "
+    "the fold's TRAINING speakers only: the same near-miss stranger simulation among them (their adults "
+    "as parents, 3 closest strangers each, every request approved), the smallest margin of 0 to 0.04 "
+    "(step 0.0025) at which those strangers are accepted as the parent no more often with adaptation "
+    "than without. speechocean762 speakers have at most 9 test units "
     "and test-other 7, so their probes follow at most 8 and 6 purchases; the table says how many. "
     "Attacks, against the same parents: child approved by parent: every held-out child (speechocean762, "
     "12 and under) in the parent's household (enrolled as CHILD from its enrollment units in every other "
@@ -148,6 +161,13 @@ class Tally:
         self.rows.append(row)
 
 
+def adults_of(table: Table, keys: Iterable[str]) -> list[str]:
+    """The adults among `keys` who can be parents (PARENT_CORPORA)."""
+    return [
+        k for k in keys if table.speakers[k].group == "adult" and table.speakers[k].corpus in PARENT_CORPORA
+    ]
+
+
 def people_of(table: Table, keys: Sequence[str]) -> list[Person]:
     out = []
     for k in keys:
@@ -165,14 +185,22 @@ def print_of(table: Table, p: Person, member: str) -> Voiceprint:
 
 
 class Sim:
-    def __init__(self, table: Table, thr: Thresholds, det: Any, floor: float) -> None:
+    def __init__(self, table: Table, thr: Thresholds, det: Any, floor: float, margin: float = 0.0) -> None:
         self.t = table
         self.thr = thr
         self.det = det
         self.limits = AdaptationLimits(
-            drift_floor=floor, child_threshold=float(det.operating_points.get("challenge", 0.5))
+            drift_floor=floor,
+            margin=margin,
+            child_threshold=float(det.operating_points.get("challenge", 0.5)),
         )
-        self.child = {}  # row -> likelihood (memo)
+        # The first pass's rule: no score against the enrollment alone (a margin nothing fails).
+        self.rules = {"previous": replace(self.limits, margin=-math.inf), "rule": self.limits}
+        self.child: dict[int, float] = {}  # row -> likelihood (memo)
+
+    def set_margin(self, margin: float) -> None:
+        self.limits = replace(self.limits, margin=margin)
+        self.rules["rule"] = self.limits
 
     def threshold(self, row: int) -> float:
         return self.thr.band_for(float(self.t.speech_s[row])).threshold
@@ -190,7 +218,12 @@ class Sim:
         return self.score(row, vp) >= self.threshold(row)
 
     def offer(
-        self, row: int, target: Voiceprint, household: Sequence[Voiceprint], reasons: dict[str, int]
+        self,
+        row: int,
+        target: Voiceprint,
+        household: Sequence[Voiceprint],
+        reasons: dict[str, int],
+        rule: str = "rule",
     ) -> Voiceprint:
         """One confirmed purchase with utterance `row`, offered to `target` as the pipeline would:
         the sample names the member the voice verified as (best print of the household, over its
@@ -214,9 +247,11 @@ class Sim:
             broadcast=False,
             replayed=False,
             created_at=T0,
+            # The shipped cosine back-end's score against the enrollment alone.
+            enrollment_score=float(unit(self.t.emb[row]) @ enrollment_vector(target)),
         )
         others = [vp for vp in household if vp.member_id != target.member_id]
-        out = decide_adaptation(sample, target, Role.ADULT, others, Trigger.PARENT_APPROVAL, self.limits)
+        out = decide_adaptation(sample, target, Role.ADULT, others, Trigger.PARENT_APPROVAL, self.rules[rule])
         if isinstance(out, Adapted):
             reasons["adapted"] = reasons.get("adapted", 0) + 1
             return replace(target, adapted=out.adapted)
@@ -235,24 +270,34 @@ def rotation(rng: random.Random, rows: Sequence[int], probe: int, n: int) -> lis
 
 
 def genuine(
-    sim: Sim, parents: list[Person], n: int, seed: str, tally: Tally, reasons: dict[str, int]
+    sim: Sim,
+    parents: list[Person],
+    n: int,
+    seed: str,
+    tally: Tally,
+    reasons: dict[str, dict[str, int]],
 ) -> None:
     for p in parents:
         base = print_of(sim.t, p, "parent")
         for probe in p.tests:
             rng = random.Random(f"{seed}-{p.key}-{probe}")
-            vp = base
             seq = rotation(rng, p.tests, probe, n)
-            for row in seq:
-                vp = sim.offer(row, vp, [vp], reasons)
+            grown = {}
+            for rule in RULES:
+                vp = base
+                for row in seq:
+                    vp = sim.offer(row, vp, [vp], reasons[rule], rule)
+                grown[rule] = vp
             tally.add(
                 kind="genuine",
                 parent=p.key,
                 corpus=p.corpus,
                 purchases=len(seq),
-                adapted=len(vp.adapted),
+                adapted=len(grown["rule"].adapted),
+                adapted_previous=len(grown["previous"].adapted),
                 none=sim.accepted(probe, base),
-                adapt=sim.accepted(probe, vp),
+                previous=sim.accepted(probe, grown["previous"]),
+                adapt=sim.accepted(probe, grown["rule"]),
             )
 
 
@@ -265,28 +310,76 @@ def attack(
     n: int,
     seed: str,
     tally: Tally,
-    reasons: dict[str, int],
+    reasons: dict[str, dict[str, int]],
 ) -> None:
     base = print_of(sim.t, parent, "parent")
     kid = print_of(sim.t, attacker, "child") if enrolled else None
     for probe in attacker.tests:
         rng = random.Random(f"{seed}-{kind}-{parent.key}-{attacker.key}-{probe}")
-        vp, nv = base, base
         seq = rotation(rng, attacker.tests, probe, n)
+        grown = {}
+        for rule in RULES:
+            vp = base
+            for row in seq:
+                household = [vp] + ([kid] if kid is not None else [])
+                vp = sim.offer(row, vp, household, reasons[rule], rule)
+            grown[rule] = vp
+        nv = base
         for row in seq:
-            household = [vp] + ([kid] if kid is not None else [])
-            vp = sim.offer(row, vp, household, reasons)
             nv = sim.naive(row, nv)
         tally.add(
             kind=kind,
             parent=parent.key,
             corpus=parent.corpus,
             purchases=len(seq),
-            adapted=len(vp.adapted),
+            adapted=len(grown["rule"].adapted),
+            adapted_previous=len(grown["previous"].adapted),
             none=sim.accepted(probe, base),
-            adapt=sim.accepted(probe, vp),
+            previous=sim.accepted(probe, grown["previous"]),
+            adapt=sim.accepted(probe, grown["rule"]),
             naive=sim.accepted(probe, nv),
         )
+
+
+def near_strangers(sim: Sim, parent: Person, parents: Sequence[Person]) -> list[Person]:
+    """The NEAR_MISS_STRANGERS adults of the parent's corpus whose units score highest against
+    the parent's enrollment."""
+    base = print_of(sim.t, parent, "parent")
+    same = [q for q in parents if q.corpus == parent.corpus and q.key != parent.key]
+    return sorted(same, key=lambda q: -np.mean([sim.score(r, base) for r in q.tests]))[:NEAR_MISS_STRANGERS]
+
+
+def choose_margin(sim: Sim, parents: Sequence[Person], n: int, seed: str) -> tuple[float, dict[str, int]]:
+    """The smallest MARGIN_GRID value at which `parents`' near-miss strangers (among `parents`:
+    TRAINING speakers only), every request approved, are accepted as the parent no more often with
+    adaptation than without. A run where the previous rule adapts nothing adapts nothing under any
+    margin (the margin only refuses), so only runs that adapted are re-simulated per margin.
+    Returns the margin and, per margin, the rise in accepted probes."""
+    runs: list[tuple[Voiceprint, Person, int, list[int]]] = []
+    for p in parents:
+        base = print_of(sim.t, p, "parent")
+        for q in near_strangers(sim, p, parents):
+            for probe in q.tests:
+                rng = random.Random(f"{seed}-choose-{p.key}-{q.key}-{probe}")
+                seq = rotation(rng, q.tests, probe, n)
+                vp = base
+                for row in seq:
+                    vp = sim.offer(row, vp, [vp], {}, "previous")
+                if vp.adapted:
+                    runs.append((base, q, probe, seq))
+    rise: dict[str, int] = {}
+    for m in MARGIN_GRID:
+        sim.rules["candidate"] = replace(sim.limits, margin=m)
+        up = 0
+        for base, _q, probe, seq in runs:
+            vp = base
+            for row in seq:
+                vp = sim.offer(row, vp, [vp], {}, "candidate")
+            up += int(sim.accepted(probe, vp)) - int(sim.accepted(probe, base))
+        rise[f"{m:.4f}"] = up
+    chosen = next((m for m in MARGIN_GRID if rise[f"{m:.4f}"] <= 0), MARGIN_GRID[-1])
+    del sim.rules["candidate"]
+    return chosen, rise
 
 
 # ------------------------------------------------------------------- report
@@ -338,9 +431,13 @@ def summarise(tally: Tally, reps: int, seed: int) -> dict[str, Any]:
             "parents": len({r["parent"] for r in rows}),
             "mean_purchases": float(np.mean([r["purchases"] for r in rows])) if rows else 0.0,
             "mean_adapted": float(np.mean([r["adapted"] for r in rows])) if rows else 0.0,
+            "mean_adapted_previous": float(np.mean([r["adapted_previous"] for r in rows])) if rows else 0.0,
             "frr_none": rate(rows, "none", False),
+            "frr_previous": rate(rows, "previous", False),
             "frr_adapt": rate(rows, "adapt", False),
-            "frr_diff": paired_diff(rows, "adapt", "none", False, reps, seed) if rows else None,
+            "frr_diff_previous": paired_diff(rows, "previous", "none", False, reps, seed),
+            "frr_diff": paired_diff(rows, "adapt", "none", False, reps, seed),
+            "frr_rule_minus_previous": paired_diff(rows, "adapt", "previous", False, reps, seed),
         }
         for name, rows in groups.items()
         if rows
@@ -350,42 +447,54 @@ def summarise(tally: Tally, reps: int, seed: int) -> dict[str, Any]:
         out[kind] = {
             "probes": len(rows),
             "accepted_none": rate(rows, "none", True),
+            "accepted_previous": rate(rows, "previous", True),
             "accepted_adapt": rate(rows, "adapt", True),
             "accepted_naive": rate(rows, "naive", True),
+            "previous_minus_none": paired_diff(rows, "previous", "none", True, reps, seed),
             "adapt_minus_none": paired_diff(rows, "adapt", "none", True, reps, seed),
+            "adapted_offers_previous": sum(r["adapted_previous"] for r in rows),
+            "adapted_offers": sum(r["adapted"] for r in rows),
             "naive_minus_none": paired_diff(rows, "naive", "none", True, reps, seed),
             "mean_adapted": float(np.mean([r["adapted"] for r in rows])) if rows else 0.0,
         }
     return out
 
 
+def diff_md(d: dict[str, Any], digits: int = 1) -> str:
+    f = f"{{:+.{digits}f}}"
+    return f"{f.format(100 * d['diff'])} [{f.format(100 * d['ci95'][0])} to {f.format(100 * d['ci95'][1])}]"
+
+
 def table_md(summary: dict[str, Any]) -> str:
     lines = [
-        "| parents | probes | parents (n) | purchases before the probe (mean) | adapted (mean) |"
-        " FRR, no adaptation | FRR, adaptation | difference [speaker bootstrap] |",
-        "|---|---|---|---|---|---|---|---|",
+        "| parents | probes | parents (n) | purchases before the probe (mean) |"
+        " adapted (mean), previous / rule | FRR, no adaptation | FRR, previous rule | FRR, this rule |"
+        " previous - none | rule - none |"
+        " rule - previous [speaker bootstrap] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, g in summary["genuine"].items():
-        d = g["frr_diff"]
         lines.append(
             f"| {name} | {g['probes']} | {g['parents']} | {g['mean_purchases']:.1f} | "
-            f"{g['mean_adapted']:.1f} | {pct(g['frr_none'])} | {pct(g['frr_adapt'])} | "
-            f"{100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}] |"
+            f"{g['mean_adapted_previous']:.1f} / {g['mean_adapted']:.1f} | {pct(g['frr_none'])} | "
+            f"{pct(g['frr_previous'])} | {pct(g['frr_adapt'])} | {diff_md(g['frr_diff_previous'])} | "
+            f"{diff_md(g['frr_diff'])} | {diff_md(g['frr_rule_minus_previous'])} |"
         )
     lines += [
         "",
-        "| attack | probes | accepted as the parent, no adaptation | with adaptation (this rule) | naive "
-        "(approval teaches the approver) | rule - none [bootstrap] | naive - none [bootstrap] |",
-        "|---|---|---|---|---|---|---|",
+        "| attack | probes | accepted as the parent, no adaptation | previous rule | this rule | naive "
+        "(approval teaches the approver) | offers adapted, previous / rule | previous - none | rule - none "
+        "| naive - none [bootstrap] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in ("child_approved", "stranger_near_miss"):
         a = summary[kind]
-        d, nd = a["adapt_minus_none"], a["naive_minus_none"]
         lines.append(
-            f"| {kind} | {a['probes']} | {pct(a['accepted_none'])} | {pct(a['accepted_adapt'])} | "
-            f"{pct(a['accepted_naive'])} | {100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f} to "
-            f"{100 * d['ci95'][1]:+.2f}] | {100 * nd['diff']:+.1f} [{100 * nd['ci95'][0]:+.1f} to "
-            f"{100 * nd['ci95'][1]:+.1f}] |"
+            f"| {kind} | {a['probes']} | {pct(a['accepted_none'])} | {pct(a['accepted_previous'])} | "
+            f"{pct(a['accepted_adapt'])} | {pct(a['accepted_naive'])} | "
+            f"{a['adapted_offers_previous']} / {a['adapted_offers']} | "
+            f"{diff_md(a['previous_minus_none'], 2)} | "
+            f"{diff_md(a['adapt_minus_none'], 2)} | {diff_md(a['naive_minus_none'])} |"
         )
     return "\n".join(lines)
 
@@ -409,7 +518,9 @@ def run(
     table = load_table(data, Ge2eEncoder(), vad_by_name("energy"), cache_dir, log=log)
     fold_of = assign_folds(table.speakers.values(), K)
     tally = Tally()
-    reasons: dict[str, dict[str, int]] = {"genuine": {}, "child_approved": {}, "stranger_near_miss": {}}
+    reasons: dict[str, dict[str, dict[str, int]]] = {
+        kind: {rule: {} for rule in RULES} for kind in ("genuine", "child_approved", "stranger_near_miss")
+    }
     folds = []
     quiet: Callable[[str], None] = lambda _m: None  # noqa: E731 - the fits' own chatter
     for fold in range(K):
@@ -417,11 +528,7 @@ def run(
         thr, det, floor, info = fit_fold(table, used, quiet)
         sim = Sim(table, thr, det, floor)
         held = [k for k, f in fold_of.items() if f == fold]
-        adults = [
-            k
-            for k in held
-            if table.speakers[k].group == "adult" and table.speakers[k].corpus in PARENT_CORPORA
-        ]
+        adults = adults_of(table, held)
         children = [
             k
             for k in held
@@ -429,6 +536,12 @@ def run(
         ]
         parents = people_of(table, sorted(adults))
         kids = people_of(table, sorted(children))
+        trained = people_of(table, sorted(adults_of(table, used)))
+        margin, rise = choose_margin(sim, trained, purchases, f"{seed}-{fold}")
+        sim.set_margin(margin)
+        info.update(
+            {"margin": margin, "margin_rise_on_training": rise, "margin_training_parents": len(trained)}
+        )
         genuine(sim, parents, purchases, f"{seed}-{fold}", tally, reasons["genuine"])
         for i, p in enumerate(parents):
             for j, c in enumerate(kids):
@@ -443,10 +556,7 @@ def run(
                     tally,
                     reasons["child_approved"],
                 )
-            base = print_of(table, p, "parent")
-            same = [q for q in parents if q.corpus == p.corpus and q.key != p.key]
-            near = sorted(same, key=lambda q: -np.mean([sim.score(r, base) for r in q.tests]))
-            for q in near[:NEAR_MISS_STRANGERS]:
+            for q in near_strangers(sim, p, parents):
                 attack(
                     sim,
                     "stranger_near_miss",
@@ -460,7 +570,10 @@ def run(
                 )
         info.update({"fold": fold, "parents": len(parents), "children": len(kids)})
         folds.append(info)
-        log(f"fold {fold}: {len(parents)} parents, {len(kids)} children, floor {floor:.4f}")
+        log(
+            f"fold {fold}: {len(parents)} parents, {len(kids)} children, "
+            f"floor {floor:.4f}, margin {margin:.4f}"
+        )
     summary = summarise(tally, replicates, seed)
     doc = {
         "protocol": PROTOCOL,
@@ -474,13 +587,16 @@ def run(
     return doc, table
 
 
-def write_shipped(table: Table, log: Callable[[str], None]) -> float:
-    """The drift floor on every speaker but the smoke ones, into voice/thresholds.json."""
+def write_shipped(table: Table, purchases: int, log: Callable[[str], None]) -> tuple[float, float]:
+    """The drift floor and margin on every speaker but the smoke ones, into voice/thresholds.json."""
     from purchase_guard.voice.eval_kfold import git_commit
     from purchase_guard.voice.fitting import provenance, smoke_speakers, write_json
 
     used = set(table.speakers) - set(smoke_speakers(table))
-    floor, per = drift_floor(table, used)
+    thr, det, floor, _info = fit_fold(table, used, lambda _m: None)
+    _, per = drift_floor(table, used)
+    sim = Sim(table, thr, det, floor)
+    margin, rise = choose_margin(sim, people_of(table, sorted(adults_of(table, used))), purchases, "shipped")
     path = ROOT / "src" / "purchase_guard" / "voice" / "thresholds.json"
     doc = json.loads(path.read_text("utf-8"))
     prov = provenance(table, used, git_commit(ROOT))
@@ -491,13 +607,24 @@ def write_shipped(table: Table, log: Callable[[str], None]) -> float:
             f"centroid that impostors exceed {100 * FLOOR_FMR:g} % of the time (scripts/eval_adaptation.py)"
         ),
         "by_corpus": {k: round(v, 5) for k, v in per.items()},
+        # Fitted and recorded, not read by the server (Thresholds reads `margin`): on held-out
+        # speakers it removed the stranger rise but cost most of the FRR gain (docs/voice.md).
+        "margin_fitted": round(margin, 5),
+        "margin_rule": (
+            "score against the enrollment alone >= band threshold + margin; the margin is the smallest of "
+            f"{MARGIN_GRID[0]:g}..{MARGIN_GRID[-1]:g} (step {MARGIN_GRID[1]:g}) at which near-miss strangers "
+            f"among the fitting speakers ({NEAR_MISS_STRANGERS} per parent, {purchases} approved requests "
+            "each) are accepted as the parent no more often with adaptation than without "
+            "(scripts/eval_adaptation.py choose_margin)"
+        ),
+        "margin_rise_by_candidate": rise,
         "fitted_on": {
             k: prov[k] for k in ("speakers", "corpora", "date", "git_commit", "held_out_for_tests")
         },
     }
     write_json(path, doc)
-    log(f"drift floor {floor:.5f} written to {path}")
-    return floor
+    log(f"drift floor {floor:.5f}, margin {margin:.5f} written to {path}")
+    return floor, margin
 
 
 def main() -> int:
@@ -518,7 +645,7 @@ def main() -> int:
         seed=args.seed,
     )
     if args.write_shipped:
-        doc["shipped_drift_floor"] = write_shipped(table, print)
+        doc["shipped_drift_floor"], doc["shipped_margin"] = write_shipped(table, args.purchases, print)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "adaptation.json").write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
     md = table_md(doc["summary"])

@@ -205,7 +205,7 @@ class AdaptationSample:
     replayed: bool  # the replay check matched (or failed)
     created_at: datetime
     # Against the member's ORIGINAL enrollment alone (no adapted rows), same back-end and band as
-    # `score`; -inf when not measured (a sample kept before it was): such a sample never adapts.
+    # `score`; -inf when not measured (a sample kept before it was): refused wherever a margin is set.
     enrollment_score: float = -math.inf
 
 

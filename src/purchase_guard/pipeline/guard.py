@@ -405,7 +405,6 @@ class Guard:
         if (
             self._adaptation is None
             or self._adaptation.drift_floor is None
-            or self._adaptation.margin is None
             or policy is None
             or not policy.voice_adaptation
             or not heard

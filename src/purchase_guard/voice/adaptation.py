@@ -23,7 +23,7 @@ Never adapted from (each a `NotAdapted.reason`):
   only verified because of earlier adaptations cannot add to them, and one that verified just
   over the threshold (where an impostor's false accept sits) is not taught: the margin puts the
   bar where impostors pass at a tenth of the band's rate (fitted on training speakers,
-  thresholds.json `adaptation.margin`);
+  thresholds.json `adaptation.margin`; not shipped: see docs/voice.md);
 - `child_like`: the child detector's likelihood is at or above the challenge point;
 - `broadcast` / `replayed`: the broadcast or replay check matched (or could not run);
 - `low_quality`: too little net speech, too noisy or clipped (the enrollment gates' limits);
@@ -70,8 +70,9 @@ class AdaptationLimits:
     """The rule's settings. `drift_floor` is the cosine to the original enrollment a sample must
     reach (calibrated on training speakers, thresholds.json `adaptation.drift_floor`); `margin`
     how far over the band threshold the sample's score against the original enrollment alone must
-    be (thresholds.json `adaptation.margin`). Either None turns adaptation off (fail closed: no
-    calibration, no adaptation)."""
+    be (thresholds.json `adaptation.margin`). No drift floor turns adaptation off (fail closed: no
+    calibration, no adaptation); no margin leaves the enrollment-alone check out (the first
+    pass's rule, what ships: the margin cost most of the FRR gain, docs/voice.md)."""
 
     drift_floor: float | None
     margin: float | None = None
@@ -160,7 +161,7 @@ def decide_adaptation(
     how the purchase was confirmed; every trigger needs the same evidence of the voice (it
     verified as `target`'s member at the request), see the module docstring."""
     del trigger  # every trigger is held to the same evidence; kept for the record
-    if not enabled or limits.drift_floor is None or limits.margin is None:
+    if not enabled or limits.drift_floor is None:
         return NotAdapted("off", "voice adaptation is off for this household")
     if role is not Role.ADULT:
         return NotAdapted("role", f"only adults' voiceprints adapt, this member is {role.value}")
@@ -169,7 +170,7 @@ def decide_adaptation(
     if sample.member_id != target.member_id or sample.score < sample.threshold:
         return NotAdapted("not_attributed", "the request's voice did not verify as this member")
     # NaN (or the -inf of a sample kept before the score was) fails the comparison: refused.
-    if not sample.enrollment_score >= sample.threshold + limits.margin:
+    if limits.margin is not None and not sample.enrollment_score >= sample.threshold + limits.margin:
         return NotAdapted(
             "enrollment_margin",
             f"against the enrollment alone the voice scored {sample.enrollment_score:.3f}, "

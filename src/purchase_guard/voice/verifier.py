@@ -57,7 +57,7 @@ class Thresholds:
     # adaptation.
     drift_floor: float | None = None
     # How far over the band threshold the score against the original enrollment alone must be
-    # (same script, same fit); None: no adaptation.
+    # (same script, same fit); None: that check is left out (what ships, docs/voice.md).
     adapt_margin: float | None = None
 
     def __post_init__(self) -> None:

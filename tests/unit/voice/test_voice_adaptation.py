@@ -135,9 +135,9 @@ def test_only_adults_adapt_and_off_means_off() -> None:
     out = decide(sample(), limits=AdaptationLimits(drift_floor=None, margin=0.03))
     assert isinstance(out, NotAdapted)
     assert out.reason == "off"
-    out = decide(sample(), limits=AdaptationLimits(drift_floor=0.6, margin=None))
-    assert isinstance(out, NotAdapted)
-    assert out.reason == "off"
+    # No margin: the enrollment-alone check is left out (the shipped rule), nothing else changes.
+    unmeasured = sample(enrollment_score=-np.inf)
+    assert isinstance(decide(unmeasured, limits=AdaptationLimits(drift_floor=0.6, margin=None)), Adapted)
 
 
 @pytest.mark.parametrize(
