@@ -72,7 +72,7 @@ class ArmedBroadcast:
         self.armed = False
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str, fp: object = None
     ) -> BroadcastCheck:
         if not self.armed:
             return BroadcastCheck()

@@ -247,8 +247,11 @@ class Guard:
         heard: list[Heard] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
         voice = self._check_voice(hh, pcm, members, prints, heard)
-        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id)
+        # One print for both audio checks: the replay check and the broadcast check compare the
+        # same fingerprint (the costliest audio work after the encoder). A print that could not be
+        # made fails the replay check closed, and the broadcast check then tries its own.
         fp = self._fingerprint(pcm)
+        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id, fp)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
             decision_id,
@@ -519,11 +522,18 @@ class Guard:
             return VoiceCheck(None, error="the speaker check raised an internal error")
 
     def _check_broadcast(
-        self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, caller_id: str
+        self,
+        hh: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        caller_id: str,
+        fp: Fingerprint | None,
     ) -> BroadcastCheck:
         try:
             with span("broadcast.check") as s:
-                found = self._broadcast.check(hh, device_id, decision_id, pcm, now, caller_id=caller_id)
+                found = self._broadcast.check(hh, device_id, decision_id, pcm, now, caller_id=caller_id, fp=fp)
                 s.set(matched=bool(found.reasons), cluster_size=len(found.cluster_decisions))
         except Exception as exc:
             CHECK_ERRORS.labels("broadcast").inc()

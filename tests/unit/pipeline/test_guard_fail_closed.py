@@ -60,14 +60,14 @@ class ExplodingVerifier(AdultVerifier):
 
 class ExplodingBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str, fp: object = None
     ) -> BroadcastCheck:
         raise ConnectionError("redis gone")
 
 
 class QuietBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str, fp: object = None
     ) -> BroadcastCheck:
         return BroadcastCheck()
 
@@ -79,7 +79,7 @@ class RecordingBroadcast(QuietBroadcast):
         self.callers: list[str] = []
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str, fp: object = None
     ) -> BroadcastCheck:
         self.callers.append(caller_id)
         return BroadcastCheck()
