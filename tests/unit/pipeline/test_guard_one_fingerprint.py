@@ -3,7 +3,7 @@ still find what they are for (a known clip, a resent recording)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ class Counted:
 
 
 @pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]:
+def counted(monkeypatch: pytest.MonkeyPatch) -> Counted:
     c = Counted()
 
     def in_pipeline(pcm: Pcm, *args: Any, **kwargs: Any) -> Fingerprint:
@@ -51,12 +51,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]:
 
     monkeypatch.setattr(pipeline_guard, "fingerprint", in_pipeline)
     monkeypatch.setattr(broadcast_guard, "fingerprint", c)
-    yield c
+    return c
 
 
 def clip_guard() -> BroadcastGuard:
     store = MemoryClipStore()
-    ClipRegistry(store, FrozenClock(NOW), SequentialIds()).register("Dollhouse ad", AudioInput(encoded=wav(CLIP)))
+    ClipRegistry(store, FrozenClock(NOW), SequentialIds()).register(
+        "Dollhouse ad", AudioInput(encoded=wav(CLIP))
+    )
     return BroadcastGuard(MemoryWindow(timedelta(minutes=10)), Denylist(store), SequentialIds())
 
 
