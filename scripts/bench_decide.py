@@ -267,6 +267,11 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--postgres-dsn", default=os.environ.get("PURCHASE_GUARD_TEST_POSTGRES_DSN", DEFAULT_DSN))
     args = ap.parse_args()
+    from purchase_guard.logs import configure_logging
+
+    # Logged as the server logs (JSON lines on stderr at its default level): the decision's log
+    # line is part of its cost. Send stderr to a file to keep the table readable.
+    configure_logging("info")
     stores = [b for b in args.stores.split(",") if b]
     takes = pcm_takes(70 + len(LEVELS) * args.n)
     load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])

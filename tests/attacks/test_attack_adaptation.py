@@ -105,7 +105,15 @@ class MatchEverything:
     """A broadcast defence that finds every utterance in a broadcast cluster."""
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: object, now: object, *, caller_id: str
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: object,
+        now: object,
+        *,
+        caller_id: str,
+        fp: object = None,
     ) -> BroadcastCheck:
         return BroadcastCheck(reasons=(Reason(ReasonCode.BROADCAST_MATCH, "heard on many devices"),))
 

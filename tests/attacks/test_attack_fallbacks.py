@@ -46,6 +46,12 @@ class FaultyStore(SqliteStore):
             raise OSError("disk gone")
         return super().get_policy(household_id)
 
+    def deciding_facts(self, household_id: str, *args: Any) -> Any:
+        # Evaluate reads the policy with spend, PIN and templates in one statement.
+        if self.policy_fails:
+            raise OSError("disk gone")
+        return super().deciding_facts(household_id, *args)
+
     def _compare_and_set(self, conn: Any, *args: Any) -> bool:  # type: ignore[override]
         # Inside record_decision's transaction, after the decision row, its audit entry and the
         # challenge's new state are written: a failure here must take all of them back.
@@ -72,7 +78,15 @@ class ArmedBroadcast:
         self.armed = False
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
+        fp: object = None,
     ) -> BroadcastCheck:
         if not self.armed:
             return BroadcastCheck()

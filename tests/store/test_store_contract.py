@@ -395,6 +395,46 @@ def test_spend_since_sums_the_window(store: Store, make: Make) -> None:
     assert store.spend_since(hh.household_id, None, T0 + timedelta(days=1)) == 0
 
 
+def test_deciding_facts_are_the_separate_reads_in_one(store: Store, make: Make) -> None:
+    """deciding_facts answers what get_policy, spend_snapshot, get_pin and digit_template_members
+    answer: first for a household with none of them, then with a policy (two revisions), a PIN,
+    templates for two members and spend; another household's rows never leak in."""
+    hh = make.household(store)
+    hid = hh.household_id
+    day, month = T0 - timedelta(days=1), T0 - timedelta(days=30)
+    empty = store.deciding_facts(hid, None, day, month)
+    assert empty.policy is None
+    assert empty.pin is None
+    assert empty.digit_template_members == frozenset()
+    assert empty.spend == store.spend_snapshot(hid, None, day, month)
+    ada = make.member(store, hid)
+    bo = make.member(store, hid)
+    store.put_policy(hid, _policy(), T0)
+    store.put_policy(hid, replace(_policy(), household_daily_cap_minor=5), T0)
+    store.put_pin(PinState(hid, "argon2id$...", T0, failures=2))
+    store.put_digit_templates(hid, ada.member_id, "mfcc/1", b"a", T0, None)
+    store.put_digit_templates(hid, bo.member_id, "mfcc/1", b"b", T0, None)
+    for offset, amount in ((-30, 200), (-5, 800)):
+        d = make.decision(hid, at=T0 + timedelta(minutes=offset), amount=amount, member_id=ada.member_id)
+        store.record_decision(d, "dg", "{}", spend=make.spend(d, exempt=amount == 800))
+    other = make.household(store)
+    store.put_pin(PinState(other.household_id, "argon2id$other", T0))
+    for member in (ada.member_id, None):
+        facts = store.deciding_facts(hid, member, day, month)
+        assert facts.policy == store.get_policy(hid)
+        assert facts.policy is not None
+        assert facts.policy.household_daily_cap_minor == 5
+        assert facts.pin == store.get_pin(hid)
+        assert facts.pin is not None
+        assert facts.pin.failures == 2
+        assert (
+            facts.digit_template_members == store.digit_template_members(hid) == {ada.member_id, bo.member_id}
+        )
+        assert facts.spend == store.spend_snapshot(hid, member, day, month)
+    assert store.deciding_facts(hid, ada.member_id, day, month).spend.member_daily_minor == 1000
+    assert store.deciding_facts(other.household_id, None, day, month).digit_template_members == frozenset()
+
+
 def test_spend_snapshot_is_the_same_sums_in_one_read(store: Store, make: Make) -> None:
     """spend_snapshot gives exactly what spend_since and exempt_spend_since_last_challenge give, for
     a member, another member, no member, and spend older than the day but inside the month."""

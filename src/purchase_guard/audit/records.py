@@ -9,6 +9,7 @@ against `MASKED_KEYS`; a hit raises instead of writing the secret.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -55,8 +56,12 @@ _SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_masked_key(key: str) -> bool:
-    """True if `key`, or any word in it, is on the denylist ("user_pin", "rawAudio", "PIN")."""
+    """True if `key`, or any word in it, is on the denylist ("user_pin", "rawAudio", "PIN").
+
+    A pure function of the key: remembered, since a record's keys are nearly all the same few
+    dozen names every time (about 80 checks a decision)."""
     normal = _CAMEL.sub("_", key).lower()
     words = [w for w in _SPLIT.split(normal) if w]
     joined = "_".join(words)
@@ -69,10 +74,12 @@ def _check_keys(value: object, path: str) -> None:
             if is_masked_key(str(key)):
                 # Name the key, never the value: the value is what must not be written.
                 raise GuardError(f"audit record refused: masked key {path}{key!r}")
-            _check_keys(inner, f"{path}{key}.")
+            if isinstance(inner, Mapping | list | tuple):  # scalars hold no keys
+                _check_keys(inner, f"{path}{key}.")
     elif isinstance(value, list | tuple):
         for inner in value:
-            _check_keys(inner, path)
+            if isinstance(inner, Mapping | list | tuple):
+                _check_keys(inner, path)
 
 
 def _score(value: float) -> float | None:

@@ -129,7 +129,24 @@ def _band_matrix(params: FingerprintParams) -> F64Array:
     return out
 
 
-_BANDS: dict[FingerprintParams, np.ndarray[Any, np.dtype[np.float32]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Bands:
+    """The band matrix cut to the FFT bins it sums (`lo` to `hi`): the rest of the spectrum,
+    below f_lo_hz and above f_hi_hz, is never squared nor summed."""
+
+    lo: int
+    hi: int
+    matrix: np.ndarray[Any, np.dtype[np.float32]]
+
+
+def _used_bands(params: FingerprintParams) -> _Bands:
+    full = _band_matrix(params)
+    used = np.flatnonzero(full.any(axis=1))
+    lo, hi = int(used[0]), int(used[-1]) + 1
+    return _Bands(lo, hi, np.ascontiguousarray(full[lo:hi]).astype(np.float32))
+
+
+_BANDS: dict[FingerprintParams, _Bands] = {}
 _WINDOWS: dict[int, np.ndarray[Any, np.dtype[np.float32]]] = {}
 
 
@@ -140,15 +157,15 @@ def band_energies(samples: np.ndarray[Any, Any], params: FingerprintParams = DEF
         return np.zeros((0, N_BITS + 1))
     bands = _BANDS.get(params)
     if bands is None:
-        bands = _BANDS.setdefault(params, _band_matrix(params).astype(np.float32))
+        bands = _BANDS.setdefault(params, _used_bands(params))
     window = _WINDOWS.get(params.frame)
     if window is None:
         window = _WINDOWS.setdefault(params.frame, np.hanning(params.frame).astype(np.float32))
     frames = np.lib.stride_tricks.sliding_window_view(x, params.frame)[:: params.hop]
     # scipy.fft keeps float32 (numpy's rfft works in float64 and is several times slower).
-    spec = scipy.fft.rfft(frames * window, axis=1)
+    spec = scipy.fft.rfft(frames * window, axis=1)[:, bands.lo : bands.hi]
     power = spec.real * spec.real + spec.imag * spec.imag
-    return np.asarray(power @ bands, dtype=np.float64)
+    return np.asarray(power @ bands.matrix, dtype=np.float64)
 
 
 def add_tail(energy: F64Array, params: FingerprintParams = DEFAULT_PARAMS) -> F64Array:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from purchase_guard.broadcast.denylist import PROMOTED, REGISTERED, Clip, ClipMatch, Denylist
-from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, FingerprintParams, fingerprint
+from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, Fingerprint, FingerprintParams, fingerprint
 from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch, MatchParams, best_offset
 from purchase_guard.broadcast.window import FleetWindow, WindowEntry, WindowMatch
 from purchase_guard.clock import IdSource
@@ -190,8 +190,12 @@ class BroadcastGuard:
         now: datetime,
         *,
         caller_id: str,
+        fp: Fingerprint | None = None,
     ) -> BroadcastCheck:
-        fp = fingerprint(pcm, self._params)
+        # The pipeline's print (made once for this check and the replay check) is the default
+        # parameters'; a guard built with other parameters makes its own.
+        if fp is None or self._params != DEFAULT_PARAMS:
+            fp = fingerprint(pcm, self._params)
         if fp.voiced_seconds < self._gate.min_voiced_seconds:
             return BroadcastCheck()
         reasons: list[Reason] = []

@@ -90,7 +90,13 @@ from purchase_guard.pipeline.verdict import (
     policy_role,
 )
 from purchase_guard.policy.engine import evaluate_policy
-from purchase_guard.store.protocol import AudioPrint, DecidingStore, SpendEntry, VoiceprintUpdate
+from purchase_guard.store.protocol import (
+    AudioPrint,
+    DecidingFacts,
+    DecidingStore,
+    SpendEntry,
+    VoiceprintUpdate,
+)
 from purchase_guard.tracing import span
 from purchase_guard.voice.adaptation import AdaptationLimits, NotAdapted, Trigger, decide_adaptation
 from purchase_guard.voice.audio import TARGET_RATE_HZ, Pcm, decode_audio
@@ -248,8 +254,11 @@ class Guard:
         heard: list[Heard] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
         voice = self._check_voice(hh, pcm, members, prints, heard)
-        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id)
+        # One print for both audio checks: the replay check and the broadcast check compare the
+        # same fingerprint (the costliest audio work after the encoder). A print that could not be
+        # made fails the replay check closed, and the broadcast check then tries its own.
         fp = self._fingerprint(pcm)
+        broadcast = self._check_broadcast(hh, req.device_id, decision_id, pcm, now, req.caller.caller_id, fp)
         member_id = voice.result.member_id if voice.result is not None and voice.result.verified else None
         ctx = DecisionContext(
             decision_id,
@@ -274,9 +283,10 @@ class Guard:
             # Under the lock: two copies of one recording sent at once cannot both pass.
             replay = self._check_replay(hh, fp, now)
             try:
-                policy = self._store.get_policy(hh)
-                spend = self._spend_snapshot(hh, member_id, now)
-                options = self._challenge_options(hh, members, prints, now)
+                # Policy, spend, PIN and digit-template members: one statement.
+                facts = self._store.deciding_facts(hh, member_id, now - DAY, now - MONTH)
+                policy, spend = facts.policy, facts.spend
+                options = self._challenge_options(facts, members, prints, now)
                 unknown = self._unknown_voice_gate(hh, policy, options, voice, now)
                 role = policy_role(voice, unknown)
                 with span("policy.evaluate", role=role.name) as s:
@@ -532,20 +542,26 @@ class Guard:
             return VoiceCheck(None, error="the speaker check raised an internal error")
 
     def _check_broadcast(
-        self, hh: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, caller_id: str
+        self,
+        hh: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        caller_id: str,
+        fp: Fingerprint | None,
     ) -> BroadcastCheck:
         try:
             with span("broadcast.check") as s:
-                found = self._broadcast.check(hh, device_id, decision_id, pcm, now, caller_id=caller_id)
+                found = self._broadcast.check(
+                    hh, device_id, decision_id, pcm, now, caller_id=caller_id, fp=fp
+                )
                 s.set(matched=bool(found.reasons), cluster_size=len(found.cluster_decisions))
         except Exception as exc:
             CHECK_ERRORS.labels("broadcast").inc()
             log.warning("broadcast_check_failed", error=type(exc).__name__)
             return BroadcastCheck(error="the broadcast check raised an internal error")
         return found
-
-    def _spend_snapshot(self, hh: str, member_id: str | None, now: datetime) -> SpendSnapshot:
-        return self._store.spend_snapshot(hh, member_id, now - DAY, now - MONTH)
 
     def _unknown_voice_gate(
         self, hh: str, policy: Policy | None, options: ChallengeOptions, voice: VoiceCheck, now: datetime
@@ -563,14 +579,14 @@ class Guard:
         return UnknownVoiceGate(to_parent=True, recent=recent, limit=self._unknown_voice_limit)
 
     def _challenge_options(
-        self, hh: str, members: Mapping[str, Member], prints: Sequence[Voiceprint], now: datetime
+        self, facts: DecidingFacts, members: Mapping[str, Member], prints: Sequence[Voiceprint], now: datetime
     ) -> ChallengeOptions:
-        pin = self._store.get_pin(hh)
+        pin = facts.pin
         voices = {vp.member_id for vp in prints if vp.encoder == self._verifier.encoder.name}
         # A spoken answer is checked for what it says as well as who says it: only an adult with
         # digit templates enrolled can answer one (the packaged bank alone hears right answers
         # too rarely to be offered, docs/challenges.md).
-        templated = self._store.digit_template_members(hh) if self._digits is not None else frozenset()
+        templated = facts.digit_template_members if self._digits is not None else frozenset()
         enrolled = voices & templated
         return ChallengeOptions(
             has_pin=pin is not None,

@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.domain import BroadcastCheck, Role, SpeakerResult, Voiceprint
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import SpeakerEncoder
@@ -66,11 +67,14 @@ class BroadcastDefence(Protocol):
         now: datetime,
         *,
         caller_id: str,
+        fp: Fingerprint | None = None,
     ) -> BroadcastCheck:
         """Match the utterance against known clips and the fleet window; also records it in the window.
 
         `caller_id` is the authenticated caller (api layer), "" for calls made in process: the
-        window counts sources by caller and device, never by the household a request names."""
+        window counts sources by caller and device, never by the household a request names.
+        `fp` is the utterance's print with the default parameters when the caller has made it
+        already (the pipeline's replay check needs the same one); None: the check makes its own."""
         ...
 
 
@@ -86,5 +90,6 @@ class NoBroadcastDefence:
         now: datetime,
         *,
         caller_id: str,
+        fp: Fingerprint | None = None,
     ) -> BroadcastCheck:
         return BroadcastCheck()

@@ -85,6 +85,7 @@ class PostgresStore(SqlStore):
     _BYTE_ORDER = ' COLLATE "C"'
     _ROW_LOCK = " FOR NO KEY UPDATE"
     _ROW_LOCK_EXCLUSIVE = " FOR UPDATE"
+    _JOIN_IDS = "string_agg({}, ',')"
     _INTEGRITY_ERRORS = (psycopg.IntegrityError,)
 
     def __init__(

@@ -78,6 +78,18 @@ class StoredDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class DecidingFacts:
+    """What Evaluate reads of a household under its lock, besides the audio prints, in one read:
+    the current policy, the spend snapshot, the PIN (None: none set) and the members with digit
+    templates stored."""
+
+    policy: Policy | None
+    spend: SpendSnapshot
+    pin: PinState | None
+    digit_template_members: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRevision:
     household_id: str
     policy: Policy  # carries its revision number
@@ -379,6 +391,13 @@ class DecisionLog(Protocol):
         the household's spend since `day_since` and `month_since` (the member's 0 when None), and
         the exempt spend since the last passed challenge. Same sums as `spend_since` and
         `exempt_spend_since_last_challenge`."""
+        ...
+
+    def deciding_facts(
+        self, household_id: str, member_id: str | None, day_since: datetime, month_since: datetime
+    ) -> DecidingFacts:
+        """`get_policy`, `spend_snapshot`, `get_pin` and `digit_template_members` of one household
+        in one statement (one round trip), with the same answers."""
         ...
 
     def get_challenge(self, household_id: str, challenge_id: str) -> Challenge:

@@ -56,6 +56,7 @@ from purchase_guard.store import codec
 from purchase_guard.store.protocol import (
     AudioPrint,
     DeadLetter,
+    DecidingFacts,
     Delivery,
     HouseholdRecords,
     PolicyRevision,
@@ -131,6 +132,9 @@ class SqlStore(SealedRows):
     _ROW_LOCK: ClassVar[str] = ""
     _ROW_LOCK_EXCLUSIVE: ClassVar[str] = ""
     _INTEGRITY_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
+    # Text values of a group joined with ',' (ids never hold one): SQLite's group_concat, or
+    # PostgreSQL's string_agg.
+    _JOIN_IDS: ClassVar[str] = "group_concat({}, ',')"
 
     # --- hooks ----------------------------------------------------------------------
 
@@ -1119,6 +1123,64 @@ class SqlStore(SealedRows):
             exempt_since_last_challenge_minor=exempt,
         )
 
+    # The month's spend sums of `spend_snapshot`, as a derived table of one row.
+    _SPEND_SUMS = (
+        "SELECT"
+        " COALESCE(SUM(CASE WHEN member_id = ? AND at >= ? THEN amount_minor END), 0) AS member_day,"
+        " COALESCE(SUM(CASE WHEN member_id = ? THEN amount_minor END), 0) AS member_month,"
+        " COALESCE(SUM(CASE WHEN at >= ? THEN amount_minor END), 0) AS household_day,"
+        " COALESCE(SUM(amount_minor), 0) AS household_month"
+        " FROM spend WHERE household_id = ? AND at >= ?"
+    )
+
+    def deciding_facts(
+        self, household_id: str, member_id: str | None, day_since: datetime, month_since: datetime
+    ) -> DecidingFacts:
+        # One statement for four reads a decision used to make one by one: the spend sums (one
+        # row, always), the PIN row joined to it when there is one, and the policy body, the
+        # exempt sum and the templated members as scalar subqueries.
+        day, month = format_ts(day_since), format_ts(min(day_since, month_since))
+        member = member_id or ""
+        pin_columns = ", ".join(f"p.{c.strip()}" for c in PIN_COLUMNS.split(","))
+        with self._reading() as conn:
+            row = self._run(
+                conn,
+                "SELECT s.member_day, s.member_month, s.household_day, s.household_month,"
+                " (SELECT COALESCE(SUM(amount_minor), 0) FROM spend"
+                "  WHERE household_id = ? AND exempt = ? AND seq > COALESCE("
+                "   (SELECT MAX(passed_seq) FROM challenges WHERE household_id = ?), 0)),"
+                " (SELECT body FROM policies WHERE household_id = ? ORDER BY revision DESC LIMIT 1),"
+                f" (SELECT {self._JOIN_IDS.format('member_id')} FROM digit_templates WHERE household_id = ?),"
+                f" {pin_columns}"
+                f" FROM ({self._SPEND_SUMS}) AS s LEFT JOIN pins p ON p.household_id = ?",
+                (
+                    household_id,
+                    True,
+                    household_id,
+                    household_id,
+                    household_id,
+                    member,
+                    day,
+                    member,
+                    day,
+                    household_id,
+                    month,
+                    household_id,
+                ),
+            ).fetchone()
+        sums = tuple(int(v) for v in row[:5])
+        spend = SpendSnapshot(
+            member_daily_minor=sums[0] if member_id else 0,
+            member_monthly_minor=sums[1] if member_id else 0,
+            household_daily_minor=sums[2],
+            household_monthly_minor=sums[3],
+            exempt_since_last_challenge_minor=sums[4],
+        )
+        policy = None if row[5] is None else codec.policy_from_json(row[5])
+        templated = frozenset(m for m in str(row[6] or "").split(",") if m)
+        pin = None if row[7] is None else self._pin(tuple(row[7:]))
+        return DecidingFacts(policy=policy, spend=spend, pin=pin, digit_template_members=templated)
+
     def audit_entries(self, household_id: str) -> list[AuditEntry]:
         with self._reading() as conn:
             rows = self._run(
@@ -1337,43 +1399,65 @@ class SqlStore(SealedRows):
         cls, conn: Any, household_id: str, events: tuple[Event, ...], bodies: list[str]
     ) -> list[int]:
         """Inserts the events inside the caller's transaction (which holds the household row lock,
-        so ids are handed out in commit order); returns the ids given, 0 for a repeated fact."""
-        hooked = (
-            cls._run(conn, "SELECT 1 FROM webhooks WHERE household_id = ?", (household_id,)).fetchone()
-            is not None
+        so ids are handed out in commit order); returns the ids given, 0 for a repeated fact.
+
+        Three statements whatever the number of events: the facts already queued, one counter
+        step for all the new ones, and one insert of them all, whose state (delivery pending or
+        none) asks the webhook table in the same statement."""
+        marks = ", ".join("?" for _ in events)
+        seen = {
+            str(r[0])
+            for r in cls._run(
+                conn,
+                f"SELECT dedup FROM outbox WHERE household_id = ? AND dedup IN ({marks})",
+                (household_id, *(e.dedup for e in events)),
+            ).fetchall()
+        }
+        new: list[tuple[Event, str]] = []
+        for event, body in zip(events, bodies, strict=True):
+            if event.dedup not in seen:
+                seen.add(event.dedup)  # the same fact twice in one batch is queued once
+                new.append((event, body))
+        if not new:
+            return [0] * len(events)
+        row = cls._run(
+            conn,
+            "INSERT INTO event_counters (household_id, last_id) VALUES (?, ?)"
+            " ON CONFLICT (household_id) DO UPDATE SET last_id = event_counters.last_id + excluded.last_id"
+            " RETURNING last_id",
+            (household_id, len(new)),
+        ).fetchone()
+        first = int(row[0]) - len(new) + 1
+        ids = {event.dedup: first + k for k, (event, _) in enumerate(new)}
+        hooked = "EXISTS (SELECT 1 FROM webhooks WHERE household_id = ?)"
+        values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in new)
+        params: list[object] = []
+        for event, body in new:
+            params += [
+                household_id,
+                ids[event.dedup],
+                event.kind.value,
+                event.dedup,
+                body,
+                format_ts(event.occurred_at),
+            ]
+        cls._run(
+            conn,
+            "INSERT INTO outbox (household_id, event_id, kind, dedup, body, created_at, state,"
+            " attempts, next_attempt_at)"
+            f" SELECT v.*, CASE WHEN {hooked} THEN 'pending' ELSE 'none' END, 0,"
+            f" CASE WHEN {hooked} THEN ? END"
+            f" FROM (VALUES {values}) AS v",
+            (household_id, household_id, _DUE_AT_ONCE, *params),
         )
         given: list[int] = []
-        for event, body in zip(events, bodies, strict=True):
-            seen = cls._run(
-                conn, "SELECT 1 FROM outbox WHERE household_id = ? AND dedup = ?", (household_id, event.dedup)
-            ).fetchone()
-            if seen is not None:
+        placed: set[str] = set()
+        for event in events:
+            if event.dedup in ids and event.dedup not in placed:
+                placed.add(event.dedup)
+                given.append(ids[event.dedup])
+            else:
                 given.append(0)
-                continue
-            row = cls._run(
-                conn,
-                "INSERT INTO event_counters (household_id, last_id) VALUES (?, 1)"
-                " ON CONFLICT (household_id) DO UPDATE SET last_id = event_counters.last_id + 1"
-                " RETURNING last_id",
-                (household_id,),
-            ).fetchone()
-            event_id = int(row[0])
-            cls._run(
-                conn,
-                "INSERT INTO outbox (household_id, event_id, kind, dedup, body, created_at, state,"
-                " attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                (
-                    household_id,
-                    event_id,
-                    event.kind.value,
-                    event.dedup,
-                    body,
-                    format_ts(event.occurred_at),
-                    "pending" if hooked else "none",
-                    _DUE_AT_ONCE if hooked else None,
-                ),
-            )
-            given.append(event_id)
         return given
 
     def add_events(self, household_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:

@@ -60,14 +60,30 @@ class ExplodingVerifier(AdultVerifier):
 
 class ExplodingBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
+        fp: object = None,
     ) -> BroadcastCheck:
         raise ConnectionError("redis gone")
 
 
 class QuietBroadcast:
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
+        fp: object = None,
     ) -> BroadcastCheck:
         return BroadcastCheck()
 
@@ -79,7 +95,15 @@ class RecordingBroadcast(QuietBroadcast):
         self.callers: list[str] = []
 
     def check(
-        self, household_id: str, device_id: str, decision_id: str, pcm: Pcm, now: datetime, *, caller_id: str
+        self,
+        household_id: str,
+        device_id: str,
+        decision_id: str,
+        pcm: Pcm,
+        now: datetime,
+        *,
+        caller_id: str,
+        fp: object = None,
     ) -> BroadcastCheck:
         self.callers.append(caller_id)
         return BroadcastCheck()
@@ -87,6 +111,10 @@ class RecordingBroadcast(QuietBroadcast):
 
 class PolicyReadFails(SqliteStore):
     def get_policy(self, household_id: str) -> Any:
+        raise OSError("disk gone")
+
+    def deciding_facts(self, household_id: str, *args: Any) -> Any:
+        # Evaluate reads the policy with spend, PIN and templates in one statement.
         raise OSError("disk gone")
 
 
