@@ -24,6 +24,7 @@ from trust.trust_harness import (
 
 from purchase_guard._gen.purchaseguard.v1 import admin_pb2, common_pb2, guard_pb2
 from purchase_guard.api.gate import (
+    CHECK_TAKE,
     CONFIRM,
     ENROLL,
     EVALUATE,
@@ -236,8 +237,13 @@ def test_interceptor_never_calls_the_servicer_after_the_deadline() -> None:
 
 
 def test_default_limits_cover_evaluate_confirm_and_enrollment() -> None:
-    """The shipped limits meter the three expensive or guessable calls, per household (and device)."""
+    """The shipped limits meter the expensive or guessable calls (decisions, enrollment and the live
+    take check that runs the decoder and aligner), per household (and device)."""
     limits = default_method_limits()
-    assert set(limits) == {EVALUATE, CONFIRM, ENROLL}
+    assert set(limits) == {EVALUATE, CONFIRM, ENROLL, CHECK_TAKE}
+    check, enroll = limits[CHECK_TAKE].per_household, limits[ENROLL].per_household
+    assert check is not None
+    assert enroll is not None
+    assert check.capacity > enroll.capacity
     assert all(m.per_household is not None for m in limits.values())
     assert limits[EVALUATE].per_device is not None
