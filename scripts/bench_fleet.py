@@ -652,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     if args.redis:
         smallest = min(int(s) for s in args.sizes.split(",") if s)
-        row = scale(pool, smallest, args.queries, rng, args.redis)
+        # The same copies among the same span: detection must not depend on the store.
+        row = scale(pool, smallest, args.queries, rng, args.redis, copies=copies, homes=args.homes)
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = {
@@ -697,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ms = f"{r['query_ms_p50']} / {r['query_ms_p99']} ({r['query_ms_cpu_p99']})"
         if r["postings"] == "redis":
-            print(f"| {r['window']:,} (Redis postings) | {r['in_span']:,} | | | | | {ms} | 0 (none kept) |")
+            print(
+                f"| {r['window']:,} (Redis postings) | {r['in_span']:,} | | | "
+                f"| {r['per_pair_5db_among_span']:.3f} | {ms} | 0 (none kept) |"
+            )
             continue
         print(
             f"| {r['window']:,} | {r['in_span']:,} ({r['held_and_read']:,}) "
