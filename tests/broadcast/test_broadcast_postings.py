@@ -119,16 +119,18 @@ def test_buckets_expire_with_the_window() -> None:
 
 
 def test_redis_keys_carry_hash_tags_and_expire(bc_redis: tuple[Any, str]) -> None:
-    """Every Redis key has a hash tag (one slot per bucket and shard) and a TTL no longer than
-    the window plus one bucket."""
+    """Every Redis key has a hash tag (one slot per epoch and shard) and a TTL no longer than
+    the window plus one epoch (six 10 s buckets)."""
     client, prefix = bc_redis
-    window = IndexedWindow(RedisPostings(client, prefix, timedelta(minutes=10)))
+    store = RedisPostings(client, prefix, timedelta(minutes=10))
+    window = IndexedWindow(store)
     window.match_and_add(entry(1, "hh1", fingerprint(hear(programme(46), seed=1)), T0))
     keys = [k.decode() for k in client.scan_iter(match=prefix + "*")]
     assert len(keys) > 20
     assert all("{" in k[len(prefix) :] and "}" in k for k in keys)
     ttls = [client.ttl(k) for k in keys if not k.endswith("{seq}")]
-    assert all(0 < t <= 600 + DEFAULT_KEYS.bucket_seconds + 1 for t in ttls)
+    assert all(0 < t <= store.ttl_seconds for t in ttls)
+    assert store.ttl_seconds <= 600 + 6 * DEFAULT_KEYS.bucket_seconds + 1
 
 
 def test_redis_failure_is_unavailable() -> None:
@@ -233,3 +235,27 @@ def test_a_weighted_lookup_votes_its_weight() -> None:
         [seg], np.asarray([20], dtype=np.int64), KeyParams(min_votes=4), np.asarray([5], dtype=np.int64)
     )
     assert [(e, v) for e, _, v in voted] == [(4, 5)]
+
+
+def test_a_lookup_reads_only_the_buckets_asked_for(postings: PostingStore) -> None:
+    """Two entries with the same keys in buckets 3 apart (one Redis epoch key holds both):
+    a lookup of the later bucket returns only the later entry's postings, a lookup of both
+    buckets both entries', and a lookup of an empty bucket nothing."""
+    fp, _ = trim_for_window(fingerprint(hear(programme(50), seed=1))) or (None, 0)
+    assert fp is not None
+    keys, frames = stored_keys(fp)
+    first = 6 * 400_000  # the first bucket of an epoch of six
+    postings.add(first, entry(1, "hh1", fp, T0), keys, frames)
+    postings.add(first + 3, entry(2, "hh2", fp, T0 + timedelta(seconds=30)), keys, frames)
+    looked = np.unique(keys)
+
+    def found(buckets: list[int]) -> set[int]:
+        segs = postings.lookup(buckets, looked)
+        return {int(e) for s in segs for i in range(looked.size) for e in s.entries[s.lo[i] : s.hi[i]]}
+
+    later = found([first + 3])
+    both = found([first, first + 3])
+    assert len(later) == 1
+    assert len(both) == 2
+    assert later == {max(both)}
+    assert found([first + 4]) == set()

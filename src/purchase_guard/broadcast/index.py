@@ -20,7 +20,7 @@ window.
 
 The storage of postings is a small protocol (`PostingStore`) with two implementations: in
 process (`MemoryPostings`, sorted runs merged as they grow) and in Redis
-(`window_redis.RedisPostings`, keys hash-tagged by bucket and shard for Redis Cluster). The
+(`postings_redis.RedisPostings`, keys hash-tagged by epoch and shard for Redis Cluster). The
 voting and the fine check are written once, here (`IndexedWindow`).
 """
 

@@ -4,18 +4,30 @@ Key layout (every key under `prefix`, each with a Redis Cluster hash tag in brac
 keys one command touches share a slot and the rest spread over the cluster):
 
     {prefix}:{seq}                        entry-number counter
-    {prefix}:{p2:<bucket>:<shard>}:<key>  postings of one sub-print key in one time bucket:
-                                          packed (entry number u32, frame i16) pairs, APPENDed;
-                                          frames count from the print's first voiced frame
-                                          ("p2": the first layout, "p", counted from the
-                                          trimmed print's start, is never read)
+    {prefix}:{p3:<epoch>:<shard>}:<key>   postings of one sub-print key in one epoch (a run of
+                                          `buckets_per_key` time buckets, 60 s by default):
+                                          packed (entry number u32, frame i16, bucket u16 mod
+                                          2**16) records, APPENDed; frames count from the
+                                          print's first voiced frame. ("p3": the earlier
+                                          layouts, "p" and "p2", one key per bucket and 6-byte
+                                          records, are never read.)
     {prefix}:{e:<shard>}:<entry number>   the entry: ids, time, source and trimmed print
-    {prefix}:{n:<bucket>}                 entries added in the bucket (for `len`)
+    {prefix}:{n:<bucket>}                 entries added in the bucket (`len`, and which buckets
+                                          a query needs to read)
 
-shard = key (or entry number) mod `shards`. Every key expires `window` plus one bucket after
-its bucket began, so Redis holds the window and nothing older, without a sweeper. A query
-reads the buckets within the search span with one MGET per (bucket, shard) in one pipeline,
-then one MGET per entry shard for its candidates: two round trips.
+shard = key (or entry number) mod `shards`; epoch = bucket // `buckets_per_key`. Every key's
+TTL is `window` plus one epoch, refreshed on each write, so Redis holds the window and
+nothing much older, without a sweeper.
+
+Why epochs: the index's buckets are 10 s (what an in-process replica drops at once), so a
+query's span covers seven of them, and one Redis key per bucket made a query read each
+looked-up key seven times (about 120,000 key reads at 17,000 distinct keys; most of the
+cost was naming, sending and decoding them). A key per epoch holds several buckets' postings
+and each record names its bucket, so a query reads each looked-up key once per epoch it
+touches (one or two) and drops the records of buckets outside its span before the vote:
+the same postings are voted as in process. A query is three pipelined round trips: GETs of
+the span's bucket counts (an empty bucket, such as the span's future in live traffic, is not
+read), one MGET per (epoch, shard), then one MGET per entry shard for its candidates.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from purchase_guard.broadcast.index import DEFAULT_KEYS, I64Array, Segment, U32A
 from purchase_guard.broadcast.window import WindowEntry, decode_entry, encode_entry
 from purchase_guard.errors import Unavailable
 
-_POSTING = np.dtype([("e", "<u4"), ("f", "<i2")])
+_POSTING = np.dtype([("e", "<u4"), ("f", "<i2"), ("b", "<u2")])
 
 
 def _unavailable(exc: Exception) -> Exception:
@@ -49,16 +61,28 @@ class RedisPostings:
         window: timedelta = timedelta(minutes=10),
         bucket_seconds: float = DEFAULT_KEYS.bucket_seconds,  # must be the window's KeyParams'
         shards: int = 16,
+        buckets_per_key: int = 6,
     ) -> None:
+        if buckets_per_key < 1:
+            raise ValueError("buckets_per_key must be at least 1")
         self._redis = client
         self._prefix = prefix
-        self._ttl = int(window.total_seconds() + bucket_seconds) + 1
+        self._ttl = int(window.total_seconds() + buckets_per_key * bucket_seconds) + 1
         self._buckets_kept = int(window.total_seconds() // bucket_seconds) + 1
         self._shards = shards
+        self._per_key = buckets_per_key
         self._last_bucket = 0
 
-    def _posting_key(self, bucket: int, key: int) -> str:
-        return f"{self._prefix}:{{p2:{bucket}:{key % self._shards}}}:{key:x}"
+    @property
+    def ttl_seconds(self) -> int:
+        """The TTL every key is given (refreshed on each write): window plus one epoch."""
+        return self._ttl
+
+    def _epoch(self, bucket: int) -> int:
+        return bucket // self._per_key
+
+    def _posting_head(self, epoch: int, shard: int) -> str:
+        return f"{self._prefix}:{{p3:{epoch}:{shard}"
 
     def _entry_key(self, number: int) -> str:
         return f"{self._prefix}:{{e:{number % self._shards}}}:{number}"
@@ -88,11 +112,14 @@ class RedisPostings:
             packed = np.zeros(keys.size, dtype=_POSTING)
             packed["e"] = number
             packed["f"] = frames
+            packed["b"] = bucket & 0xFFFF
             order = np.argsort(keys, kind="stable")
             uniq, first = np.unique(keys[order], return_index=True)
             bounds = [*first.tolist(), keys.size]
+            epoch = self._epoch(bucket)
+            heads = [self._posting_head(epoch, s) for s in range(self._shards)]
             for i, key in enumerate(uniq.tolist()):
-                name = self._posting_key(bucket, int(key))
+                name = f"{heads[key % self._shards]}}}:{key:x}"
                 pipe.append(name, packed[order[bounds[i] : bounds[i + 1]]].tobytes())
                 pipe.expire(name, self._ttl)
             pipe.execute()
@@ -100,41 +127,70 @@ class RedisPostings:
             raise _unavailable(exc) from exc
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        by_shard: dict[int, list[int]] = {}
-        for i, key in enumerate(uniq.tolist()):
-            by_shard.setdefault(int(key) % self._shards, []).append(i)
-        calls: list[tuple[int, list[int]]] = []
+        wanted = list(buckets)
+        if not wanted or keys.size == 0:
+            return []
         try:
+            # First round trip: which of the buckets hold any entry (an empty one, such as the
+            # span's future in live traffic, costs no key reads).
             pipe = self._redis.pipeline(transaction=False)
-            for bucket in buckets:
-                for members in by_shard.values():
-                    pipe.mget([self._posting_key(bucket, int(uniq[i])) for i in members])
-                    calls.append((bucket, members))
+            for bucket in wanted:
+                pipe.get(self._count_key(bucket))
+            counts = pipe.execute()
+            live = [b for b, c in zip(wanted, counts, strict=True) if c is not None and int(c) > 0]
+            if not live:
+                return []
+            epochs = sorted({self._epoch(b) for b in live})
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            shard_of = (uniq % np.uint32(self._shards)).astype(np.int64)
+            perm = np.argsort(shard_of, kind="stable")  # looked-up keys grouped by shard
+            bounds = np.searchsorted(shard_of[perm], np.arange(self._shards + 1))
+            tails = [f"}}:{k:x}" for k in uniq[perm].tolist()]
+            # Second round trip: one MGET per (epoch, shard), each key once whatever the
+            # number of buckets it holds.
+            pipe = self._redis.pipeline(transaction=False)
+            calls: list[int] = []
+            for epoch in epochs:
+                for s in range(self._shards):
+                    lo, hi = int(bounds[s]), int(bounds[s + 1])
+                    if lo == hi:
+                        continue
+                    head = self._posting_head(epoch, s)
+                    pipe.mget([head + t for t in tails[lo:hi]])
+                    calls.append(epoch)
             replies = pipe.execute()
         except Exception as exc:
             raise _unavailable(exc) from exc
-        per_bucket: dict[int, list[bytes]] = {b: [b""] * uniq.size for b in buckets}
-        for (bucket, members), values in zip(calls, replies, strict=True):
-            slot = per_bucket[bucket]
-            for i, value in zip(members, values, strict=True):
-                if value:
-                    slot[i] = value
+        where = np.empty(uniq.size, dtype=np.int64)
+        where[perm] = np.arange(uniq.size)  # unique key -> its place in shard order
+        per_epoch: dict[int, list[bytes | None]] = {e: [] for e in epochs}
+        for epoch, values in zip(calls, replies, strict=True):
+            per_epoch[epoch].extend(values)
         out: list[Segment] = []
-        for blobs in per_bucket.values():
-            sizes = np.fromiter((len(b) // _POSTING.itemsize for b in blobs), np.int64, len(blobs))
+        for epoch, values in per_epoch.items():
+            blobs = [v or b"" for v in values]  # a missing key is no postings
+            sizes = np.fromiter(map(len, blobs), np.int64, len(blobs)) // _POSTING.itemsize
             if not sizes.any():
                 continue
-            # One bucket's postings in one segment: an entry's postings are all in its bucket.
+            # One epoch's postings in one segment: an entry's postings are all in its epoch.
             flat = np.frombuffer(b"".join(blobs), dtype=_POSTING)
-            entries = np.ascontiguousarray(flat["e"])
             ends = np.cumsum(sizes)
+            lo_at, hi_at = (ends - sizes)[where][inverse], ends[where][inverse]
+            held = [b & 0xFFFF for b in live if self._epoch(b) == epoch]
+            keep = np.isin(flat["b"], np.asarray(held, dtype=np.uint16))
+            if not keep.all():  # postings of buckets outside the span (or empty) are not voted
+                before = np.concatenate([np.zeros(1, np.int64), np.cumsum(keep, dtype=np.int64)])
+                lo_at, hi_at = before[lo_at], before[hi_at]
+                flat = flat[keep]
+            if flat.size == 0:
+                continue
+            entries = np.ascontiguousarray(flat["e"])
             out.append(
                 Segment(
                     entries,
                     np.ascontiguousarray(flat["f"]),
-                    (ends - sizes)[inverse],
-                    ends[inverse],
+                    lo_at,
+                    hi_at,
                     int(entries.min()),
                     int(entries.max()),
                 )
