@@ -132,6 +132,17 @@ class Heard:
     clipped: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """One utterance scored by VoiceVerifier._score. Never logged."""
+
+    net: float
+    band: Band
+    embedding: Embedding = field(repr=False)
+    snr: float
+    result: SpeakerResult
+
+
 class ChildDetector(Protocol):
     def likelihood(self, embedding: Embedding) -> float:
         """Probability-like score in [0, 1] that the embedding is a child's voice."""
@@ -213,19 +224,13 @@ class VoiceVerifier:
     ) -> tuple[SpeakerResult, Heard | None]:
         """`verify`, and what a voiceprint adaptation needs of the utterance (None when it was
         not scored): its embedding, net speech, SNR and clipped share. Same result as `verify`."""
-        net, trimmed = self.vad.speech_and_trim(pcm)
-        band = self.thresholds.band_for(net)
-        if net < self.min_speech_s:
-            return self._unverified(
-                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
-            ), None
-        prints = self._usable_prints(voiceprints, None)
-        if isinstance(prints, str):
-            return self._unverified(band.threshold, prints, True), None
-        embedding = self.encoder.embed(trimmed.samples)
-        snr = snr_db(pcm)
-        result = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
-        return result, Heard(tuple(float(v) for v in embedding), net, snr, clipped_fraction(pcm))
+        scored = self._score(pcm, voiceprints, roles, None, measure_snr=True)
+        if isinstance(scored, SpeakerResult):
+            return scored, None
+        heard = Heard(
+            tuple(float(v) for v in scored.embedding), scored.net, scored.snr, clipped_fraction(pcm)
+        )
+        return scored.result, heard
 
     def verify_against(
         self,
@@ -238,18 +243,8 @@ class VoiceVerifier:
 
         Used by a challenge answer to ask "is this one of the household's adults?".
         """
-        net, trimmed = self.vad.speech_and_trim(pcm)
-        band = self.thresholds.band_for(net)
-        if net < self.min_speech_s:
-            return self._unverified(
-                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
-            )
-        prints = self._usable_prints(voiceprints, allowed_member_ids)
-        if isinstance(prints, str):
-            return self._unverified(band.threshold, prints, True)
-        embedding = self.encoder.embed(trimmed.samples)
-        snr = snr_db(pcm) if self._quality is not None else 0.0
-        return self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+        scored = self._score(pcm, voiceprints, roles, allowed_member_ids)
+        return scored if isinstance(scored, SpeakerResult) else scored.result
 
     def verify_digits(
         self,
@@ -263,24 +258,16 @@ class VoiceVerifier:
         when the member's digit takes were made by this encoder and a calibration is installed,
         against the takes' centroid too: the better score, at the band threshold plus the
         calibrated shift (voice/digit_print.py)."""
-        net, trimmed = self.vad.speech_and_trim(pcm)
-        band = self.thresholds.band_for(net)
-        if net < self.min_speech_s:
-            return self._unverified(
-                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
-            )
-        prints = self._usable_prints([voiceprint], None)
-        if isinstance(prints, str):
-            return self._unverified(band.threshold, prints, True)
-        embedding = self.encoder.embed(trimmed.samples)
-        snr = snr_db(pcm) if self._quality is not None else 0.0
-        plain = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+        scored = self._score(pcm, [voiceprint], roles, None)
+        if isinstance(scored, SpeakerResult):
+            return scored
+        plain = scored.result
         cal = self.digit_print
         if cal is None or not digit_takes or takes_encoder != self.encoder.name:
             return plain
-        own = float(centroid(digit_takes) @ _unit(embedding))
+        own = float(centroid(digit_takes) @ _unit(scored.embedding))
         score = max(plain.score, own)
-        threshold = band.threshold + cal.delta
+        threshold = scored.band.threshold + cal.delta
         verified = score >= threshold
         return replace(
             plain,
@@ -289,8 +276,33 @@ class VoiceVerifier:
             score=score,
             threshold=threshold,
             verified=verified,
-            problem="" if verified else f"no enrolled voice matched ({band.name} band, digit takes)",
+            problem="" if verified else f"no enrolled voice matched ({scored.band.name} band, digit takes)",
         )
+
+    def _score(
+        self,
+        pcm: Pcm,
+        voiceprints: Sequence[Voiceprint],
+        roles: Mapping[str, Role],
+        allowed_member_ids: Collection[str] | None,
+        *,
+        measure_snr: bool = False,
+    ) -> SpeakerResult | _Scored:
+        """Trim, check there is enough speech and a usable print, embed once and score: an
+        unverified result when it stops early, else what was measured with the result."""
+        net, trimmed = self.vad.speech_and_trim(pcm)
+        band = self.thresholds.band_for(net)
+        if net < self.min_speech_s:
+            return self._unverified(
+                band.threshold, f"only {net:.1f} s of speech, need at least {self.min_speech_s:.1f} s", False
+            )
+        prints = self._usable_prints(voiceprints, allowed_member_ids)
+        if isinstance(prints, str):
+            return self._unverified(band.threshold, prints, True)
+        embedding = self.encoder.embed(trimmed.samples)
+        snr = snr_db(pcm) if measure_snr or self._quality is not None else 0.0
+        result = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
+        return _Scored(net, band, embedding, snr, result)
 
     def templates_of(self, vp: Voiceprint) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The print's take embeddings when it has them, else its centroid (one row), then its

@@ -16,6 +16,7 @@ import numpy as np
 from purchase_guard.errors import EnrollmentRejected
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.digits import dtw
+from purchase_guard.voice.digits.align import Segment
 from purchase_guard.voice.digits.base import (
     NO_DIGITS_HEARD,
     NO_SPEECH,
@@ -131,17 +132,25 @@ class TemplateDigitChecker:
         if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
             raise ValueError("enrollment prompts are 1-8 ASCII digits")
         params = self.model.params
-        prep = dtw.prepare(pcm, [self._bank], params)
+        prep, cut = self._cut_take(pcm, prompt)
+        if isinstance(cut, str):
+            return cut
+        result = dtw.score(prep, prompt, params)
+        return "" if result.score >= params.threshold_enroll_generic else TAKE_MISMATCH
+
+    def _cut_take(self, pcm: Pcm, prompt: str) -> tuple[dtw.Prepared, list[Segment] | str]:
+        """A take forced-aligned to its prompt against the bank: its digit segments, or the
+        problem (no speech, or digits too short or long to be told apart)."""
+        prep = dtw.prepare(pcm, [self._bank], self.model.params)
         if not dtw.enough_voice(prep):
-            return NO_SPEECH
-        path = dtw.forced(prep, prompt, params)
+            return prep, NO_SPEECH
+        path = dtw.forced(prep, prompt, self.model.params)
         segs = [s for s in path.segments if s.label.isdigit()]
         if not np.isfinite(path.cost) or any(
             not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs
         ):
-            return TAKE_UNALIGNED
-        result = dtw.score(prep, prompt, params)
-        return "" if result.score >= params.threshold_enroll_generic else TAKE_MISMATCH
+            return prep, TAKE_UNALIGNED
+        return prep, segs
 
     def build_templates(
         self, takes: Sequence[tuple[Pcm, str]], require_every_digit: bool = True
@@ -159,16 +168,9 @@ class TemplateDigitChecker:
         for index, (pcm, prompt) in enumerate(takes):
             if not prompt or not all("0" <= c <= "9" for c in prompt) or len(prompt) > 8:
                 raise ValueError("enrollment prompts are 1-8 ASCII digits")
-            prep = dtw.prepare(pcm, [self._bank], params)
-            if not dtw.enough_voice(prep):
-                problems.append((index, NO_SPEECH))
-                continue
-            path = dtw.forced(prep, prompt, params)
-            segs = [s for s in path.segments if s.label.isdigit()]
-            if not np.isfinite(path.cost) or any(
-                not _MIN_SEGMENT_FRAMES <= s.end - s.start + 1 <= MAX_TEMPLATE_FRAMES for s in segs
-            ):
-                problems.append((index, TAKE_UNALIGNED))
+            _, segs = self._cut_take(pcm, prompt)
+            if isinstance(segs, str):
+                problems.append((index, segs))
                 continue
             feats = mfcc(pcm.samples)
             cut[index] = [(s.label, feats[s.start : s.end + 1]) for s in segs]
