@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from support.audio import fsdd_digit_takes, fsdd_wav
+from support.orders import codes, order
 
 if TYPE_CHECKING:
     from conftest import Replica
@@ -24,26 +25,6 @@ PIN = "7391"
 WRONG_PIN = "9157"
 # Takes of george saying 7305 that verify with a clear margin over the threshold.
 GEORGE_TAKES = (10, 11, 12, 13, 16, 17, 18, 19, 20, 21)
-
-
-def order(total: int) -> dict[str, Any]:
-    return {
-        "items": [
-            {
-                "sku": "sku-1",
-                "title": "Thing",
-                "category": "household",
-                "quantity": 1,
-                "unit_price": {"minor_units": str(total), "currency": "USD"},
-            }
-        ],
-        "total": {"minor_units": str(total), "currency": "USD"},
-        "merchant": "example-shop",
-    }
-
-
-def codes(resp: dict[str, Any]) -> set[str]:
-    return {r["code"] for r in resp.get("reasons", [])}
 
 
 def at_once(*calls: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:

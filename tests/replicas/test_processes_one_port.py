@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from support.audio import fsdd_wav
+from support.orders import codes, order
 
 import purchase_guard
 from purchase_guard.api.client import GuardClient
@@ -42,26 +43,6 @@ PER_DEVICE = 4
 START_TIMEOUT_S = 300.0
 # Takes of george saying 7305 that verify with a clear margin over the threshold.
 GEORGE_TAKES = (10, 11, 12, 13, 16, 17, 18, 19, 20, 21)
-
-
-def order(total: int) -> dict[str, Any]:
-    return {
-        "items": [
-            {
-                "sku": "sku-1",
-                "title": "Thing",
-                "category": "household",
-                "quantity": 1,
-                "unit_price": {"minor_units": str(total), "currency": "USD"},
-            }
-        ],
-        "total": {"minor_units": str(total), "currency": "USD"},
-        "merchant": "example-shop",
-    }
-
-
-def codes(resp: dict[str, Any]) -> set[str]:
-    return {r["code"] for r in resp.get("reasons", [])}
 
 
 def _free_port_pair() -> int:
