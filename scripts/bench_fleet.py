@@ -836,6 +836,10 @@ def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
     rng = np.random.default_rng(args.seed)
     runs["scan"] = denylist_scale(progs, copies, pool, args.clips, queries, rng, search="scan")
     print(f"denylist, scan: {json.dumps(runs['scan'])}", flush=True)
+    # The stricter candidate rule through the configured index: its rates only (no timing).
+    rng = np.random.default_rng(args.seed)
+    candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE)
+    print(f"denylist, candidate rule (index): {json.dumps(candidate)}", flush=True)
     report = {
         "command": "python scripts/bench_fleet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": platform.platform(),
@@ -843,6 +847,7 @@ def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
         "load_average_start": load_start,
         "load_average_end": _loadavg(),
         "denylist": runs,
+        "denylist_candidate": candidate,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"denylist-{args.split}.json").write_text(json.dumps(report, indent=2))
@@ -867,6 +872,12 @@ def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
             f"| {r['match_ms_cpu_p50']} / {r['match_ms_cpu_p99']} | {r['match_ms_cpu_p50'] / scan_p50:.3f} "
             f"| {r['build_s_cpu']} |"
         )
+    c = candidate
+    print(
+        f"| index, candidate rule ({c['rule']['ber_limit']:.2f} over {c['rule']['min_bits']} bits) "
+        f"| {c['detection_5db']:.3f} | {c['pool_refused_by_real_clips']} | {c['pool_as_clips_matches']} "
+        "| | | | |"
+    )
     return 0
 
 

@@ -18,15 +18,16 @@ lapse with their 48 h lifetime.
 A clip can be much longer than an utterance, and an utterance may hold any part of it, so
 each clip is searched as overlapping segments through the fleet window's inverted index of
 sub-print keys (`index.py`: `stored_keys`, `query_lookups`, `vote`, `MemoryPostings`, the
-same code, not a copy). A segment is one entry of the postings: the clip's keys from 4.1 s
-before its reference frame to 7.2 s after it, with references every 8.1 s, so any part of
-the clip a query can start in lies within the vote's bounded offset (`KeyParams.max_shift`)
-of one reference and finds its whole 3.07 s there. The entries most voted for go to the
-fine check against the whole clip (`match.best_offset`, `DENYLIST_MATCH`): the rule is the
-same as before, only the way candidates are found changed. A match costs lookups and votes
-over the postings the query's keys hold, not a score for every 0.5 s of every clip: at
-10,000 clips about a tenth of the coarse scan it replaced (`search="scan"`, kept as the
-bench's baseline; figures and the command in docs/broadcast.md, "Fleet scale").
+same code, not a copy). A segment is one entry of the postings: the clip's keys from 1.3 s
+before its reference frame to 4.4 s after it, with references every 2.4 s, so any part of
+the clip a query can start in lies within the vote's bounded offset (`KeyParams.max_shift`,
+1.28 s: about the scan's reach) of one reference and finds its whole 3.07 s there. The
+entries most voted for go to the fine check against the whole clip (`match.best_offset`,
+`DENYLIST_MATCH`): the rule is the same as before, only the way candidates are found
+changed. A match costs lookups and votes over the postings the query's keys hold, not a
+score for every 0.5 s of every clip: at 10,000 clips about a tenth of the CPU of the coarse
+scan it replaced (`search="scan"`, kept as the bench's baseline; figures and the command in
+docs/broadcast.md, "Fleet scale").
 """
 
 from __future__ import annotations
@@ -77,14 +78,14 @@ log = get_logger("purchase_guard.broadcast.denylist")
 REGISTERED = "registered"
 PROMOTED = "promoted"
 SEGMENT_STEP = 64  # frames (0.51 s) between the scan's segment starts
-# The denylist's keys: the fleet's layout, with two changes chosen on the tuning split
-# (`scripts/bench_fleet.py --only denylist --split tune`, docs/broadcast.md). One flipped
-# unreliable bit per key, not two: a registered clip is a clean print, so a copy's keys agree
-# with it more often than two rooms' copies do, and two flips cost four times the CPU for
-# three more of 580 copies. Offsets up to 4.1 s (512 frames, not 160): longer segments
-# overlap less, so 10,000 clips hold 11 million postings rather than 17.5, for the same
-# detection.
-DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_shift=512, max_flips=1)
+# The denylist's keys: the fleet's layout and offset bound, with one flipped unreliable bit
+# per looked-up key instead of two. A registered clip is a clean print, so a copy's keys agree
+# with it more often than two rooms' copies agree with each other; two flips cost four times
+# the CPU. Chosen on the tuning split (`scripts/bench_fleet.py --only denylist --split tune`
+# with --deny-keys settings, docs/broadcast.md "Fleet scale"): of the settings tried, the
+# cheapest whose detection there is at least the scan's; longer offset bounds tied within
+# the runs' spread, and the tie went to the fleet's own bound.
+DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_flips=1)
 # A single clip match refuses the purchase (the fleet check needs two other homes), and every
 # utterance is compared with every registered clip, so false refusals grow with the number of
 # clips: the denylist has its own rule so that it can be stricter than the fleet's. The
