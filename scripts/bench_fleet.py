@@ -19,8 +19,11 @@ people, FSDD digit strings said by six speakers, and homes sharing background no
 - the closure of chance matches (`triangles`): for a ladder of rules, how often two chance
   matches of one query also match each other where a cluster needs, on the real pool;
 - the denylist with 10,000 clips (`denylist_scale`): real recordings for the rates, plus
-  bit-scrambled copies for the count and the search time; `--deny-sweep tune` sweeps the
-  denylist's rule on the tuning split, where the candidate rule was chosen.
+  bit-scrambled copies for the count and the search time, through its index and through the
+  coarse scan the index replaced; `--deny-sweep tune` sweeps the denylist's rule on the
+  tuning split, where the candidate rule was chosen. `--only denylist [--split tune]
+  [--deny-keys k=v,...]...` runs this measure alone (a few minutes), one row per index
+  setting and one for the scan, in one run: how the index's settings were chosen on tune.
 
 Simulated, because the machine holds no million real utterances: a window of N utterances
 in 10 minutes is a steady stream of N per 600 s; a query reads (and an in-process replica
@@ -45,17 +48,24 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import eval_broadcast as eb  # the evaluation's material: rooms, programmes, the pool
 import numpy as np
 from script_paths import default_data_dir
 
 from purchase_guard.broadcast._kernels import warm_up
-from purchase_guard.broadcast.denylist import DENYLIST_MATCH, REGISTERED, Clip, Denylist, MemoryClipStore
+from purchase_guard.broadcast.denylist import (
+    DENYLIST_KEYS,
+    DENYLIST_MATCH,
+    REGISTERED,
+    Clip,
+    Denylist,
+    MemoryClipStore,
+)
 from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.broadcast.guard import CLOSURE_FRAMES, BroadcastGuard, find_cluster
-from purchase_guard.broadcast.index import DEFAULT_KEYS, IndexedWindow, MemoryPostings
+from purchase_guard.broadcast.index import DEFAULT_KEYS, IndexedWindow, KeyParams, MemoryPostings
 from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch, MatchParams, PrintIndex, best_offset
 from purchase_guard.broadcast.window import MemoryWindow, WindowEntry, trim_for_window
 from purchase_guard.clock import SequentialIds
@@ -332,8 +342,11 @@ def denylist_scale(
     queries: int,
     rng: np.random.Generator,
     rule: MatchParams = DENYLIST_MATCH,
+    search: Literal["index", "scan"] = "index",
+    keys: KeyParams = DENYLIST_KEYS,
 ) -> dict[str, Any]:
-    """False refusals per Evaluate with `clips` registered.
+    """False refusals per Evaluate with `clips` registered, searched by `search` (the service's
+    index, or the coarse scan it replaced).
 
     Rates from real prints: the split's programme recordings registered whole (one clip per
     source recording, as an operator registers an ad), against the 5 dB home copies
@@ -345,7 +358,7 @@ def denylist_scale(
     real = MemoryClipStore()
     for name, fp in by_source.items():
         real.put(_clip(name, fp))
-    deny = Denylist(real, rule)
+    deny = Denylist(real, rule, keys=keys, search=search)
     detected = sum(
         any(m.clip.clip_id == progs[p].source for m in deny.match(fp, T0)) for (p, _), fp in copies.items()
     )
@@ -357,7 +370,7 @@ def denylist_scale(
     own = MemoryClipStore()
     for k, fp in enumerate(pool):
         own.put(_clip(f"n{k}", fp))
-    own_deny = Denylist(own, rule)
+    own_deny = Denylist(own, rule, keys=keys, search=search)
     own_pairs = own_matched = 0
     for k, fp in enumerate(pool):
         own_matched += sum(m.clip.clip_id != f"n{k}" for m in own_deny.match(fp, T0))
@@ -369,8 +382,10 @@ def denylist_scale(
         many.put(_clip(name, fp))
     for k in range(max(0, clips - len(fps)) if queries else 0):
         many.put(_clip(f"s{k}", _scrambled(fps[k % len(fps)], rng)))
-    big = Denylist(many, rule)
+    big = Denylist(many, rule, keys=keys, search=search)
+    t_build = time.thread_time()
     big.match(pool[0], T0)  # builds the index
+    build_s = time.thread_time() - t_build
     times: list[float] = []
     big_refused = 0
     for _ in range(queries):
@@ -385,6 +400,14 @@ def denylist_scale(
     own_rate = own_matched / max(own_pairs, 1)
     own_upper = clopper_pearson_upper(own_matched, own_pairs)
     return {
+        "search": search,
+        "keys": {
+            "max_flips": keys.max_flips,
+            "min_votes": keys.min_votes,
+            "max_candidates": keys.max_candidates,
+        }
+        if search == "index"
+        else None,
         "rule": {"ber_limit": rule.ber_limit, "ber_slack": rule.ber_slack, "min_bits": rule.min_bits},
         "real_clips": n_real,
         "detection_5db": detected / max(len(copies), 1),
@@ -405,6 +428,7 @@ def denylist_scale(
         "scrambled_refusals": big_refused,
         "match_ms_cpu_p50": round(float(np.percentile(times, 50)), 1) if times else 0.0,
         "match_ms_cpu_p99": round(float(np.percentile(times, 99)), 1) if times else 0.0,
+        "build_s_cpu": round(build_s, 1) if queries else 0.0,
     }
 
 
@@ -582,6 +606,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--deny-sweep", default="", metavar="SPLIT", help="only sweep denylist rules on this split (tune)"
     )
+    ap.add_argument(
+        "--only",
+        choices=["denylist"],
+        default="",
+        help="only the denylist measure: the index and the scan it replaced, in one run",
+    )
+    ap.add_argument("--split", default="test", help="material for --only denylist (tune to choose settings)")
+    ap.add_argument(
+        "--deny-keys",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="KeyParams fields over DENYLIST_KEYS for the denylist's index, e.g. max_flips=2,max_shift=160; "
+        "repeat to measure several in one --only denylist run (to compare on tune)",
+    )
     args = ap.parse_args(argv)
     import logging
 
@@ -615,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {r['pool_clip_false_pairs']} of {r['pool_clip_pairs']:,} |"
             )
         return 0
+    if args.only == "denylist":
+        return denylist_only(args, argv)
+    deny_keys = _deny_keys(args.deny_keys[0] if args.deny_keys else "")
     copies, negs, progs = material(args.data, args.quick, args.seed, args.homes)
     pool = [n.fp for n in negs]
     print(
@@ -635,9 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"closure: {json.dumps(closure)}", flush=True)
     rng = np.random.default_rng(args.seed)
     warm_up()  # compile the search loops before anything is timed, as the server does at start
-    deny = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng)
+    deny = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, keys=deny_keys)
     print(f"denylist: {json.dumps(deny)}", flush=True)
-    candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE)
+    deny_scan = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, search="scan")
+    print(f"denylist, scan: {json.dumps(deny_scan)}", flush=True)
+    candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE, keys=deny_keys)
     print(f"denylist, candidate rule: {json.dumps(candidate)}", flush=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
@@ -682,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         "pool": fr,
         "closure": {**tri, "estimate": closure},
         "denylist": deny,
+        "denylist_scan": deny_scan,
         "denylist_candidate": candidate,
         "scale": rows,
     }
@@ -755,8 +800,83 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"| refused by a scrambled clip | {d['scrambled_refusals']} of {d['scrambled_queries']} queries |")
     print(
-        f"| denylist match CPU p50 / p99 at {d['clips']:,} clips "
-        f"| {d['match_ms_cpu_p50']} / {d['match_ms_cpu_p99']} ms |"
+        f"| denylist match CPU p50 / p99 at {d['clips']:,} clips, index (scan) "
+        f"| {d['match_ms_cpu_p50']} / {d['match_ms_cpu_p99']} ms "
+        f"({deny_scan['match_ms_cpu_p50']} / {deny_scan['match_ms_cpu_p99']} ms) |"
+    )
+    return 0
+
+
+def _deny_keys(spec: str) -> KeyParams:
+    """DENYLIST_KEYS with the fields of "k=v,..." replaced (integers)."""
+    fields = dict(kv.split("=") for kv in spec.split(",") if kv)
+    return replace(DENYLIST_KEYS, **{k: int(v) for k, v in fields.items()})
+
+
+def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The denylist measure alone, through the index (each --deny-keys setting, or the
+    configured one) and through the scan in one run: same material, same queries (each
+    search draws them from its own generator seeded alike)."""
+    t = time.time()
+    copies, negs, progs = material(args.data, args.quick, args.seed, args.homes, args.split)
+    pool = [n.fp for n in negs]
+    print(
+        f"material ({args.split}): {len(copies)} copies, {len(pool)} pool ({time.time() - t:.0f} s)",
+        flush=True,
+    )
+    warm_up()
+    load_start = _loadavg()
+    queries = min(args.queries, 50)
+    runs: dict[str, dict[str, Any]] = {}
+    for spec in args.deny_keys or [""]:
+        name = f"index {spec}" if spec else "index"
+        rng = np.random.default_rng(args.seed)
+        runs[name] = denylist_scale(progs, copies, pool, args.clips, queries, rng, keys=_deny_keys(spec))
+        print(f"denylist, {name}: {json.dumps(runs[name])}", flush=True)
+    rng = np.random.default_rng(args.seed)
+    runs["scan"] = denylist_scale(progs, copies, pool, args.clips, queries, rng, search="scan")
+    print(f"denylist, scan: {json.dumps(runs['scan'])}", flush=True)
+    # The stricter candidate rule through the configured index: its rates only (no timing).
+    rng = np.random.default_rng(args.seed)
+    candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE)
+    print(f"denylist, candidate rule (index): {json.dumps(candidate)}", flush=True)
+    report = {
+        "command": "python scripts/bench_fleet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": platform.platform(),
+        "split": args.split,
+        "load_average_start": load_start,
+        "load_average_end": _loadavg(),
+        "denylist": runs,
+        "denylist_candidate": candidate,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"denylist-{args.split}.json").write_text(json.dumps(report, indent=2))
+    any_run = runs["scan"]
+    print()
+    print(
+        f"Denylist at {args.clips:,} clips ({args.split} split, {any_run['copies']} copies at 5 dB, "
+        f"{any_run['pool']} pool; load {' '.join(load_start)} -> {' '.join(_loadavg())}):"
+    )
+    print(
+        f"| search | detection | pool refused by the {any_run['real_clips']} real clips "
+        f"| pool as clips: false pairs of {any_run['pool_as_clips_pairs']:,} "
+        f"| refused by a scrambled clip, of {queries} | match CPU p50 / p99 ms | / scan, p50 "
+        "| build CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    scan_p50 = max(runs["scan"]["match_ms_cpu_p50"], 1e-9)
+    for name, r in runs.items():
+        print(
+            f"| {name} | {r['detection_5db']:.3f} | {r['pool_refused_by_real_clips']} "
+            f"| {r['pool_as_clips_matches']} | {r['scrambled_refusals']} "
+            f"| {r['match_ms_cpu_p50']} / {r['match_ms_cpu_p99']} | {r['match_ms_cpu_p50'] / scan_p50:.3f} "
+            f"| {r['build_s_cpu']} |"
+        )
+    c = candidate
+    print(
+        f"| index, candidate rule ({c['rule']['ber_limit']:.2f} over {c['rule']['min_bits']} bits) "
+        f"| {c['detection_5db']:.3f} | {c['pool_refused_by_real_clips']} | {c['pool_as_clips_matches']} "
+        "| | | | |"
     )
     return 0
 

@@ -16,8 +16,18 @@ clips come from households' utterances: they keep only their print (docs/privacy
 lapse with their 48 h lifetime.
 
 A clip can be much longer than an utterance, and an utterance may hold any part of it, so
-each clip is indexed as overlapping segments every 0.5 s; the coarse search reaches 1 s
-either side of a segment's start, and the fine check then compares against the whole clip.
+each clip is searched as overlapping segments through the fleet window's inverted index of
+sub-print keys (`index.py`: `stored_keys`, `query_lookups`, `vote`, `MemoryPostings`, the
+same code, not a copy). A segment is one entry of the postings: the clip's keys from 1.3 s
+before its reference frame to 4.4 s after it, with references every 2.4 s, so any part of
+the clip a query can start in lies within the vote's bounded offset (`KeyParams.max_shift`,
+1.28 s: about the scan's reach) of one reference and finds its whole 3.07 s there. The
+entries most voted for go to the fine check against the whole clip (`match.best_offset`,
+`DENYLIST_MATCH`): the rule is the same as before, only the way candidates are found
+changed. A match costs lookups and votes over the postings the query's keys hold, not a
+score for every 0.5 s of every clip: at 10,000 clips about a tenth of the CPU of the coarse
+scan it replaced (`search="scan"`, kept as the bench's baseline; figures and the command in
+docs/broadcast.md, "Fleet scale").
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -39,6 +49,17 @@ from purchase_guard.broadcast.fingerprint import (
     FingerprintParams,
     fingerprint,
 )
+from purchase_guard.broadcast.index import (
+    DEFAULT_KEYS,
+    QUERY_FRAMES,
+    I64Array,
+    KeyParams,
+    MemoryPostings,
+    U32Array,
+    query_lookups,
+    stored_keys,
+    vote,
+)
 from purchase_guard.broadcast.match import (
     COARSE_STEP,
     DEFAULT_MATCH,
@@ -46,6 +67,7 @@ from purchase_guard.broadcast.match import (
     MatchParams,
     PrintIndex,
     anchor,
+    best_offset,
 )
 from purchase_guard.errors import AudioError, Unavailable
 from purchase_guard.logs import get_logger
@@ -55,7 +77,15 @@ log = get_logger("purchase_guard.broadcast.denylist")
 
 REGISTERED = "registered"
 PROMOTED = "promoted"
-SEGMENT_STEP = 64  # frames (0.51 s) between indexed segment starts
+SEGMENT_STEP = 64  # frames (0.51 s) between the scan's segment starts
+# The denylist's keys: the fleet's layout and offset bound, with one flipped unreliable bit
+# per looked-up key instead of two. A registered clip is a clean print, so a copy's keys agree
+# with it more often than two rooms' copies agree with each other; two flips cost four times
+# the CPU. Chosen on the tuning split (`scripts/bench_fleet.py --only denylist --split tune`
+# with --deny-keys settings, docs/broadcast.md "Fleet scale"): of the settings tried, the
+# cheapest whose detection there is at least the scan's; longer offset bounds tied within
+# the runs' spread, and the tie went to the fleet's own bound.
+DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_flips=1)
 # A single clip match refuses the purchase (the fleet check needs two other homes), and every
 # utterance is compared with every registered clip, so false refusals grow with the number of
 # clips: the denylist has its own rule so that it can be stricter than the fleet's. The
@@ -346,27 +376,123 @@ class RedisClipStore:
 @dataclass(frozen=True, slots=True)
 class _Segment:
     clip: Clip
-    start: int
+    start: int  # clip frame the segment is read from (scan) or its postings count from (index)
+
+
+class _ScanSearch:
+    """The coarse scan over every segment row (`match.PrintIndex`), segments every 0.51 s:
+    the search before the index, kept as the baseline the bench measures it against."""
+
+    def __init__(self, params: MatchParams) -> None:
+        self._index: PrintIndex[_Segment] = PrintIndex(params)
+
+    def add(self, clip: Clip) -> None:
+        first = anchor(clip.fp)
+        if first is None:
+            return
+        voiced = np.flatnonzero(clip.fp.mask)
+        starts: set[int] = set()
+        for start in range(first, max(first + 1, clip.fp.n_frames - COARSE_STEP), SEGMENT_STEP):
+            # A segment that starts in a pause would anchor nothing useful; move it to
+            # the next voiced frame.
+            following = voiced[voiced >= start]
+            if following.size and int(following[0]) not in starts:
+                starts.add(int(following[0]))
+                self._index.add(_Segment(clip, int(following[0])), clip.fp, int(following[0]))
+
+    def seal(self) -> None:
+        """Nothing to do: rows are indexed as they are added."""
+
+    def find(self, fp: Fingerprint, start: int) -> list[tuple[Clip, FineMatch]]:
+        return [(cand.item.clip, fine) for cand, fine in self._index.matches(fp, start)]
+
+
+class _KeySearch:
+    """The fleet window's inverted index (`index.py`) over clip segments, then the same fine
+    check against the whole clip.
+
+    A segment is one posting-store entry: the clip's keys from `max_shift` frames before its
+    reference frame to `max_shift` + 3.07 s after it, frames counted from the reference. A
+    query anchored within `max_shift` of a reference finds all of its 3.07 s in that segment,
+    at an offset the vote counts; references every 2 (`max_shift` - `bin_frames`) frames leave
+    every anchor within half a step of one, with the vote's edge bin to spare. All segments
+    live in one bucket and one run: clips do not expire by arrival, and the index is rebuilt
+    whole when the store's generation moves."""
+
+    def __init__(self, params: MatchParams, keys: KeyParams) -> None:
+        self._params = params
+        self._keys = keys
+        self._postings: MemoryPostings[_Segment] = MemoryPostings(keys)
+        self._segments: list[_Segment] = []  # added, not yet sealed into the postings
+        self._seg_keys: list[U32Array] = []
+        self._seg_frames: list[I64Array] = []
+
+    def add(self, clip: Clip) -> None:
+        first = anchor(clip.fp)
+        if first is None:
+            return
+        # The clip's keys once (frames from its anchor), then each segment's share of them.
+        keys, frames = stored_keys(clip.fp, self._keys)
+        frames = frames + first
+        reach = self._keys.max_shift
+        # Every anchor within half a step of a reference, the vote's edge bin to spare.
+        step = 2 * (reach - self._keys.bin_frames)
+        for ref in range(first, clip.fp.n_frames + step // 2, step):
+            inside = (frames >= ref - reach) & (frames < ref + reach + QUERY_FRAMES)
+            if inside.any():
+                self._segments.append(_Segment(clip, ref))
+                self._seg_keys.append(keys[inside])
+                self._seg_frames.append(frames[inside] - ref)
+
+    def seal(self) -> None:
+        """Index the added segments (one sorted run, built once)."""
+        self._postings.add_many(0, self._segments, self._seg_keys, self._seg_frames)
+        self._segments, self._seg_keys, self._seg_frames = [], [], []
+
+    def find(self, fp: Fingerprint, start: int) -> list[tuple[Clip, FineMatch]]:
+        keys, frames, weights = query_lookups(fp, start, self._keys)
+        voted = vote(self._postings.lookup([0], keys), frames, self._keys, weights)
+        found = self._postings.entries([number for number, _, _ in voted])
+        reach = self._keys.bin_frames + 8  # the bin's width plus the fine check's own reach
+        out: list[tuple[Clip, FineMatch]] = []
+        for number, shift, _ in voted:
+            seg = found.get(number)
+            if seg is None:
+                continue
+            offset = shift + seg.start - start  # clip frame = query frame + offset
+            fine = best_offset(fp, seg.clip.fp, range(offset - 8, offset + reach + 1), self._params)
+            if fine is not None and self._params.accepts(fine):
+                out.append((seg.clip, fine))
+        return out
 
 
 class Denylist:
-    """Searches the live clips of a `ClipStore`; thread-safe."""
+    """Searches the live clips of a `ClipStore`; thread-safe.
+
+    `search="scan"` is the coarse scan the index replaced, kept for the bench's comparison."""
 
     def __init__(
         self,
         store: ClipStore,
         params: MatchParams = DENYLIST_MATCH,
         print_params: FingerprintParams = DEFAULT_PARAMS,
+        keys: KeyParams = DENYLIST_KEYS,
+        search: Literal["index", "scan"] = "index",
     ) -> None:
         self._store = store
         self._params = params
         self._print_params = print_params
+        self._keys = keys
+        self._search = search
         self._lock = threading.Lock()
         self._generation: int | None = None
-        self._index: PrintIndex[_Segment] = PrintIndex(params)
+        self._index: _ScanSearch | _KeySearch = self._empty()
         # Prints recomputed from kept audio, so a reload does not recompute them; keyed by
         # creation time too, because re-registering under the same id replaces the audio.
         self._reprinted: dict[tuple[str, datetime], Fingerprint] = {}
+
+    def _empty(self) -> _ScanSearch | _KeySearch:
+        return _ScanSearch(self._params) if self._search == "scan" else _KeySearch(self._params, self._keys)
 
     @property
     def store(self) -> ClipStore:
@@ -376,24 +502,13 @@ class Denylist:
         generation = self._store.generation()
         if generation == self._generation:
             return
-        index: PrintIndex[_Segment] = PrintIndex(self._params)
+        index = self._empty()
         reprinted: dict[tuple[str, datetime], Fingerprint] = {}
         for stored in self._store.all():
             clip = self._current(stored, reprinted)
-            if clip is None:
-                continue
-            first = anchor(clip.fp)
-            if first is None:
-                continue
-            voiced = np.flatnonzero(clip.fp.mask)
-            starts: set[int] = set()
-            for start in range(first, max(first + 1, clip.fp.n_frames - COARSE_STEP), SEGMENT_STEP):
-                # A segment that starts in a pause would anchor nothing useful; move it to
-                # the next voiced frame.
-                following = voiced[voiced >= start]
-                if following.size and int(following[0]) not in starts:
-                    starts.add(int(following[0]))
-                    index.add(_Segment(clip, int(following[0])), clip.fp, int(following[0]))
+            if clip is not None:
+                index.add(clip)
+        index.seal()
         self._index = index
         self._reprinted = reprinted
         self._generation = generation
@@ -430,10 +545,9 @@ class Denylist:
             return []
         with self._lock:
             self._refresh()
-            found = self._index.matches(fp, start)
+            found = self._index.find(fp, start)
         best: dict[str, ClipMatch] = {}
-        for cand, fine in found:
-            clip = cand.item.clip
+        for clip, fine in found:
             if not clip.live(now.astimezone(UTC)):
                 continue
             if clip.clip_id not in best or fine.ber < best[clip.clip_id].match.ber:

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,8 @@ from purchase_guard.broadcast.window import WindowEntry, WindowMatch, trim_for_w
 U32Array = np.ndarray[Any, np.dtype[np.uint32]]
 I16Array = np.ndarray[Any, np.dtype[np.int16]]
 I64Array = np.ndarray[Any, np.dtype[np.int64]]
+
+E = TypeVar("E")  # what a posting store keeps per entry: a window entry, a denylist segment
 
 QUERY_FRAMES = 384  # the query's first 3.07 s from its anchor, as the scanning search reads
 
@@ -188,16 +190,16 @@ class Segment:
     last_entry: int
 
 
-class PostingStore(Protocol):
+class PostingStore(Protocol[E]):
     """Where postings and entries live; `bucket` numbers are arrival time // bucket_seconds."""
 
-    def add(self, bucket: int, entry: WindowEntry, keys: U32Array, frames: I64Array) -> None: ...
+    def add(self, bucket: int, entry: E, keys: U32Array, frames: I64Array) -> None: ...
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         """The postings of `keys` in the given buckets, as segments (`Segment`)."""
         ...
 
-    def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]: ...
+    def entries(self, numbers: Sequence[int]) -> dict[int, E]: ...
 
     def expire(self, oldest_bucket: int) -> None:
         """Drop every bucket before `oldest_bucket`."""
@@ -279,7 +281,7 @@ class IndexedWindow:
 
     def __init__(
         self,
-        postings: PostingStore,
+        postings: PostingStore[WindowEntry],
         window: timedelta = timedelta(minutes=10),
         search_span: timedelta = timedelta(seconds=30),
         params: MatchParams = DEFAULT_MATCH,
@@ -365,12 +367,12 @@ class _Run:
     starts: I64Array | None = None  # direct table: postings of dense key d are starts[d]:starts[d + 1]
 
 
-class _Bucket:
+class _Bucket(Generic[E]):
     """Sorted runs, merged like a binary counter: at most log2(postings) runs to search."""
 
     def __init__(self, key_bits: int, tables: int) -> None:
         self.runs: list[_Run] = []
-        self.entries: dict[int, WindowEntry] = {}
+        self.entries: dict[int, E] = {}
         self._key_bits = key_bits
         self._tables = tables
 
@@ -382,15 +384,22 @@ class _Bucket:
             self.runs.append(self._merge(a, b))
 
     def _merge(self, a: _Run, b: _Run) -> _Run:
-        keys = np.concatenate([a.keys, b.keys])
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
+        return self.sorted(
+            _Run(
+                np.concatenate([a.keys, b.keys]),
+                np.concatenate([a.entries, b.entries]),
+                np.concatenate([a.frames, b.frames]),
+                min(a.first_entry, b.first_entry),
+                max(a.last_entry, b.last_entry),
+            )
+        )
+
+    def sorted(self, unsorted: _Run) -> _Run:
+        """The run's postings sorted by key (stable), with a direct table when it is large."""
+        order = np.argsort(unsorted.keys, kind="stable")
+        keys = unsorted.keys[order]
         run = _Run(
-            keys,
-            np.concatenate([a.entries, b.entries])[order],
-            np.concatenate([a.frames, b.frames])[order],
-            min(a.first_entry, b.first_entry),
-            max(a.last_entry, b.last_entry),
+            keys, unsorted.entries[order], unsorted.frames[order], unsorted.first_entry, unsorted.last_entry
         )
         if keys.size >= _DIRECT_MIN_POSTINGS and (self._tables << self._key_bits) <= _DIRECT_MAX_KEYS:
             run.starts = np.searchsorted(keys, _sparse_keys(self._key_bits, self._tables)).astype(np.int64)
@@ -409,12 +418,12 @@ def _dense(keys: U32Array, key_bits: int) -> I64Array:
     return ((keys >> np.uint32(24)).astype(np.int64) << key_bits) | (keys & np.uint32((1 << key_bits) - 1))
 
 
-class MemoryPostings:
+class MemoryPostings(Generic[E]):
     """In-process postings: right for one replica (each replica sees only its own traffic).
-    About 10 bytes a posting; not thread-safe (IndexedWindow locks)."""
+    About 10 bytes a posting; not thread-safe (IndexedWindow and the denylist lock)."""
 
     def __init__(self, keys: KeyParams = DEFAULT_KEYS) -> None:
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict[int, _Bucket[E]] = {}
         self._next = 0
         self._key_bits = max(len(t) for t in keys.tables)
         self._tables = len(keys.tables)
@@ -422,10 +431,10 @@ class MemoryPostings:
     def __len__(self) -> int:
         return sum(len(b.entries) for b in self._buckets.values())
 
-    def add(self, bucket: int, entry: WindowEntry, keys: U32Array, frames: I64Array) -> None:
+    def add(self, bucket: int, entry: E, keys: U32Array, frames: I64Array) -> None:
         number = self._next
         self._next += 1
-        b = self._buckets.setdefault(bucket, _Bucket(self._key_bits, self._tables))
+        b = self._buckets.setdefault(bucket, _Bucket[E](self._key_bits, self._tables))
         b.entries[number] = entry
         order = np.argsort(keys, kind="stable")
         b.add(
@@ -437,6 +446,28 @@ class MemoryPostings:
                 number,
             )
         )
+
+    def add_many(
+        self, bucket: int, entries: Sequence[E], keys: Sequence[U32Array], frames: Sequence[I64Array]
+    ) -> None:
+        """`add` for many entries at once, as one run: sorted once, its direct table built once
+        (the denylist's rebuild; adding one by one would merge and re-table as it grows)."""
+        if not entries:
+            return
+        first = self._next
+        self._next += len(entries)
+        b = self._buckets.setdefault(bucket, _Bucket[E](self._key_bits, self._tables))
+        numbers = [np.full(k.size, first + i, dtype=np.uint32) for i, k in enumerate(keys)]
+        for i, entry in enumerate(entries):
+            b.entries[first + i] = entry
+        run = _Run(
+            np.concatenate(keys),
+            np.concatenate(numbers),
+            np.concatenate(frames).astype(np.int16),
+            first,
+            self._next - 1,
+        )
+        b.add(b.sorted(run))
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         out: list[Segment] = []
@@ -461,8 +492,8 @@ class MemoryPostings:
                 out.append(Segment(run.entries, run.frames, lo, hi, run.first_entry, run.last_entry))
         return out
 
-    def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]:
-        out: dict[int, WindowEntry] = {}
+    def entries(self, numbers: Sequence[int]) -> dict[int, E]:
+        out: dict[int, E] = {}
         for n in numbers:
             for b in self._buckets.values():
                 e = b.entries.get(n)
