@@ -111,19 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     t = time.time()
     copies, negs, _ = bf.material(args.data, args.quick, args.seed, args.homes, args.split)
     pool = [n.fp for n in negs]
-    print(f"material ({args.split}): {len(copies)} copies at 5 dB, {len(pool)} pool ({time.time() - t:.0f} s)")
+    took = time.time() - t
+    print(f"material ({args.split}): {len(copies)} copies at 5 dB, {len(pool)} pool ({took:.0f} s)")
     warm_up()
     rows = []
     for name in names:
         keys = VARIANTS[name]()
         small = detection(keys, copies, pool, args.homes, 0, args.seed)
         large = detection(keys, copies, pool, args.homes, args.among, args.seed) if args.among else None
-        rows.append({"variant": name, "pool_and_copies": small, "among": large, "loadavg": os.getloadavg()[0]})
+        load = os.getloadavg()[0]
+        rows.append({"variant": name, "pool_and_copies": small, "among": large, "loadavg": load})
         print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(["python", *sys.argv]), "split": args.split, "rows": rows}
     (args.out / f"fleet-key-variants-{args.split}.json").write_text(json.dumps(report, indent=2))
-    print(f"\n| keys ({args.split} split) | detection | among {args.among:,} | CPU p50 / p99 ms there | load |")
+    head = f"| keys ({args.split} split) | detection | among {args.among:,} | CPU p50 / p99 ms there | load |"
+    print("\n" + head)
     print("|---|---|---|---|---|")
     for r in rows:
         s, a = r["pool_and_copies"], r["among"]

@@ -68,7 +68,7 @@ class KeyParams:
     # A run of query frames looking up the same key (the print changes slowly) is looked up
     # once, at its first frame, and votes with its length as weight.
     query_runs: bool = False
-    # Two-flip variants are about four in five of the lookups; looking them up only at every n-th
+    # Two-flip variants are most of the lookups; looking them up only at every n-th
     # query frame saves time but loses copies (measured by scripts/fleet_key_variants.py, not
     # adopted: docs/broadcast.md "Fleet scale"). 1: at every frame.
     flip2_stride: int = 1
