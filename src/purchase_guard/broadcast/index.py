@@ -70,6 +70,10 @@ class KeyParams:
     # A run of query frames looking up the same key (the print changes slowly) is looked up
     # once, at its first frame, and votes with its length as weight.
     query_runs: bool = False
+    # Two-flip variants are most of the lookups; looking them up only at every n-th
+    # query frame saves time but loses copies (measured by scripts/fleet_key_variants.py, not
+    # adopted: docs/broadcast.md "Fleet scale"). 1: at every frame.
+    flip2_stride: int = 1
     # Offsets voted for, in frames (1.28 s), relative to the two prints' first voiced frames:
     # chance hits at other offsets are not counted at all. On the tuning split every true
     # pair's anchor offset was within 157 frames (99 % within 111); the scanning search
@@ -84,6 +88,8 @@ class KeyParams:
     def __post_init__(self) -> None:
         if any(len(t) > 24 for t in self.tables) or len(self.tables) > 255:
             raise ValueError("at most 255 tables of at most 24 bits")
+        if self.flip2_stride < 1:
+            raise ValueError("flip2_stride must be at least 1")
         if self.bin_frames < 1 or self.bin_frames & (self.bin_frames - 1):
             raise ValueError("bin_frames must be a power of two")
 
@@ -157,6 +163,8 @@ def query_lookups(
         reliable = _gather(fp.mask[frames], bits)
         for flips in _flip_sets(len(bits), params.max_flips):
             sel = np.ones(len(frames), dtype=bool)
+            if len(flips) >= 2 and params.flip2_stride > 1:
+                sel &= (frames - start) % params.flip2_stride == 0
             pattern = np.uint32(0)
             for b in flips:
                 sel &= ((reliable >> np.uint32(b)) & np.uint32(1)) == 0
