@@ -239,6 +239,54 @@ def run_store(backend: str, args: argparse.Namespace, takes: list[bytes]) -> dic
     return out
 
 
+def history(args: argparse.Namespace, takes: list[bytes]) -> dict[str, Any]:
+    """How the no-audio part grows with what one household has said within the replay window:
+    one household, `args.history` decisions in a row on SQLite, p50 of each block of 100 (the
+    whole Evaluate, and the replay check within it), with the replay cache at its default and
+    off (PURCHASE_GUARD_REPLAY_CACHE_MIB=0, every check opening the whole window), alternating
+    decision by decision on two guards over one store so both see the same machine."""
+    from purchase_guard.config import Settings
+    from purchase_guard.voice.digits import load_digit_checker
+    from purchase_guard.voice.ge2e import NAME
+
+    digits = load_digit_checker()
+    spent: dict[str, list[float]] = {"cached": [], "uncached": []}
+    whole: dict[str, list[float]] = {"cached": [], "uncached": []}
+    with open_store("sqlite", args.postgres_dsn, Statements()) as store:
+        seeded = seed_bench_households(store, NAME, tuple([1.0] + [0.0] * 255))
+        guards = {
+            "cached": no_audio_guard(store, NAME, digits=digits),
+            "uncached": no_audio_guard(store, NAME, digits=digits, replay_cache_mib=0),
+        }
+        ones = {}
+        for name, guard in guards.items():
+            check = guard._check_replay
+
+            def timed_check(*a: Any, _check: Any = check, _name: str = name, **k: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _check(*a, **k)
+                finally:
+                    spent[_name].append(time.perf_counter() - t0)
+
+            guard._check_replay = timed_check
+            ones[name] = decider(guard, seeded.household_ids[:1], takes)
+        for i in range(args.history):
+            name = ("cached", "uncached")[i % 2]
+            t0 = time.perf_counter()
+            ones[name](i)
+            whole[name].append(time.perf_counter() - t0)
+    blocks = []
+    for lo in range(0, args.history, 200):
+        row: dict[str, Any] = {"prints_before": f"{lo}-{min(lo + 200, args.history) - 1}"}
+        for name in ("cached", "uncached"):
+            part = slice(lo // 2, (lo + 200) // 2)
+            row[f"{name}_evaluate_p50_ms"] = round(float(np.percentile(whole[name][part], 50)) * 1000, 2)
+            row[f"{name}_replay_p50_ms"] = round(float(np.percentile(spent[name][part], 50)) * 1000, 2)
+        blocks.append(row)
+    return {"decisions": args.history, "default_cache_mib": Settings().replay_cache_mib, "blocks": blocks}
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Machine: {result['cpus']} CPUs; load average {result['loadavg_start']} at start, "
@@ -266,6 +314,12 @@ def main() -> int:
     ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--postgres-dsn", default=os.environ.get("PURCHASE_GUARD_TEST_POSTGRES_DSN", DEFAULT_DSN))
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        help="decisions by one household for the growth measure (0: skip it)",
+    )
     args = ap.parse_args()
     from purchase_guard.logs import configure_logging
 
@@ -273,7 +327,7 @@ def main() -> int:
     # line is part of its cost. Send stderr to a file to keep the table readable.
     configure_logging("info")
     stores = [b for b in args.stores.split(",") if b]
-    takes = pcm_takes(70 + len(LEVELS) * args.n)
+    takes = pcm_takes(max(70 + len(LEVELS) * args.n, args.history))
     load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     result: dict[str, Any] = {
         "command": "python scripts/bench_decide.py " + " ".join(sys.argv[1:]),
@@ -284,6 +338,8 @@ def main() -> int:
     }
     with precomputed_fingerprints(takes):
         result["stores"] = [run_store(b, args, takes) for b in stores]
+        if args.history:
+            result["history"] = history(args, takes)
     result["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,6 +354,18 @@ def main() -> int:
         )
         for text, count in s["statements_per_decision"].items():
             print(f"  {count:4.1f}  {text}")
+    if "history" in result:
+        print(
+            "\nOne household's history (SQLite), p50 ms: Evaluate / replay check within it, with the "
+            f"replay cache ({result['history']['default_cache_mib']} MiB) and without"
+        )
+        print("| prints before | cached | uncached |")
+        print("|---|---|---|")
+        for b in result["history"]["blocks"]:
+            print(
+                f"| {b['prints_before']} | {b['cached_evaluate_p50_ms']} / {b['cached_replay_p50_ms']} "
+                f"| {b['uncached_evaluate_p50_ms']} / {b['uncached_replay_p50_ms']} |"
+            )
     return 0
 
 

@@ -535,14 +535,15 @@ class StubVerifier:
         return SpeakerResult(voiceprints[0].member_id, Role.ADULT, 0.86, 0.78, True, -1.0, self.encoder.name)
 
 
-def no_audio_guard(store: Any, encoder_name: str, digits: Any = None) -> Any:
+def no_audio_guard(store: Any, encoder_name: str, digits: Any = None, **setting: Any) -> Any:
+    """A Guard with the stub verifier and no broadcast check; `setting` overrides Settings fields."""
     from purchase_guard.challenge.pin import PinHasher
     from purchase_guard.clock import RandomIds, SystemClock
     from purchase_guard.config import Settings
     from purchase_guard.pipeline.guard import Guard
     from purchase_guard.pipeline.ports import NoBroadcastDefence
 
-    settings = Settings(metrics_port=0, operator_token=OPERATOR).validated()
+    settings = Settings(metrics_port=0, operator_token=OPERATOR, **setting).validated()
     return Guard(
         settings,
         store,

@@ -115,6 +115,9 @@ class Settings:
     random_digits_unique_days: int = 90
     # How long a household's audio prints are kept to spot replays of earlier audio.
     replay_window_days: int = 30
+    # Earlier prints kept opened and prepared between replay checks, per process (MiB; 0: none).
+    # Without them a check re-opens the household's whole window every time.
+    replay_cache_mib: int = 64
     # Purchases asked in an unrecognised voice sent to a household's parents per rolling hour;
     # past it such requests are refused (UNKNOWN_VOICE_LIMITED), so a broadcast cannot flood them.
     unknown_voice_approvals_per_hour: int = 3
@@ -316,6 +319,8 @@ class Settings:
             raise ConfigError("unknown_voice_approvals_per_hour must be between 0 and 100")
         if not 1 <= self.replay_window_days <= 365:
             raise ConfigError(f"{ENV_PREFIX}REPLAY_WINDOW_DAYS must be 1-365")
+        if not 0 <= self.replay_cache_mib <= 16384:
+            raise ConfigError(f"{ENV_PREFIX}REPLAY_CACHE_MIB must be 0-16384")
         if not 1 <= self.pin_free_failures <= 10:
             raise ConfigError(f"{ENV_PREFIX}PIN_FREE_FAILURES must be 1-10")
         if not self.pin_free_failures < self.pin_disable_after <= 100:

@@ -169,3 +169,23 @@ def test_daily_cap_holds_for_concurrent_orders_over_replicas(replicas: list[Repl
     allowed_total = sum(int(d["total"]["minor_units"]) for d in decisions if d["outcome"] == "ALLOW")
     assert allowed_total == 10000
     assert replicas[1].client.verify_audit(hid)["ok"]
+
+
+def test_a_replay_of_audio_another_replica_heard_is_refused_after_this_one_cached_the_window(
+    replicas: list[Replica], data_dir: Path
+) -> None:
+    """Each replica keeps the household's earlier prints opened between checks. That must never
+    hide a print another replica wrote since: replica 1 checks a request (so it holds the
+    household's window), replica 0 then decides a new recording, and that recording sent again
+    to replica 1 is REPLAYED_AUDIO."""
+    a, b = replicas[0].client, replicas[1].client
+    hid = family(replicas, data_dir, "Replay across replicas")["hid"]
+    take = {t: fsdd_wav(data_dir, "george", "7305", t) for t in (16, 17, 18)}
+    assert a.evaluate("rp-1", hid, "kitchen", order(1500), take[16])["outcome"] == "ALLOW"
+    assert b.evaluate("rp-2", hid, "kitchen", order(1500), take[17])["outcome"] == "ALLOW"
+    assert a.evaluate("rp-3", hid, "kitchen", order(1500), take[18])["outcome"] == "ALLOW"
+    again = b.evaluate("rp-4", hid, "kitchen", order(1500), take[18])
+    assert again["outcome"] == "DENY", again
+    assert "REPLAYED_AUDIO" in codes(again)
+    earlier = a.evaluate("rp-5", hid, "kitchen", order(1500), take[17])
+    assert "REPLAYED_AUDIO" in codes(earlier)

@@ -1103,3 +1103,40 @@ def test_digit_templates_are_listed_by_member_and_read_one_at_a_time(store: Stor
     other = make.household(store).household_id
     assert store.get_digit_templates(other, ada.member_id) is None
     assert store.digit_template_members(other) == frozenset()
+
+
+def test_audio_print_refs_list_the_window_and_blobs_open_only_the_households_own(
+    store: Store, make: Make
+) -> None:
+    """The replay check's two reads: `recent_audio_print_refs` lists (print id, decision, kind) of
+    the household's prints in the window, oldest first, as `recent_audio_prints` does; and
+    `audio_print_blobs` opens the named prints, leaving out ids that are another household's or
+    that do not exist (so one household's print can never be handed to another's check)."""
+    from purchase_guard.store.protocol import AudioPrint
+
+    hh = make.household(store)
+    other = make.household(store, name="Other")
+    prints = {}
+    for k, (home, at) in enumerate(
+        [
+            (hh, T0),
+            (hh, T0 + timedelta(hours=1)),
+            (other, T0 + timedelta(hours=2)),
+            (hh, T0 - timedelta(days=2)),
+        ]
+    ):
+        decision = make.decision(home.household_id, request_id=f"r{k}")
+        blob = bytes([k]) * 24
+        ap = AudioPrint(f"apr_{k}", home.household_id, decision.decision_id, "evaluate", at, blob)
+        store.record_decision(decision, f"dg{k}", "{}", audio_print=ap)
+        prints[ap.print_id] = ap
+    since = T0 - timedelta(days=1)
+    refs = store.recent_audio_print_refs(hh.household_id, since)
+    assert refs == [
+        (p.print_id, p.decision_id, p.kind) for p in store.recent_audio_prints(hh.household_id, since)
+    ]
+    assert [r[0] for r in refs] == ["apr_0", "apr_1"]
+    opened = store.audio_print_blobs(hh.household_id, ["apr_1", "apr_0", "apr_2", "apr_missing"])
+    assert opened == {"apr_0": prints["apr_0"].print, "apr_1": prints["apr_1"].print}
+    assert store.audio_print_blobs(other.household_id, ["apr_0"]) == {}
+    assert store.audio_print_blobs(hh.household_id, []) == {}

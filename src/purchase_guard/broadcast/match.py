@@ -222,11 +222,13 @@ class PrintIndex(Generic[T]):
         rows[: len(keep)] = self._rows[keep]
         self._rows = rows
 
-    def add(self, item: T, fp: Fingerprint, start: int) -> None:
+    def add(self, item: T, fp: Fingerprint, start: int, row: U64Array | None = None) -> None:
+        """Adds a print read from `start`; `row` is its `stored_row(fp, start)` when the caller
+        already made it (a cached print), else it is made here."""
         n = len(self._items)
         if n == self._rows.shape[0]:
             self._grow(2 * n, list(range(n)))
-        self._rows[n] = stored_row(fp, start)
+        self._rows[n] = stored_row(fp, start) if row is None else row
         self._items.append(item)
         self._prints.append(fp)
         self._starts.append(start)

@@ -16,13 +16,16 @@ again must not be taken for a recording of themselves. Both sides are measured b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from purchase_guard.broadcast.fingerprint import N_BITS, Fingerprint
-from purchase_guard.broadcast.match import MatchParams, PrintIndex, anchor
+from purchase_guard.broadcast.match import ROW_WIDTH, MatchParams, PrintIndex, anchor, stored_row
 
 # Far stricter than the fleet rule (ber_limit 0.25): at 400 effective bits a replay must agree
 # to within 0.045. The same speaker saying the same digits again came no closer than 0.039 (and
@@ -35,10 +38,39 @@ MIN_VOICED_SECONDS = 0.8
 
 @dataclass(frozen=True, slots=True)
 class EarlierAudio:
+    """One earlier print of the household, with what every comparison derives from it made once
+    (its voiced stretch for the exact-copy check, its anchor and coarse row for the tolerant
+    one), so a cached EarlierAudio costs nothing to compare again (`EarlierAudioCache`)."""
+
     print_id: str
     decision_id: str
     kind: str  # "evaluate" | "confirm"
     fp: Fingerprint
+    span: bytes = field(init=False, repr=False, compare=False)
+    start: int | None = field(init=False, repr=False, compare=False)
+    _row: np.ndarray[Any, np.dtype[np.uint64]] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span", _voiced_span(self.fp) if self.fp.voiced_frames else b"")
+        object.__setattr__(self, "start", anchor(self.fp))
+
+    def row(self) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        """The coarse row of the tolerant search, made the first time it is needed (a short
+        answer is only checked for exact copies, which never need it)."""
+        if self._row is None:
+            if self.start is None:
+                raise ValueError("a print without voiced frames has no coarse row")
+            object.__setattr__(self, "_row", stored_row(self.fp, self.start))
+        assert self._row is not None
+        return self._row
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the print and what was derived from it (the coarse row counted as
+        made, so the cache's bound holds once it is)."""
+        return self.fp.bits.nbytes + self.fp.mask.nbytes + len(self.span) + 8 * ROW_WIDTH + 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +98,8 @@ def find_replay(
         return None
     index: PrintIndex[EarlierAudio] = PrintIndex(params, capacity=max(16, len(earlier)))
     for item in earlier:
-        first = anchor(item.fp)
-        if first is not None:
-            index.add(item, item.fp, first)
+        if item.start is not None:
+            index.add(item, item.fp, item.start, item.row())
     found = index.matches(fp, start)
     if not found:
         return None
@@ -90,12 +121,86 @@ def _exact_copy(fp: Fingerprint, earlier: Sequence[EarlierAudio]) -> Replay | No
     (A copy re-cut or re-encoded changes the edges and the masks: that is the tolerant rule's.)"""
     mine = _voiced_span(fp)
     for item in earlier:
-        if item.fp.voiced_frames == 0:
+        theirs = item.span
+        if not theirs:
             continue
-        theirs = _voiced_span(item.fp)
         at = theirs.find(mine)
         while at >= 0 and at % 8:  # only whole frames (8 bytes: sub-print and mask)
             at = theirs.find(mine, at + 1)
         if at >= 0:
             return Replay(item.decision_id, item.kind, 0.0, float(fp.voiced_frames * N_BITS))
     return None
+
+
+PrintRef = tuple[str, str, str]  # (print_id, decision_id, kind), as the store lists them
+
+
+class EarlierAudioCache:
+    """Parsed and prepared earlier prints, kept between checks; bounded by bytes, least recently
+    used out first; thread-safe.
+
+    Without it, every check unsealed, parsed and prepared every print of the household's replay
+    window again, so an Evaluate cost grew with how much the household had spoken in 30 days
+    (16 ms of replay check at 900 prints, `scripts/bench_decide.py --history`). The store still
+    says, on every check, which prints are in the window (`refs`): the cache only saves the
+    work of opening a print it has opened before, so what is compared is exactly what the store
+    holds now, whatever another replica wrote or a purge deleted. A print's content never
+    changes, so a cached one is never stale. Keyed by household too, so one household's
+    prints can only ever be compared with its own audio."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._items: OrderedDict[tuple[str, str], EarlierAudio] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
+
+    def earlier(
+        self,
+        household_id: str,
+        refs: Sequence[PrintRef],
+        fetch: Callable[[list[str]], dict[str, bytes]],
+    ) -> list[EarlierAudio]:
+        """The prints `refs` names, in that order: cached ones as they are, the rest fetched
+        (`fetch(print_ids)` -> print bytes by id), parsed and cached. A print the store listed
+        but no longer returns (deleted in between) is left out, as a fresh read would."""
+        out: dict[str, EarlierAudio] = {}
+        missing: list[PrintRef] = []
+        with self._lock:
+            for ref in refs:
+                item = self._items.get((household_id, ref[0]))
+                if item is None:
+                    missing.append(ref)
+                else:
+                    self._items.move_to_end((household_id, ref[0]))
+                    out[ref[0]] = item
+        if missing:
+            blobs = fetch([ref[0] for ref in missing])
+            fresh = [
+                EarlierAudio(pid, did, kind, Fingerprint.from_bytes(blobs[pid]))
+                for pid, did, kind in missing
+                if pid in blobs
+            ]
+            with self._lock:
+                for item in fresh:
+                    out[item.print_id] = item
+                    self._put((household_id, item.print_id), item)
+        return [out[ref[0]] for ref in refs if ref[0] in out]
+
+    def _put(self, key: tuple[str, str], item: EarlierAudio) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        if item.nbytes > self._max:
+            return
+        self._items[key] = item
+        self._bytes += item.nbytes
+        while self._bytes > self._max:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= dropped.nbytes

@@ -18,7 +18,7 @@ import structlog
 
 from purchase_guard.audit.records import audit_body
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
-from purchase_guard.broadcast.repeat import EarlierAudio, find_replay
+from purchase_guard.broadcast.repeat import EarlierAudioCache, find_replay
 from purchase_guard.challenge.digest import digits_digest, issued_digits_digest, order_digest
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.challenge.prompts import challenge_info
@@ -202,6 +202,7 @@ class Guard:
         self._digits = digits
         self._high_child = high_child_threshold
         self._replay_window = timedelta(days=settings.replay_window_days)
+        self._earlier_audio = EarlierAudioCache(settings.replay_cache_mib * 2**20)
         self._digits_memory = timedelta(days=settings.random_digits_unique_days)
         self._unknown_voice_limit = settings.unknown_voice_approvals_per_hour
         self._settings = settings
@@ -657,10 +658,11 @@ class Guard:
         if fp is None:
             return ReplayCheck(error="the audio could not be fingerprinted")
         try:
-            earlier = [
-                EarlierAudio(p.print_id, p.decision_id, p.kind, Fingerprint.from_bytes(p.print))
-                for p in self._store.recent_audio_prints(hh, now - self._replay_window)
-            ]
+            earlier = self._earlier_audio.earlier(
+                hh,
+                self._store.recent_audio_print_refs(hh, now - self._replay_window),
+                lambda ids: self._store.audio_print_blobs(hh, ids),
+            )
             with span("audio.replay", earlier=len(earlier)):
                 return ReplayCheck(replay_of=find_replay(fp, earlier))
         except Exception as exc:

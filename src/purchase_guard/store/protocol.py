@@ -26,6 +26,7 @@ that is what the hash chain covers, so the chain verifies without any key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -426,6 +427,15 @@ class DecisionLog(Protocol):
 
     def recent_audio_prints(self, household_id: str, since: datetime) -> list[AudioPrint]:
         """The household's audio prints at or after `since`, oldest first."""
+        ...
+
+    def recent_audio_print_refs(self, household_id: str, since: datetime) -> list[tuple[str, str, str]]:
+        """(print_id, decision_id, kind) of the household's audio prints at or after `since`,
+        oldest first: what `recent_audio_prints` lists, without opening the prints."""
+        ...
+
+    def audio_print_blobs(self, household_id: str, print_ids: Sequence[str]) -> dict[str, bytes]:
+        """The opened print bytes of those of `print_ids` that are the household's, by id."""
         ...
 
     def recently_issued_digits(self, household_id: str, since: datetime) -> frozenset[str]:

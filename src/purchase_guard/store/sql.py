@@ -26,7 +26,7 @@ by the household id in the query itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -92,6 +92,8 @@ def _opt_ts(when: datetime | None) -> str | None:
 # delivery is due whatever the decision clock says (deliveries run on wall time; the decision clock
 # may be a test's frozen or shifted one).
 _DUE_AT_ONCE = "0000-01-01T00:00:00.000000Z"
+# Ids bound per IN (...) list: under SQLite's oldest limit of 999 host parameters.
+_IN_CHUNK = 500
 
 
 def request_key(caller_id: str, request_id: str) -> str:
@@ -1333,6 +1335,33 @@ class SqlStore(SealedRows):
             )
             for r in rows
         ]
+
+    def recent_audio_print_refs(self, household_id: str, since: datetime) -> list[tuple[str, str, str]]:
+        with self._reading() as conn:
+            rows = self._run(
+                conn,
+                "SELECT print_id, decision_id, kind FROM audio_prints"
+                " WHERE household_id = ? AND at >= ? ORDER BY at, print_id",
+                (household_id, format_ts(since)),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def audio_print_blobs(self, household_id: str, print_ids: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with self._reading() as conn:
+            for lo in range(0, len(print_ids), _IN_CHUNK):
+                chunk = list(print_ids[lo : lo + _IN_CHUNK])
+                marks = ", ".join("?" * len(chunk))
+                rows = self._run(
+                    conn,
+                    "SELECT print_id, print FROM audio_prints"
+                    f" WHERE household_id = ? AND print_id IN ({marks})",
+                    (household_id, *chunk),
+                ).fetchall()
+                for r in rows:
+                    pid = str(r[0])
+                    out[pid] = self._sealer.open(household_id, bytes(r[1]), codec.audio_print_aad(pid))
+        return out
 
     def recently_issued_digits(self, household_id: str, since: datetime) -> frozenset[str]:
         with self._reading() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from unit.broadcast.broadcast_synth import hear, programme
 
 from purchase_guard.broadcast.fingerprint import fingerprint
-from purchase_guard.broadcast.repeat import MIN_VOICED_SECONDS, EarlierAudio, find_replay
+from purchase_guard.broadcast.repeat import MIN_VOICED_SECONDS, EarlierAudio, EarlierAudioCache, find_replay
 from purchase_guard.voice.audio import Pcm
 
 
@@ -33,3 +33,89 @@ def test_a_long_copy_through_noise_is_a_replay_and_new_audio_is_not() -> None:
     earlier = _earlier(hear(prog, seed=1, snr_db=60.0))
     assert find_replay(fingerprint(hear(prog, seed=2, snr_db=30.0)), earlier) is not None
     assert find_replay(fingerprint(hear(programme(6, seconds=6.0), seed=3)), earlier) is None
+
+
+def _blobs(*pcms: Pcm) -> dict[str, bytes]:
+    return {f"apr_{i}": fingerprint(p).to_bytes() for i, p in enumerate(pcms)}
+
+
+class _Fetch:
+    """A store's `audio_print_blobs` over `blobs`, recording which ids each call asked for."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.asked: list[list[str]] = []
+
+    def __call__(self, ids: list[str]) -> dict[str, bytes]:
+        self.asked.append(list(ids))
+        return {i: self.blobs[i] for i in ids if i in self.blobs}
+
+
+def _refs(*ids: str) -> list[tuple[str, str, str]]:
+    return [(i, i.replace("apr", "dec"), "evaluate") for i in ids]
+
+
+def test_the_cache_opens_each_print_once_and_returns_what_the_store_lists() -> None:
+    """A second check fetches only the print it has not opened before; the prints come back in
+    the store's order, and a cached print the store no longer lists (purged, or out of the
+    window) is not compared again."""
+    fetch = _Fetch(_blobs(*(Pcm(programme(k, seconds=1.5)) for k in range(3))))
+    cache = EarlierAudioCache(max_bytes=10 * 2**20)
+    first = cache.earlier("hh_a", _refs("apr_0", "apr_1"), fetch)
+    assert [e.print_id for e in first] == ["apr_0", "apr_1"]
+    again = cache.earlier("hh_a", _refs("apr_1", "apr_2"), fetch)
+    assert [e.print_id for e in again] == ["apr_1", "apr_2"]
+    assert fetch.asked == [["apr_0", "apr_1"], ["apr_2"]]
+    assert again[0] is first[1]
+    assert [e.print_id for e in cache.earlier("hh_a", _refs("apr_2"), fetch)] == ["apr_2"]
+
+
+def test_a_listed_print_the_store_no_longer_returns_is_left_out() -> None:
+    """Deleted between the listing and the fetch: the check goes on with what exists, as a fresh
+    read of the window would."""
+    fetch = _Fetch(_blobs(Pcm(programme(1, seconds=1.5))))
+    cache = EarlierAudioCache(max_bytes=2**20)
+    assert [e.print_id for e in cache.earlier("hh_a", _refs("apr_0", "apr_9"), fetch)] == ["apr_0"]
+
+
+def test_the_cache_is_per_household() -> None:
+    """The same print id under another household is fetched for that household, never served
+    from the first one's entries."""
+    blobs = _blobs(Pcm(programme(1, seconds=1.5)))
+    fetch_a, fetch_b = _Fetch(blobs), _Fetch({})
+    cache = EarlierAudioCache(max_bytes=2**20)
+    assert len(cache.earlier("hh_a", _refs("apr_0"), fetch_a)) == 1
+    assert cache.earlier("hh_b", _refs("apr_0"), fetch_b) == []
+    assert fetch_b.asked == [["apr_0"]]
+
+
+def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recently_used() -> None:
+    """With room for about two prints, a third pushes out the one used longest ago; a print
+    larger than the whole cache is compared but not kept; a cache of 0 bytes keeps nothing."""
+    fetch = _Fetch(_blobs(*(Pcm(programme(k, seconds=1.5)) for k in range(3))))
+    one = EarlierAudioCache(max_bytes=2**30).earlier("hh_a", _refs("apr_0"), fetch)[0].nbytes
+    cache = EarlierAudioCache(max_bytes=int(2.5 * one))
+    cache.earlier("hh_a", _refs("apr_0", "apr_1"), fetch)
+    cache.earlier("hh_a", _refs("apr_0"), fetch)  # apr_0 used again: apr_1 is now the oldest
+    cache.earlier("hh_a", _refs("apr_2"), fetch)
+    assert cache.bytes_held <= int(2.5 * one) and len(cache) == 2
+    fetch.asked.clear()
+    cache.earlier("hh_a", _refs("apr_0", "apr_1", "apr_2"), fetch)
+    assert fetch.asked == [["apr_1"]]
+    none = EarlierAudioCache(max_bytes=0)
+    assert len(none.earlier("hh_a", _refs("apr_0"), fetch)) == 1 and len(none) == 0
+
+
+def test_cached_prints_find_the_same_replays_as_fresh_ones() -> None:
+    """find_replay over prints opened by the cache finds the bit-exact copy and the copy through
+    noise it finds over freshly made ones, and nothing for new audio."""
+    prog = programme(5, seconds=6.0)
+    short = Pcm(programme(3, seconds=0.7))
+    fetch = _Fetch(_blobs(hear(prog, seed=1, snr_db=60.0), short))
+    cached = EarlierAudioCache(max_bytes=2**24).earlier("hh_a", _refs("apr_0", "apr_1"), fetch)
+    noisy = fingerprint(hear(prog, seed=2, snr_db=30.0))
+    found = find_replay(noisy, cached)
+    assert found is not None and found.decision_id == "dec_0"
+    exact = find_replay(fingerprint(short), cached)
+    assert exact is not None and (exact.decision_id, exact.ber) == ("dec_1", 0.0)
+    assert find_replay(fingerprint(hear(programme(6, seconds=6.0), seed=3)), cached) is None
