@@ -98,12 +98,14 @@ def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recently_used() ->
     cache.earlier("hh_a", _refs("apr_0", "apr_1"), fetch)
     cache.earlier("hh_a", _refs("apr_0"), fetch)  # apr_0 used again: apr_1 is now the oldest
     cache.earlier("hh_a", _refs("apr_2"), fetch)
-    assert cache.bytes_held <= int(2.5 * one) and len(cache) == 2
+    assert cache.bytes_held <= int(2.5 * one)
+    assert len(cache) == 2
     fetch.asked.clear()
     cache.earlier("hh_a", _refs("apr_0", "apr_1", "apr_2"), fetch)
     assert fetch.asked == [["apr_1"]]
     none = EarlierAudioCache(max_bytes=0)
-    assert len(none.earlier("hh_a", _refs("apr_0"), fetch)) == 1 and len(none) == 0
+    assert len(none.earlier("hh_a", _refs("apr_0"), fetch)) == 1
+    assert len(none) == 0
 
 
 def test_cached_prints_find_the_same_replays_as_fresh_ones() -> None:
@@ -115,7 +117,9 @@ def test_cached_prints_find_the_same_replays_as_fresh_ones() -> None:
     cached = EarlierAudioCache(max_bytes=2**24).earlier("hh_a", _refs("apr_0", "apr_1"), fetch)
     noisy = fingerprint(hear(prog, seed=2, snr_db=30.0))
     found = find_replay(noisy, cached)
-    assert found is not None and found.decision_id == "dec_0"
+    assert found is not None
+    assert found.decision_id == "dec_0"
     exact = find_replay(fingerprint(short), cached)
-    assert exact is not None and (exact.decision_id, exact.ber) == ("dec_1", 0.0)
+    assert exact is not None
+    assert (exact.decision_id, exact.ber) == ("dec_1", 0.0)
     assert find_replay(fingerprint(hear(programme(6, seconds=6.0), seed=3)), cached) is None
