@@ -28,6 +28,7 @@ from purchase_guard.domain import (
     Voiceprint,
 )
 from purchase_guard.pipeline.guard import Caller, EvaluateInput, Guard
+from purchase_guard.pipeline.ports import NoBroadcastDefence
 from purchase_guard.policy.defaults import default_policy
 from purchase_guard.sealing import KeyRing
 from purchase_guard.store.sqlite import SqliteStore
@@ -73,22 +74,7 @@ class ExplodingBroadcast:
         raise ConnectionError("redis gone")
 
 
-class QuietBroadcast:
-    def check(
-        self,
-        household_id: str,
-        device_id: str,
-        decision_id: str,
-        pcm: Pcm,
-        now: datetime,
-        *,
-        caller_id: str,
-        fp: object = None,
-    ) -> BroadcastCheck:
-        return BroadcastCheck()
-
-
-class RecordingBroadcast(QuietBroadcast):
+class RecordingBroadcast(NoBroadcastDefence):
     """Remembers which caller each check was made for."""
 
     def __init__(self) -> None:
@@ -130,7 +116,7 @@ def make_guard(store: SqliteStore, verifier: Any = None, broadcast: Any = None) 
         Settings(),
         store,
         verifier or AdultVerifier(),
-        broadcast or QuietBroadcast(),
+        broadcast or NoBroadcastDefence(),
         PinHasher(time_cost=1, memory_cost=8),
         FrozenClock(NOW),
         SequentialIds(),
