@@ -161,6 +161,69 @@ def events(copies: dict[tuple[int, int], Fingerprint], pool: list[Fingerprint], 
     return {"homes": seen, "flagged": flagged / max(seen, 1)}
 
 
+def events_at_scale(
+    copies: dict[tuple[int, int], Fingerprint],
+    pool: list[Fingerprint],
+    n: int,
+    homes: int,
+    jitter_s: float,
+    max_in_span: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Households flagged once 3 seen, live at the traffic of a window of `n`: a steady stream
+    of n per 10 minutes (bit-scrambled pool prints, added as they arrive) with the broadcasts'
+    copies among it. Programme p's homes hear it at start + p seconds (the programmes overlap,
+    as many broadcasts do) and call Evaluate each after its own delay, uniform over
+    `jitter_s` (end-of-speech detection and intent parsing differ by home); each copy is
+    checked by a real guard when it arrives, so the span's cap sees the traffic it would."""
+    rate = n / WINDOW_S
+    bucket = timedelta(seconds=DEFAULT_KEYS.bucket_seconds)
+    lead = 2 * SPAN
+    if max_in_span:
+        lead = min(lead, timedelta(seconds=2 * max_in_span / rate) + 2 * bucket)
+    window = IndexedWindow(
+        MemoryPostings(), window=timedelta(seconds=WINDOW_S), search_span=SPAN, max_in_span=max_in_span
+    )
+    guard = BroadcastGuard(window, Denylist(MemoryClipStore()), SequentialIds(), promote_for=timedelta(0))
+    programmes = sorted({p for p, _ in copies})
+    start = T0 + lead
+    arrivals = sorted(
+        (start + timedelta(seconds=i + float(rng.uniform(0, jitter_s))), p, h)
+        for i, p in enumerate(programmes)
+        for h in range(homes)
+        if (p, h) in copies
+    )
+    decided: dict[str, bool] = {}
+    k = 0
+    t0 = time.perf_counter()
+    for at, p, h in arrivals:
+        while T0 + timedelta(seconds=k / rate) < at:  # the stream up to this arrival
+            base = pool[k % len(pool)]
+            fp = Fingerprint(base.bits ^ np.uint32(rng.integers(1, 2**32)), base.mask, base.hop_s)
+            window.add(entry(f"s{k}", fp, T0 + timedelta(seconds=k / rate)))
+            k += 1
+        check = guard.check(
+            f"hh-{p}-{h}", f"d{h}", f"dec-{p}-{h}", _pcm_free(copies[(p, h)]), at, caller_id="backend"
+        )
+        decided.setdefault(f"dec-{p}-{h}", False)
+        if ReasonCode.BROADCAST_MATCH in [r.code for r in check.reasons]:
+            decided[f"dec-{p}-{h}"] = True
+        for _, dec in check.cluster_decisions:
+            decided[dec] = True  # the late catch
+    counted = [p for p in programmes if sum((p, h) in copies for h in range(homes)) >= 3]
+    keys = [f"dec-{p}-{h}" for p in counted for h in range(homes) if (p, h) in copies]
+    return {
+        "window": n,
+        "jitter_s": jitter_s,
+        "max_in_span": max_in_span,
+        "homes": len(keys),
+        "flagged": sum(decided[key] for key in keys) / max(len(keys), 1),
+        "stream_added": k,
+        "held_at_end": len(window),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 class _PrintedPcm:
     """The guard takes audio; the bench has prints. A stand-in the patched fingerprint reads."""
 
@@ -188,6 +251,9 @@ def false_rates(pool: list[Fingerprint]) -> dict[str, Any]:
             verdicts += bool(find_cluster(e, found))
     n = len(pool)
     p = matched_pairs / max(n * (n - 1), 1)
+    # Each false pair is usually found from both ends: the bound counts unordered pairs.
+    unordered = math.ceil(matched_pairs / 2)
+    p_upper = clopper_pearson_upper(unordered, n * (n - 1) // 2)
     c_obs = verdicts / two_or_more if two_or_more else 0.0
     # No consistent triple seen: the 95 % upper bound on the share (rule of three), if any
     # query had two matches; else the bound stays 1 (the rule is not credited).
@@ -195,6 +261,8 @@ def false_rates(pool: list[Fingerprint]) -> dict[str, Any]:
     return {
         "pool": n,
         "false_matches_per_pair": p,
+        "false_pairs_unordered": unordered,
+        "false_matches_per_pair_upper95": p_upper,
         "queries_with_2_sources": two_or_more,
         "false_verdicts_in_span": verdicts,
         "consistent_share": c_obs,
@@ -503,7 +571,8 @@ def scale(
     redis_url: str = "",
     copies: dict[tuple[int, int], Fingerprint] | None = None,
     homes: int = 5,
-    buckets_per_key: int = 6,
+    buckets_per_key: int | None = None,
+    max_in_span: int = 0,
 ) -> dict[str, Any]:
     in_span = max(1, round(n * SPAN.total_seconds() / WINDOW_S))
     postings: Any = MemoryPostings()
@@ -517,22 +586,31 @@ def scale(
         client = redis.Redis.from_url(redis_url)
         prefix = f"pg-bench-fleet:{uuid.uuid4().hex}"
         postings = RedisPostings(client, prefix, SPAN, buckets_per_key=buckets_per_key)
-    window = IndexedWindow(postings, window=timedelta(seconds=WINDOW_S), search_span=SPAN)
-    # A steady stream at n per 10 minutes over the two spans before the query, which arrives
-    # in the middle of a bucket (the average case): after expiry the replica holds, and the
-    # query reads, the span plus half a bucket.
+    window = IndexedWindow(
+        postings, window=timedelta(seconds=WINDOW_S), search_span=SPAN, max_in_span=max_in_span
+    )
+    # A steady stream at n per 10 minutes over the two spans before the query (or, with the
+    # cap, twice the time the cap's entries take to arrive, when that is shorter), which
+    # arrives in the middle of a bucket (the average case): after expiry the replica holds,
+    # and the query reads, the span (or the cap) plus up to a bucket.
     bucket = timedelta(seconds=DEFAULT_KEYS.bucket_seconds)
     at = T0 + 2 * SPAN + bucket / 2
-    stream = 2 * in_span
+    lead = 2 * SPAN
+    if max_in_span:
+        lead = min(lead, timedelta(seconds=2 * max_in_span * WINDOW_S / n) + 2 * bucket)
+    stream = max(1, round(n * lead.total_seconds() / WINDOW_S))
     t = time.perf_counter()
     for k in range(stream):
         base = pool[k % len(pool)]
         key = np.uint32(rng.integers(1, 2**32))
         fp = Fingerprint(base.bits ^ key, base.mask, base.hop_s)
-        window.add(entry(f"s{k}", fp, at - 2 * SPAN + 2 * SPAN * k / stream))
+        window.add(entry(f"s{k}", fp, at - lead + lead * k / stream))
     window.expire(at)
     load_s = time.perf_counter() - t
     held = len(window)
+    read = window.span_buckets(at)
+    counted = sum(postings.counts(read))  # entries a query at `at` counts matches among
+    horizon_s = (at - window.horizon(at, read)).total_seconds()
     prints_bytes = posting_bytes = 0
     if not redis_url:  # with Redis the replica keeps no entries at all
         for b in postings._buckets.values():
@@ -573,6 +651,9 @@ def scale(
         "window": n,
         "in_span": in_span,
         "held_and_read": held,
+        "max_in_span": max_in_span,
+        "counted": counted,
+        "horizon_seconds": round(horizon_s, 2),
         "load_s": round(load_s, 1),
         "query_ms_p50": round(float(np.percentile(times, 50)), 2),
         "query_ms_p99": round(float(np.percentile(times, 99)), 2),
@@ -600,7 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--redis", default="", help="also time the Redis postings at the smallest size")
     ap.add_argument(
-        "--redis-buckets-per-key", type=int, default=6, help="10 s buckets per Redis postings key (epoch)"
+        "--redis-buckets-per-key",
+        type=int,
+        default=None,
+        help="buckets per Redis key (default: 60 s)",
     )
     ap.add_argument("--clips", type=int, default=10_000, help="registered clips for the denylist measure")
     ap.add_argument(
@@ -608,11 +692,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=["denylist"],
+        choices=["denylist", "fleet"],
         default="",
-        help="only the denylist measure: the index and the scan it replaced, in one run",
+        help="only the denylist measure (the index and the scan it replaced, in one run), or all but it",
     )
-    ap.add_argument("--split", default="test", help="material for --only denylist (tune to choose settings)")
+    ap.add_argument(
+        "--split",
+        default="test",
+        help="material (tune to choose the span's cap, the denylist index)",
+    )
+    ap.add_argument(
+        "--max-in-span",
+        default=str(SETTINGS.broadcast_max_in_span),
+        help="the span's cap (BROADCAST_MAX_IN_SPAN; 0: none), or several, comma-separated; each size "
+        "is also run without it",
+    )
+    ap.add_argument("--jitters", default="1,2,5", help="per-home delay spreads (s) for the live events")
+    ap.add_argument("--event-sizes", default="", help="sizes for the live events (default: the largest)")
+    ap.add_argument(
+        "--rates-only",
+        action="store_true",
+        help="only the pool's rates, the closure and the largest cap meeting 1e-5 false verdicts (tune)",
+    )
     ap.add_argument(
         "--deny-keys",
         action="append",
@@ -657,12 +758,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "denylist":
         return denylist_only(args, argv)
     deny_keys = _deny_keys(args.deny_keys[0] if args.deny_keys else "")
-    copies, negs, progs = material(args.data, args.quick, args.seed, args.homes)
+    copies, negs, progs = material(args.data, args.quick, args.seed, args.homes, args.split)
     pool = [n.fp for n in negs]
     print(
-        f"material: {len(copies)} broadcast copies, {len(pool)} pool prints ({time.time() - t:.0f} s)",
+        f"material ({args.split}): {len(copies)} broadcast copies, {len(pool)} pool prints "
+        f"({time.time() - t:.0f} s)",
         flush=True,
     )
+    if args.rates_only:
+        return rates_only(args, argv, negs, pool)
     pairs = per_pair(copies, pool, args.homes)
     print(
         f"per-pair 5 dB: index {pairs['index']:.3f}, scan {pairs['scan']:.3f} ({pairs['pairs']} pairs)",
@@ -675,29 +779,51 @@ def main(argv: list[str] | None = None) -> int:
     tri = triangles(pool, prompt_of(negs, args.data))
     closure = closure_estimate(tri)
     print(f"closure: {json.dumps(closure)}", flush=True)
+    caps_allowed = largest_cap(fr, closure)
+    print(f"largest span cap for <= 1e-5 false verdicts: {json.dumps(caps_allowed)}", flush=True)
     rng = np.random.default_rng(args.seed)
     warm_up()  # compile the search loops before anything is timed, as the server does at start
-    deny = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, keys=deny_keys)
-    print(f"denylist: {json.dumps(deny)}", flush=True)
-    deny_scan = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, search="scan")
-    print(f"denylist, scan: {json.dumps(deny_scan)}", flush=True)
-    candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE, keys=deny_keys)
-    print(f"denylist, candidate rule: {json.dumps(candidate)}", flush=True)
+    deny: dict[str, Any] = {}
+    deny_scan: dict[str, Any] = {}
+    candidate: dict[str, Any] = {}
+    if args.only != "fleet":
+        deny = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, keys=deny_keys)
+        print(f"denylist: {json.dumps(deny)}", flush=True)
+        deny_scan = denylist_scale(progs, copies, pool, args.clips, min(args.queries, 50), rng, search="scan")
+        print(f"denylist, scan: {json.dumps(deny_scan)}", flush=True)
+        candidate = denylist_scale(progs, copies, pool, args.clips, 0, rng, DENY_CANDIDATE, keys=deny_keys)
+        print(f"denylist, candidate rule: {json.dumps(candidate)}", flush=True)
     rows = []
-    for n in [int(s) for s in args.sizes.split(",") if s]:
-        in_span = n * SPAN.total_seconds() / WINDOW_S
-        lam = in_span * fr["false_matches_per_pair"]
-        # A verdict needs two matched others that also match each other: the expected number
-        # of pairs among the chance matches, E[K(K-1)/2] = lam^2 / 2 for K ~ Poisson(lam),
-        # times the share of such pairs that close (a union bound, above P(K >= 2) * closure).
-        wedges = lam * lam / 2
-        row = scale(pool, n, args.queries, rng, copies=copies, homes=args.homes)
-        row["false_verdicts_without_consistency"] = poisson_at_least(lam, NEED)
-        row["chance_match_pairs_per_evaluate"] = wedges
-        row["false_verdicts_per_evaluate_measured_upper95"] = min(1.0, wedges * closure["measured_upper95"])
-        row["false_verdicts_per_evaluate_modelled"] = min(1.0, wedges * closure["modelled"])
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    caps = [int(c) for c in args.max_in_span.split(",") if int(c)] + [0]
+    for n in sizes:
+        for cap in caps:
+            row = scale(pool, n, args.queries, rng, copies=copies, homes=args.homes, max_in_span=cap)
+            # A verdict needs two matched others that also match each other: the expected
+            # number of pairs among the chance matches, E[K(K-1)/2] = lam^2 / 2 for
+            # K ~ Poisson(lam), times the share of such pairs that close (a union bound, above
+            # P(K >= 2) * closure). With the cap, lam counts the entries the query counts.
+            counted = min(row["in_span"], row["counted"]) if cap else row["in_span"]
+            lam = counted * fr["false_matches_per_pair"]
+            wedges = lam * lam / 2
+            row["false_verdicts_without_consistency"] = poisson_at_least(lam, NEED)
+            row["chance_match_pairs_per_evaluate"] = wedges
+            row["false_verdicts_per_evaluate_measured_upper95"] = min(
+                1.0, wedges * closure["measured_upper95"]
+            )
+            row["false_verdicts_per_evaluate_modelled"] = min(1.0, wedges * closure["modelled"])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    live = []
+    event_sizes = [int(s) for s in args.event_sizes.split(",") if s] or [max(sizes)]
+    for n in event_sizes:
+        for jitter in [float(j) for j in args.jitters.split(",") if j]:
+            for cap in caps:
+                r = events_at_scale(
+                    copies, pool, n, args.homes, jitter, cap, np.random.default_rng(args.seed)
+                )
+                live.append(r)
+                print(f"live events: {json.dumps(r)}", flush=True)
     if args.redis:
         smallest = min(int(s) for s in args.sizes.split(",") if s)
         # The same copies among the same span: detection must not depend on the store.
@@ -718,20 +844,26 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python scripts/bench_fleet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": platform.platform(),
         "load_average": _loadavg(),
+        "split": args.split,
         "span_seconds": SPAN.total_seconds(),
+        "bucket_seconds": DEFAULT_KEYS.bucket_seconds,
+        "max_in_span": caps[0],
         "window_seconds": WINDOW_S,
         "min_sources": SETTINGS.broadcast_min_sources,
         "per_pair_5db": pairs,
         "events_5db": ev,
         "pool": fr,
         "closure": {**tri, "estimate": closure},
+        "largest_cap": caps_allowed,
         "denylist": deny,
         "denylist_scan": deny_scan,
         "denylist_candidate": candidate,
         "scale": rows,
+        "events_live": live,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleet.json").write_text(json.dumps(report, indent=2))
+    name = "fleet.json" if args.split == "test" else f"fleet-{args.split}.json"
+    (args.out / name).write_text(json.dumps(report, indent=2))
     print()
     print("Closure of chance matches (pool pairs searched once; wedge = a query with two matches):")
     print(
@@ -748,12 +880,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(
-        "| window (10 min) | in span (held, read) | false verdicts / Evaluate: measured (95 % upper) "
-        "| modelled "
+        "| window (10 min) | cap | in span (held, read; horizon s) | false verdicts / Evaluate: measured "
+        "(95 % upper) | modelled "
         "| without consistency | per-pair 5 dB among span | query p50 / p99 ms (CPU p99) "
         "| replica MiB (in process) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms = f"{r['query_ms_p50']} / {r['query_ms_p99']} ({r['query_ms_cpu_p99']})"
         if r["postings"] == "redis":
@@ -762,13 +894,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {r['per_pair_5db_among_span']:.3f} | {ms} | 0 (none kept) |"
             )
             continue
+        cap_text = f"{r['max_in_span']:,}" if r["max_in_span"] else "none"
         print(
-            f"| {r['window']:,} | {r['in_span']:,} ({r['held_and_read']:,}) "
+            f"| {r['window']:,} | {cap_text} "
+            f"| {r['in_span']:,} ({r['held_and_read']:,}; {r['horizon_seconds']}) "
             f"| {r['false_verdicts_per_evaluate_measured_upper95']:.1e} "
             f"| {r['false_verdicts_per_evaluate_modelled']:.1e} "
             f"| {r['false_verdicts_without_consistency']:.1e} | {r['per_pair_5db_among_span']:.3f} "
             f"| {ms} | {r['replica_memory_mib_in_process']} |"
         )
+    print()
+    print("Live events: households flagged once 3 seen, copies among the stream (5 dB):")
+    print("| window (10 min) | per-home delay spread | cap | flagged | homes |")
+    print("|---|---|---|---|---|")
+    for r in live:
+        cap_text = f"{r['max_in_span']:,}" if r["max_in_span"] else "none"
+        print(f"| {r['window']:,} | {r['jitter_s']:g} s | {cap_text} | {r['flagged']:.3f} | {r['homes']} |")
+    if not deny:
+        return 0
     print()
     d = deny
     print(f"Denylist ({d['clips']:,} clips: {d['real_clips']} real recordings plus bit-scrambled copies):")
@@ -805,6 +948,51 @@ def main(argv: list[str] | None = None) -> int:
         f"({deny_scan['match_ms_cpu_p50']} / {deny_scan['match_ms_cpu_p99']} ms) |"
     )
     return 0
+
+
+def rates_only(
+    args: argparse.Namespace, argv: list[str] | None, negs: list[Any], pool: list[Fingerprint]
+) -> int:
+    """The pool's per-pair rate and the closure of chance matches, and from them the largest
+    span cap whose false verdicts per Evaluate stay within 1e-5 as modelled (and as the
+    measured bound allows): (n p)^2 / 2 * c <= 1e-5, n = sqrt(2e-5 / c) / p. Run on tune to
+    choose BROADCAST_MAX_IN_SPAN."""
+    fr = false_rates(pool)
+    print(f"pool: {fr}", flush=True)
+    tri = triangles(pool, prompt_of(negs, args.data))
+    closure = closure_estimate(tri)
+    cap = largest_cap(fr, closure)
+
+    out = {
+        "command": "python scripts/bench_fleet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "split": args.split,
+        "load_average": _loadavg(),
+        "pool": fr,
+        "closure": {**tri, "estimate": closure},
+        **cap,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"fleet-rates-{args.split}.json").write_text(json.dumps(out, indent=2))
+    print(f"closure: {json.dumps(closure)}")
+    print(f"largest span cap for <= 1e-5 false verdicts per Evaluate ({args.split}): {json.dumps(cap)}")
+    return 0
+
+
+def largest_cap(fr: dict[str, Any], closure: dict[str, Any]) -> dict[str, float]:
+    """The most entries a query may count with (n p)^2 / 2 * c <= 1e-5: n = sqrt(2e-5 / c) / p,
+    at the pool's per-pair rate and at its upper 95 % bound, for the modelled closure and the
+    measured bound. The rule for choosing BROADCAST_MAX_IN_SPAN on tune takes the upper rate
+    and the modelled closure (docs/broadcast.md "Fleet scale")."""
+
+    def n(p: float, c: float) -> float:
+        return math.sqrt(2e-5 / c) / p if p and c else math.inf
+
+    p, p_up = fr["false_matches_per_pair"], fr["false_matches_per_pair_upper95"]
+    return {
+        "largest_cap_modelled": n(p, closure["modelled"]),
+        "largest_cap_modelled_upper_rate": n(p_up, closure["modelled"]),
+        "largest_cap_measured_upper95": n(p, closure["measured_upper95"]),
+    }
 
 
 def _deny_keys(spec: str) -> KeyParams:

@@ -155,6 +155,7 @@ def build_broadcast(
     """The broadcast defence: window (memory or Redis; inverted index or scan) and clip store."""
     length = timedelta(seconds=settings.broadcast_window_seconds)
     span = timedelta(seconds=settings.broadcast_max_spread_seconds)
+    cap = settings.broadcast_max_in_span
     store: ClipStore
     window: FleetWindow
     if settings.broadcast_window == "redis":
@@ -165,17 +166,19 @@ def build_broadcast(
                 settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
             )
         if settings.broadcast_index == "index":
-            window = IndexedWindow(RedisPostings(redis_client, redis_prefix, length), length, span)
+            window = IndexedWindow(
+                RedisPostings(redis_client, redis_prefix, length), length, span, max_in_span=cap
+            )
         else:
-            window = RedisWindow(redis_client, redis_prefix, length)
+            window = RedisWindow(redis_client, redis_prefix, length, max_in_span=cap)
         store = RedisClipStore(redis_client, redis_prefix)
     else:
         path = clip_db_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         window = (
-            IndexedWindow(MemoryPostings(), length, span)
+            IndexedWindow(MemoryPostings(), length, span, max_in_span=cap)
             if settings.broadcast_index == "index"
-            else MemoryWindow(length)
+            else MemoryWindow(length, max_in_span=cap)
         )
         store = SqliteClipStore(path)
     return assemble(settings, window, store, clock, ids)

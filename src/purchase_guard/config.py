@@ -67,6 +67,14 @@ class Settings:
     # Copies of one broadcast arrive together; two strangers' utterances minutes apart are
     # not compared for the verdict, so false clusters grow with the traffic in this span only.
     broadcast_max_spread_seconds: float = 30.0
+    # At most this many of the newest utterances count for a verdict (0: no cap). False
+    # clusters grow with the square of the utterances in the spread, and a busy fleet fills
+    # 30 s with tens of thousands; copies of one broadcast arrive within seconds, which the
+    # newest this many still cover (3 s at a million utterances in 10 minutes). Chosen on the
+    # tuning split: the largest swept cap within 1e-5 false verdicts per Evaluate (modelled,
+    # at the pool's upper per-pair rate) and 50 ms query p99 at that traffic
+    # (scripts/bench_fleet.py --split tune; docs/broadcast.md "Fleet scale").
+    broadcast_max_in_span: int = 5_000
     # Where the window's index lives: "scan" (every print scored, in process) or "index"
     # (inverted index of sub-print keys: lookups, then the fine check on a few candidates).
     broadcast_index: str = "scan"
@@ -226,6 +234,8 @@ class Settings:
             raise ConfigError(
                 f"{ENV_PREFIX}BROADCAST_MAX_SPREAD_SECONDS must be 1 up to BROADCAST_WINDOW_SECONDS"
             )
+        if self.broadcast_max_in_span and not 100 <= self.broadcast_max_in_span <= 10_000_000:
+            raise ConfigError(f"{ENV_PREFIX}BROADCAST_MAX_IN_SPAN must be 0 (no cap) or 100-10000000")
         if self.broadcast_index not in ("scan", "index"):
             raise ConfigError(f"{ENV_PREFIX}BROADCAST_INDEX must be scan or index")
         if not 0.0 <= self.broadcast_promote_hours <= 24.0 * 30:

@@ -14,7 +14,6 @@ from purchase_guard.broadcast.denylist import Denylist, MemoryClipStore
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
 from purchase_guard.broadcast.guard import BroadcastGuard
 from purchase_guard.broadcast.index import (
-    DEFAULT_KEYS,
     IndexedWindow,
     KeyParams,
     MemoryPostings,
@@ -26,8 +25,8 @@ from purchase_guard.broadcast.index import (
     vote,
 )
 from purchase_guard.broadcast.match import anchor
-from purchase_guard.broadcast.postings_redis import RedisPostings
-from purchase_guard.broadcast.window import WindowEntry, trim_for_window
+from purchase_guard.broadcast.postings_redis import EPOCH_SECONDS, RedisPostings
+from purchase_guard.broadcast.window import MemoryWindow, WindowEntry, trim_for_window
 from purchase_guard.clock import SequentialIds
 from purchase_guard.domain import ReasonCode
 from purchase_guard.errors import Unavailable
@@ -94,6 +93,76 @@ def test_entries_outside_the_search_span_are_not_read(postings: PostingStore) ->
     assert [m.entry.entry_id for m in soon] == ["e2"]
 
 
+def _busy(window: Any, n: int, at: datetime, seed: int = 0) -> None:
+    """`n` unrelated prints (bit-scrambled copies of one print) arriving at `at`."""
+    rng = np.random.default_rng(seed)
+    base = fingerprint(hear(programme(60), seed=9))
+    for k in range(n):
+        key = np.uint32(rng.integers(1, 2**32))
+        window.add(entry(1000 + k, f"busy{k}", Fingerprint(base.bits ^ key, base.mask, base.hop_s), at))
+
+
+def test_with_a_cap_only_the_newest_entries_count(postings: PostingStore) -> None:
+    """The span's cap: a copy 6 s before the query, within the 30 s spread, is not counted
+    once 150 newer entries (more than the cap of 100) arrived after it; with the same traffic
+    and no cap, it is."""
+    for cap, expected in ((100, []), (0, ["e1"])):
+        window = IndexedWindow(postings, search_span=timedelta(seconds=30), max_in_span=cap)
+        base = T0 + timedelta(hours=1 + cap)  # each pass in its own buckets of the shared store
+        window.add(entry(1, "hh1", fingerprint(hear(programme(61), seed=1)), base))
+        _busy(window, 150, base + timedelta(seconds=4))
+        query = entry(2, "hh2", fingerprint(hear(programme(61), seed=2)), base + timedelta(seconds=6))
+        assert [m.entry.entry_id for m in window.match(query)] == expected
+
+
+def test_with_a_cap_a_copy_among_the_newest_is_found(postings: PostingStore) -> None:
+    """Under the cap nothing changes: a copy 2 s before the query is found with 50 other
+    entries newer than it and a cap of 100."""
+    window = IndexedWindow(postings, search_span=timedelta(seconds=30), max_in_span=100)
+    window.add(entry(1, "hh1", fingerprint(hear(programme(62), seed=1)), T0))
+    _busy(window, 50, T0 + timedelta(seconds=1))
+    query = entry(2, "hh2", fingerprint(hear(programme(62), seed=2)), T0 + timedelta(seconds=2))
+    assert [m.entry.entry_id for m in window.match(query)] == ["e1"]
+
+
+def test_with_a_cap_a_replica_holds_about_the_cap() -> None:
+    """In process, expiry drops the buckets beyond the cap: after 600 entries in each of ten
+    2 s buckets (too many to merge), a replica with a cap of 900 holds the newest two buckets
+    (1,200), and one without a cap all ten, which are within the 30 s spread."""
+    for cap, held in ((900, 1200), (0, 6000)):
+        postings = MemoryPostings()
+        window = IndexedWindow(postings, search_span=timedelta(seconds=30), max_in_span=cap)
+        for b in range(10):
+            _busy(window, 600, T0 + timedelta(seconds=2 * b), seed=b)
+        window.expire(T0 + timedelta(seconds=19))
+        assert len(postings) == held
+
+
+def test_merged_quiet_buckets_still_keep_to_the_span() -> None:
+    """Quiet traffic merges closed buckets into one group; a copy inside it is still found 25 s
+    later, and no longer 40 s later (older than the 30 s spread) though its group is held."""
+    window = IndexedWindow(MemoryPostings(), search_span=timedelta(seconds=30))
+    window.add(entry(1, "hh1", fingerprint(hear(programme(64), seed=1)), T0))
+    for k in range(10):
+        _busy(window, 3, T0 + timedelta(seconds=2 * k + 1), seed=k)
+    soon = entry(2, "hh2", fingerprint(hear(programme(64), seed=2)), T0 + timedelta(seconds=25))
+    assert [m.entry.entry_id for m in window.match(soon)] == ["e1"]
+    late = entry(3, "hh3", fingerprint(hear(programme(64), seed=3)), T0 + timedelta(seconds=40))
+    assert window.match(late) == []
+
+
+def test_the_scanning_window_applies_the_same_cap() -> None:
+    """The scanning window (the default search) counts only the newest `max_in_span` entries
+    too: the copy 6 s earlier is not matched behind 150 newer entries with a cap of 100, and is
+    without the cap."""
+    for cap, expected in ((100, []), (0, ["e1"])):
+        window = MemoryWindow(max_in_span=cap)
+        window.add(entry(1, "hh1", fingerprint(hear(programme(63), seed=1)), T0))
+        _busy(window, 150, T0 + timedelta(seconds=4))
+        query = entry(2, "hh2", fingerprint(hear(programme(63), seed=2)), T0 + timedelta(seconds=6))
+        assert [m.entry.entry_id for m in window.match_and_add(query)] == expected
+
+
 def test_a_broadcast_cluster_forms_through_the_index(postings: PostingStore) -> None:
     """The guard on the indexed window: the third household's copy is BROADCAST_MATCH."""
     guard = BroadcastGuard(IndexedWindow(postings), Denylist(MemoryClipStore()), SequentialIds())
@@ -120,7 +189,7 @@ def test_buckets_expire_with_the_window() -> None:
 
 def test_redis_keys_carry_hash_tags_and_expire(bc_redis: tuple[Any, str]) -> None:
     """Every Redis key has a hash tag (one slot per epoch and shard) and a TTL no longer than
-    the window plus one epoch (six 10 s buckets)."""
+    the window plus one epoch (60 s of buckets)."""
     client, prefix = bc_redis
     store = RedisPostings(client, prefix, timedelta(minutes=10))
     window = IndexedWindow(store)
@@ -130,7 +199,7 @@ def test_redis_keys_carry_hash_tags_and_expire(bc_redis: tuple[Any, str]) -> Non
     assert all("{" in k[len(prefix) :] and "}" in k for k in keys)
     ttls = [client.ttl(k) for k in keys if not k.endswith("{seq}")]
     assert all(0 < t <= store.ttl_seconds for t in ttls)
-    assert store.ttl_seconds <= 600 + 6 * DEFAULT_KEYS.bucket_seconds + 1
+    assert store.ttl_seconds <= 600 + EPOCH_SECONDS + 1
 
 
 def test_redis_failure_is_unavailable() -> None:

@@ -18,6 +18,15 @@ no older entry can count for a verdict. Expiry drops whole buckets, as soon as t
 older than the spread, so a replica's memory follows the traffic of the spread, not of the
 window.
 
+Why a cap on the span (`max_in_span`): a query meets two chance matches with probability
+about (n p)^2 / 2 for n entries in its span, so false verdicts grow with the square of the
+traffic, and so do a query's postings and a replica's memory. Copies of one broadcast arrive
+within seconds of each other, and when the fleet is busy the last `max_in_span` entries
+span those seconds. With the cap a query reads the newest buckets back from its own only
+until they hold `max_in_span` entries (or the spread is reached), and counts no match older
+than that horizon: n, the postings read and what a replica holds stay bounded whatever the
+traffic (docs/broadcast.md "Fleet scale").
+
 The storage of postings is a small protocol (`PostingStore`) with two implementations: in
 process (`MemoryPostings`, sorted runs merged as they grow) and in Redis
 (`postings_redis.RedisPostings`, keys hash-tagged by epoch and shard for Redis Cluster). The
@@ -79,8 +88,10 @@ class KeyParams:
     # pair's anchor offset was within 157 frames (99 % within 111); the scanning search
     # reaches 136 (scripts/bench_fleet.py material, docs/broadcast.md "Fleet scale").
     max_shift: int = 160
-    # A query reads whole buckets: at most the span plus one bucket of entries (40 s).
-    bucket_seconds: float = 10.0
+    # A query reads whole buckets: at most the span plus one bucket of entries. Short
+    # buckets let the span's cap (IndexedWindow max_in_span) cut close to its count at
+    # peak traffic; a query at low traffic reads more of them (measured by make bench-fleet).
+    bucket_seconds: float = 2.0
     # A key held by more postings than this in one run (silence-like shapes every print
     # has) says nothing about which entry is a copy: it is skipped at query time.
     stop_postings: int = 20_000
@@ -204,10 +215,16 @@ class PostingStore(Protocol[E]):
     def add(self, bucket: int, entry: E, keys: U32Array, frames: I64Array) -> None: ...
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
-        """The postings of `keys` in the given buckets, as segments (`Segment`)."""
+        """The postings of `keys` in the given buckets, as segments (`Segment`); a store may
+        include postings of neighbouring buckets kept together with them (the window keeps
+        only matches within its span)."""
         ...
 
     def entries(self, numbers: Sequence[int]) -> dict[int, E]: ...
+
+    def counts(self, buckets: Sequence[int]) -> list[int]:
+        """Entries added in each of `buckets` (0 for a bucket not held)."""
+        ...
 
     def expire(self, oldest_bucket: int) -> None:
         """Drop every bucket before `oldest_bucket`."""
@@ -285,7 +302,10 @@ class IndexedWindow:
     """A `FleetWindow` over a `PostingStore`: lookups and votes, then the exact fine check.
 
     `search_span` (the cluster rule's spread) bounds what a query reads and what is kept:
-    entries expire with their bucket once it is older than the span (`expire`)."""
+    entries expire with their bucket once it is older than the span (`expire`). With
+    `max_in_span` (0: no cap) a query reads back from its own bucket only until the buckets
+    read hold that many entries, and matches older than the oldest bucket read do not
+    count: the span shrinks as traffic grows."""
 
     def __init__(
         self,
@@ -294,12 +314,16 @@ class IndexedWindow:
         search_span: timedelta = timedelta(seconds=30),
         params: MatchParams = DEFAULT_MATCH,
         keys: KeyParams = DEFAULT_KEYS,
+        max_in_span: int = 0,
     ) -> None:
+        if max_in_span < 0:
+            raise ValueError("max_in_span must be 0 (no cap) or positive")
         self._postings = postings
         self._window = window
         self._span = min(search_span, window)
         self._params = params
         self._keys = keys
+        self._cap = max_in_span
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -308,18 +332,42 @@ class IndexedWindow:
     def _bucket(self, at: datetime) -> int:
         return int(at.timestamp() // self._keys.bucket_seconds)
 
+    def span_buckets(self, at: datetime) -> list[int]:
+        """The buckets a query at `at` reads: its own and any later one (in live traffic
+        empty or filling), then older ones back to the spread, stopping once the buckets taken
+        hold `max_in_span` entries."""
+        here = self._bucket(at)
+        newer = list(range(here, self._bucket(at + self._span) + 1))
+        older = list(range(here - 1, self._bucket(at - self._span) - 1, -1))
+        if not self._cap:
+            return older[::-1] + newer
+        counts = self._postings.counts(newer + older)
+        held = sum(counts[: len(newer)])
+        taken: list[int] = []
+        for bucket, count in zip(older, counts[len(newer) :], strict=True):
+            if held >= self._cap:
+                break
+            taken.append(bucket)
+            held += count
+        return taken[::-1] + newer
+
+    def horizon(self, at: datetime, buckets: Sequence[int]) -> datetime:
+        """The oldest arrival a query at `at` reading `buckets` counts."""
+        oldest = datetime.fromtimestamp(buckets[0] * self._keys.bucket_seconds, at.tzinfo)
+        return max(at - self._span, oldest)
+
     def match(self, entry: WindowEntry) -> list[WindowMatch]:
         trimmed = trim_for_window(entry.fp)
         if trimmed is None:
             return []
         fp, start = trimmed
         keys, frames, weights = query_lookups(fp, start, self._keys)  # sorted: each run read in order
-        buckets = list(range(self._bucket(entry.at - self._span), self._bucket(entry.at + self._span) + 1))
+        buckets = self.span_buckets(entry.at)
         voted = vote(self._postings.lookup(buckets, keys), frames, self._keys, weights)
         if not voted:
             return []
         found = self._postings.entries([e for e, _, _ in voted])
-        lo, hi = entry.at - self._span, entry.at + self._span
+        lo, hi = self.horizon(entry.at, buckets), entry.at + self._span
         reach = self._keys.bin_frames + 8  # the bin's width plus the fine check's own reach
         out: list[WindowMatch] = []
         for number, shift, _ in voted:
@@ -345,11 +393,12 @@ class IndexedWindow:
         self._postings.add(self._bucket(entry.at), entry.with_print(fp), keys, frames)
 
     def expire(self, now: datetime) -> None:
-        """Drop the buckets no query at `now` or later reads: older than the search span.
+        """Drop the buckets no query at `now` or later reads: older than the search span, or
+        beyond the span's cap (a later query has at least as many newer entries before them).
 
         Nothing older can count for a verdict, so a replica holds the traffic of the span
-        (plus one bucket), however long `window` is; `window` only bounds it further."""
-        self._postings.expire(self._bucket(now - self._span))
+        (plus one bucket), and at most about `max_in_span` entries, however long `window` is."""
+        self._postings.expire(self.span_buckets(now)[0])
 
     def match_and_add(self, entry: WindowEntry) -> list[WindowMatch]:
         with self._lock:
@@ -376,13 +425,39 @@ class _Run:
 
 
 class _Bucket(Generic[E]):
-    """Sorted runs, merged like a binary counter: at most log2(postings) runs to search."""
+    """Sorted runs, merged like a binary counter: at most log2(postings) runs to search.
+    Holds buckets `first`..`last` (one, or consecutive closed ones merged)."""
 
-    def __init__(self, key_bits: int, tables: int) -> None:
+    def __init__(self, key_bits: int, tables: int, first: int = 0) -> None:
         self.runs: list[_Run] = []
         self.entries: dict[int, E] = {}
         self._key_bits = key_bits
         self._tables = tables
+        self.last = first
+
+    def absorb(self, later: _Bucket[E]) -> None:
+        """Take in the next group's postings and buckets, as one run."""
+        self.runs.extend(later.runs)
+        self.entries.update(later.entries)
+        self.last = max(self.last, later.last)
+        self.compact()
+
+    def compact(self) -> None:
+        """All runs merged into one: a closed bucket is read by every later query of its span,
+        and each run costs a pass over the query's keys."""
+        if len(self.runs) > 1:
+            runs, self.runs = self.runs, []
+            self.runs.append(
+                self.sorted(
+                    _Run(
+                        np.concatenate([r.keys for r in runs]),
+                        np.concatenate([r.entries for r in runs]),
+                        np.concatenate([r.frames for r in runs]),
+                        min(r.first_entry for r in runs),
+                        max(r.last_entry for r in runs),
+                    )
+                )
+            )
 
     def add(self, run: _Run) -> None:
         self.runs.append(run)
@@ -426,23 +501,66 @@ def _dense(keys: U32Array, key_bits: int) -> I64Array:
     return ((keys >> np.uint32(24)).astype(np.int64) << key_bits) | (keys & np.uint32((1 << key_bits) - 1))
 
 
+# Closed neighbouring buckets are merged into one group while it holds at most this many
+# entries: every run costs a query a pass over its keys, so a quiet fleet's span is a few
+# runs, not one per bucket; a busy fleet's buckets stay apart, so the span's cap cuts close.
+_GROUP_ENTRIES = 1000
+
+
 class MemoryPostings(Generic[E]):
     """In-process postings: right for one replica (each replica sees only its own traffic).
-    About 10 bytes a posting; not thread-safe (IndexedWindow and the denylist lock)."""
+    About 10 bytes a posting; not thread-safe (IndexedWindow and the denylist lock).
+
+    Postings live in groups of consecutive buckets (`_buckets`, keyed by a group's first
+    bucket): a bucket is its own group while arrivals fill it; once they move on it is
+    compacted into one run and merged with the closed group before it while the two hold at
+    most `_GROUP_ENTRIES` entries. A lookup reads the groups that overlap the buckets asked
+    for, so it may return a few postings of neighbouring buckets; `IndexedWindow` keeps
+    only matches within its span."""
 
     def __init__(self, keys: KeyParams = DEFAULT_KEYS) -> None:
         self._buckets: dict[int, _Bucket[E]] = {}
+        self._counts: dict[int, int] = {}  # entries added per bucket
         self._next = 0
+        self._newest = 0  # the newest bucket added to; older ones are closed when it moves
         self._key_bits = max(len(t) for t in keys.tables)
         self._tables = len(keys.tables)
 
     def __len__(self) -> int:
         return sum(len(b.entries) for b in self._buckets.values())
 
+    def _group(self, bucket: int) -> _Bucket[E]:
+        for first, g in self._buckets.items():
+            if first <= bucket <= g.last:
+                return g
+        g = _Bucket[E](self._key_bits, self._tables, bucket)
+        self._buckets[bucket] = g
+        self._buckets = dict(sorted(self._buckets.items()))
+        return g
+
+    def _close_before(self, bucket: int) -> None:
+        merged: dict[int, _Bucket[E]] = {}
+        prev: _Bucket[E] | None = None
+        for first, g in self._buckets.items():
+            if g.last < bucket:
+                g.compact()
+                if prev is not None and len(prev.entries) + len(g.entries) <= _GROUP_ENTRIES:
+                    prev.absorb(g)
+                    continue
+            merged[first] = g
+            prev = g if g.last < bucket else None
+        self._buckets = merged
+
     def add(self, bucket: int, entry: E, keys: U32Array, frames: I64Array) -> None:
         number = self._next
         self._next += 1
-        b = self._buckets.setdefault(bucket, _Bucket[E](self._key_bits, self._tables))
+        if bucket > self._newest:
+            # Arrivals have moved on to a new bucket: the earlier ones are closed (a late
+            # arrival into one adds a run, merged again when arrivals next move on).
+            self._newest = bucket
+            self._close_before(bucket)
+        self._counts[bucket] = self._counts.get(bucket, 0) + 1
+        b = self._group(bucket)
         b.entries[number] = entry
         order = np.argsort(keys, kind="stable")
         b.add(
@@ -464,7 +582,8 @@ class MemoryPostings(Generic[E]):
             return
         first = self._next
         self._next += len(entries)
-        b = self._buckets.setdefault(bucket, _Bucket[E](self._key_bits, self._tables))
+        self._counts[bucket] = self._counts.get(bucket, 0) + len(entries)
+        b = self._group(bucket)
         numbers = [np.full(k.size, first + i, dtype=np.uint32) for i, k in enumerate(keys)]
         for i, entry in enumerate(entries):
             b.entries[first + i] = entry
@@ -481,9 +600,11 @@ class MemoryPostings(Generic[E]):
         out: list[Segment] = []
         dense: I64Array | None = None
         ascending = bool(np.all(keys[1:] >= keys[:-1]))  # IndexedWindow looks up sorted keys
-        for n in buckets:
-            b = self._buckets.get(n)
-            if b is None:
+        if not buckets:
+            return out
+        lo_bucket, hi_bucket = min(buckets), max(buckets)
+        for first, b in self._buckets.items():
+            if b.last < lo_bucket or first > hi_bucket:
                 continue
             for run in b.runs:
                 if run.starts is not None:
@@ -510,9 +631,14 @@ class MemoryPostings(Generic[E]):
                     break
         return out
 
+    def counts(self, buckets: Sequence[int]) -> list[int]:
+        return [self._counts.get(n, 0) for n in buckets]
+
     def expire(self, oldest_bucket: int) -> None:
-        for n in [n for n in self._buckets if n < oldest_bucket]:
-            del self._buckets[n]
+        """Drop every group whose buckets are all before `oldest_bucket` (a merged group
+        reaching past it is kept whole until it is all older: at most _GROUP_ENTRIES)."""
+        self._buckets = {n: b for n, b in self._buckets.items() if b.last >= oldest_bucket}
+        self._counts = {n: c for n, c in self._counts.items() if n >= oldest_bucket}
 
     def postings(self) -> int:
         return sum(run.keys.size for b in self._buckets.values() for run in b.runs)

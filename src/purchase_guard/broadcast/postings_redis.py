@@ -19,10 +19,10 @@ shard = key (or entry number) mod `shards`; epoch = bucket // `buckets_per_key`.
 TTL is `window` plus one epoch, refreshed on each write, so Redis holds the window and
 nothing much older, without a sweeper.
 
-Why epochs: the index's buckets are 10 s (what an in-process replica drops at once), so a
-query's span covers seven of them, and one Redis key per bucket made a query read each
-looked-up key seven times (about 120,000 key reads at 17,000 distinct keys; most of the
-cost was naming, sending and decoding them). A key per epoch holds several buckets' postings
+Why epochs: the index's buckets are short (2 s; 10 s when this was measured), so a query's
+span covers many of them, and one Redis key per bucket made a query read each looked-up key
+seven times (about 120,000 key reads at 17,000 distinct keys; most of the cost was naming,
+sending and decoding them). A key per epoch holds several buckets' postings
 and each record names its bucket, so a query reads each looked-up key once per epoch it
 touches (one or two) and drops the records of buckets outside its span before the vote:
 the same postings are voted as in process. A query is three pipelined round trips: GETs of
@@ -41,6 +41,9 @@ import numpy as np
 from purchase_guard.broadcast.index import DEFAULT_KEYS, I64Array, Segment, U32Array
 from purchase_guard.broadcast.window import WindowEntry, decode_entry, encode_entry
 from purchase_guard.errors import Unavailable
+
+# One posting key holds an epoch of this many seconds of buckets (see the module docstring).
+EPOCH_SECONDS = 60.0
 
 _POSTING = np.dtype([("e", "<u4"), ("f", "<i2"), ("b", "<u2")])
 
@@ -61,8 +64,10 @@ class RedisPostings:
         window: timedelta = timedelta(minutes=10),
         bucket_seconds: float = DEFAULT_KEYS.bucket_seconds,  # must be the window's KeyParams'
         shards: int = 16,
-        buckets_per_key: int = 6,
+        buckets_per_key: int | None = None,  # default: an epoch of EPOCH_SECONDS
     ) -> None:
+        if buckets_per_key is None:
+            buckets_per_key = max(1, round(EPOCH_SECONDS / bucket_seconds))
         if buckets_per_key < 1:
             raise ValueError("buckets_per_key must be at least 1")
         self._redis = client
@@ -123,6 +128,15 @@ class RedisPostings:
                 pipe.append(name, packed[order[bounds[i] : bounds[i + 1]]].tobytes())
                 pipe.expire(name, self._ttl)
             pipe.execute()
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def counts(self, buckets: Sequence[int]) -> list[int]:
+        try:
+            pipe = self._redis.pipeline(transaction=False)  # the count keys live in different slots
+            for bucket in buckets:
+                pipe.get(self._count_key(bucket))
+            return [int(v) if v is not None else 0 for v in pipe.execute()]
         except Exception as exc:
             raise _unavailable(exc) from exc
 

@@ -9,6 +9,7 @@ cost does not depend on Redis.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Sequence
@@ -72,12 +73,20 @@ def trim_for_window(fp: Fingerprint) -> tuple[Fingerprint, int] | None:
 
 
 class _LocalWindow:
-    """An index of window entries plus expiry; callers hold the lock."""
+    """An index of window entries plus expiry; callers hold the lock.
 
-    def __init__(self, window: timedelta, params: MatchParams) -> None:
+    With `max_in_span` (0: no cap) a match older than the `max_in_span`-th newest entry does
+    not count, as in the inverted index (index.IndexedWindow): at peak traffic a query's
+    span shrinks to the last seconds, so its chance matches do not grow with the traffic."""
+
+    def __init__(self, window: timedelta, params: MatchParams, max_in_span: int = 0) -> None:
+        if max_in_span < 0:
+            raise ValueError("max_in_span must be 0 (no cap) or positive")
         self.window = window
         self.index: PrintIndex[WindowEntry] = PrintIndex(params)
         self._last_expiry: datetime | None = None
+        self._cap = max_in_span
+        self._times: list[float] = []  # arrival of every held entry, ascending
 
     def expire(self, now: datetime) -> None:
         # Scanning every slot per call would cost more than the search; every few seconds is
@@ -87,6 +96,7 @@ class _LocalWindow:
         self._last_expiry = now
         cutoff = now - self.window
         self.index.remove_where(lambda e: e.at < cutoff)
+        del self._times[: bisect.bisect_left(self._times, cutoff.timestamp())]
 
     def add(self, entry: WindowEntry) -> None:
         trimmed = trim_for_window(entry.fp)
@@ -94,6 +104,7 @@ class _LocalWindow:
             return
         fp, start = trimmed
         self.index.add(entry.with_print(fp), fp, start)
+        bisect.insort(self._times, entry.at.timestamp())
 
     def match(self, entry: WindowEntry) -> list[WindowMatch]:
         trimmed = trim_for_window(entry.fp)
@@ -101,6 +112,11 @@ class _LocalWindow:
             return []
         fp, start = trimmed
         cutoff = entry.at - self.window
+        if self._cap and len(self._times) >= self._cap:
+            newest = bisect.bisect_right(self._times, entry.at.timestamp())
+            if newest >= self._cap:
+                oldest = datetime.fromtimestamp(self._times[newest - self._cap], entry.at.tzinfo)
+                cutoff = max(cutoff, oldest)
         return [
             WindowMatch(cand.item, fine)
             for cand, fine in self.index.matches(fp, start)
@@ -112,9 +128,12 @@ class MemoryWindow:
     """In-process window: right for one replica; each replica would see only its own traffic."""
 
     def __init__(
-        self, window: timedelta = timedelta(minutes=10), params: MatchParams = DEFAULT_MATCH
+        self,
+        window: timedelta = timedelta(minutes=10),
+        params: MatchParams = DEFAULT_MATCH,
+        max_in_span: int = 0,
     ) -> None:
-        self._local = _LocalWindow(window, params)
+        self._local = _LocalWindow(window, params, max_in_span)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -183,10 +202,11 @@ class RedisWindow:
         prefix: str = "purchase-guard:broadcast",
         window: timedelta = timedelta(minutes=10),
         params: MatchParams = DEFAULT_MATCH,
+        max_in_span: int = 0,
     ) -> None:
         self._redis = client
         self._prefix = prefix
-        self._local = _LocalWindow(window, params)
+        self._local = _LocalWindow(window, params, max_in_span)
         self._seen = 0
         self._lock = threading.Lock()
 
