@@ -49,6 +49,20 @@ def entry(n: int, hh: str, fp: Fingerprint, at: datetime, source: str | None = N
     return WindowEntry(f"e{n}", hh, "dev", f"dec{n}", at, fp, source or f"src{n}")
 
 
+@pytest.mark.parametrize(("max_flips", "stride"), [(0, 1), (1, 1), (2, 1), (2, 2), (2, 4)])
+def test_compiled_flip_variants_equal_the_numpy_reference(max_flips: int, stride: int) -> None:
+    """The compiled variant builder looks up exactly the keys, frames and order of the numpy
+    passes it replaced, for each number of flips and two-flip stride."""
+    fp, start = trim_for_window(fingerprint(hear(programme(40), seed=1))) or (None, 0)
+    assert fp is not None
+    params = KeyParams(max_flips=max_flips, flip2_stride=stride)
+    fast = query_lookups(fp, start, params)
+    slow = query_lookups(fp, start, params, compiled=False)
+    assert fast[0].size > 100
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_query_keys_include_the_stored_keys_of_the_same_print() -> None:
     """A print's own stored keys are among the keys its query looks up (no flips needed), and
     both count frames from the print's first voiced frame."""

@@ -44,7 +44,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from purchase_guard.broadcast._kernels import key_ranges, vote_postings
+from purchase_guard.broadcast._kernels import flip_variants, key_ranges, vote_postings
 from purchase_guard.broadcast.fingerprint import Fingerprint
 from purchase_guard.broadcast.match import (
     DEFAULT_MATCH,
@@ -159,32 +159,50 @@ def query_keys(fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS) ->
     return keys, frames
 
 
+def _flip_variants_numpy(
+    k: U32Array, reliable: U32Array, rel_frames: I64Array, n_bits: int, params: KeyParams
+) -> tuple[U32Array, I64Array]:
+    """`_kernels.flip_variants` for any number of flips (one numpy pass per flip set)."""
+    keys: list[U32Array] = []
+    where: list[I64Array] = []
+    for flips in _flip_sets(n_bits, params.max_flips):
+        sel = np.ones(len(k), dtype=bool)
+        if len(flips) >= 2 and params.flip2_stride > 1:
+            sel &= rel_frames % params.flip2_stride == 0
+        pattern = np.uint32(0)
+        for b in flips:
+            sel &= ((reliable >> np.uint32(b)) & np.uint32(1)) == 0
+            pattern |= np.uint32(1 << b)
+        keys.append(k[sel] ^ pattern)
+        where.append(rel_frames[sel])
+    return np.concatenate(keys), np.concatenate(where)
+
+
 def query_lookups(
-    fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS
+    fp: Fingerprint, start: int, params: KeyParams = DEFAULT_KEYS, *, compiled: bool = True
 ) -> tuple[U32Array, I64Array, I64Array]:
     """(keys, frames from `start`, weights) a query looks up, sorted by key. With
     `query_runs`, consecutive frames looking up the same key are one lookup at the first of
-    them, weighted by how many they are; otherwise every weight is 1."""
+    them, weighted by how many they are; otherwise every weight is 1. The variants are built
+    by a compiled loop up to two flips (`compiled=False`: the numpy passes, the reference)."""
     frames = np.arange(start, min(fp.n_frames, start + QUERY_FRAMES))
     frames = frames[fp.mask[frames] != 0]
+    rel_frames = (frames - start).astype(np.int64)
     keys: list[U32Array] = []
     where: list[I64Array] = []
     for t, bits in enumerate(params.tables):
         k = _gather(fp.bits[frames], bits) | np.uint32(t << 24)
         reliable = _gather(fp.mask[frames], bits)
-        for flips in _flip_sets(len(bits), params.max_flips):
-            sel = np.ones(len(frames), dtype=bool)
-            if len(flips) >= 2 and params.flip2_stride > 1:
-                sel &= (frames - start) % params.flip2_stride == 0
-            pattern = np.uint32(0)
-            for b in flips:
-                sel &= ((reliable >> np.uint32(b)) & np.uint32(1)) == 0
-                pattern |= np.uint32(1 << b)
-            keys.append(k[sel] ^ pattern)
-            where.append((frames[sel] - start).astype(np.int64))
+        if compiled and params.max_flips <= 2:
+            vk, vf = flip_variants(k, reliable, rel_frames, len(bits), params.max_flips, params.flip2_stride)
+        else:
+            vk, vf = _flip_variants_numpy(k, reliable, rel_frames, len(bits), params)
+        keys.append(vk)
+        where.append(vf)
     all_keys = np.concatenate(keys)
     all_frames = np.concatenate(where)
-    order = np.lexsort((all_frames, all_keys))
+    # By key, then frame: one sort of both packed in a word (frames are 0..QUERY_FRAMES).
+    order = np.argsort((all_keys.astype(np.uint64) << np.uint64(32)) | all_frames.astype(np.uint64))
     all_keys, all_frames = all_keys[order], all_frames[order]
     if not params.query_runs or all_keys.size == 0:
         return all_keys, all_frames, np.ones(all_keys.size, dtype=np.int64)
@@ -251,7 +269,10 @@ def vote(
     if not segments:
         return []
     n_bins = params.n_bins
-    order = np.argsort(query_frames, kind="stable")
+    # Stable, so keys keep their order within a frame; as int16 (a query's frames are
+    # 0..QUERY_FRAMES), numpy sorts by radix.
+    small = query_frames.size == 0 or 0 <= int(query_frames.min()) <= int(query_frames.max()) < 1 << 15
+    order = np.argsort(query_frames.astype(np.int16) if small else query_frames, kind="stable")
     if weights is None:
         weights = np.ones(query_frames.size, dtype=np.int64)
     widest = max(s.last_entry - s.first_entry + 1 for s in segments)
