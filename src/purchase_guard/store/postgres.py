@@ -161,6 +161,45 @@ class PostgresStore(SqlStore):
             yield conn
 
     @contextmanager
+    def _batched_tx(self) -> Iterator[Conn]:
+        """`_tx()` in pipeline mode: statements are queued and sent when a result is read or at
+        the end, one network round trip for each such batch. The server runs them in the order
+        they were queued; an error in any of them makes it skip the rest, is raised at the read
+        (or the end) that sends it, and the transaction is rolled back.
+
+        BEGIN and COMMIT are queued as statements: psycopg's `transaction()` in a pipeline syncs
+        after BEGIN and again around COMMIT, which would cost three round trips more."""
+        with self._conn() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield conn
+                    conn.execute("COMMIT")
+            except BaseException:
+                # Whatever failed (a check here, a statement, the COMMIT, the connection), the
+                # transaction is not left open: rolled back if the session is still usable (a
+                # broken one is discarded by the pool, which ends its transaction).
+                with suppress(psycopg.Error):
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                raise
+
+    @classmethod
+    def _rowcount(cls, cursor: Any) -> int:
+        conn = cursor.connection
+        if conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+            # A queued write's row count is known once its batch has been sent and answered.
+            with conn.pipeline() as pipeline:
+                pipeline.sync()
+        return int(cursor.rowcount)
+
+    @contextmanager
+    def _batched_reading(self) -> Iterator[Conn]:
+        """Reads in pipeline mode: independent reads queued, then read back in one round trip."""
+        with self._conn() as conn, conn.pipeline():
+            yield conn
+
+    @contextmanager
     def _snapshot(self) -> Iterator[Conn]:
         """A read-only REPEATABLE READ transaction: every query inside sees the same committed state."""
         with self._conn() as conn, conn.transaction():
