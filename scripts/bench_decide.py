@@ -94,6 +94,25 @@ class Statements:
                 self.texts[shape.replace("%s", "?")[:100]] += 1
 
 
+def fsync_floor(n: int = 200) -> dict[str, float]:
+    """What one durable commit cannot go below here: p50/p95/p99 of fsync after appending 4 KiB
+    to a file in the temporary folder (where the benchmark's SQLite file lives; on this machine
+    the same filesystem as PostgreSQL's WAL). SQLite in WAL mode with synchronous=FULL syncs
+    the log at every COMMIT, and PostgreSQL with synchronous_commit=on flushes its WAL."""
+    took = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fd = os.open(Path(tmp) / "sync", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            for _ in range(n):
+                os.write(fd, b"\0" * 4096)
+                t0 = time.perf_counter()
+                os.fsync(fd)
+                took.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    return {f"p{q}_ms": round(float(np.percentile(took, q)) * 1000, 2) for q in (50, 95, 99)}
+
+
 def pcm_takes(n: int) -> list[bytes]:
     """`n` different 0.25 s melodies (tests/support/takes.py's) as 16 kHz PCM16 (no resampling)."""
     from support.takes import _melody
@@ -337,6 +356,12 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{lv['p50_ms']:.2f} | {lv['p95_ms']:.2f} | {lv['p99_ms']:.2f} | "
                 f"{lv['throughput_rps']:.0f} | <= {t:.0f} ms: {met} |"
             )
+    for when in ("start", "end"):
+        f = result[f"fsync_{when}"]
+        lines.append(
+            f"\nOne fsync of 4 KiB appended (the floor of a durable COMMIT), at {when}: "
+            f"p50 {f['p50_ms']:.2f} / p95 {f['p95_ms']:.2f} / p99 {f['p99_ms']:.2f} ms"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -368,8 +393,10 @@ def main() -> int:
         "n": args.n,
         "loadavg_start": load0,
     }
+    result["fsync_start"] = fsync_floor()
     with precomputed_fingerprints(takes):
         result["stores"] = [run_store(b, args, takes) for b in stores]
+        result["fsync_end"] = fsync_floor()
         if args.history:
             result["history"] = history(args, takes)
     result["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
