@@ -6,8 +6,10 @@ about connections, transactions and locks. A database written by one backend the
 the same through the other (given the same master keys).
 
 Connections come from a `psycopg_pool.ConnectionPool` in autocommit mode; every write is one
-explicit transaction at READ COMMITTED. What SQLite gets from its single writer, this store
-gets from row and advisory locks, so that it holds across processes:
+explicit transaction at READ COMMITTED. The decision write runs in pipeline mode
+(`_batched_tx`): its reads go in one round trip and its writes with the COMMIT in one more;
+Evaluate's opening reads go together in one (`_batched_reading`). What SQLite gets from its
+single writer, this store gets from row and advisory locks, so that it holds across processes:
 
 - `record_decision`, `put_policy` and `purge_household` lock the household row
   `FOR NO KEY UPDATE` first: one writer at a time appends to (or trims) a household's audit
