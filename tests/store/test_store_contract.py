@@ -435,6 +435,40 @@ def test_deciding_facts_are_the_separate_reads_in_one(store: Store, make: Make) 
     assert store.deciding_facts(other.household_id, None, day, month).digit_template_members == frozenset()
 
 
+def test_opening_reads_are_the_separate_reads_in_one(store: Store, make: Make) -> None:
+    """opening_reads answers what get_household, get_decision, list_members and list_voiceprints
+    answer: for a household with nothing yet, then with members, a voiceprint and a decision
+    recorded under a caller's request id (found for that caller only); another household's rows
+    never come back, and an unknown household is NotFound."""
+    hh = make.household(store)
+    hid = hh.household_id
+    empty = store.opening_reads(hid, "evaluate", "req-1")
+    assert empty.household == store.get_household(hid)
+    assert empty.stored is None
+    assert empty.members == ()
+    assert empty.voiceprints == ()
+    ada = make.member(store, hid)
+    make.member(store, hid, name="Bo")
+    store.put_voiceprint(Voiceprint(ada.member_id, hid, "ge2e-v1", (0.5, -0.25, 1.0), 4, T0))
+    d = replace(make.decision(hid, request_id="req-1"), caller_id="cred-1")
+    store.record_decision(d, "digest-1", "{}")
+    other = make.household(store)
+    other_member = make.member(store, other.household_id)
+    store.put_voiceprint(Voiceprint(other_member.member_id, other.household_id, "ge2e-v1", (1.0,), 1, T0))
+    got = store.opening_reads(hid, "evaluate", "req-1", "cred-1")
+    assert got.household == store.get_household(hid)
+    assert got.stored == store.get_decision(hid, "evaluate", "req-1", "cred-1")
+    assert got.stored is not None
+    assert got.stored.request_digest == "digest-1"
+    assert got.members == tuple(store.list_members(hid))
+    assert got.voiceprints == tuple(store.list_voiceprints(hid))
+    assert [vp.member_id for vp in got.voiceprints or ()] == [ada.member_id]
+    assert store.opening_reads(hid, "evaluate", "req-1").stored is None  # another caller's id
+    assert store.opening_reads(hid, "confirm", "req-1", "cred-1").stored is None
+    with pytest.raises(NotFound):
+        store.opening_reads("hh_nobody", "evaluate", "req-1")
+
+
 def test_spend_snapshot_is_the_same_sums_in_one_read(store: Store, make: Make) -> None:
     """spend_snapshot gives exactly what spend_since and exempt_spend_since_last_challenge give, for
     a member, another member, no member, and spend older than the day but inside the month."""

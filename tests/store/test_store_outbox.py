@@ -4,6 +4,7 @@ and no row of one household reachable through another."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ import pytest
 from purchase_guard.domain import Event, EventKind
 from purchase_guard.errors import AlreadyExists, InvalidArgument
 from purchase_guard.events.derive import decision_events
-from purchase_guard.store.protocol import Store, Webhook
+from purchase_guard.store.protocol import AudioPrint, Store, Webhook
 
 if TYPE_CHECKING:
     from conftest import Make
@@ -57,6 +58,35 @@ def test_a_rolled_back_decision_queues_no_event(store: Store, make: Make) -> Non
     with pytest.raises(AlreadyExists):
         store.record_decision(other, "dg-2", "{}", events=decision_events(other, make.order()))
     assert [e.decision_id for e in store.events_after(hid, 0, 100)] == [first.decision_id]
+
+
+def test_a_write_refused_at_the_end_of_the_transaction_keeps_nothing(store: Store, make: Make) -> None:
+    """A decision whose own insert is refused by the database (its decision id is taken), found
+    only when its writes are sent (PostgreSQL sends them with the COMMIT): AlreadyExists, none of
+    its spend, audit entry, audio print or events is kept, and the next decision records and
+    numbers its events as if the refused one never came."""
+    hid = make.household(store).household_id
+    first = make.decision(hid)
+    store.record_decision(first, "dg-1", "{}", events=decision_events(first, make.order()))
+    clash = replace(make.decision(hid), decision_id=first.decision_id)
+    print_ = AudioPrint("apr_clash", hid, first.decision_id, "evaluate", T0, b"print")
+    with pytest.raises(AlreadyExists):
+        store.record_decision(
+            clash,
+            "dg-2",
+            "{}",
+            spend=make.spend(clash),
+            audio_print=print_,
+            events=(Event(hid, EventKind.PURCHASE_ALLOWED, T0, "clash:1"),),
+        )
+    assert [e.seq for e in store.audit_entries(hid)] == [1]
+    assert store.spend_since(hid, None, T0 - timedelta(days=1)) == 0
+    assert store.recent_audio_print_refs(hid, T0 - timedelta(days=1)) == []
+    nxt = make.decision(hid)
+    store.record_decision(nxt, "dg-3", "{}", events=decision_events(nxt, make.order()))
+    events = store.events_after(hid, 0, 100)
+    assert [e.decision_id for e in events] == [first.decision_id, nxt.decision_id]
+    assert [e.event_id for e in events] == [1, 2]
 
 
 def test_events_of_another_household_are_refused(store: Store, make: Make) -> None:

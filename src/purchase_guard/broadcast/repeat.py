@@ -193,6 +193,13 @@ class EarlierAudioCache:
                     self._put((household_id, item.print_id), item)
         return [out[ref[0]] for ref in refs if ref[0] in out]
 
+    def remember(self, household_id: str, item: EarlierAudio) -> None:
+        """Keeps a print this process has just stored (its decision committed), so the next
+        check of the household needs no read to open it. The store's refs still decide
+        whether it is compared at all."""
+        with self._lock:
+            self._put((household_id, item.print_id), item)
+
     def _put(self, key: tuple[str, str], item: EarlierAudio) -> None:
         old = self._items.pop(key, None)
         if old is not None:

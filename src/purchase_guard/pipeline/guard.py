@@ -18,7 +18,7 @@ import structlog
 
 from purchase_guard.audit.records import audit_body
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
-from purchase_guard.broadcast.repeat import EarlierAudioCache, find_replay
+from purchase_guard.broadcast.repeat import EarlierAudio, EarlierAudioCache, find_replay
 from purchase_guard.challenge.digest import digits_digest, issued_digits_digest, order_digest
 from purchase_guard.challenge.pin import PinHasher
 from purchase_guard.challenge.prompts import challenge_info
@@ -94,7 +94,9 @@ from purchase_guard.store.protocol import (
     AudioPrint,
     DecidingFacts,
     DecidingStore,
+    OpeningReads,
     SpendEntry,
+    StoredDecision,
     VoiceprintUpdate,
 )
 from purchase_guard.tracing import span
@@ -227,10 +229,15 @@ class Guard:
         validate_id(req.device_id, "device_id")
         if len(req.transcript) > 2000:
             raise InvalidArgument("transcript is longer than 2000 characters")
-        household = self._household(req.household_id)
+        self._refuse_quarantined(req.household_id)
+        # The household, this request's stored decision, the members and the voiceprints: one read.
+        opening = self._store.opening_reads(
+            req.household_id, "evaluate", req.request_id, req.caller.caller_id
+        )
+        household = opening.household
         validate_order(req.order, household.currency)
         digest = request_digest("evaluate", req.household_id, req.device_id, req.order, req.audio)
-        replayed = self._replay("evaluate", req.household_id, req.request_id, req.caller, digest)
+        replayed = self._replayed("evaluate", req.request_id, opening.stored, digest)
         if replayed is not None:
             return replayed
         pcm = self._decode(req.audio)
@@ -241,20 +248,29 @@ class Guard:
             _decision_context(decision_id, "evaluate", household.household_id),
             span("guard.evaluate") as root,
         ):
-            stored = self._decide(household, req, pcm, now, decision_id, digest)
+            stored = self._decide(household, req, pcm, now, decision_id, digest, opening)
             root.set(decision_id=stored.decision_id, outcome=stored.outcome.name)
             self._observe("evaluate", stored, started)
             return stored
 
     def _decide(
-        self, household: Household, req: EvaluateInput, pcm: Pcm, now: datetime, decision_id: str, digest: str
+        self,
+        household: Household,
+        req: EvaluateInput,
+        pcm: Pcm,
+        now: datetime,
+        decision_id: str,
+        digest: str,
+        opening: OpeningReads,
     ) -> Decision:
         hh = household.household_id
         members: dict[str, Member] = {}
         prints: list[Voiceprint] = []
         heard: list[Heard] = []
         # The slow checks (model inference, fingerprinting) run outside the household lock.
-        voice = self._check_voice(hh, pcm, members, prints, heard)
+        voice = self._check_voice(
+            hh, pcm, members, prints, heard, read=(opening.members, opening.voiceprints)
+        )
         # One print for both audio checks: the replay check and the broadcast check compare the
         # same fingerprint (the costliest audio work after the encoder). A print that could not be
         # made fails the replay check closed, and the broadcast check then tries its own.
@@ -357,6 +373,7 @@ class Guard:
                 unknown=unknown,
             )
             body = audit_body(decision, req.order, {"device_id": req.device_id}, inputs)
+            audio_print = self._audio_print(hh, decision_id, "evaluate", fp, now)
             with span("store.record", kind="evaluate", outcome=decision.outcome.name):
                 stored = self._store.record_decision(
                     decision,
@@ -365,11 +382,15 @@ class Guard:
                     spend=spend_entry,
                     challenge=challenge,
                     notifications=notifications,
-                    audio_print=self._audio_print(hh, decision_id, "evaluate", fp, now),
+                    audio_print=audio_print,
                     issued_digits=issued,
                     events=decision_events(decision, req.order, challenge, notifications),
                     adaptation_sample=sample,
                 )
+        if audio_print is not None and stored.decision_id == decision_id:
+            # Committed with this decision: the household's next check compares it without
+            # reading it back (parsed from the bytes stored, as a read would give them).
+            self._remember_print(audio_print)
         if broadcast.cluster_decisions:
             self._cancel_broadcast_challenges(broadcast.cluster_decisions, broadcast.reasons)
         return stored
@@ -513,13 +534,15 @@ class Guard:
         members_out: dict[str, Member],
         prints_out: list[Voiceprint] | None = None,
         heard_out: list[Heard] | None = None,
+        read: tuple[Sequence[Member] | None, Sequence[Voiceprint] | None] = (None, None),
     ) -> VoiceCheck:
         """Verify the speaker; the members and voiceprints read (and what adaptation needs of the
-        utterance) are handed back for reuse."""
+        utterance) are handed back for reuse. `read`: the members and voiceprints already read
+        (`opening_reads`); what is None is read here."""
         try:
-            members = self._store.list_members(household_id)
+            members = read[0] if read[0] is not None else self._store.list_members(household_id)
             members_out.update({m.member_id: m for m in members})
-            prints = self._store.list_voiceprints(household_id)
+            prints = list(read[1]) if read[1] is not None else self._store.list_voiceprints(household_id)
             if prints_out is not None:
                 prints_out.extend(prints)
             roles = {m.member_id: m.role for m in members}
@@ -669,6 +692,17 @@ class Guard:
             CHECK_ERRORS.labels("replay").inc()
             log.warning("replay_check_failed", error=type(exc).__name__)
             return ReplayCheck(error="the replay check raised an internal error")
+
+    def _remember_print(self, stored: AudioPrint) -> None:
+        try:
+            item = EarlierAudio(
+                stored.print_id, stored.decision_id, stored.kind, Fingerprint.from_bytes(stored.print)
+            )
+        except Exception as exc:
+            # Only a saving lost: the next check reads the print from the store.
+            log.warning("replay_cache_add_failed", error=type(exc).__name__)
+            return
+        self._earlier_audio.remember(stored.household_id, item)
 
     def _audio_print(
         self, hh: str, decision_id: str, kind: str, fp: Fingerprint | None, now: datetime
@@ -1097,18 +1131,27 @@ class Guard:
         return updated
 
     # ------------------------------------------------------------------ shared
-    def _household(self, household_id: str) -> Household:
+    def _refuse_quarantined(self, household_id: str) -> None:
         if household_id in self._quarantined:
             raise FailedPrecondition(
                 "this household's audit record failed verification when the guard started; no "
                 "purchase is decided for it until an operator has reviewed the record (VerifyAudit)"
             )
+
+    def _household(self, household_id: str) -> Household:
+        self._refuse_quarantined(household_id)
         return self._store.get_household(household_id)
 
     def _replay(
         self, kind: str, household_id: str, request_id: str, caller: Caller, digest: str
     ) -> Decision | None:
         stored = self._store.get_decision(household_id, kind, request_id, caller.caller_id)
+        return self._replayed(kind, request_id, stored, digest)
+
+    @staticmethod
+    def _replayed(kind: str, request_id: str, stored: StoredDecision | None, digest: str) -> Decision | None:
+        """The stored answer to a retry of this request (None: not a retry); AlreadyExists when
+        the request id was used for a different request."""
         if stored is None:
             return None
         if stored.request_digest != digest:

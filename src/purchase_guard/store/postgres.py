@@ -6,8 +6,10 @@ about connections, transactions and locks. A database written by one backend the
 the same through the other (given the same master keys).
 
 Connections come from a `psycopg_pool.ConnectionPool` in autocommit mode; every write is one
-explicit transaction at READ COMMITTED. What SQLite gets from its single writer, this store
-gets from row and advisory locks, so that it holds across processes:
+explicit transaction at READ COMMITTED. The decision write runs in pipeline mode
+(`_batched_tx`): its reads go in one round trip and its writes with the COMMIT in one more;
+Evaluate's opening reads go together in one (`_batched_reading`). What SQLite gets from its
+single writer, this store gets from row and advisory locks, so that it holds across processes:
 
 - `record_decision`, `put_policy` and `purge_household` lock the household row
   `FOR NO KEY UPDATE` first: one writer at a time appends to (or trims) a household's audit
@@ -158,6 +160,45 @@ class PostgresStore(SqlStore):
     def _tx(self) -> Iterator[Conn]:
         """One transaction at READ COMMITTED: committed on success, rolled back on any error."""
         with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _batched_tx(self) -> Iterator[Conn]:
+        """`_tx()` in pipeline mode: statements are queued and sent when a result is read or at
+        the end, one network round trip for each such batch. The server runs them in the order
+        they were queued; an error in any of them makes it skip the rest, is raised at the read
+        (or the end) that sends it, and the transaction is rolled back.
+
+        BEGIN and COMMIT are queued as statements: psycopg's `transaction()` in a pipeline syncs
+        after BEGIN and again around COMMIT, which would cost three round trips more."""
+        with self._conn() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield conn
+                    conn.execute("COMMIT")
+            except BaseException:
+                # Whatever failed (a check here, a statement, the COMMIT, the connection), the
+                # transaction is not left open: rolled back if the session is still usable (a
+                # broken one is discarded by the pool, which ends its transaction).
+                with suppress(psycopg.Error):
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                raise
+
+    @classmethod
+    def _rowcount(cls, cursor: Any) -> int:
+        conn = cursor.connection
+        if conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+            # A queued write's row count is known once its batch has been sent and answered.
+            with conn.pipeline() as pipeline:
+                pipeline.sync()
+        return int(cursor.rowcount)
+
+    @contextmanager
+    def _batched_reading(self) -> Iterator[Conn]:
+        """Reads in pipeline mode: independent reads queued, then read back in one round trip."""
+        with self._conn() as conn, conn.pipeline():
             yield conn
 
     @contextmanager

@@ -91,6 +91,20 @@ class DecidingFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class OpeningReads:
+    """What Evaluate reads of a household before any check, in one read: the household, the
+    decision already recorded for this request (a retry; None: none), and the members and
+    voiceprints the speaker check compares with. `members` and `voiceprints` are None when they
+    could not be opened: the caller then reads them with `list_members` / `list_voiceprints`
+    where it handles a failure of those reads."""
+
+    household: Household
+    stored: StoredDecision | None
+    members: tuple[Member, ...] | None
+    voiceprints: tuple[Voiceprint, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRevision:
     household_id: str
     policy: Policy  # carries its revision number
@@ -336,6 +350,13 @@ class DecisionLog(Protocol):
         self, household_id: str, kind: str, request_id: str, caller_id: str = ""
     ) -> StoredDecision | None:
         """The decision recorded for this caller's request id (ids are per caller)."""
+        ...
+
+    def opening_reads(
+        self, household_id: str, kind: str, request_id: str, caller_id: str = ""
+    ) -> OpeningReads:
+        """`get_household`, `get_decision`, `list_members` and `list_voiceprints` of one household
+        in one read (one round trip), with the same answers. Raises NotFound."""
         ...
 
     def record_decision(

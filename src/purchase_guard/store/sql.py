@@ -14,7 +14,8 @@ associated data) and, here, the same SQL. What differs is a handful of hooks a b
   `FOR UPDATE`; SQLite needs nothing, since `BEGIN IMMEDIATE` already holds the one write lock.
 - `_reading()`, `_tx()`, `_snapshot()`: how a backend reads, runs one write transaction
   (committed on success, rolled back on any error, driver failures raised as `Unavailable`),
-  and runs a consistent read-only snapshot.
+  and runs a consistent read-only snapshot; `_batched_tx()` and `_batched_reading()`, the same
+  with statements sent in batches (PostgreSQL's pipeline mode; SQLite runs them one by one).
 - `_INTEGRITY_ERRORS` and `_is_foreign_key_violation`: how a backend reports a constraint.
 - `household_lock` and `close`, which are about connections and processes, not SQL.
 
@@ -59,6 +60,7 @@ from purchase_guard.store.protocol import (
     DecidingFacts,
     Delivery,
     HouseholdRecords,
+    OpeningReads,
     PolicyRevision,
     PurgeResult,
     SpendEntry,
@@ -149,6 +151,20 @@ class SqlStore(SealedRows):
     def _snapshot(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
+    def _batched_tx(self) -> AbstractContextManager[Any]:
+        """`_tx()` whose statements the driver may send in batches: a statement's result is
+        there when it is read, and reading one waits for every statement sent before it (the
+        order the database runs them in is the order they are issued). A network backend
+        sends what is queued only when a result is read or at COMMIT (PostgreSQL's pipeline
+        mode), so a write that reads everything it needs first and then writes makes two
+        round trips. In-process SQLite has nothing to batch: the plain transaction."""
+        return self._tx()
+
+    def _batched_reading(self) -> AbstractContextManager[Any]:
+        """`_reading()` with the statements sent in batches as `_batched_tx` does; for reads
+        that do not depend on each other."""
+        return self._reading()
+
     @staticmethod
     def _is_foreign_key_violation(exc: Exception) -> bool:
         raise NotImplementedError
@@ -163,6 +179,11 @@ class SqlStore(SealedRows):
     @classmethod
     def _run(cls, conn: Any, text: str, params: Iterable[object] = ()) -> Any:
         return conn.execute(cls._sql(text), tuple(params))
+
+    @classmethod
+    def _rowcount(cls, cursor: Any) -> int:
+        """Rows a write changed; in a batching transaction this waits for its batch to be sent."""
+        return int(cursor.rowcount)
 
     def _ordered(self, *columns: str) -> str:
         return ", ".join(column + self._BYTE_ORDER for column in columns)
@@ -293,14 +314,17 @@ class SqlStore(SealedRows):
             raise NotFound(f"member {member_id!r} not found")
         return self._member(row)
 
+    def _members_query(self, conn: Any, household_id: str) -> Any:
+        return self._run(
+            conn,
+            f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ?"
+            f" ORDER BY {self._ordered('created_at', 'member_id')}",
+            (household_id,),
+        )
+
     def list_members(self, household_id: str) -> list[Member]:
         with self._reading() as conn:
-            rows = self._run(
-                conn,
-                f"SELECT {MEMBER_COLUMNS} FROM members WHERE household_id = ?"
-                f" ORDER BY {self._ordered('created_at', 'member_id')}",
-                (household_id,),
-            ).fetchall()
+            rows = self._members_query(conn, household_id).fetchall()
         return [self._member(r) for r in rows]
 
     def remove_member(self, household_id: str, member_id: str) -> None:
@@ -368,35 +392,38 @@ class SqlStore(SealedRows):
                 raise NotFound(f"member {mid!r} not found") from exc
             raise
 
+    def _voiceprints_query(self, conn: Any, household_id: str) -> Any:
+        return self._run(
+            conn,
+            "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at,"
+            " expires_at, child_like, role_confirmed_by, adapted, n_adapted, adapted_at"
+            " FROM voiceprints WHERE household_id = ?"
+            f" ORDER BY {self._ordered('member_id')}",
+            (household_id,),
+        )
+
+    def _voiceprint(self, r: Row) -> Voiceprint:
+        return Voiceprint(
+            member_id=r[0],
+            household_id=r[1],
+            encoder=r[2],
+            embedding=codec.unpack_embedding(
+                self._sealer.open(r[1], bytes(r[3]), codec.voiceprint_aad(r[0], r[2], int(r[4]))),
+                int(r[4]),
+            ),
+            n_utterances=int(r[5]),
+            created_at=parse_ts(r[6]),
+            expires_at=None if r[7] is None else parse_ts(r[7]),
+            child_like=bool(r[8]),
+            role_confirmed_by=r[9],
+            adapted=self._adapted(r[1], r[0], r[2], int(r[4]), r[10], int(r[11])),
+            adapted_at=None if r[12] is None else parse_ts(r[12]),
+        )
+
     def list_voiceprints(self, household_id: str) -> list[Voiceprint]:
         with self._reading() as conn:
-            rows = self._run(
-                conn,
-                "SELECT member_id, household_id, encoder, embedding, dim, n_utterances, created_at,"
-                f" expires_at, child_like, role_confirmed_by, adapted, n_adapted, adapted_at"
-                f" FROM voiceprints WHERE household_id = ?"
-                f" ORDER BY {self._ordered('member_id')}",
-                (household_id,),
-            ).fetchall()
-        return [
-            Voiceprint(
-                member_id=r[0],
-                household_id=r[1],
-                encoder=r[2],
-                embedding=codec.unpack_embedding(
-                    self._sealer.open(r[1], bytes(r[3]), codec.voiceprint_aad(r[0], r[2], int(r[4]))),
-                    int(r[4]),
-                ),
-                n_utterances=int(r[5]),
-                created_at=parse_ts(r[6]),
-                expires_at=None if r[7] is None else parse_ts(r[7]),
-                child_like=bool(r[8]),
-                role_confirmed_by=r[9],
-                adapted=self._adapted(r[1], r[0], r[2], int(r[4]), r[10], int(r[11])),
-                adapted_at=None if r[12] is None else parse_ts(r[12]),
-            )
-            for r in rows
-        ]
+            rows = self._voiceprints_query(conn, household_id).fetchall()
+        return [self._voiceprint(r) for r in rows]
 
     def _adapted(
         self, household_id: str, member_id: str, encoder: str, dim: int, blob: Any, n: int
@@ -756,13 +783,18 @@ class SqlStore(SealedRows):
     # --- decisions, spend and audit -------------------------------------------------
 
     @classmethod
-    def _stored_decision(cls, conn: Any, household_id: str, kind: str, request_id: str) -> Row | None:
-        row: Row | None = cls._run(
+    def _stored_decision_query(cls, conn: Any, household_id: str, kind: str, request_id: str) -> Any:
+        """The cursor of the stored-decision read (body, request digest, decision id), unread."""
+        return cls._run(
             conn,
             "SELECT body, request_digest, decision_id FROM decisions"
             " WHERE household_id = ? AND kind = ? AND request_id = ?",
             (household_id, kind, request_id),
-        ).fetchone()
+        )
+
+    @classmethod
+    def _stored_decision(cls, conn: Any, household_id: str, kind: str, request_id: str) -> Row | None:
+        row: Row | None = cls._stored_decision_query(conn, household_id, kind, request_id).fetchone()
         return row
 
     def get_decision(
@@ -774,20 +806,61 @@ class SqlStore(SealedRows):
             return None
         return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
 
+    def opening_reads(
+        self, household_id: str, kind: str, request_id: str, caller_id: str = ""
+    ) -> OpeningReads:
+        # Four independent reads asked together: one round trip on a batching backend.
+        with self._batched_reading() as conn:
+            asked = (
+                self._run(conn, f"SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE id = ?", (household_id,)),
+                self._stored_decision_query(conn, household_id, kind, request_key(caller_id, request_id)),
+                self._members_query(conn, household_id),
+                self._voiceprints_query(conn, household_id),
+            )
+            household_row, stored_row = asked[0].fetchone(), asked[1].fetchone()
+            member_rows, print_rows = asked[2].fetchall(), asked[3].fetchall()
+        if household_row is None:
+            raise NotFound(f"household {household_id!r} not found")
+        household = self._household(household_row)
+        stored = (
+            None
+            if stored_row is None
+            else StoredDecision(
+                decision=self._decision(household_id, stored_row[2], stored_row[0]),
+                request_digest=stored_row[1],
+            )
+        )
+        members: tuple[Member, ...] | None
+        voiceprints: tuple[Voiceprint, ...] | None
+        try:
+            members = tuple(self._member(r) for r in member_rows)
+            voiceprints = tuple(self._voiceprint(r) for r in print_rows)
+        except Exception:
+            # Opened where the caller reads them on their own, so this failure (say, a print that
+            # does not open) is met where the caller handles it, as it would have been.
+            members = voiceprints = None
+        return OpeningReads(household, stored, members, voiceprints)
+
+    # The head of a household's chain in one statement: its last audit entry, else (after
+    # retention purged every entry) the anchor; no row for a new chain.
+    _CHAIN_HEAD = (
+        "SELECT seq, entry_hash FROM ("
+        " SELECT seq, entry_hash, 0 AS pick FROM"
+        "  (SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1) AS last"
+        " UNION ALL"
+        " SELECT seq, entry_hash, 1 AS pick FROM audit_anchors WHERE household_id = ?"
+        ") AS head ORDER BY pick LIMIT 1"
+    )
+
+    @staticmethod
+    def _head(row: Row | None) -> tuple[int, str]:
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
     @classmethod
     def _chain_head(cls, conn: Any, household_id: str) -> tuple[int, str]:
         """(seq, entry hash) of the household's last audit entry; after retention purged every
         entry, the anchor; for a new chain (0, GENESIS)."""
-        head = cls._run(
-            conn,
-            "SELECT seq, entry_hash FROM audit WHERE household_id = ? ORDER BY seq DESC LIMIT 1",
-            (household_id,),
-        ).fetchone()
-        if head is None:
-            head = cls._run(
-                conn, "SELECT seq, entry_hash FROM audit_anchors WHERE household_id = ?", (household_id,)
-            ).fetchone()
-        return (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+        return cls._head(cls._run(conn, cls._CHAIN_HEAD, (household_id, household_id)).fetchone())
 
     def record_decision(
         self,
@@ -874,20 +947,30 @@ class SqlStore(SealedRows):
                 codec.adapted_aad(u.member_id, u.encoder, len(u.adapted[0]), len(u.adapted)),
             )
         existing: Row | None = None
+        key = request_key(decision.caller_id, decision.request_id)
         try:
-            with self._tx() as conn:
-                # The household row lock orders all appends to this household's chain; a racing
-                # retry of the same request id waits here and then finds the first decision.
-                self._require_household(conn, hid, lock=True)
-                key = request_key(decision.caller_id, decision.request_id)
-                existing = self._stored_decision(conn, hid, decision.kind, key)
+            with self._batched_tx() as conn:
+                # Everything the writes depend on is asked first, and only then read, so a batching
+                # backend sends it as one round trip (and the writes with the COMMIT as one more).
+                # The household row lock comes first and orders all appends to this household's
+                # chain: the reads after it run under it, so a racing retry of the same request
+                # id waits at the lock and then finds the first decision.
+                locked = self._run(conn, "SELECT 1 FROM households WHERE id = ?" + self._ROW_LOCK, (hid,))
+                stored = self._stored_decision_query(conn, hid, decision.kind, key)
+                head = self._run(conn, self._CHAIN_HEAD, (hid, hid))
+                queued = self._queued_dedups(conn, hid, events) if events else None
+                if locked.fetchone() is None:
+                    raise NotFound(f"household {hid!r} not found")
+                existing = stored.fetchone()
+                chain_head = self._head(head.fetchone())
+                already = None if queued is None else {str(r[0]) for r in queued.fetchall()}
                 if existing is not None:
                     if existing[1] != request_digest:
                         raise AlreadyExists(
                             f"request id {decision.request_id!r} was used for another request"
                         )
                 else:
-                    seq = self._append(conn, decision, request_digest, body, sealed_audit)
+                    seq = self._append(conn, decision, request_digest, body, sealed_audit, chain_head)
                     if spend is not None:
                         self._insert_spend(conn, spend, seq)
                     if challenge is not None and challenge_body is not None:
@@ -937,8 +1020,8 @@ class SqlStore(SealedRows):
                                 sealed_print,
                             ),
                         )
-                    if events:
-                        self._queue_events(conn, hid, events, event_bodies)
+                    if events and already is not None:
+                        self._queue_events(conn, hid, events, event_bodies, already=already)
                     if issued_digits is not None:
                         self._run(
                             conn,
@@ -954,11 +1037,20 @@ class SqlStore(SealedRows):
         return decision
 
     @classmethod
-    def _append(cls, conn: Any, decision: Decision, request_digest: str, body: str, audit_body: str) -> int:
-        """Stores the decision and appends its audit entry at the chain's head; returns its seq."""
+    def _append(
+        cls,
+        conn: Any,
+        decision: Decision,
+        request_digest: str,
+        body: str,
+        audit_body: str,
+        chain_head: tuple[int, str],
+    ) -> int:
+        """Stores the decision and appends its audit entry at `chain_head` (read in the same
+        transaction, under the household row lock); returns its seq."""
         hid = decision.household_id
         at_iso = format_ts(decision.decided_at)
-        last_seq, prev_hash = cls._chain_head(conn, hid)
+        last_seq, prev_hash = chain_head
         seq = last_seq + 1
         cls._run(
             conn,
@@ -1247,7 +1339,7 @@ class SqlStore(SealedRows):
                 u.expected_adapted,
             ),
         )
-        if cursor.rowcount != 1:
+        if cls._rowcount(cursor) != 1:
             raise Aborted("the voiceprint changed while the decision was made")
 
     @classmethod
@@ -1289,7 +1381,7 @@ class SqlStore(SealedRows):
                 challenge.attempts_left,
             ),
         )
-        return bool(cursor.rowcount == 1)
+        return cls._rowcount(cursor) == 1
 
     def list_challenges(self, household_id: str, status: ChallengeStatus | None = None) -> list[Challenge]:
         where, params = ("household_id = ?", [household_id])
@@ -1424,47 +1516,67 @@ class SqlStore(SealedRows):
         return [self._seal(household_id, codec.event_to_json(e), codec.event_aad(e.dedup)) for e in events]
 
     @classmethod
+    def _queued_dedups(cls, conn: Any, household_id: str, events: tuple[Event, ...]) -> Any:
+        """The cursor (unread) of which of the events' facts the household has queued already."""
+        marks = ", ".join("?" for _ in events)
+        return cls._run(
+            conn,
+            f"SELECT dedup FROM outbox WHERE household_id = ? AND dedup IN ({marks})",
+            (household_id, *(e.dedup for e in events)),
+        )
+
+    @classmethod
     def _queue_events(
-        cls, conn: Any, household_id: str, events: tuple[Event, ...], bodies: list[str]
-    ) -> list[int]:
+        cls,
+        conn: Any,
+        household_id: str,
+        events: tuple[Event, ...],
+        bodies: list[str],
+        *,
+        already: set[str] | None = None,
+    ) -> list[int] | None:
         """Inserts the events inside the caller's transaction (which holds the household row lock,
         so ids are handed out in commit order); returns the ids given, 0 for a repeated fact.
 
         Three statements whatever the number of events: the facts already queued, one counter
-        step for all the new ones, and one insert of them all, whose state (delivery pending or
-        none) asks the webhook table in the same statement."""
-        marks = ", ".join("?" for _ in events)
-        seen = {
-            str(r[0])
-            for r in cls._run(
-                conn,
-                f"SELECT dedup FROM outbox WHERE household_id = ? AND dedup IN ({marks})",
-                (household_id, *(e.dedup for e in events)),
-            ).fetchall()
-        }
+        step for all the new ones, and one insert of them all, whose ids are counted back from
+        the stepped counter and whose state (delivery pending or none) asks the webhook table,
+        in the same statement. With `already` (the facts already queued, read by the caller in
+        this transaction) the first is skipped and nothing is read back: None is returned, and
+        a batching backend sends both writes with the next statement that is read (or COMMIT)."""
+        seen = already
+        if seen is None:
+            seen = {str(r[0]) for r in cls._queued_dedups(conn, household_id, events).fetchall()}
+        else:
+            seen = set(seen)
         new: list[tuple[Event, str]] = []
         for event, body in zip(events, bodies, strict=True):
             if event.dedup not in seen:
                 seen.add(event.dedup)  # the same fact twice in one batch is queued once
                 new.append((event, body))
         if not new:
-            return [0] * len(events)
-        row = cls._run(
-            conn,
+            return None if already is not None else [0] * len(events)
+        step = (
             "INSERT INTO event_counters (household_id, last_id) VALUES (?, ?)"
             " ON CONFLICT (household_id) DO UPDATE SET last_id = event_counters.last_id + excluded.last_id"
-            " RETURNING last_id",
-            (household_id, len(new)),
-        ).fetchone()
-        first = int(row[0]) - len(new) + 1
-        ids = {event.dedup: first + k for k, (event, _) in enumerate(new)}
+        )
+        first = 0
+        if already is None:
+            row = cls._run(conn, step + " RETURNING last_id", (household_id, len(new))).fetchone()
+            first = int(row[0]) - len(new) + 1
+        else:
+            cls._run(conn, step, (household_id, len(new)))
         hooked = "EXISTS (SELECT 1 FROM webhooks WHERE household_id = ?)"
-        values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in new)
+        # The k-th of n new events gets the stepped counter's value minus (n - 1 - k): read in
+        # the statement itself, so the insert needs no round trip for the counter's answer.
+        counter = "(SELECT last_id FROM event_counters WHERE household_id = ?)"
+        values = ", ".join(f"(?, {counter} - ?, ?, ?, ?, ?)" for _ in new)
         params: list[object] = []
-        for event, body in new:
+        for k, (event, body) in enumerate(new):
             params += [
                 household_id,
-                ids[event.dedup],
+                household_id,
+                len(new) - 1 - k,
                 event.kind.value,
                 event.dedup,
                 body,
@@ -1479,6 +1591,9 @@ class SqlStore(SealedRows):
             f" FROM (VALUES {values}) AS v",
             (household_id, household_id, _DUE_AT_ONCE, *params),
         )
+        if already is not None:
+            return None
+        ids = {event.dedup: first + k for k, (event, _) in enumerate(new)}
         given: list[int] = []
         placed: set[str] = set()
         for event in events:
@@ -1499,6 +1614,7 @@ class SqlStore(SealedRows):
         with self._tx() as conn:
             self._require_household(conn, household_id, lock=True)
             ids = self._queue_events(conn, household_id, events, bodies)
+        assert ids is not None  # None only when the caller passes what is queued already
         return tuple(replace(e, event_id=i) for e, i in zip(events, ids, strict=True) if i)
 
     def events_after(self, household_id: str, after_event_id: int, limit: int) -> list[Event]:

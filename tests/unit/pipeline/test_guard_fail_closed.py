@@ -112,6 +112,11 @@ def make_guard(store: SqliteStore, verifier: Any = None, broadcast: Any = None) 
     store.create_household(Household("hh_1", "H", "UTC", "USD", False, NOW), "tokenhash")
     store.put_policy("hh_1", default_policy(), NOW)
     store.add_member(Member("mem_a", "hh_1", "A", Role.ADULT, True, NOW))
+    return guard_on(store, verifier, broadcast)
+
+
+def guard_on(store: SqliteStore, verifier: Any = None, broadcast: Any = None, ids: Any = None) -> Guard:
+    """A guard over a store that holds hh_1 already (another replica of `make_guard`'s)."""
     return Guard(
         Settings(),
         store,
@@ -119,7 +124,7 @@ def make_guard(store: SqliteStore, verifier: Any = None, broadcast: Any = None) 
         broadcast or NoBroadcastDefence(),
         PinHasher(time_cost=1, memory_cost=8),
         FrozenClock(NOW),
-        SequentialIds(),
+        ids or SequentialIds(),
     )
 
 

@@ -3,14 +3,14 @@ still find what they are for (a known clip, a resent recording)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from unit.broadcast.broadcast_synth import hear, programme, wav
-from unit.pipeline.test_guard_fail_closed import NOW, ORDER, make_guard, sqlite
+from unit.pipeline.test_guard_fail_closed import NOW, ORDER, guard_on, make_guard, sqlite
 
 import purchase_guard.broadcast.guard as broadcast_guard
 import purchase_guard.pipeline.guard as pipeline_guard
@@ -22,6 +22,7 @@ from purchase_guard.broadcast.window import MemoryWindow
 from purchase_guard.clock import FrozenClock, SequentialIds
 from purchase_guard.domain import AudioInput, Outcome, ReasonCode
 from purchase_guard.pipeline.guard import EvaluateInput
+from purchase_guard.store.sqlite import SqliteStore
 from purchase_guard.voice.audio import Pcm
 
 CLIP = programme(7, seconds=12.0)
@@ -98,3 +99,41 @@ def test_a_failed_print_fails_closed_and_the_broadcast_check_makes_its_own(
     assert decision.outcome is Outcome.DENY
     assert {ReasonCode.GUARD_ERROR, ReasonCode.KNOWN_BROADCAST} <= set(decision.codes)
     assert counted.calls == 2  # the pipeline's failed one, then the broadcast check's own
+
+
+class OffsetIds(SequentialIds):
+    """Sequential ids that start past another guard's, so two guards on one store never clash."""
+
+    def __init__(self, skip: int) -> None:
+        super().__init__()
+        self._n = skip
+
+
+class BlobReadsCounted(SqliteStore):
+    """The production SQLite store, counting the prints the replay check asks it to open."""
+
+    opened: list[str]
+
+    def audio_print_blobs(self, household_id: str, print_ids: Sequence[str]) -> dict[str, bytes]:
+        self.opened = [*getattr(self, "opened", []), *print_ids]
+        return super().audio_print_blobs(household_id, print_ids)
+
+
+def test_a_print_this_guard_stored_is_compared_without_reading_it_back(tmp_path: Path) -> None:
+    """The print an Evaluate stores is kept by the guard that stored it: the household's next
+    Evaluate opens no print from the store, and the same recording sent again is still refused
+    as a replay of the first decision."""
+    store = sqlite(tmp_path, BlobReadsCounted)
+    guard = make_guard(store)
+    request = heard_clip()
+    first = guard.evaluate(request("r1"))
+    assert ReasonCode.REPLAYED_AUDIO not in first.codes
+    again = guard.evaluate(request("r2"))
+    assert ReasonCode.REPLAYED_AUDIO in again.codes
+    assert again.outcome is not Outcome.ALLOW
+    assert getattr(store, "opened", []) == []
+    # Another guard on the same store (another replica) has not seen it: it reads it back.
+    other = guard_on(store, ids=OffsetIds(1000))
+    third = other.evaluate(request("r3"))
+    assert ReasonCode.REPLAYED_AUDIO in third.codes
+    assert len(store.opened) == 2  # the first two decisions' prints, opened once
