@@ -457,12 +457,13 @@ class MemoryPostings(Generic[E]):
 
     def add_many(
         self, bucket: int, entries: Sequence[E], keys: Sequence[U32Array], frames: Sequence[I64Array]
-    ) -> None:
+    ) -> range:
         """`add` for many entries at once, as one run: sorted once, its direct table built once
-        (the denylist's rebuild; adding one by one would merge and re-table as it grows)."""
-        if not entries:
-            return
+        (the denylist's rebuild; adding one by one would merge and re-table as it grows).
+        Returns the entry numbers given, in the order of `entries`."""
         first = self._next
+        if not entries:
+            return range(first, first)
         self._next += len(entries)
         b = self._buckets.setdefault(bucket, _Bucket[E](self._key_bits, self._tables))
         numbers = [np.full(k.size, first + i, dtype=np.uint32) for i, k in enumerate(keys)]
@@ -476,6 +477,7 @@ class MemoryPostings(Generic[E]):
             self._next - 1,
         )
         b.add(b.sorted(run))
+        return range(first, self._next)
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         out: list[Segment] = []
