@@ -462,6 +462,7 @@ def denylist_scale(
         found = big.match(fp, T0)
         times.append((time.thread_time() - t0) * 1000)
         big_refused += any(m.clip.clip_id.startswith("s") for m in found)
+    registration = registration_wait(many, big, pool, rule, keys) if queries and search == "index" else {}
     n_real = len(by_source)
     pair_rate = matched_pairs / max(len(pool) * n_real, 1)
     pair_upper = clopper_pearson_upper(matched_pairs, len(pool) * n_real)
@@ -497,6 +498,69 @@ def denylist_scale(
         "match_ms_cpu_p50": round(float(np.percentile(times, 50)), 1) if times else 0.0,
         "match_ms_cpu_p99": round(float(np.percentile(times, 99)), 1) if times else 0.0,
         "build_s_cpu": round(build_s, 1) if queries else 0.0,
+        "registration": registration,
+    }
+
+
+def _wait(deny: Denylist, fp: Fingerprint) -> tuple[float, float, bool]:
+    """(wall ms, CPU ms, matched the clip registered from `fp`) of one match."""
+    t_wall, t_cpu = time.perf_counter(), time.thread_time()
+    found = deny.match(fp, T0)
+    return (time.perf_counter() - t_wall) * 1000, (time.thread_time() - t_cpu) * 1000, bool(found)
+
+
+def registration_wait(
+    many: MemoryClipStore,
+    live: Denylist,
+    pool: list[Fingerprint],
+    rule: MatchParams,
+    keys: KeyParams,
+) -> dict[str, Any]:
+    """What an Evaluate's match waits right after a registration, with the store's clips
+    indexed: the service's incremental refresh (`live`, already built) against the whole
+    rebuild before it (`refresh="rebuild"`, built here on the same store), in one run. The
+    registered clip is a pool utterance's print, and the timed query is that print, so each
+    wait also says whether the new clip matched at once. Then, for the incremental denylist, a
+    compaction forced in the background and the wall time of the matches made meanwhile. Its
+    own generator, so the draws of the measures after it are those of the runs before."""
+    rng = np.random.default_rng(len(pool))
+    new = [pool[int(k)] for k in rng.choice(len(pool), 2, replace=False)]
+    many.put(_clip("r0", new[0]))
+    inc_wall, inc_cpu, inc_found = _wait(live, new[0])
+    idle: list[float] = []  # the same matches' wall time with no compaction running: the baseline
+    for _ in range(30):
+        t0 = time.perf_counter()
+        live.match(pool[int(rng.integers(0, len(pool)))], T0)
+        idle.append((time.perf_counter() - t0) * 1000)
+    t_compact = time.perf_counter()
+    live.compact()
+    during: list[float] = []
+    while not live.wait_compacted(0):
+        t0 = time.perf_counter()
+        live.match(pool[int(rng.integers(0, len(pool)))], T0)
+        during.append((time.perf_counter() - t0) * 1000)
+    compact_s = time.perf_counter() - t_compact
+    before = Denylist(many, rule, keys=keys, refresh="rebuild")
+    before.match(pool[0], T0)  # its first build, untimed, as the service's was
+    many.put(_clip("r1", new[1]))
+    reb_wall, reb_cpu, reb_found = _wait(before, new[1])
+    return {
+        "clips": len(many.all()),
+        "incremental_wait_ms_wall": round(inc_wall, 1),
+        "incremental_wait_ms_cpu": round(inc_cpu, 1),
+        "incremental_new_clip_matched": inc_found,
+        "rebuild_wait_ms_wall": round(reb_wall, 1),
+        "rebuild_wait_ms_cpu": round(reb_cpu, 1),
+        "rebuild_new_clip_matched": reb_found,
+        "incremental_over_rebuild_wall": round(inc_wall / max(reb_wall, 1e-9), 4),
+        "compaction_s_wall": round(compact_s, 2),
+        "compactions": live.compactions,
+        "match_ms_wall_idle_p50": round(float(np.percentile(idle, 50)), 1),
+        "match_ms_wall_idle_p99": round(float(np.percentile(idle, 99)), 1),
+        "matches_during_compaction": len(during),
+        "match_ms_wall_during_compaction_p50": round(float(np.percentile(during, 50)), 1) if during else 0.0,
+        "match_ms_wall_during_compaction_p99": round(float(np.percentile(during, 99)), 1) if during else 0.0,
+        "match_ms_wall_during_compaction_max": round(max(during), 1) if during else 0.0,
     }
 
 
@@ -1066,6 +1130,22 @@ def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
         f"| {c['detection_5db']:.3f} | {c['pool_refused_by_real_clips']} | {c['pool_as_clips_matches']} "
         "| | | | |"
     )
+    reg = runs[next(iter(runs))]["registration"]
+    if reg:
+        print()
+        print(
+            f"After a registration at {reg['clips']:,} clips, the next match waits (wall / CPU ms; "
+            "new clip matched): "
+            f"incremental {reg['incremental_wait_ms_wall']} / {reg['incremental_wait_ms_cpu']} "
+            f"({reg['incremental_new_clip_matched']}), whole rebuild (before) {reg['rebuild_wait_ms_wall']} "
+            f"/ {reg['rebuild_wait_ms_cpu']} ({reg['rebuild_new_clip_matched']}); "
+            f"ratio {reg['incremental_over_rebuild_wall']}. "
+            f"Background compaction {reg['compaction_s_wall']} s wall; "
+            f"{reg['matches_during_compaction']} matches meanwhile, wall p50 / p99 / max "
+            f"{reg['match_ms_wall_during_compaction_p50']} / {reg['match_ms_wall_during_compaction_p99']} "
+            f"/ {reg['match_ms_wall_during_compaction_max']} ms (without a compaction: p50 / p99 "
+            f"{reg['match_ms_wall_idle_p50']} / {reg['match_ms_wall_idle_p99']} ms)"
+        )
     return 0
 
 

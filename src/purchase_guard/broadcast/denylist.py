@@ -3,8 +3,10 @@
 `ClipStore` is the protocol; `SqliteClipStore` (the default: its own table, own
 connection, in a file of its own or the main store's file) and `RedisClipStore` persist
 across restarts, `MemoryClipStore` is the fake for unit tests. `Denylist` keeps an index of
-the live clips and reloads it whenever the store's generation counter moves, so a clip
-registered through one replica is enforced by every replica on its next check.
+the live clips and, whenever the store's generation counter moves, applies what changed
+(new clips' segments indexed inline, removed clips no longer counted), so a clip registered
+or removed through one replica is enforced by every replica on its next check; the whole
+index is rebuilt by a background compaction no check waits for.
 
 Registered clips keep their audio (16 kHz PCM16) beside the print: they are operators' ad
 and news material, not a household's, and without it a clip printed by an older method
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -373,20 +376,49 @@ class RedisClipStore:
         return int(self._call(self._redis.get, self._gen) or 0)
 
 
+# What identifies one stored version of a clip: every field a verdict reads, and the stored
+# print's length and a digest of its first 64 frames, so a clip replaced under the same id
+# (another print version, other audio) is a removal and an addition, not the same clip.
+ClipKey = tuple[str, str, str, datetime, datetime | None, int, int, bool, int, int]
+
+
+def clip_key(clip: Clip) -> ClipKey:
+    # The first frames only: other audio differs from its first frames on, and a digest of
+    # whole prints made the key most of the cost of following one change at 10,000 clips
+    # (scripts/bench_fleet.py --only denylist, "registration").
+    bits = clip.fp.bits
+    return (
+        clip.clip_id,
+        clip.label,
+        clip.source,
+        clip.created_at,
+        clip.expires_at,
+        clip.households,
+        clip.print_version,
+        clip.audio_kept,
+        int(bits.shape[0]),
+        zlib.crc32(np.ascontiguousarray(bits[:64]).tobytes()),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
+    key: ClipKey  # the stored clip's (`clip` may carry a print re-computed from its audio)
     clip: Clip
     start: int  # clip frame the segment is read from (scan) or its postings count from (index)
 
 
 class _ScanSearch:
     """The coarse scan over every segment row (`match.PrintIndex`), segments every 0.51 s:
-    the search before the index, kept as the baseline the bench measures it against."""
+    the search before the index, kept as the baseline the bench measures it against. It is
+    only ever rebuilt whole (no `kill`)."""
 
     def __init__(self, params: MatchParams) -> None:
         self._index: PrintIndex[_Segment] = PrintIndex(params)
+        self.clips = 0
 
-    def add(self, clip: Clip) -> None:
+    def add(self, clip: Clip, key: ClipKey) -> None:
+        self.clips += 1
         first = anchor(clip.fp)
         if first is None:
             return
@@ -398,13 +430,16 @@ class _ScanSearch:
             following = voiced[voiced >= start]
             if following.size and int(following[0]) not in starts:
                 starts.add(int(following[0]))
-                self._index.add(_Segment(clip, int(following[0])), clip.fp, int(following[0]))
+                self._index.add(_Segment(key, clip, int(following[0])), clip.fp, int(following[0]))
 
     def seal(self) -> None:
         """Nothing to do: rows are indexed as they are added."""
 
-    def find(self, fp: Fingerprint, start: int) -> list[tuple[Clip, FineMatch]]:
-        return [(cand.item.clip, fine) for cand, fine in self._index.matches(fp, start)]
+    def kill(self, key: ClipKey) -> bool:
+        raise NotImplementedError("the scan is rebuilt whole")
+
+    def find(self, fp: Fingerprint, start: int) -> list[tuple[ClipKey, Clip, FineMatch]]:
+        return [(cand.item.key, cand.item.clip, fine) for cand, fine in self._index.matches(fp, start)]
 
 
 class _KeySearch:
@@ -416,8 +451,9 @@ class _KeySearch:
     query anchored within `max_shift` of a reference finds all of its 3.07 s in that segment,
     at an offset the vote counts; references every 2 (`max_shift` - `bin_frames`) frames leave
     every anchor within half a step of one, with the vote's edge bin to spare. All segments
-    live in one bucket and one run: clips do not expire by arrival, and the index is rebuilt
-    whole when the store's generation moves."""
+    live in one bucket: clips do not expire by arrival. Clips can be added after a seal (each
+    seal is one more sorted run) and removed (`kill`: their entries stop counting at once;
+    their postings stay until the index is rebuilt)."""
 
     def __init__(self, params: MatchParams, keys: KeyParams) -> None:
         self._params = params
@@ -426,8 +462,17 @@ class _KeySearch:
         self._segments: list[_Segment] = []  # added, not yet sealed into the postings
         self._seg_keys: list[U32Array] = []
         self._seg_frames: list[I64Array] = []
+        self._entries_of: dict[ClipKey, list[int]] = {}  # sealed clips' entry numbers
+        self._dead: set[int] = set()  # entries of killed clips
+        self._widened = keys
 
-    def add(self, clip: Clip) -> None:
+    @property
+    def clips(self) -> int:
+        """Clips indexed and not killed."""
+        return len(self._entries_of)
+
+    def add(self, clip: Clip, key: ClipKey) -> None:
+        self._entries_of.setdefault(key, [])
         first = anchor(clip.fp)
         if first is None:
             return
@@ -440,21 +485,35 @@ class _KeySearch:
         for ref in range(first, clip.fp.n_frames + step // 2, step):
             inside = (frames >= ref - reach) & (frames < ref + reach + QUERY_FRAMES)
             if inside.any():
-                self._segments.append(_Segment(clip, ref))
+                self._segments.append(_Segment(key, clip, ref))
                 self._seg_keys.append(keys[inside])
                 self._seg_frames.append(frames[inside] - ref)
 
     def seal(self) -> None:
-        """Index the added segments (one sorted run, built once)."""
-        self._postings.add_many(0, self._segments, self._seg_keys, self._seg_frames)
+        """Index the added segments (one sorted run)."""
+        numbers = self._postings.add_many(0, self._segments, self._seg_keys, self._seg_frames)
+        for seg, number in zip(self._segments, numbers, strict=True):
+            self._entries_of[seg.key].append(number)
         self._segments, self._seg_keys, self._seg_frames = [], [], []
 
-    def find(self, fp: Fingerprint, start: int) -> list[tuple[Clip, FineMatch]]:
+    def kill(self, key: ClipKey) -> bool:
+        """Stop the clip's entries from counting; False when this index does not hold it."""
+        numbers = self._entries_of.pop(key, None)
+        if numbers is None:
+            return False
+        self._dead.update(numbers)
+        # Dead entries still take part in the vote; the vote keeps that many more candidates
+        # so that they never crowd a live clip out of the fine check.
+        self._widened = replace(self._keys, max_candidates=self._keys.max_candidates + len(self._dead))
+        return True
+
+    def find(self, fp: Fingerprint, start: int) -> list[tuple[ClipKey, Clip, FineMatch]]:
         keys, frames, weights = query_lookups(fp, start, self._keys)
-        voted = vote(self._postings.lookup([0], keys), frames, self._keys, weights)
+        voted = vote(self._postings.lookup([0], keys), frames, self._widened, weights)
+        voted = [v for v in voted if v[0] not in self._dead][: self._keys.max_candidates]
         found = self._postings.entries([number for number, _, _ in voted])
         reach = self._keys.bin_frames + 8  # the bin's width plus the fine check's own reach
-        out: list[tuple[Clip, FineMatch]] = []
+        out: list[tuple[ClipKey, Clip, FineMatch]] = []
         for number, shift, _ in voted:
             seg = found.get(number)
             if seg is None:
@@ -462,12 +521,28 @@ class _KeySearch:
             offset = shift + seg.start - start  # clip frame = query frame + offset
             fine = best_offset(fp, seg.clip.fp, range(offset - 8, offset + reach + 1), self._params)
             if fine is not None and self._params.accepts(fine):
-                out.append((seg.clip, fine))
+                out.append((seg.key, seg.clip, fine))
         return out
+
+
+_Search = _ScanSearch | _KeySearch
 
 
 class Denylist:
     """Searches the live clips of a `ClipStore`; thread-safe.
+
+    The store is the source of truth: every match first reads its generation counter, and
+    when it has moved, the clips, and compares them (`clip_key`) with the ones indexed. With
+    `refresh="incremental"` (the index's default) a change costs what changed, inline: the
+    new clips' segments go into a small second index (`delta`), and a removed clip's entries
+    stop counting at once. So a clip registered through any replica matches from the first
+    check that sees the generation move, and a removed one never again. Once the changes
+    since the main index was built reach `compact_fraction` of its clips, a background
+    thread builds a new main index from the live clips and swaps it in under the lock,
+    reconciling what changed meanwhile; a match never waits for it, and a failed compaction
+    leaves the live index as it was (still right, only larger). `refresh="rebuild"` rebuilds
+    the whole index inline on the first match after any change: the behaviour before, kept
+    as the bench's baseline, and the scan's only mode.
 
     `search="scan"` is the coarse scan the index replaced, kept for the bench's comparison."""
 
@@ -478,48 +553,110 @@ class Denylist:
         print_params: FingerprintParams = DEFAULT_PARAMS,
         keys: KeyParams = DENYLIST_KEYS,
         search: Literal["index", "scan"] = "index",
+        refresh: Literal["incremental", "rebuild"] | None = None,
+        compact_fraction: float = 0.05,
     ) -> None:
+        if search == "scan" and refresh == "incremental":
+            raise ValueError("the scan is only rebuilt whole (refresh='rebuild')")
         self._store = store
         self._params = params
         self._print_params = print_params
         self._keys = keys
         self._search = search
+        self._refresh_mode = refresh or ("incremental" if search == "index" else "rebuild")
+        self._compact_fraction = compact_fraction
         self._lock = threading.Lock()
         self._generation: int | None = None
-        self._index: _ScanSearch | _KeySearch = self._empty()
-        # Prints recomputed from kept audio, so a reload does not recompute them; keyed by
-        # creation time too, because re-registering under the same id replaces the audio.
-        self._reprinted: dict[tuple[str, datetime], Fingerprint] = {}
+        # The live clips as of `_generation`, by stored key, with prints of the running
+        # method (re-printed from kept audio when stored with another): re-prints are made
+        # once per stored version, not at every change.
+        self._live: dict[ClipKey, Clip] = {}
+        self._base: _Search | None = None
+        self._delta: _KeySearch | None = None
+        self._changes = 0  # clips added or removed since `_base` was built
+        self._epoch = 0  # bumped whenever `_base` is replaced; a compaction of an older one is dropped
+        self._broken = False  # a change was half applied: the next refresh rebuilds whole
+        self._compacting: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.compactions = 0
+        self.compaction_failures = 0
 
-    def _empty(self) -> _ScanSearch | _KeySearch:
+    def _empty(self) -> _Search:
         return _ScanSearch(self._params) if self._search == "scan" else _KeySearch(self._params, self._keys)
 
     @property
     def store(self) -> ClipStore:
         return self._store
 
+    @property
+    def pending_changes(self) -> int:
+        """Clips added or removed since the main index was built (0 once compacted)."""
+        with self._lock:
+            return self._changes
+
+    def _build(self, clips: list[tuple[ClipKey, Clip]]) -> _Search:
+        """A whole index of the given (already current) clips."""
+        index = self._empty()
+        for key, clip in clips:
+            index.add(clip, key)
+        index.seal()
+        return index
+
     def _refresh(self) -> None:
         generation = self._store.generation()
         if generation == self._generation:
             return
-        index = self._empty()
-        reprinted: dict[tuple[str, datetime], Fingerprint] = {}
-        for stored in self._store.all():
-            clip = self._current(stored, reprinted)
-            if clip is not None:
-                index.add(clip)
-        index.seal()
-        self._index = index
-        self._reprinted = reprinted
+        stored = {clip_key(clip): clip for clip in self._store.all()}
+        if self._refresh_mode == "rebuild" or self._base is None or self._broken:
+            self._rebuild(stored, generation)
+            return
+        base = self._base
+        added = [(key, clip) for key, clip in stored.items() if key not in self._live]
+        removed = [key for key in self._live if key not in stored]
+        # Everything that can fail on the store (a re-print reads kept audio) before any change.
+        current = [(key, cur) for key, clip in added if (cur := self._current(key, clip)) is not None]
+        self._broken = True
+        delta = self._delta or _KeySearch(self._params, self._keys)
+        for key, cur in current:
+            delta.add(cur, key)
+            self._live[key] = cur
+        delta.seal()
+        self._delta = delta if delta.clips else None
+        for key in removed:
+            if not base.kill(key) and self._delta is not None:
+                self._delta.kill(key)
+            del self._live[key]
+        self._changes += len(current) + len(removed)
         self._generation = generation
+        self._broken = False
+        if current or removed:
+            log.info("broadcast_denylist_updated", added=len(current), removed=len(removed))
+        if self._compaction_due():
+            self._start_compaction()
 
-    def _current(self, clip: Clip, reprinted: dict[tuple[str, datetime], Fingerprint]) -> Clip | None:
+    def _compaction_due(self) -> bool:
+        return self._base is not None and self._changes >= max(1.0, self._compact_fraction * self._base.clips)
+
+    def _rebuild(self, stored: dict[ClipKey, Clip], generation: int) -> None:
+        live = {key: cur for key, clip in stored.items() if (cur := self._current(key, clip)) is not None}
+        self._base = self._build(list(live.items()))
+        self._delta = None
+        self._live = live
+        self._changes = 0
+        self._epoch += 1
+        self._generation = generation
+        self._broken = False
+
+    def _current(self, key: ClipKey, clip: Clip) -> Clip | None:
         """The clip with a print of the running method, or None when it cannot have one."""
+        known = self._live.get(key)
+        if known is not None:
+            return known
         if clip.print_version == PRINT_VERSION:
             return clip
-        key = (clip.clip_id, clip.created_at)
-        fp = self._reprinted.get(key)
-        if fp is None and clip.audio_kept:
+        fp: Fingerprint | None = None
+        if clip.audio_kept:
             audio = self._store.audio(clip.clip_id)  # Unavailable propagates: the check fails closed
             try:
                 fp = fingerprint(pcm16_to_pcm(audio), self._print_params) if audio else None
@@ -535,8 +672,76 @@ class Denylist:
                 hint="register the clip again",
             )
             return None
-        reprinted[key] = fp
         return replace(clip, fp=fp, print_version=PRINT_VERSION)
+
+    def compact(self) -> None:
+        """Start a background compaction now unless one is running (the bench; tests)."""
+        with self._lock:
+            if self._refresh_mode == "incremental" and self._base is not None:
+                self._start_compaction()
+
+    def wait_compacted(self, timeout: float | None = None) -> bool:
+        """True once no compaction is running (False if `timeout` passed first)."""
+        return self._idle.wait(timeout)
+
+    def _start_compaction(self) -> None:
+        if self._compacting is not None:
+            return  # the running one reconciles; the next change starts another if needed
+        thread = threading.Thread(
+            target=self._compact,
+            args=(list(self._live.items()), self._epoch),
+            name="denylist-compaction",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the live index stays right, only larger
+            log.exception("broadcast_denylist_compaction_failed", error="RuntimeError")
+            self.compaction_failures += 1
+            return
+        self._idle.clear()
+        self._compacting = thread
+
+    def _compact(self, snapshot: list[tuple[ClipKey, Clip]], epoch: int) -> None:
+        """Build a new main index of `snapshot` off the lock, then swap it in under the lock
+        with the clips added or removed since the snapshot applied to it."""
+        try:
+            index: _Search | None = self._build(snapshot)
+        except Exception as exc:  # the live index is still right: keep it, retry on the next change
+            log.exception("broadcast_denylist_compaction_failed", error=type(exc).__name__)
+            index = None
+        with self._lock:
+            self._compacting = None
+            try:
+                if index is None:
+                    self.compaction_failures += 1
+                elif epoch == self._epoch and not self._broken:
+                    self._swap(index, snapshot)
+            finally:
+                # Changes that came in while it ran may be due another (not after a failure:
+                # the next change retries).
+                if index is not None and self._compaction_due():
+                    self._start_compaction()
+                if self._compacting is None:
+                    self._idle.set()
+
+    def _swap(self, index: _Search, snapshot: list[tuple[ClipKey, Clip]]) -> None:
+        seen = {key for key, _ in snapshot}
+        late = [(key, clip) for key, clip in self._live.items() if key not in seen]
+        gone = [key for key in seen if key not in self._live]
+        delta: _KeySearch | None = None
+        if late:
+            delta = _KeySearch(self._params, self._keys)
+            for key, clip in late:
+                delta.add(clip, key)
+            delta.seal()
+        for key in gone:
+            index.kill(key)
+        self._base, self._delta = index, delta
+        self._changes = len(late) + len(gone)
+        self._epoch += 1
+        self.compactions += 1
+        log.info("broadcast_denylist_compacted", clips=index.clips, carried=self._changes)
 
     def match(self, fp: Fingerprint, now: datetime) -> list[ClipMatch]:
         """Live clips the print matches, best first, one entry per clip."""
@@ -545,9 +750,15 @@ class Denylist:
             return []
         with self._lock:
             self._refresh()
-            found = self._index.find(fp, start)
+            assert self._base is not None  # set by the refresh, or it raised
+            found = self._base.find(fp, start)
+            if self._delta is not None:
+                found += self._delta.find(fp, start)
+            # Only clips live in the store as of this check: a removed clip is never matched,
+            # whatever an index still holds.
+            found = [(key, clip, fine) for key, clip, fine in found if key in self._live]
         best: dict[str, ClipMatch] = {}
-        for clip, fine in found:
+        for _, clip, fine in found:
             if not clip.live(now.astimezone(UTC)):
                 continue
             if clip.clip_id not in best or fine.ber < best[clip.clip_id].match.ber:

@@ -596,12 +596,13 @@ class MemoryPostings(Generic[E]):
 
     def add_many(
         self, bucket: int, entries: Sequence[E], keys: Sequence[U32Array], frames: Sequence[I64Array]
-    ) -> None:
+    ) -> range:
         """`add` for many entries at once, as one run: sorted once, its direct table built once
-        (the denylist's rebuild; adding one by one would merge and re-table as it grows)."""
-        if not entries:
-            return
+        (the denylist's rebuild; adding one by one would merge and re-table as it grows).
+        Returns the entry numbers given, in the order of `entries`."""
         first = self._next
+        if not entries:
+            return range(first, first)
         self._next += len(entries)
         self._counts[bucket] = self._counts.get(bucket, 0) + len(entries)
         b = self._group(bucket)
@@ -616,6 +617,7 @@ class MemoryPostings(Generic[E]):
             self._next - 1,
         )
         b.add(b.sorted(run))
+        return range(first, self._next)
 
     def lookup(self, buckets: Sequence[int], keys: U32Array) -> list[Segment]:
         out: list[Segment] = []
