@@ -900,6 +900,7 @@ def main(argv: list[str] | None = None) -> int:
             copies=copies,
             homes=args.homes,
             buckets_per_key=args.redis_buckets_per_key,
+            max_in_span=caps[0],
         )
         row["redis_buckets_per_key"] = args.redis_buckets_per_key
         rows.append(row)
