@@ -235,3 +235,36 @@ def test_failed_compaction_keeps_the_live_index(monkeypatch: pytest.MonkeyPatch)
     assert deny.wait_compacted(WAIT_S)
     assert deny.pending_changes == 0
     assert ids(deny, heard_first) == ["first"]
+
+
+def test_preload_builds_the_index_before_the_first_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `preload` (run at start) the first check builds nothing: it matches a registered
+    clip with the store's clip list made to fail, which only a build would read."""
+    store = filled_store(20)
+    prog = programme(301, seconds=6.0)
+    store.put(clip("ad", fingerprint(Pcm(prog))))
+    deny = Denylist(store)
+    deny.preload()
+
+    def broken() -> list[Clip]:
+        raise Unavailable("the clip store is unavailable")
+
+    monkeypatch.setattr(store, "all", broken)
+    assert ids(deny, fingerprint(hear(prog, seed=1))) == ["ad"]
+
+
+def test_preload_failure_is_left_to_the_check_which_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that fails during `preload` does not stop the start; the first check then
+    builds again and raises (the guard answers DENY), never an empty match."""
+    store = filled_store(5)
+    prog = programme(302, seconds=6.0)
+    store.put(clip("ad", fingerprint(Pcm(prog))))
+
+    def broken() -> list[Clip]:
+        raise Unavailable("the clip store is unavailable")
+
+    monkeypatch.setattr(store, "all", broken)
+    deny = Denylist(store)
+    deny.preload()
+    with pytest.raises(Unavailable):
+        deny.match(fingerprint(hear(prog, seed=1)), T0)

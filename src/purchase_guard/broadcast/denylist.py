@@ -743,6 +743,16 @@ class Denylist:
         self.compactions += 1
         log.info("broadcast_denylist_compacted", clips=index.clips, carried=self._changes)
 
+    def preload(self) -> None:
+        """Build the index now (at start, on a thread of its own), so the first check does not
+        build it inline: at 10,000 clips that is seconds. A failure is logged and left to the
+        next check, which builds again and raises if it still cannot (fails closed)."""
+        try:
+            with self._lock:
+                self._refresh()
+        except Exception as exc:  # the next match retries and raises: nothing is skipped
+            log.warning("broadcast_denylist_preload_failed", error=type(exc).__name__)
+
     def match(self, fp: Fingerprint, now: datetime) -> list[ClipMatch]:
         """Live clips the print matches, best first, one entry per clip."""
         start = anchor(fp)

@@ -9,6 +9,7 @@ index of sub-print keys, `index.py`) or "scan" (every windowed print scored, `ma
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,9 +51,14 @@ def assemble(
 ) -> BroadcastParts:
     # Compile the search loops now (or load them from numba's cache), not on the first request.
     warm_up()
+    denylist = Denylist(store)
+    # Registered clips are indexed off the request path, so the first Evaluate after a start
+    # does not wait for the whole index (it waits on the denylist's lock only if it comes
+    # while the build is still running).
+    threading.Thread(target=denylist.preload, name="denylist-preload", daemon=True).start()
     guard = BroadcastGuard(
         window,
-        Denylist(store),
+        denylist,
         ids,
         cluster=cluster_rule(settings),
         promote_for=timedelta(hours=settings.broadcast_promote_hours),
