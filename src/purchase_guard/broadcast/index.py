@@ -377,13 +377,16 @@ class IndexedWindow:
         oldest = datetime.fromtimestamp(buckets[0] * self._keys.bucket_seconds, at.tzinfo)
         return max(at - self._span, oldest)
 
-    def match(self, entry: WindowEntry) -> list[WindowMatch]:
+    def match(self, entry: WindowEntry, buckets: Sequence[int] | None = None) -> list[WindowMatch]:
+        """Entries of the span that match `entry`, best first; `buckets`: the span's buckets
+        when the caller has them already (`span_buckets`)."""
         trimmed = trim_for_window(entry.fp)
         if trimmed is None:
             return []
         fp, start = trimmed
         keys, frames, weights = query_lookups(fp, start, self._keys)  # sorted: each run read in order
-        buckets = self.span_buckets(entry.at)
+        if buckets is None:
+            buckets = self.span_buckets(entry.at)
         voted = vote(self._postings.lookup(buckets, keys), frames, self._keys, weights)
         if not voted:
             return []
@@ -423,8 +426,10 @@ class IndexedWindow:
 
     def match_and_add(self, entry: WindowEntry) -> list[WindowMatch]:
         with self._lock:
-            self.expire(entry.at)
-            found = self.match(entry)
+            # One read of the bucket counts serves both: what expires and what is searched.
+            buckets = self.span_buckets(entry.at)
+            self._postings.expire(buckets[0])
+            found = self.match(entry, buckets)
             self.add(entry)
             return found
 
