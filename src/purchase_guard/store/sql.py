@@ -802,6 +802,10 @@ class SqlStore(SealedRows):
     ) -> StoredDecision | None:
         with self._reading() as conn:
             row = self._stored_decision(conn, household_id, kind, request_key(caller_id, request_id))
+        return self._stored(household_id, row)
+
+    def _stored(self, household_id: str, row: Row | None) -> StoredDecision | None:
+        """The stored decision of a `_stored_decision_query` row (None for no row)."""
         if row is None:
             return None
         return StoredDecision(decision=self._decision(household_id, row[2], row[0]), request_digest=row[1])
@@ -822,14 +826,7 @@ class SqlStore(SealedRows):
         if household_row is None:
             raise NotFound(f"household {household_id!r} not found")
         household = self._household(household_row)
-        stored = (
-            None
-            if stored_row is None
-            else StoredDecision(
-                decision=self._decision(household_id, stored_row[2], stored_row[0]),
-                request_digest=stored_row[1],
-            )
-        )
+        stored = self._stored(household_id, stored_row)
         members: tuple[Member, ...] | None
         voiceprints: tuple[Voiceprint, ...] | None
         try:
