@@ -161,6 +161,16 @@ def events(copies: dict[tuple[int, int], Fingerprint], pool: list[Fingerprint], 
     return {"homes": seen, "flagged": flagged / max(seen, 1)}
 
 
+def _lead(n: int, max_in_span: int) -> timedelta:
+    """How much traffic before the query a stream of n per 10 minutes must hold: two spans,
+    or with the cap, twice the time its entries take to arrive (plus two buckets) when shorter."""
+    lead = 2 * SPAN
+    if max_in_span:
+        bucket = timedelta(seconds=DEFAULT_KEYS.bucket_seconds)
+        lead = min(lead, timedelta(seconds=2 * max_in_span * WINDOW_S / n) + 2 * bucket)
+    return lead
+
+
 def events_at_scale(
     copies: dict[tuple[int, int], Fingerprint],
     pool: list[Fingerprint],
@@ -177,10 +187,7 @@ def events_at_scale(
     `jitter_s` (end-of-speech detection and intent parsing differ by home); each copy is
     checked by a real guard when it arrives, so the span's cap sees the traffic it would."""
     rate = n / WINDOW_S
-    bucket = timedelta(seconds=DEFAULT_KEYS.bucket_seconds)
-    lead = 2 * SPAN
-    if max_in_span:
-        lead = min(lead, timedelta(seconds=2 * max_in_span / rate) + 2 * bucket)
+    lead = _lead(n, max_in_span)
     window = IndexedWindow(
         MemoryPostings(), window=timedelta(seconds=WINDOW_S), search_span=SPAN, max_in_span=max_in_span
     )
@@ -198,9 +205,7 @@ def events_at_scale(
     t0 = time.perf_counter()
     for at, p, h in arrivals:
         while T0 + timedelta(seconds=k / rate) < at:  # the stream up to this arrival
-            base = pool[k % len(pool)]
-            fp = Fingerprint(base.bits ^ np.uint32(rng.integers(1, 2**32)), base.mask, base.hop_s)
-            window.add(entry(f"s{k}", fp, T0 + timedelta(seconds=k / rate)))
+            window.add(entry(f"s{k}", _scrambled(pool[k % len(pool)], rng), T0 + timedelta(seconds=k / rate)))
             k += 1
         check = guard.check(
             f"hh-{p}-{h}", f"d{h}", f"dec-{p}-{h}", _pcm_free(copies[(p, h)]), at, caller_id="backend"
@@ -659,16 +664,11 @@ def scale(
     # and the query reads, the span (or the cap) plus up to a bucket.
     bucket = timedelta(seconds=DEFAULT_KEYS.bucket_seconds)
     at = T0 + 2 * SPAN + bucket / 2
-    lead = 2 * SPAN
-    if max_in_span:
-        lead = min(lead, timedelta(seconds=2 * max_in_span * WINDOW_S / n) + 2 * bucket)
+    lead = _lead(n, max_in_span)
     stream = max(1, round(n * lead.total_seconds() / WINDOW_S))
     t = time.perf_counter()
     for k in range(stream):
-        base = pool[k % len(pool)]
-        key = np.uint32(rng.integers(1, 2**32))
-        fp = Fingerprint(base.bits ^ key, base.mask, base.hop_s)
-        window.add(entry(f"s{k}", fp, at - lead + lead * k / stream))
+        window.add(entry(f"s{k}", _scrambled(pool[k % len(pool)], rng), at - lead + lead * k / stream))
     window.expire(at)
     load_s = time.perf_counter() - t
     held = len(window)
