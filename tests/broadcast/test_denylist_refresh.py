@@ -237,6 +237,10 @@ def test_failed_compaction_keeps_the_live_index(monkeypatch: pytest.MonkeyPatch)
     assert ids(deny, heard_first) == ["first"]
 
 
+def _unavailable_clips() -> list[Clip]:
+    raise Unavailable("the clip store is unavailable")
+
+
 def test_preload_builds_the_index_before_the_first_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """After `preload` (run at start) the first check builds nothing: it matches a registered
     clip with the store's clip list made to fail, which only a build would read."""
@@ -245,11 +249,7 @@ def test_preload_builds_the_index_before_the_first_check(monkeypatch: pytest.Mon
     store.put(clip("ad", fingerprint(Pcm(prog))))
     deny = Denylist(store)
     deny.preload()
-
-    def broken() -> list[Clip]:
-        raise Unavailable("the clip store is unavailable")
-
-    monkeypatch.setattr(store, "all", broken)
+    monkeypatch.setattr(store, "all", _unavailable_clips)
     assert ids(deny, fingerprint(hear(prog, seed=1))) == ["ad"]
 
 
@@ -259,11 +259,7 @@ def test_preload_failure_is_left_to_the_check_which_fails_closed(monkeypatch: py
     store = filled_store(5)
     prog = programme(302, seconds=6.0)
     store.put(clip("ad", fingerprint(Pcm(prog))))
-
-    def broken() -> list[Clip]:
-        raise Unavailable("the clip store is unavailable")
-
-    monkeypatch.setattr(store, "all", broken)
+    monkeypatch.setattr(store, "all", _unavailable_clips)
     deny = Denylist(store)
     deny.preload()
     with pytest.raises(Unavailable):
