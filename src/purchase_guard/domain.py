@@ -62,6 +62,7 @@ class ReasonCode(enum.Enum):
     REPLAYED_AUDIO = "REPLAYED_AUDIO"
     UNKNOWN_VOICE_LIMITED = "UNKNOWN_VOICE_LIMITED"
     VOICEPRINT_ADAPTED = "VOICEPRINT_ADAPTED"
+    SUSPECTED_BROADCAST = "SUSPECTED_BROADCAST"
 
 
 class Effect(enum.Enum):
@@ -331,7 +332,8 @@ class SpeakerResult:
 class BroadcastCheck:
     """What the broadcast check found: its reasons, or the error that stopped it."""
 
-    reasons: tuple[Reason, ...] = ()  # KNOWN_BROADCAST / BROADCAST_MATCH when matched
+    # KNOWN_BROADCAST / BROADCAST_MATCH (forbids) or SUSPECTED_BROADCAST (a step-up) when matched
+    reasons: tuple[Reason, ...] = ()
     error: str | None = None
     # (household_id, decision_id) of earlier utterances in the same broadcast cluster: their
     # pending challenges are cancelled ("late catch"), since they heard the broadcast first.

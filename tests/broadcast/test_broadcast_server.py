@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from broadcast.broadcast_audio import household_copy, load16k
 from support.audio import wav_bytes
@@ -155,6 +156,31 @@ def test_registered_clip_is_denied_as_known_broadcast(
     assert resp["outcome"] == "DENY"
     assert codes(resp)[0] == "KNOWN_BROADCAST"
     assert resp["reasons"][0]["detail"]["clip_id"] == clip.clip_id
+
+
+def test_a_clip_heard_only_at_the_end_of_longer_speech_is_challenged_not_refused(
+    client: GuardClient, registry: broadcast_pb2_grpc.BroadcastRegistryStub, data_dir: Path
+) -> None:
+    """The graded denylist over gRPC: the last 2.5 s of a registered clip followed by 6 s of
+    someone else reading is a match too weak to refuse (it covers a third of the utterance):
+    never ALLOW, SUSPECTED_BROADCAST with effect NEEDS_CHALLENGE naming the clip, and not
+    KNOWN_BROADCAST."""
+    jfk = load16k(data_dir / "broadcast" / "jfk.flac")
+    audio = common_pb2.Audio(encoded=wav_bytes(jfk, 16_000))
+    clip = registry.RegisterClip(
+        broadcast_pb2.RegisterClipRequest(label="JFK", audio=audio), metadata=meta(OPERATOR)
+    ).clip
+    hid, _ = household(client, "Garcias")
+    tail = household_copy(data_dir, jfk, 8.5, 11.0, seed=3).samples
+    reader = sorted((data_dir / "librispeech" / "test-other").glob("*/*.flac"))[0]
+    talk = load16k(reader)[: 6 * 16_000]
+    talk = 0.3 * talk / np.max(np.abs(talk))
+    heard = np.concatenate([tail, talk]).astype(np.float32)
+    resp = client.evaluate("r1", hid, "tv-room", order(), wav_bytes(heard, 16_000))
+    assert resp["outcome"] == "CHALLENGE"
+    suspected = [r for r in resp["reasons"] if r["code"] == "SUSPECTED_BROADCAST"]
+    assert [(r["effect"], r["detail"]["clip_id"]) for r in suspected] == [("NEEDS_CHALLENGE", clip.clip_id)]
+    assert "KNOWN_BROADCAST" not in codes(resp)
 
 
 def test_fleet_cluster_denies_and_cancels_earlier_challenges(

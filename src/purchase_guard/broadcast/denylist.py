@@ -89,15 +89,37 @@ SEGMENT_STEP = 64  # frames (0.51 s) between the scan's segment starts
 # cheapest whose detection there is at least the scan's; longer offset bounds tied within
 # the runs' spread, and the tie went to the fleet's own bound.
 DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_flips=1)
-# A single clip match refuses the purchase (the fleet check needs two other homes), and every
-# utterance is compared with every registered clip, so false refusals grow with the number of
-# clips: the denylist has its own rule so that it can be stricter than the fleet's. The
-# evaluation sweeps its limit and its minimum of bits (scripts/eval_broadcast.py, "Denylist
-# rule"). On the tuning split, a limit of 0.26 or a minimum of 450 bits each remove one false
-# refusal of 1,196 (2 -> 1). The limit costs 5 dB detection at the 95 % target; the minimum
-# costs nothing there but gives up every snippet shorter than 450 compared bits. One refusal
-# is too thin a basis for either, so for now it is the fleet rule.
+# Every utterance is compared with every registered clip, so false matches grow with the number
+# of clips: at 10,000 clips a per-pair rate of 5e-6 meets a false match in one Evaluate in
+# twenty. The denylist is therefore graded. A match by DENYLIST_MATCH (the fleet's rule) asks
+# for a step-up (SUSPECTED_BROADCAST): a broadcast cannot answer a challenge that must be
+# heard, and a parent whose order merely resembles a clip confirms it. Only a match by the much
+# stricter DENYLIST_REFUSE refuses outright (KNOWN_BROADCAST), set so that false refusals stay
+# within 1e-5 per Evaluate at 10,000 clips as modelled from the false pairs' tail. Chosen on
+# the tuning split (`scripts/bench_fleet.py --deny-sweep tune`, docs/broadcast.md "The graded
+# denylist"): of the swept rules meeting that bound (its bootstrap 95 % upper end), the one
+# refusing the most 5 dB copies.
 DENYLIST_MATCH: MatchParams = DEFAULT_MATCH
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRule:
+    """When a clip match (already a match by the denylist's rule) refuses outright.
+
+    `match`: a stricter error-rate limit and minimum of compared bits. `min_coverage`: the share
+    of the query's reliable bits the match compares. A home's copy of a broadcast is the
+    broadcast from end to end, so its match covers most of the utterance (on the tuning split
+    half or more for 95 % of 5 dB copies); the strongest false matches there were short
+    stretches of a longer utterance (a fifth of it) that happened to agree."""
+
+    match: MatchParams
+    min_coverage: float = 0.0
+
+    def refuses(self, fine: FineMatch, query_bits: int) -> bool:
+        return self.match.accepts(fine) and fine.bits >= self.min_coverage * query_bits
+
+
+DENYLIST_REFUSE = RefusalRule(replace(DEFAULT_MATCH, ber_limit=0.13, min_bits=600), 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +151,8 @@ class Clip:
 @dataclass(frozen=True, slots=True)
 class ClipMatch:
     clip: Clip
-    match: FineMatch
+    match: FineMatch  # the clip's lowest error rate among its matches
+    refuses: bool = True  # one of the clip's matches passes the refusal rule (`Denylist(refuse=)`)
 
 
 class ClipStore(Protocol):
@@ -555,11 +578,20 @@ class Denylist:
         search: Literal["index", "scan"] = "index",
         refresh: Literal["incremental", "rebuild"] | None = None,
         compact_fraction: float = 0.05,
+        refuse: RefusalRule = DENYLIST_REFUSE,
     ) -> None:
         if search == "scan" and refresh == "incremental":
             raise ValueError("the scan is only rebuilt whole (refresh='rebuild')")
+        if (
+            refuse.match.ber_limit > params.ber_limit
+            or refuse.match.ber_slack < params.ber_slack
+            or refuse.match.min_bits < params.min_bits
+        ):
+            # Only matches by `params` are found; a looser refusal rule would read as stricter.
+            raise ValueError("the refusal rule must be at least as strict as the match rule")
         self._store = store
         self._params = params
+        self._refuse = refuse
         self._print_params = print_params
         self._keys = keys
         self._search = search
@@ -754,7 +786,8 @@ class Denylist:
             log.warning("broadcast_denylist_preload_failed", error=type(exc).__name__)
 
     def match(self, fp: Fingerprint, now: datetime) -> list[ClipMatch]:
-        """Live clips the print matches, best first, one entry per clip."""
+        """Live clips the print matches (by `params`), best first, one entry per clip, each
+        saying whether it is strong enough to refuse (by `refuse`)."""
         start = anchor(fp)
         if start is None:
             return []
@@ -768,9 +801,16 @@ class Denylist:
             # whatever an index still holds.
             found = [(key, clip, fine) for key, clip, fine in found if key in self._live]
         best: dict[str, ClipMatch] = {}
+        query_bits = fp.reliable_bits
         for _, clip, fine in found:
             if not clip.live(now.astimezone(UTC)):
                 continue
-            if clip.clip_id not in best or fine.ber < best[clip.clip_id].match.ber:
-                best[clip.clip_id] = ClipMatch(clip, fine)
+            known = best.get(clip.clip_id)
+            # The refusal rule asks more bits than the lowest error rate may have: any of the
+            # clip's matches passing it refuses.
+            refuses = self._refuse.refuses(fine, query_bits) or (known is not None and known.refuses)
+            if known is None or fine.ber < known.match.ber:
+                best[clip.clip_id] = ClipMatch(clip, fine, refuses)
+            elif refuses:
+                best[clip.clip_id] = replace(known, refuses=True)
         return sorted(best.values(), key=lambda m: m.match.ber)

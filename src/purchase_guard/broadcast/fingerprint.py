@@ -93,6 +93,11 @@ class Fingerprint:
         return int(np.count_nonzero(self.mask))
 
     @property
+    def reliable_bits(self) -> int:
+        """Bits worth comparing over the whole print (the mask's set bits)."""
+        return int(np.unpackbits(np.ascontiguousarray(self.mask).view(np.uint8)).sum())
+
+    @property
     def voiced_seconds(self) -> float:
         return self.voiced_frames * self.hop_s
 

@@ -1,8 +1,10 @@
 """`BroadcastGuard`: the pipeline's broadcast check (known clips, then the fleet window).
 
 For each Evaluate utterance: fingerprint the voiced part; refuse it as KNOWN_BROADCAST when
-it holds part of a registered clip (or BROADCAST_MATCH for a clip promoted from an earlier
-cluster); then search the fleet window. An utterance is a broadcast when it and the window
+it holds part of a registered clip by the denylist's refusal rule, or ask for a step-up
+(SUSPECTED_BROADCAST) when it matches one only by the looser match rule (the graded denylist:
+`denylist.DENYLIST_REFUSE`); refuse it as BROADCAST_MATCH for a clip promoted from an earlier
+cluster; then search the fleet window. An utterance is a broadcast when it and the window
 utterances it matches form a *cluster* (`find_cluster`): at least `min_sources` distinct
 sources in all, counting its own; each source an authenticated caller and the device it
 names (`source_of`), so one device credential is one source whatever households its
@@ -37,7 +39,7 @@ from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, Fingerprint, Fi
 from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch, MatchParams, best_offset
 from purchase_guard.broadcast.window import FleetWindow, WindowEntry, WindowMatch
 from purchase_guard.clock import IdSource
-from purchase_guard.domain import BroadcastCheck, Reason, ReasonCode
+from purchase_guard.domain import BroadcastCheck, Effect, Reason, ReasonCode
 from purchase_guard.logs import get_logger
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.vad import clipped_fraction
@@ -156,6 +158,27 @@ def _strength(match: FineMatch) -> tuple[tuple[str, str], ...]:
     )
 
 
+def _known_clip(hit: ClipMatch) -> Reason:
+    """A registered clip's match: refused when it passes the denylist's refusal rule, else a
+    step-up (the graded denylist, `denylist.DENYLIST_REFUSE`)."""
+    detail = (("clip_id", hit.clip.clip_id), *_strength(hit.match), ("source", REGISTERED))
+    if hit.refuses:
+        return Reason(
+            ReasonCode.KNOWN_BROADCAST,
+            "The audio contains a known broadcast clip.",
+            detail,
+            Effect.FORBID,
+            "broadcast.denylist",
+        )
+    return Reason(
+        ReasonCode.SUSPECTED_BROADCAST,
+        "The audio resembles a known broadcast clip: the purchase must be confirmed.",
+        detail,
+        Effect.CHALLENGE,
+        "broadcast.denylist",
+    )
+
+
 class BroadcastGuard:
     """Satisfies `pipeline.ports.BroadcastDefence`. Thread-safe (the window and denylist lock)."""
 
@@ -203,17 +226,7 @@ class BroadcastGuard:
         promoted_hit: ClipMatch | None = None
         for hit in known:
             if hit.clip.source == REGISTERED:
-                reasons.append(
-                    Reason(
-                        ReasonCode.KNOWN_BROADCAST,
-                        "The audio contains a known broadcast clip.",
-                        (
-                            ("clip_id", hit.clip.clip_id),
-                            *_strength(hit.match),
-                            ("source", REGISTERED),
-                        ),
-                    )
-                )
+                reasons.append(_known_clip(hit))
             elif promoted_hit is None:
                 promoted_hit = hit
 
@@ -226,7 +239,9 @@ class BroadcastGuard:
         members = find_cluster(entry, matches, self._cluster)
         if not members:
             # Known broadcast audio: whoever matched it in the window heard the broadcast too.
-            return self._finish(reasons, promoted_hit, matches if (reasons or promoted_hit) else [])
+            # Not for a clip match too weak to refuse: that is not known to be the broadcast.
+            refused = promoted_hit is not None or any(r.effect is Effect.FORBID for r in reasons)
+            return self._finish(reasons, promoted_hit, matches if refused else [])
 
         sources = len({m.entry.source for m in members})
         best = min((m.match for m in members), key=lambda f: f.ber)
@@ -268,7 +283,6 @@ class BroadcastGuard:
             )
         if not reasons:
             return BroadcastCheck()
-        # Known broadcast audio: whoever matched it in the window heard the broadcast too.
         return BroadcastCheck(reasons=tuple(reasons), cluster_decisions=_decisions(matches))
 
     def _promote(self, entry: WindowEntry, sources: int, now: datetime) -> str:

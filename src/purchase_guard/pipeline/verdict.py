@@ -327,9 +327,16 @@ def decide(
     adults): a verified adult whose voice is that child-like is sent to a parent. `unknown` says
     whether an unrecognised voice goes to a parent (and the policy was evaluated for it as
     `policy_role` says)."""
-    # BroadcastCheck.reasons are matches by contract: each is a forbid of the broadcast check.
+    # BroadcastCheck.reasons are matches by contract: each is a forbid of the broadcast check
+    # unless it asks for a step-up (a weak match of a registered clip); anything else, records
+    # made before reasons carried effects included, is a forbid.
     findings: list[Reason] = [
-        replace(r, effect=Effect.FORBID, rule=r.rule or "broadcast") for r in broadcast.reasons
+        replace(
+            r,
+            effect=Effect.CHALLENGE if r.effect is Effect.CHALLENGE else Effect.FORBID,
+            rule=r.rule or "broadcast",
+        )
+        for r in broadcast.reasons
     ]
     if broadcast.error is not None:
         findings.append(check_error(f"Broadcast check failed: {broadcast.error}.", "broadcast"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -9,8 +10,18 @@ import numpy as np
 import pytest
 from unit.broadcast.broadcast_synth import hear, programme
 
-from purchase_guard.broadcast.denylist import PROMOTED, REGISTERED, Clip, Denylist, MemoryClipStore
+from purchase_guard.broadcast.denylist import (
+    DENYLIST_MATCH,
+    DENYLIST_REFUSE,
+    PROMOTED,
+    REGISTERED,
+    Clip,
+    Denylist,
+    MemoryClipStore,
+    RefusalRule,
+)
 from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
+from purchase_guard.broadcast.match import FineMatch
 from purchase_guard.voice.audio import Pcm
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -89,3 +100,53 @@ def test_index_is_rebuilt_when_the_generation_moves_and_only_then(monkeypatch: p
     assert deny.match(heard_first, T0) == []
     assert [m.clip.clip_id for m in deny.match(heard_second, T0)] == ["second"]
     assert loads == 3
+
+
+def _joined(*pcms: Pcm) -> Pcm:
+    return Pcm(np.concatenate([p.samples for p in pcms]).astype(np.float32))
+
+
+@pytest.mark.parametrize("search", ["index", "scan"])
+def test_a_whole_copy_refuses_and_a_stretch_of_longer_speech_only_matches(
+    search: Literal["index", "scan"],
+) -> None:
+    """The graded denylist: 3 s heard from inside a clip is a refusing match; the clip's last
+    2.5 s followed by 6 s of other speech matches the same clip, but covers too little of the
+    utterance to refuse (it is challenged instead)."""
+    audio = programme(41, seconds=8.0)
+    store = MemoryClipStore()
+    store.put(clip("ad", fingerprint(Pcm(audio))))
+    deny = Denylist(store, search=search)
+    whole = deny.match(fingerprint(hear(audio, seed=1, start_s=2.0)), T0)
+    assert [(m.clip.clip_id, m.refuses) for m in whole] == [("ad", True)]
+    tail = hear(audio, seed=2, start_s=5.3, seconds=2.5)
+    other = hear(programme(42, seconds=7.0), seed=3, seconds=6.0)
+    partial = deny.match(fingerprint(_joined(tail, other)), T0)
+    assert [(m.clip.clip_id, m.refuses) for m in partial] == [("ad", False)]
+
+
+@pytest.mark.parametrize(
+    ("ber", "bits", "query_bits", "refuses"),
+    [
+        (0.05, 1000, 1500, True),  # strong and covering two thirds of the query
+        (0.05, 1000, 2100, False),  # as strong, but under half of the query
+        (0.05, 500, 800, False),  # too few bits for the refusal rule
+        (0.10, 1000, 1500, False),  # over the refusal limit, within the match rule's
+    ],
+)
+def test_the_refusal_rule_needs_a_low_error_rate_enough_bits_and_coverage(
+    ber: float, bits: int, query_bits: int, refuses: bool
+) -> None:
+    """DENYLIST_REFUSE refuses only a match that is strong, long and covers half the query
+    (at 900 effective bits the refusal limit is 0.13 - 1.5 / 30 = 0.08, the match rule's 0.20)."""
+    fine = FineMatch(ber, 0, bits, effective_bits=900.0)
+    assert DENYLIST_MATCH.accepts(fine)
+    assert DENYLIST_REFUSE.refuses(fine, query_bits) is refuses
+
+
+def test_a_refusal_rule_looser_than_the_match_rule_is_refused_at_construction() -> None:
+    """Only matches by the match rule are found, so a looser refusal rule would silently act
+    as the match rule: the Denylist will not be built with one."""
+    looser = RefusalRule(replace(DENYLIST_MATCH, ber_limit=DENYLIST_MATCH.ber_limit + 0.05))
+    with pytest.raises(ValueError, match="at least as strict"):
+        Denylist(MemoryClipStore(), refuse=looser)

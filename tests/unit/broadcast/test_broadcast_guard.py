@@ -16,7 +16,7 @@ from purchase_guard.broadcast.match import DEFAULT_MATCH, FineMatch
 from purchase_guard.broadcast.registry import ClipRegistry
 from purchase_guard.broadcast.window import MemoryWindow, WindowEntry
 from purchase_guard.clock import FrozenClock, SequentialIds
-from purchase_guard.domain import AudioInput, ReasonCode
+from purchase_guard.domain import AudioInput, Effect, ReasonCode
 from purchase_guard.voice.audio import Pcm
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -148,9 +148,32 @@ def test_known_clip_is_refused_whatever_part_is_heard(guard: BroadcastGuard, sto
         "hh1", "d", "dec1", hear(clip_audio, seed=3, start_s=6.0, snr_db=10), T0, caller_id=""
     )
     assert codes(check) == [ReasonCode.KNOWN_BROADCAST]
+    assert check.reasons[0].effect is Effect.FORBID
     detail = dict(check.reasons[0].detail)
     assert detail["clip_id"] == clip.clip_id
     assert DEFAULT_MATCH.accepts(strength(detail))
+
+
+def test_a_clip_matched_by_a_short_stretch_of_longer_speech_asks_for_a_step_up(
+    guard: BroadcastGuard, store: MemoryClipStore
+) -> None:
+    """The graded denylist: the last 2.5 s of a registered ad followed by 6 s of someone else
+    talking matches the ad, but covers too little of the utterance to refuse it:
+    SUSPECTED_BROADCAST with effect CHALLENGE and the clip id. It is not known to be the
+    broadcast, so the devices that matched it in the window are not returned for the late
+    catch (their challenges stand)."""
+    clip_audio = programme(43, seconds=8.0)
+    clip = ClipRegistry(store, FrozenClock(T0), SequentialIds()).register(
+        "Dollhouse ad", AudioInput(encoded=wav(clip_audio))
+    )
+    tail = hear(clip_audio, seed=4, start_s=5.3, seconds=2.5).samples
+    talk = hear(programme(44, seconds=7.0), seed=5, seconds=6.0).samples
+    heard = Pcm(np.concatenate([tail, talk]).astype(np.float32))
+    guard.check("hh1", "d", "dec1", heard, T0, caller_id="")
+    check = guard.check("hh2", "d", "dec2", heard, T0 + timedelta(seconds=1), caller_id="")
+    assert [(r.code, r.effect) for r in check.reasons] == [(ReasonCode.SUSPECTED_BROADCAST, Effect.CHALLENGE)]
+    assert dict(check.reasons[0].detail)["clip_id"] == clip.clip_id
+    assert check.cluster_decisions == ()
 
 
 def test_removed_clip_is_no_longer_enforced(guard: BroadcastGuard, store: MemoryClipStore) -> None:

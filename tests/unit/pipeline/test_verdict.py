@@ -173,6 +173,38 @@ def test_broadcast_match_and_broadcast_error_deny() -> None:
     assert decide(speaker(Role.ADULT), err, ALLOW, FULL).outcome is Outcome.DENY
 
 
+LOW_VALUE = PolicyVerdict(
+    Outcome.ALLOW, (permit(ReasonCode.LOW_VALUE_EXEMPT, "small", "policy.low_value"),), None, True
+)
+
+
+@pytest.mark.parametrize("policy", [ALLOW, LOW_VALUE], ids=["allowed", "low-value-exempt"])
+def test_a_weak_known_clip_match_is_a_step_up_never_allow(policy: PolicyVerdict) -> None:
+    """SUSPECTED_BROADCAST (a clip match too weak to refuse) turns an ALLOW, a low-value
+    exemption included, into a challenge; it is a step-up, not a refusal."""
+    weak = BroadcastCheck(
+        reasons=(needs_challenge(ReasonCode.SUSPECTED_BROADCAST, "like an ad", "broadcast.denylist"),)
+    )
+    v = decide(speaker(Role.ADULT), weak, policy, FULL)
+    assert v.outcome is Outcome.CHALLENGE
+    assert v.challenge_method is ChallengeMethod.SPOKEN_PIN
+    assert [(r.code, r.effect) for r in v.reasons if r.code is ReasonCode.SUSPECTED_BROADCAST] == [
+        (ReasonCode.SUSPECTED_BROADCAST, Effect.CHALLENGE)
+    ]
+    assert not v.low_value_exempt
+
+
+def test_a_strong_clip_match_still_refuses_beside_a_weak_one() -> None:
+    """A refusing match of one clip wins over a weak match of another: DENY."""
+    both = BroadcastCheck(
+        reasons=(
+            needs_challenge(ReasonCode.SUSPECTED_BROADCAST, "like an ad", "broadcast.denylist"),
+            forbid(ReasonCode.KNOWN_BROADCAST, "the ad", "broadcast.denylist"),
+        )
+    )
+    assert decide(speaker(Role.ADULT), both, ALLOW, FULL).outcome is Outcome.DENY
+
+
 def test_pin_method_falls_back_when_no_pin_is_set() -> None:
     """Without a PIN, a SPOKEN_PIN challenge becomes RANDOM_DIGITS (an enrolled adult can still answer)."""
     opts = ChallengeOptions(has_pin=False, pin_throttled=False, has_enrolled_adult=True, has_parent=True)

@@ -131,6 +131,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     voiceprint of the member it verified as (detail: member_id, kept, dropped). The parent console
     and ResetVoiceAdaptation undo it.
     """
+    SUSPECTED_BROADCAST: _ReasonCode.ValueType  # 47
+    """The audio resembles a registered broadcast clip, but not strongly enough to refuse it
+    (effect NEEDS_CHALLENGE): the purchase must be confirmed by a challenge a broadcast cannot
+    answer. Detail as KNOWN_BROADCAST: clip_id, ber, bits, effective_bits, source.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Machine-readable reason codes. Numbers are never reused."""
@@ -211,6 +216,11 @@ VOICEPRINT_ADAPTED: ReasonCode.ValueType  # 46
 """A note on a passed Confirm (effect NOTE, decides nothing): the request's voice was added to the
 voiceprint of the member it verified as (detail: member_id, kept, dropped). The parent console
 and ResetVoiceAdaptation undo it.
+"""
+SUSPECTED_BROADCAST: ReasonCode.ValueType  # 47
+"""The audio resembles a registered broadcast clip, but not strongly enough to refuse it
+(effect NEEDS_CHALLENGE): the purchase must be confirmed by a challenge a broadcast cannot
+answer. Detail as KNOWN_BROADCAST: clip_id, ber, bits, effective_bits, source.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
