@@ -32,9 +32,10 @@ read), one MGET per (epoch, shard), then one MGET per entry shard for its candid
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,6 +47,39 @@ from purchase_guard.errors import Unavailable
 EPOCH_SECONDS = 60.0
 
 _POSTING = np.dtype([("e", "<u4"), ("f", "<i2"), ("b", "<u2")])
+_NONE = np.zeros(0, dtype=np.int64)
+
+# One (epoch, shard)'s postings of the looked-up keys: KEYS[1] is the head the posting keys'
+# names start with (its hash tag is theirs, so every key read is in the slot the call is
+# routed to); ARGV[1] the keys, little-endian u32. Returns the values joined and each key's
+# size (u32, 0 for a missing key), so a reply is two values, not one per key. The names are
+# built here, not sent: MGET in chunks, as Lua's unpack is bounded by its C stack.
+_READ_SCRIPT = """
+local head = KEYS[1] .. ':'
+local packed = ARGV[1]
+local n = #packed / 4
+local parts, sizes = {}, {}
+local empty = struct.pack('<I4', 0)
+for first = 1, n, 1000 do
+  local names = {}
+  for i = first, math.min(n, first + 999) do
+    local key = struct.unpack('<I4', packed, 4 * i - 3)
+    names[#names + 1] = head .. string.format('%x', key)
+  end
+  local values = redis.call('MGET', unpack(names))
+  for j = 1, #values do
+    local v = values[j]
+    if v then
+      parts[#parts + 1] = v
+      sizes[#sizes + 1] = struct.pack('<I4', #v)
+    else
+      sizes[#sizes + 1] = empty
+    end
+  end
+end
+return {table.concat(parts), table.concat(sizes)}
+"""
+_READ_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()
 
 
 def _unavailable(exc: Exception) -> Exception:
@@ -65,11 +99,14 @@ class RedisPostings:
         bucket_seconds: float = DEFAULT_KEYS.bucket_seconds,  # must be the window's KeyParams'
         shards: int = 16,
         buckets_per_key: int | None = None,  # default: an epoch of EPOCH_SECONDS
+        reads: Literal["script", "mget"] = "script",
     ) -> None:
         if buckets_per_key is None:
             buckets_per_key = max(1, round(EPOCH_SECONDS / bucket_seconds))
         if buckets_per_key < 1:
             raise ValueError("buckets_per_key must be at least 1")
+        if reads not in ("script", "mget"):
+            raise ValueError("reads must be 'script' or 'mget'")
         self._redis = client
         self._prefix = prefix
         self._ttl = int(window.total_seconds() + buckets_per_key * bucket_seconds) + 1
@@ -77,6 +114,7 @@ class RedisPostings:
         self._shards = shards
         self._per_key = buckets_per_key
         self._last_bucket = 0
+        self._reads = reads
 
     @property
     def ttl_seconds(self) -> int:
@@ -144,6 +182,10 @@ class RedisPostings:
         wanted = list(buckets)
         if not wanted or keys.size == 0:
             return []
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        shard_of = (uniq % np.uint32(self._shards)).astype(np.int64)
+        perm = np.argsort(shard_of, kind="stable")  # looked-up keys grouped by shard
+        bounds = np.searchsorted(shard_of[perm], np.arange(self._shards + 1)).tolist()
         try:
             # First round trip: which of the buckets hold any entry (an empty one, such as the
             # span's future in live traffic, costs no key reads).
@@ -155,39 +197,22 @@ class RedisPostings:
             if not live:
                 return []
             epochs = sorted({self._epoch(b) for b in live})
-            uniq, inverse = np.unique(keys, return_inverse=True)
-            shard_of = (uniq % np.uint32(self._shards)).astype(np.int64)
-            perm = np.argsort(shard_of, kind="stable")  # looked-up keys grouped by shard
-            bounds = np.searchsorted(shard_of[perm], np.arange(self._shards + 1))
-            tails = [f"}}:{k:x}" for k in uniq[perm].tolist()]
-            # Second round trip: one MGET per (epoch, shard), each key once whatever the
-            # number of buckets it holds.
-            pipe = self._redis.pipeline(transaction=False)
-            calls: list[int] = []
-            for epoch in epochs:
-                for s in range(self._shards):
-                    lo, hi = int(bounds[s]), int(bounds[s + 1])
-                    if lo == hi:
-                        continue
-                    head = self._posting_head(epoch, s)
-                    pipe.mget([head + t for t in tails[lo:hi]])
-                    calls.append(epoch)
-            replies = pipe.execute()
+            # Second round trip: each (epoch, shard)'s postings of the looked-up keys, each key
+            # once whatever the number of buckets it holds, in shard order.
+            if self._reads == "mget":
+                fetched = self._fetch_mget(epochs, uniq[perm], bounds)
+            else:
+                fetched = self._fetch_script(epochs, uniq[perm], bounds)
         except Exception as exc:
             raise _unavailable(exc) from exc
         where = np.empty(uniq.size, dtype=np.int64)
         where[perm] = np.arange(uniq.size)  # unique key -> its place in shard order
-        per_epoch: dict[int, list[bytes | None]] = {e: [] for e in epochs}
-        for epoch, values in zip(calls, replies, strict=True):
-            per_epoch[epoch].extend(values)
         out: list[Segment] = []
-        for epoch, values in per_epoch.items():
-            blobs = [v or b"" for v in values]  # a missing key is no postings
-            sizes = np.fromiter(map(len, blobs), np.int64, len(blobs)) // _POSTING.itemsize
-            if not sizes.any():
+        for epoch, (blob, sizes) in zip(epochs, fetched, strict=True):
+            if not blob:
                 continue
             # One epoch's postings in one segment: an entry's postings are all in its epoch.
-            flat = np.frombuffer(b"".join(blobs), dtype=_POSTING)
+            flat = np.frombuffer(blob, dtype=_POSTING)
             ends = np.cumsum(sizes)
             lo_at, hi_at = (ends - sizes)[where][inverse], ends[where][inverse]
             held = [b & 0xFFFF for b in live if self._epoch(b) == epoch]
@@ -210,6 +235,75 @@ class RedisPostings:
                 )
             )
         return out
+
+    def _fetch_mget(
+        self, epochs: Sequence[int], ordered: U32Array, bounds: Sequence[int]
+    ) -> list[tuple[bytes, I64Array]]:
+        """Per epoch: its postings (the looked-up keys' values, joined in `ordered` order) and
+        each key's count of postings, read by one MGET per (epoch, shard)."""
+        tails = [f"}}:{k:x}" for k in ordered.tolist()]
+        pipe = self._redis.pipeline(transaction=False)
+        calls: list[int] = []
+        for epoch in epochs:
+            for s in range(self._shards):
+                lo, hi = bounds[s], bounds[s + 1]
+                if lo == hi:
+                    continue
+                head = self._posting_head(epoch, s)
+                pipe.mget([head + t for t in tails[lo:hi]])
+                calls.append(epoch)
+        per_epoch: dict[int, list[bytes]] = {e: [] for e in epochs}
+        for epoch, values in zip(calls, pipe.execute(), strict=True):
+            per_epoch[epoch].extend(v or b"" for v in values)  # a missing key is no postings
+        out: list[tuple[bytes, I64Array]] = []
+        for blobs in per_epoch.values():
+            sizes = np.fromiter(map(len, blobs), np.int64, len(blobs)) // _POSTING.itemsize
+            out.append((b"".join(blobs), sizes))
+        return out
+
+    def _fetch_script(
+        self, epochs: Sequence[int], ordered: U32Array, bounds: Sequence[int]
+    ) -> list[tuple[bytes, I64Array]]:
+        """`_fetch_mget`'s result, read by one script call per (epoch, shard): the keys go as
+        one packed argument and come back as two values (the postings joined, their sizes),
+        so no key is named or decoded one by one in Python."""
+        packed = ordered.astype("<u4")
+        calls: list[tuple[int, int]] = []  # (epoch, keys in the call)
+        args: list[tuple[str, bytes]] = []
+        for epoch in epochs:
+            for s in range(self._shards):
+                lo, hi = bounds[s], bounds[s + 1]
+                if lo == hi:
+                    continue
+                args.append((self._posting_head(epoch, s) + "}", packed[lo:hi].tobytes()))
+                calls.append((epoch, hi - lo))
+        replies = self._run_script(args)
+        blobs: dict[int, list[bytes]] = {e: [] for e in epochs}
+        sizes: dict[int, list[I64Array]] = {e: [] for e in epochs}
+        for (epoch, n), (blob, lengths) in zip(calls, replies, strict=True):
+            blobs[epoch].append(blob)
+            sizes[epoch].append(np.frombuffer(lengths, dtype="<u4", count=n).astype(np.int64))
+        return [
+            (b"".join(blobs[e]), np.concatenate(sizes[e]) // _POSTING.itemsize if sizes[e] else _NONE)
+            for e in epochs
+        ]
+
+    def _run_script(self, args: Sequence[tuple[str, bytes]]) -> list[Any]:
+        """EVALSHA of `_READ_SCRIPT` for each (slot key, packed keys), pipelined; loaded once
+        into the server (every primary, on a cluster client) if it does not know it yet."""
+        from redis.exceptions import NoScriptError  # redis is imported only where it is used
+
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for head, packed in args:
+                pipe.evalsha(_READ_SHA, 1, head, packed)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                self._redis.script_load(_READ_SCRIPT)
+        raise AssertionError("unreachable")
 
     def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]:
         by_shard: dict[int, list[int]] = {}
