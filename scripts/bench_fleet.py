@@ -695,14 +695,14 @@ def scale(
         fp = pool[int(rng.integers(0, len(pool)))]
         q = entry(f"q{k}", fp, at)
         found: list[list[str]] = [[] for _ in timed]
-        for i in range(len(timed)) if k % 2 == 0 else reversed(range(len(timed))):  # in turn
+        for i in np.roll(np.arange(len(timed)), k).tolist():  # in turn
             t0 = time.perf_counter()
             found[i] = [m.entry.entry_id for m in timed[i].match(q)]
             times[i].append((time.perf_counter() - t0) * 1000)
         differing += any(f != found[0] for f in found)
     for k in range(min(queries, 50)):  # CPU time, the figure the scanning index reports
         fp = pool[int(rng.integers(0, len(pool)))]
-        for i in range(len(timed)) if k % 2 == 0 else reversed(range(len(timed))):
+        for i in np.roll(np.arange(len(timed)), k).tolist():
             c0 = time.thread_time()
             timed[i].match(entry(f"c{k}", fp, at))
             cpu[i].append((time.thread_time() - c0) * 1000)

@@ -32,7 +32,7 @@ read), one MGET per (epoch, shard), then one MGET per entry shard for its candid
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
@@ -49,43 +49,43 @@ EPOCH_SECONDS = 60.0
 _POSTING = np.dtype([("e", "<u4"), ("f", "<i2"), ("b", "<u2")])
 _NONE = np.zeros(0, dtype=np.int64)
 
-# One (epoch, shard)'s postings of the looked-up keys: KEYS[1] is the head the posting keys'
-# names start with (its hash tag is theirs, so every key read is in the slot the call is
-# routed to); ARGV[1] the keys, little-endian u32. Returns the values joined and each key's
-# size (u32, 0 for a missing key), so a reply is two values, not one per key. The names are
-# built here, not sent: MGET in chunks, as Lua's unpack is bounded by its C stack.
-_READ_SCRIPT = """
-local head = KEYS[1] .. ':'
-local packed = ARGV[1]
-local n = #packed / 4
-local parts, sizes = {}, {}
-local empty = struct.pack('<I4', 0)
-for first = 1, n, 1000 do
-  local names = {}
-  for i = first, math.min(n, first + 999) do
-    local key = struct.unpack('<I4', packed, 4 * i - 3)
-    names[#names + 1] = head .. string.format('%x', key)
-  end
-  local values = redis.call('MGET', unpack(names))
-  for j = 1, #values do
-    local v = values[j]
-    if v then
-      parts[#parts + 1] = v
-      sizes[#sizes + 1] = struct.pack('<I4', #v)
-    else
-      sizes[#sizes + 1] = empty
-    end
-  end
-end
-return {table.concat(parts), table.concat(sizes)}
-"""
-_READ_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()
 
 
 def _unavailable(exc: Exception) -> Exception:
     if type(exc).__module__.startswith("redis"):
         return Unavailable("the shared broadcast window (Redis) is unavailable")
     return exc
+
+
+@functools.cache
+def _tail_table() -> np.ndarray[Any, np.dtype[np.bytes_]]:
+    """The name tail ("}:<key in hex>") of every key the default key tables make: built
+    once a process (about 1 MiB), since formatting each looked-up key's name per query was
+    a tenth of a query's time."""
+    bits = max(len(t) for t in DEFAULT_KEYS.tables)
+    every = [(t << 24) | k for t in range(len(DEFAULT_KEYS.tables)) for k in range(1 << bits)]
+    return np.array([f"}}:{k:x}".encode() for k in every], dtype=np.bytes_)
+
+
+def _tails(keys: U32Array) -> np.ndarray[Any, np.dtype[np.bytes_]]:
+    """The name tails of `keys`: from the table when it holds them all, else formatted."""
+    table = _tail_table()
+    bits = max(len(t) for t in DEFAULT_KEYS.tables)
+    low = keys & np.uint32(0xFFFFFF)
+    dense = ((keys >> np.uint32(24)).astype(np.int64) << bits) | low.astype(np.int64)
+    if keys.size and int(low.max()) < 1 << bits and int(dense.max()) < table.size:
+        return table[dense]
+    return np.array([f"}}:{k:x}".encode() for k in keys.tolist()], dtype=np.bytes_)
+
+
+def _marked(bitmap: bytes, bits: I64Array) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which of `bits` are set in a Redis bitmap (bit 0 is the first byte's highest bit)."""
+    raw = np.frombuffer(bitmap, dtype=np.uint8)
+    inside = bits < raw.size * 8
+    out = np.zeros(bits.size, dtype=bool)
+    at = bits[inside]
+    out[inside] = (raw[at >> 3] >> (7 - (at & 7)).astype(np.uint8)) & 1 == 1
+    return out
 
 
 class RedisPostings:
@@ -99,14 +99,14 @@ class RedisPostings:
         bucket_seconds: float = DEFAULT_KEYS.bucket_seconds,  # must be the window's KeyParams'
         shards: int = 16,
         buckets_per_key: int | None = None,  # default: an epoch of EPOCH_SECONDS
-        reads: Literal["script", "mget"] = "script",
+        reads: Literal["present", "mget"] = "present",
     ) -> None:
         if buckets_per_key is None:
             buckets_per_key = max(1, round(EPOCH_SECONDS / bucket_seconds))
         if buckets_per_key < 1:
             raise ValueError("buckets_per_key must be at least 1")
-        if reads not in ("script", "mget"):
-            raise ValueError("reads must be 'script' or 'mget'")
+        if reads not in ("present", "mget"):
+            raise ValueError("reads must be 'present' or 'mget'")
         self._redis = client
         self._prefix = prefix
         self._ttl = int(window.total_seconds() + buckets_per_key * bucket_seconds) + 1
@@ -126,6 +126,17 @@ class RedisPostings:
 
     def _posting_head(self, epoch: int, shard: int) -> str:
         return f"{self._prefix}:{{p3:{epoch}:{shard}"
+
+    def _present_key(self, epoch: int, shard: int) -> str:
+        # Not a posting key's name: those end in hex digits only.
+        return f"{self._posting_head(epoch, shard)}}}:present"
+
+    def _present_bits(self, keys: U32Array) -> I64Array:
+        """Each key's bit in its (epoch, shard)'s bitmap of keys written: table and low 16
+        bits, over the shards (bits 16-23 of a wider key share a bit: an extra read, never
+        a missed one)."""
+        folded = ((keys >> np.uint32(24)).astype(np.int64) << 16) | (keys & np.uint32(0xFFFF)).astype(np.int64)
+        return folded // self._shards
 
     def _entry_key(self, number: int) -> str:
         return f"{self._prefix}:{{e:{number % self._shards}}}:{number}"
@@ -161,6 +172,17 @@ class RedisPostings:
             bounds = [*first.tolist(), keys.size]
             epoch = self._epoch(bucket)
             heads = [self._posting_head(epoch, s) for s in range(self._shards)]
+            # The bitmaps first: a key appended to is marked present even if the pipeline
+            # breaks after it (Redis runs a connection's commands in order).
+            shard_of = (uniq % np.uint32(self._shards)).tolist()
+            bits = self._present_bits(uniq).tolist()
+            ops: dict[int, list[Any]] = {}
+            for shard, bit in zip(shard_of, bits, strict=True):
+                ops.setdefault(shard, []).extend(("SET", "u1", bit, 1))
+            for shard, args in ops.items():
+                name = self._present_key(epoch, shard)
+                pipe.execute_command("BITFIELD", name, *args)
+                pipe.expire(name, self._ttl)
             for i, key in enumerate(uniq.tolist()):
                 name = f"{heads[key % self._shards]}}}:{key:x}"
                 pipe.append(name, packed[order[bounds[i] : bounds[i + 1]]].tobytes())
@@ -189,20 +211,31 @@ class RedisPostings:
         try:
             # First round trip: which of the buckets hold any entry (an empty one, such as the
             # span's future in live traffic, costs no key reads).
+            # With the bitmaps of keys written in the epochs they may need (one per shard).
             pipe = self._redis.pipeline(transaction=False)
             for bucket in wanted:
                 pipe.get(self._count_key(bucket))
-            counts = pipe.execute()
+            maybe = sorted({self._epoch(b) for b in wanted}) if self._reads == "present" else []
+            for epoch in maybe:
+                for s in range(self._shards):
+                    pipe.get(self._present_key(epoch, s))
+            replies = pipe.execute()
+            counts = replies[: len(wanted)]
+            bitmaps = {
+                (epoch, s): replies[len(wanted) + i * self._shards + s]
+                for i, epoch in enumerate(maybe)
+                for s in range(self._shards)
+            }
             live = [b for b, c in zip(wanted, counts, strict=True) if c is not None and int(c) > 0]
             if not live:
                 return []
             epochs = sorted({self._epoch(b) for b in live})
             # Second round trip: each (epoch, shard)'s postings of the looked-up keys, each key
             # once whatever the number of buckets it holds, in shard order.
-            if self._reads == "mget":
-                fetched = self._fetch_mget(epochs, uniq[perm], bounds)
+            if self._reads == "present":
+                fetched = self._fetch_present(epochs, uniq[perm], bounds, bitmaps)
             else:
-                fetched = self._fetch_script(epochs, uniq[perm], bounds)
+                fetched = self._fetch_mget(epochs, uniq[perm], bounds)
         except Exception as exc:
             raise _unavailable(exc) from exc
         where = np.empty(uniq.size, dtype=np.int64)
@@ -261,49 +294,41 @@ class RedisPostings:
             out.append((b"".join(blobs), sizes))
         return out
 
-    def _fetch_script(
-        self, epochs: Sequence[int], ordered: U32Array, bounds: Sequence[int]
+    def _fetch_present(
+        self,
+        epochs: Sequence[int],
+        ordered: U32Array,
+        bounds: Sequence[int],
+        bitmaps: dict[tuple[int, int], bytes | None],
     ) -> list[tuple[bytes, I64Array]]:
-        """`_fetch_mget`'s result, read by one script call per (epoch, shard): the keys go as
-        one packed argument and come back as two values (the postings joined, their sizes),
-        so no key is named or decoded one by one in Python."""
-        packed = ordered.astype("<u4")
-        calls: list[tuple[int, int]] = []  # (epoch, keys in the call)
-        args: list[tuple[str, bytes]] = []
+        """`_fetch_mget`'s result, reading only the keys their (epoch, shard)'s bitmap marks
+        as written (all of a shard's when it has none: written before the bitmaps); the
+        names made by numpy from a table of every key's name tail (`_tails`)."""
+        tails = _tails(ordered)
+        bits = self._present_bits(ordered)
+        pipe = self._redis.pipeline(transaction=False)
+        calls: list[tuple[int, I64Array]] = []  # (epoch, places in `ordered` read)
         for epoch in epochs:
             for s in range(self._shards):
                 lo, hi = bounds[s], bounds[s + 1]
                 if lo == hi:
                     continue
-                args.append((self._posting_head(epoch, s) + "}", packed[lo:hi].tobytes()))
-                calls.append((epoch, hi - lo))
-        replies = self._run_script(args)
+                place = np.arange(lo, hi)
+                bitmap = bitmaps.get((epoch, s))
+                if bitmap is not None:
+                    place = place[_marked(bitmap, bits[lo:hi])]
+                    if place.size == 0:
+                        continue
+                head = np.bytes_(self._posting_head(epoch, s).encode())
+                pipe.mget(np.strings.add(head, tails[place]).tolist())
+                calls.append((epoch, place))
+        sizes = {e: np.zeros(ordered.size, dtype=np.int64) for e in epochs}
         blobs: dict[int, list[bytes]] = {e: [] for e in epochs}
-        sizes: dict[int, list[I64Array]] = {e: [] for e in epochs}
-        for (epoch, n), (blob, lengths) in zip(calls, replies, strict=True):
-            blobs[epoch].append(blob)
-            sizes[epoch].append(np.frombuffer(lengths, dtype="<u4", count=n).astype(np.int64))
-        return [
-            (b"".join(blobs[e]), np.concatenate(sizes[e]) // _POSTING.itemsize if sizes[e] else _NONE)
-            for e in epochs
-        ]
-
-    def _run_script(self, args: Sequence[tuple[str, bytes]]) -> list[Any]:
-        """EVALSHA of `_READ_SCRIPT` for each (slot key, packed keys), pipelined; loaded once
-        into the server (every primary, on a cluster client) if it does not know it yet."""
-        from redis.exceptions import NoScriptError  # redis is imported only where it is used
-
-        for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for head, packed in args:
-                pipe.evalsha(_READ_SHA, 1, head, packed)
-            try:
-                return list(pipe.execute())
-            except NoScriptError:
-                if attempt:
-                    raise
-                self._redis.script_load(_READ_SCRIPT)
-        raise AssertionError("unreachable")
+        for (epoch, place), values in zip(calls, pipe.execute(), strict=True):
+            # A missing key (expired, or a bit shared with another key) is no postings.
+            sizes[epoch][place] = np.fromiter((len(v) if v else 0 for v in values), np.int64, len(values))
+            blobs[epoch].append(b"".join(filter(None, values)))
+        return [(b"".join(blobs[e]), sizes[e] // _POSTING.itemsize) for e in epochs]
 
     def entries(self, numbers: Sequence[int]) -> dict[int, WindowEntry]:
         by_shard: dict[int, list[int]] = {}
