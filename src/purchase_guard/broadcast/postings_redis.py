@@ -11,6 +11,8 @@ keys one command touches share a slot and the rest spread over the cluster):
                                           print's first voiced frame. ("p3": the earlier
                                           layouts, "p" and "p2", one key per bucket and 6-byte
                                           records, are never read.)
+    {prefix}:{p3:<epoch>:<shard>}:present bitmap of the keys written in the epoch and shard
+                                          (bit: table << 16 | low 16 bits, over `shards`)
     {prefix}:{e:<shard>}:<entry number>   the entry: ids, time, source and trimmed print
     {prefix}:{n:<bucket>}                 entries added in the bucket (`len`, and which buckets
                                           a query needs to read)
@@ -27,7 +29,21 @@ and each record names its bucket, so a query reads each looked-up key once per e
 touches (one or two) and drops the records of buckets outside its span before the vote:
 the same postings are voted as in process. A query is three pipelined round trips: GETs of
 the span's bucket counts (an empty bucket, such as the span's future in live traffic, is not
-read), one MGET per (epoch, shard), then one MGET per entry shard for its candidates.
+read) and of the bitmaps of its epochs, one MGET per (epoch, shard), then one MGET per entry
+shard for its candidates.
+
+Why the bitmaps: of a query's looked-up keys (flip variants included) fewer than half exist
+in an epoch (43 % at 10,000 in bench_fleet's state), and reading the others was much of
+Redis's time. A query reads only the keys the bitmap marks; a shard without a bitmap
+(postings written before them) is read whole. Keys sharing a bit (wider keys than the
+default tables') cost an extra read, never a missed one. The bitmap is written before the
+postings in the same pipeline and expires with them, so a key with postings has its bit.
+
+Why not the vote (or the reads) in a Lua script per (epoch, shard): the vote counts a query
+frame once per entry and offset however many of its keys hit, and a frame's keys are in
+every shard, so per-shard votes cannot be summed into the same counts; and a read script
+that named the keys itself and returned the postings joined (tried, bench_fleet.py in the
+same run) was slower than MGET: Redis's Lua spent more building names than the replica saved.
 """
 
 from __future__ import annotations
@@ -50,7 +66,6 @@ _POSTING = np.dtype([("e", "<u4"), ("f", "<i2"), ("b", "<u2")])
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-
 def _unavailable(exc: Exception) -> Exception:
     if type(exc).__module__.startswith("redis"):
         return Unavailable("the shared broadcast window (Redis) is unavailable")
@@ -61,7 +76,7 @@ def _unavailable(exc: Exception) -> Exception:
 def _tail_table() -> np.ndarray[Any, np.dtype[np.bytes_]]:
     """The name tail ("}:<key in hex>") of every key the default key tables make: built
     once a process (about 1 MiB), since formatting each looked-up key's name per query was
-    a tenth of a query's time."""
+    about a tenth of a Redis query's time (cProfile at 10,000, bench_fleet's state)."""
     bits = max(len(t) for t in DEFAULT_KEYS.tables)
     every = [(t << 24) | k for t in range(len(DEFAULT_KEYS.tables)) for k in range(1 << bits)]
     return np.array([f"}}:{k:x}".encode() for k in every], dtype=np.bytes_)
@@ -74,7 +89,8 @@ def _tails(keys: U32Array) -> np.ndarray[Any, np.dtype[np.bytes_]]:
     low = keys & np.uint32(0xFFFFFF)
     dense = ((keys >> np.uint32(24)).astype(np.int64) << bits) | low.astype(np.int64)
     if keys.size and int(low.max()) < 1 << bits and int(dense.max()) < table.size:
-        return table[dense]
+        found: np.ndarray[Any, np.dtype[np.bytes_]] = table[dense]
+        return found
     return np.array([f"}}:{k:x}".encode() for k in keys.tolist()], dtype=np.bytes_)
 
 
@@ -135,7 +151,9 @@ class RedisPostings:
         """Each key's bit in its (epoch, shard)'s bitmap of keys written: table and low 16
         bits, over the shards (bits 16-23 of a wider key share a bit: an extra read, never
         a missed one)."""
-        folded = ((keys >> np.uint32(24)).astype(np.int64) << 16) | (keys & np.uint32(0xFFFF)).astype(np.int64)
+        folded = ((keys >> np.uint32(24)).astype(np.int64) << 16) | (keys & np.uint32(0xFFFF)).astype(
+            np.int64
+        )
         return folded // self._shards
 
     def _entry_key(self, number: int) -> str:
