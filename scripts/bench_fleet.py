@@ -706,6 +706,7 @@ def scale(
             c0 = time.thread_time()
             timed[i].match(entry(f"c{k}", fp, at))
             cpu[i].append((time.thread_time() - c0) * 1000)
+    keys_timed = postings.keys_read if redis_url else 0
     detection: float | None = None
     if copies is not None:
         # The broadcast's copies arrive among the N-in-span others: per-pair detection there,
@@ -730,6 +731,9 @@ def scale(
             "mget_query_ms_cpu_p50": round(float(np.percentile(cpu[1], 50)), 2),
             "mget_query_ms_cpu_p99": round(float(np.percentile(cpu[1], 99)), 2),
             "queries_matching_otherwise_than_mget": differing,
+            # Posting keys each reads per timed query: the bitmaps' saving.
+            "keys_read_per_query": round(keys_timed / (queries + len(cpu[0]))),
+            "mget_keys_read_per_query": round(mget.keys_read / (queries + len(cpu[1]))),
         }
     return {
         "postings": "redis" if redis_url else "memory",

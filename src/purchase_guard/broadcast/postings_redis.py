@@ -76,7 +76,7 @@ def _unavailable(exc: Exception) -> Exception:
 def _tail_table() -> np.ndarray[Any, np.dtype[np.bytes_]]:
     """The name tail ("}:<key in hex>") of every key the default key tables make: built
     once a process (about 1 MiB), since formatting each looked-up key's name per query was
-    about a tenth of a Redis query's time (cProfile at 10,000, bench_fleet's state)."""
+    one of the replica's larger costs in a cProfile of a Redis query."""
     bits = max(len(t) for t in DEFAULT_KEYS.tables)
     every = [(t << 24) | k for t in range(len(DEFAULT_KEYS.tables)) for k in range(1 << bits)]
     return np.array([f"}}:{k:x}".encode() for k in every], dtype=np.bytes_)
@@ -131,6 +131,7 @@ class RedisPostings:
         self._per_key = buckets_per_key
         self._last_bucket = 0
         self._reads = reads
+        self.keys_read = 0  # posting keys read by lookups (for the bench)
 
     @property
     def ttl_seconds(self) -> int:
@@ -303,6 +304,7 @@ class RedisPostings:
                 head = self._posting_head(epoch, s)
                 pipe.mget([head + t for t in tails[lo:hi]])
                 calls.append(epoch)
+                self.keys_read += hi - lo
         per_epoch: dict[int, list[bytes]] = {e: [] for e in epochs}
         for epoch, values in zip(calls, pipe.execute(), strict=True):
             per_epoch[epoch].extend(v or b"" for v in values)  # a missing key is no postings
@@ -340,6 +342,7 @@ class RedisPostings:
                 head = np.bytes_(self._posting_head(epoch, s).encode())
                 pipe.mget(np.strings.add(head, tails[place]).tolist())
                 calls.append((epoch, place))
+                self.keys_read += place.size
         sizes = {e: np.zeros(ordered.size, dtype=np.int64) for e in epochs}
         blobs: dict[int, list[bytes]] = {e: [] for e in epochs}
         for (epoch, place), values in zip(calls, pipe.execute(), strict=True):
