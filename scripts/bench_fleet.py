@@ -656,7 +656,7 @@ def scale(
         client = redis.Redis.from_url(redis_url)
         prefix = f"pg-bench-fleet:{uuid.uuid4().hex}"
         postings = RedisPostings(client, prefix, SPAN, buckets_per_key=buckets_per_key)
-        # The same postings read as before the read script (one MGET per epoch and shard),
+        # The same postings read as before the bitmaps (every looked-up key, one MGET per (epoch, shard)),
         # timed in turn with it on the same queries, and their matches compared.
         mget = RedisPostings(client, prefix, SPAN, buckets_per_key=buckets_per_key, reads="mget")
         reference = IndexedWindow(
