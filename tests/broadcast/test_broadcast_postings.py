@@ -342,3 +342,88 @@ def test_a_lookup_reads_only_the_buckets_asked_for(postings: PostingStore) -> No
     assert len(both) == 2
     assert later == {max(both)}
     assert found([first + 4]) == set()
+
+
+def _voted_ids(
+    store: PostingStore, buckets: list[int], fp: Fingerprint, start: int
+) -> list[tuple[str, int, int]]:
+    """The store's votes for a query print, as (entry id, offset, votes), best first."""
+    keys, frames, weights = query_lookups(fp, start)
+    voted = vote(store.lookup(buckets, keys), frames, KeyParams(), weights)
+    found = store.entries([e for e, _, _ in voted])
+    return [(found[e].entry_id, shift, votes) for e, shift, votes in voted]
+
+
+def _fill_both(stores: list[PostingStore]) -> tuple[list[int], list[tuple[Fingerprint, int]]]:
+    """The same entries, in the same buckets, into every store: four homes' copies of three
+    programmes and 40 unrelated prints, over 8 buckets of 2 s straddling a 60 s epoch's end
+    (so a query reads two Redis epochs). Returns the buckets and queries (other homes' copies)."""
+    first = 30 * 400_000 - 4  # 4 buckets before an epoch of 30 buckets starts
+    buckets = list(range(first, first + 8))
+    rng = np.random.default_rng(5)
+    base = fingerprint(hear(programme(70), seed=9))
+    prints: list[Fingerprint] = [
+        fingerprint(hear(programme(71 + p), seed=h)) for p in range(3) for h in range(4)
+    ]
+    prints += [
+        Fingerprint(base.bits ^ np.uint32(rng.integers(1, 2**32)), base.mask, base.hop_s) for _ in range(40)
+    ]
+    for k, fp in enumerate(prints):
+        trimmed = trim_for_window(fp)
+        assert trimmed is not None
+        keys, frames = stored_keys(trimmed[0])
+        at = T0 + timedelta(seconds=k)
+        for store in stores:
+            store.add(buckets[k % 8], entry(k, f"hh{k}", trimmed[0], at), keys, frames)
+    queries = []
+    for p in range(3):
+        trimmed = trim_for_window(fingerprint(hear(programme(71 + p), seed=20)))
+        assert trimmed is not None
+        queries.append(trimmed)
+    return buckets, queries
+
+
+def test_redis_reads_vote_as_the_in_process_postings(bc_redis: tuple[Any, str]) -> None:
+    """On the same entries, the Redis store's reads (the bitmap of written keys, and the
+    plain MGET of every looked-up key) give exactly the in-process store's votes: the same
+    entries, offsets and counts, in the same order, across two epochs."""
+    client, prefix = bc_redis
+    memory: MemoryPostings[WindowEntry] = MemoryPostings()
+    present = RedisPostings(client, prefix, timedelta(minutes=10))
+    mget = RedisPostings(client, prefix, timedelta(minutes=10), reads="mget")
+    buckets, queries = _fill_both([memory, present])
+    for fp, start in queries:
+        expected = _voted_ids(memory, buckets, fp, start)
+        assert len(expected) >= 4  # the programme's four copies, at least
+        assert _voted_ids(present, buckets, fp, start) == expected
+        assert _voted_ids(mget, buckets, fp, start) == expected
+
+
+def test_redis_shards_without_a_bitmap_are_read_whole(bc_redis: tuple[Any, str]) -> None:
+    """Postings written before the bitmaps of written keys (none beside them) are still all
+    read: with every bitmap deleted, the votes are the in-process store's."""
+    client, prefix = bc_redis
+    memory: MemoryPostings[WindowEntry] = MemoryPostings()
+    store = RedisPostings(client, prefix, timedelta(minutes=10))
+    buckets, queries = _fill_both([memory, store])
+    bitmaps = list(client.scan_iter(match=prefix + "*:present"))
+    assert len(bitmaps) == 2 * 16  # two epochs of 16 shards
+    client.delete(*bitmaps)
+    fp, start = queries[0]
+    expected = _voted_ids(memory, buckets, fp, start)
+    assert expected
+    assert _voted_ids(store, buckets, fp, start) == expected
+
+
+def test_redis_error_during_a_lookup_is_unavailable(bc_redis: tuple[Any, str]) -> None:
+    """An error reply in the lookup's own reads (here a bitmap key of the wrong type) raises
+    Unavailable, so the check fails closed."""
+    client, prefix = bc_redis
+    store = RedisPostings(client, prefix, timedelta(minutes=10))
+    buckets, queries = _fill_both([store])
+    (bitmap, *_) = list(client.scan_iter(match=prefix + "*:present"))
+    client.delete(bitmap)
+    client.rpush(bitmap, b"not a bitmap")
+    keys, _, _ = query_lookups(*queries[0])
+    with pytest.raises(Unavailable):
+        store.lookup(buckets, keys)
