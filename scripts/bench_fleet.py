@@ -843,6 +843,7 @@ def scale(
     homes: int = 5,
     buckets_per_key: int | None = None,
     max_in_span: int = 0,
+    keys: KeyParams = DEFAULT_KEYS,
 ) -> dict[str, Any]:
     in_span = max(1, round(n * SPAN.total_seconds() / WINDOW_S))
     postings: Any = MemoryPostings()
@@ -861,10 +862,10 @@ def scale(
         # timed in turn with it on the same queries, and their matches compared.
         mget = RedisPostings(client, prefix, SPAN, buckets_per_key=buckets_per_key, reads="mget")
         reference = IndexedWindow(
-            mget, window=timedelta(seconds=WINDOW_S), search_span=SPAN, max_in_span=max_in_span
+            mget, window=timedelta(seconds=WINDOW_S), search_span=SPAN, keys=keys, max_in_span=max_in_span
         )
     window = IndexedWindow(
-        postings, window=timedelta(seconds=WINDOW_S), search_span=SPAN, max_in_span=max_in_span
+        postings, window=timedelta(seconds=WINDOW_S), search_span=SPAN, keys=keys, max_in_span=max_in_span
     )
     # A steady stream at n per 10 minutes over the two spans before the query (or, with the
     # cap, twice the time the cap's entries take to arrive, when that is shorter), which
@@ -1013,6 +1014,14 @@ def main(argv: list[str] | None = None) -> int:
         help="KeyParams fields over DENYLIST_KEYS for the denylist's index, e.g. max_flips=2,max_shift=160; "
         "repeat to measure several in one --only denylist run (to compare on tune)",
     )
+    ap.add_argument(
+        "--fleet-keys",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="KeyParams fields over DEFAULT_KEYS for the fleet window in the scale rows, e.g. "
+        "max_candidates=32; repeat to measure several in one run (to compare on tune)",
+    )
     args = ap.parse_args(argv)
     import logging
 
@@ -1074,24 +1083,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     sizes = [int(s) for s in args.sizes.split(",") if s]
     caps = [int(c) for c in args.max_in_span.split(",") if int(c)] + [0]
-    for n in sizes:
-        for cap in caps:
-            row = scale(pool, n, args.queries, rng, copies=copies, homes=args.homes, max_in_span=cap)
-            # A verdict needs two matched others that also match each other: the expected
-            # number of pairs among the chance matches, E[K(K-1)/2] = lam^2 / 2 for
-            # K ~ Poisson(lam), times the share of such pairs that close (a union bound, above
-            # P(K >= 2) * closure). With the cap, lam counts the entries the query counts.
-            counted = min(row["in_span"], row["counted"]) if cap else row["in_span"]
-            lam = counted * fr["false_matches_per_pair"]
-            wedges = lam * lam / 2
-            row["false_verdicts_without_consistency"] = poisson_at_least(lam, NEED)
-            row["chance_match_pairs_per_evaluate"] = wedges
-            row["false_verdicts_per_evaluate_measured_upper95"] = min(
-                1.0, wedges * closure["measured_upper95"]
-            )
-            row["false_verdicts_per_evaluate_modelled"] = min(1.0, wedges * closure["modelled"])
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    runs = [(spec, n, cap) for spec in args.fleet_keys or [""] for n in sizes for cap in caps]
+    for spec, n, cap in runs:
+        row = scale(
+            pool,
+            n,
+            args.queries,
+            rng,
+            copies=copies,
+            homes=args.homes,
+            max_in_span=cap,
+            keys=_fleet_keys(spec),
+        )
+        row["fleet_keys"] = spec
+        # A verdict needs two matched others that also match each other: the expected
+        # number of pairs among the chance matches, E[K(K-1)/2] = lam^2 / 2 for
+        # K ~ Poisson(lam), times the share of such pairs that close (a union bound, above
+        # P(K >= 2) * closure). With the cap, lam counts the entries the query counts.
+        counted = min(row["in_span"], row["counted"]) if cap else row["in_span"]
+        lam = counted * fr["false_matches_per_pair"]
+        wedges = lam * lam / 2
+        row["false_verdicts_without_consistency"] = poisson_at_least(lam, NEED)
+        row["chance_match_pairs_per_evaluate"] = wedges
+        row["false_verdicts_per_evaluate_measured_upper95"] = min(1.0, wedges * closure["measured_upper95"])
+        row["false_verdicts_per_evaluate_modelled"] = min(1.0, wedges * closure["modelled"])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     live = []
     event_sizes = [int(s) for s in args.event_sizes.split(",") if s] or [max(sizes)]
     for n in event_sizes:
@@ -1178,6 +1195,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             continue
         cap_text = f"{r['max_in_span']:,}" if r["max_in_span"] else "none"
+        if r.get("fleet_keys"):
+            cap_text += f" ({r['fleet_keys']})"
         print(
             f"| {r['window']:,} | {cap_text} "
             f"| {r['in_span']:,} ({r['held_and_read']:,}; {r['horizon_seconds']}) "
@@ -1275,6 +1294,12 @@ def largest_cap(fr: dict[str, Any], closure: dict[str, Any]) -> dict[str, float]
         "largest_cap_modelled_upper_rate": n(p_up, closure["modelled"]),
         "largest_cap_measured_upper95": n(p, closure["measured_upper95"]),
     }
+
+
+def _fleet_keys(spec: str) -> KeyParams:
+    """DEFAULT_KEYS with the fields of "k=v,..." replaced (integers)."""
+    fields = dict(kv.split("=") for kv in spec.split(",") if kv)
+    return replace(DEFAULT_KEYS, **{k: int(v) for k, v in fields.items()})
 
 
 def _deny_keys(spec: str) -> KeyParams:

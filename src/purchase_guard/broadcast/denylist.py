@@ -88,7 +88,8 @@ SEGMENT_STEP = 64  # frames (0.51 s) between the scan's segment starts
 # with --deny-keys settings, docs/broadcast.md "Fleet scale"): of the settings tried, the
 # cheapest whose detection there is at least the scan's; longer offset bounds tied within
 # the runs' spread, and the tie went to the fleet's own bound.
-DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_flips=1)
+# Its 32 candidates were chosen with the rest (64 found no more copies on tune).
+DENYLIST_KEYS: KeyParams = replace(DEFAULT_KEYS, max_flips=1, max_candidates=32)
 # Every utterance is compared with every registered clip, so false matches grow with the number
 # of clips: at 10,000 clips a per-pair rate of 5e-6 meets a false match in one Evaluate in
 # twenty. The denylist is therefore graded. A match by DENYLIST_MATCH (the fleet's rule) asks

@@ -75,7 +75,12 @@ class KeyParams:
     max_flips: int = 2  # unreliable bits flipped per looked-up key variant
     bin_frames: int = 8  # offset votes are counted in bins of this many frames (64 ms)
     min_votes: int = 4  # distinct query frames voting for one entry and offset bin
-    max_candidates: int = 32  # fine-checked per query, most votes first
+    # Fine-checked per query, most votes first. With the span's cap full (5,000 entries) chance
+    # votes compete with a copy's for these: on the tuning split at 100,000 a query found
+    # 92.8 % of its copies with 32 and 93.1 % with 48, 64 or 96; the smallest of those is kept
+    # (`scripts/bench_fleet.py --split tune --only fleet --sizes 100000 --max-in-span 5000
+    # --fleet-keys max_candidates=32 --fleet-keys max_candidates=48 ...`, docs/broadcast.md).
+    max_candidates: int = 48
     # A run of query frames looking up the same key (the print changes slowly) is looked up
     # once, at its first frame, and votes with its length as weight.
     query_runs: bool = False
