@@ -10,13 +10,16 @@ basic graph optimisation only, without the CPU memory arena, with denormals flus
 opset 20 export; and the LSTM unrolled (each layer's input products of all frames as one
 MatMul, then per frame one Gemm and the gates), which ONNX Runtime runs as MatMul/Gemm nodes
 instead of its LSTM kernel. Prints each variant's p50 ms, its speed-up over torch in the same
-calls and its largest difference from torch's partial embeddings. Writes
+calls and its largest difference from torch's partial embeddings; and, for lower-precision
+matrix units, the lowest cosine to torch's embedding over the 48 utterances when the LSTM's
+products take bf16 or fp16 inputs (float32 accumulation, emulated). Writes
 {out}/encoder_variants.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -34,6 +37,7 @@ import torch
 from script_paths import default_data_dir
 from torch import nn
 
+from purchase_guard.voice.encoder import l2_normalise
 from purchase_guard.voice.ge2e import PARTIAL_FRAMES, Ge2eEncoder, partial_mels
 from purchase_guard.voice.ge2e_onnx import export
 
@@ -60,16 +64,22 @@ class Unrolled(nn.Module):
             self.w_rec.append(nn.Parameter(w_hh.t().contiguous(), requires_grad=False))
             self.bias.append(nn.Parameter(b, requires_grad=False))
         self.linear = net.linear
+        # When set, every LSTM product's inputs are rounded to this type and multiplied in
+        # float32: what a bf16/fp16 matrix unit with float32 accumulation would compute.
+        self.round_to: torch.dtype | None = None
+
+    def _q(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.round_to is None else t.to(self.round_to).float()
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         h_size = self.hidden
         x = mels.transpose(0, 1)  # frames first, so each frame's slice is contiguous
         h = c = torch.zeros(0)
         for k in range(self.layers):
-            projected = torch.matmul(x, self.w_in[k]) + self.bias[k]
+            projected = torch.matmul(self._q(x), self._q(self.w_in[k])) + self.bias[k]
             outs = []
             for t in range(PARTIAL_FRAMES):
-                g = projected[t] if t == 0 else torch.addmm(projected[t], h, self.w_rec[k])
+                g = projected[t] if t == 0 else torch.addmm(projected[t], self._q(h), self._q(self.w_rec[k]))
                 s = torch.sigmoid(g[:, : 3 * h_size])
                 u = torch.tanh(g[:, 3 * h_size :])
                 c = s[:, :h_size] * u if t == 0 else s[:, h_size : 2 * h_size] * c + s[:, :h_size] * u
@@ -97,6 +107,26 @@ def export_module(module: nn.Module, path: Path, opset: int) -> Path:
     return path
 
 
+def reduced_precision_cosines(enc: Ge2eEncoder, stacks: list[np.ndarray]) -> dict[str, float]:
+    """Lowest cosine to torch's embedding, over the utterances, with the LSTM's products in bf16
+    or fp16 (float32 accumulation): whether a lower-precision matrix unit could stay within 1e-5."""
+    every = torch.from_numpy(np.concatenate(stacks))
+    bounds = np.cumsum([0] + [len(s) for s in stacks])
+    unrolled = Unrolled(enc.net).eval()
+
+    def embeddings(partials: np.ndarray) -> list[np.ndarray]:
+        return [l2_normalise(partials[a:b].mean(axis=0)) for a, b in itertools.pairwise(bounds)]
+
+    with torch.inference_mode():
+        reference = embeddings(enc.net(every).numpy())
+        out = {}
+        for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            unrolled.round_to = dtype
+            got = embeddings(unrolled(every).numpy())
+            out[name] = min(float(np.dot(a, b)) for a, b in zip(reference, got, strict=True))
+    return out
+
+
 def session(path: Path, threads: int, **config: Any) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -117,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     files = sorted((args.data / "librispeech" / "train-clean-100").glob("*.flac"))[:48]
-    mels = np.concatenate([partial_mels(sf.read(f, dtype="float32")[0][16000:64000]) for f in files])
+    stacks = [partial_mels(sf.read(f, dtype="float32")[0][16000:64000]) for f in files]
+    mels = np.concatenate(stacks)
     enc = Ge2eEncoder()
     tmp = Path(tempfile.mkdtemp(prefix="ge2e-variants-"))
     served = export(enc, enc.weights_path, tmp)
@@ -163,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1_5_15_start": [round(v, 2) for v in load_start],
         "load_average_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
         "max_abs_diff_vs_torch": worst,
+        "min_cosine_vs_torch_products_in": reduced_precision_cosines(enc, stacks),
         "by_partials": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
