@@ -186,8 +186,10 @@ class Settings:
     # decision depends on must then be shared between them: rate limits and the broadcast window
     # in Redis (refused otherwise); SQLite's household lock also holds across processes.
     processes: int = 1
-    # Intra-op threads of the encoder's runtime (torch, ONNX Runtime) per process; 0: the
-    # library's default with one process, the cores divided by `processes` with several.
+    # Threads of the encoder's runtime per process (torch: intra-op threads; ONNX Runtime: that
+    # many single-threaded passes over shares of a batch); 0: the runtime's default with one
+    # process (ONNX: OMP_NUM_THREADS, else this process's CPUs), the cores divided by
+    # `processes` with several.
     encoder_threads: int = 0
     grace_seconds: float = 5.0
 

@@ -5,8 +5,14 @@ weights it loaded, is exported to ONNX in a cache folder (file named by the weig
 and the exporter's versions, so a new weights file or torch gets a new export; nothing
 binary is committed), then served by an ONNX Runtime session. Preprocessing (partials, mel,
 averaging) is the torch encoder's, shared, so only the network's arithmetic differs;
-tests/unit/voice/test_ge2e_onnx.py holds the two within cosine 1 - 1e-5. The encoder name is
+tests/data/test_voice_ge2e_onnx.py holds the two within cosine 1 - 1e-5. The encoder name is
 the torch encoder's: voiceprints enrolled with either are the same prints.
+
+With several threads the partials are split into one share per thread, each run by a
+single-threaded pass at the same time ("lanes"), instead of one pass whose intra-op pool splits
+every one of the LSTM's 480 small per-step products and meets at each step. The partials are
+independent, so the arithmetic per partial is the same either way; scripts/bench_encoder.py
+measures both layouts against torch in one run (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +36,21 @@ from purchase_guard.voice.ge2e import NAME, PARTIAL_FRAMES, Ge2eEncoder, embed_w
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "purchase-guard" / "ge2e-onnx"
+
+
+Layout = Literal["lanes", "pool"]
+
+
+def cpu_budget(threads: int) -> int:
+    """The threads an encoder given `threads` (0: the runtime's default) should use: the cores
+    torch would take, i.e. OMP_NUM_THREADS when set (the image sets it to the CPU limit), else
+    the CPUs this process may run on (not the host's count, which a container does not own)."""
+    if threads > 0:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def export(reference: Ge2eEncoder, weights: Path, cache_dir: Path) -> Path:
@@ -69,22 +91,34 @@ class Ge2eOnnxEncoder:
     dim = 256
 
     def __init__(
-        self, weights_path: Path | None = None, cache_dir: Path | None = None, threads: int = 0
+        self,
+        weights_path: Path | None = None,
+        cache_dir: Path | None = None,
+        threads: int = 0,
+        layout: Layout = "lanes",
     ) -> None:
-        """`threads`: the session's intra-op threads (0: ONNX Runtime's default, the cores)."""
+        """`threads`: the cores to use (0: `cpu_budget`'s default). `layout`: "lanes", that many
+        single-threaded passes at once, each over its share of the partials; "pool", one pass
+        with that many intra-op threads (the earlier layout, kept for the benchmark)."""
         try:
             import onnxruntime
         except ImportError as exc:
             raise Unavailable("GE2E_RUNTIME=onnx needs the onnxruntime package") from exc
         reference = Ge2eEncoder(weights_path)
         path = export(reference, reference.weights_path, cache_dir or default_cache_dir())
+        budget = cpu_budget(threads)
+        self.layout: Layout = layout
+        self.lanes = budget if layout == "lanes" else 1
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1 if layout == "lanes" else budget
+        options.inter_op_num_threads = 1
+        # One session serves every lane: ONNX Runtime's Run is safe to call concurrently and
+        # releases the GIL, so the lanes share the weights.
         self._session: Any = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
+        self._pool = ThreadPoolExecutor(self.lanes - 1, "ge2e-lane") if self.lanes > 1 else None
         self.model_path = path
         self._lock = threading.Lock()
 
@@ -92,9 +126,18 @@ class Ge2eOnnxEncoder:
         return self.embed_batch([samples_16k])[0]
 
     def embed_batch(self, batch: Sequence[Samples]) -> list[Embedding]:
-        def run(mels: np.ndarray) -> np.ndarray:
-            return np.asarray(self._session.run(None, {"mels": mels})[0])
-
-        # One run at a time: the session's own threads already use the cores.
+        # One batch at a time: its lanes already use the cores.
         with self._lock:
-            return embed_with(batch, run)
+            return embed_with(batch, self._run)
+
+    def _pass(self, mels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {"mels": mels})[0])
+
+    def _run(self, mels: np.ndarray) -> np.ndarray:
+        shares = np.array_split(mels, min(self.lanes, mels.shape[0]))
+        if self._pool is None or len(shares) == 1:
+            return self._pass(mels)
+        # The caller's thread runs the first share while the pool runs the others.
+        others = [self._pool.submit(self._pass, share) for share in shares[1:]]
+        first = self._pass(shares[0])
+        return np.concatenate([first, *(f.result() for f in others)], axis=0)
