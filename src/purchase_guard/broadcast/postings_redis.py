@@ -49,7 +49,7 @@ same run) was slower than MGET: Redis's Lua spent more building names than the r
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -288,6 +288,16 @@ class RedisPostings:
             )
         return out
 
+    def _shard_runs(
+        self, epochs: Sequence[int], bounds: Sequence[int]
+    ) -> Iterator[tuple[int, int, int, int]]:
+        """(epoch, shard, lo, hi) for each (epoch, shard) holding looked-up keys: those at
+        places lo..hi of the keys in shard order."""
+        for epoch in epochs:
+            for s in range(self._shards):
+                if bounds[s] < bounds[s + 1]:
+                    yield epoch, s, bounds[s], bounds[s + 1]
+
     def _fetch_mget(
         self, epochs: Sequence[int], ordered: U32Array, bounds: Sequence[int]
     ) -> list[tuple[bytes, I64Array]]:
@@ -296,15 +306,11 @@ class RedisPostings:
         tails = [f"}}:{k:x}" for k in ordered.tolist()]
         pipe = self._redis.pipeline(transaction=False)
         calls: list[int] = []
-        for epoch in epochs:
-            for s in range(self._shards):
-                lo, hi = bounds[s], bounds[s + 1]
-                if lo == hi:
-                    continue
-                head = self._posting_head(epoch, s)
-                pipe.mget([head + t for t in tails[lo:hi]])
-                calls.append(epoch)
-                self.keys_read += hi - lo
+        for epoch, s, lo, hi in self._shard_runs(epochs, bounds):
+            head = self._posting_head(epoch, s)
+            pipe.mget([head + t for t in tails[lo:hi]])
+            calls.append(epoch)
+            self.keys_read += hi - lo
         per_epoch: dict[int, list[bytes]] = {e: [] for e in epochs}
         for epoch, values in zip(calls, pipe.execute(), strict=True):
             per_epoch[epoch].extend(v or b"" for v in values)  # a missing key is no postings
@@ -328,21 +334,17 @@ class RedisPostings:
         bits = self._present_bits(ordered)
         pipe = self._redis.pipeline(transaction=False)
         calls: list[tuple[int, I64Array]] = []  # (epoch, places in `ordered` read)
-        for epoch in epochs:
-            for s in range(self._shards):
-                lo, hi = bounds[s], bounds[s + 1]
-                if lo == hi:
+        for epoch, s, lo, hi in self._shard_runs(epochs, bounds):
+            place = np.arange(lo, hi)
+            bitmap = bitmaps.get((epoch, s))
+            if bitmap is not None:
+                place = place[_marked(bitmap, bits[lo:hi])]
+                if place.size == 0:
                     continue
-                place = np.arange(lo, hi)
-                bitmap = bitmaps.get((epoch, s))
-                if bitmap is not None:
-                    place = place[_marked(bitmap, bits[lo:hi])]
-                    if place.size == 0:
-                        continue
-                head = np.bytes_(self._posting_head(epoch, s).encode())
-                pipe.mget(np.strings.add(head, tails[place]).tolist())
-                calls.append((epoch, place))
-                self.keys_read += place.size
+            head = np.bytes_(self._posting_head(epoch, s).encode())
+            pipe.mget(np.strings.add(head, tails[place]).tolist())
+            calls.append((epoch, place))
+            self.keys_read += place.size
         sizes = {e: np.zeros(ordered.size, dtype=np.int64) for e in epochs}
         blobs: dict[int, list[bytes]] = {e: [] for e in epochs}
         for (epoch, place), values in zip(calls, pipe.execute(), strict=True):
