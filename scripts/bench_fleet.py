@@ -750,6 +750,15 @@ def denylist_sweep(
                 )
     # The upper bounds rest on a handful of false pairs (no swept rule's reaches the target on
     # the tuning split): the choice goes by the fit itself, and both are reported.
+    # How much of the query a match covers: each copy's best match (its lowest score) against
+    # the strongest false pairs.
+    best_cov = [min(hs, key=lambda h: _score(h[0]))[1] for hs in hits if hs]
+    strongest = sorted((_score(m), cov) for hs in false for m, cov in hs)[:5]
+    coverage = {
+        "copies_p5": float(np.percentile(best_cov, 5)) if best_cov else None,
+        "copies_median": float(np.median(best_cov)) if best_cov else None,
+        "strongest_false_pairs": [{"score": round(t, 3), "coverage": round(c, 2)} for t, c in strongest],
+    }
     meets = [r for r in rows if r["modelled_per_evaluate"] <= FORBID_TARGET]
     chosen = max(meets, key=lambda r: (r["refused_5db"], -r["modelled_per_evaluate"]), default=None)
     return {
@@ -761,6 +770,7 @@ def denylist_sweep(
         "clips": clips,
         "refused_or_challenged_5db": challenged,
         "configured_false_pairs": sum(DENYLIST_MATCH.accepts(m) for hs in false for m, _ in hs),
+        "coverage": coverage,
         "tails": tails,
         "rows": rows,
         "chosen": chosen,
@@ -778,6 +788,13 @@ def print_sweep(sweep: dict[str, Any], split: str) -> None:
         f"refusal rule): {sweep['refused_or_challenged_5db']:.3f} of copies, "
         f"{sweep['configured_false_pairs']} false pairs."
     )
+    cov = sweep["coverage"]
+    if cov["copies_median"] is not None:
+        print(
+            f"Share of the query a match covers: 5 dB copies' best match p5 {cov['copies_p5']:.2f}, median "
+            f"{cov['copies_median']:.2f}; the strongest false pairs (score, coverage): "
+            + ", ".join(f"{p['score']:.3f} / {p['coverage']:.2f}" for p in cov["strongest_false_pairs"])
+        )
     print("Tail fit (false pairs by the lowest limit they pass at), observed / modelled:")
     for t in sweep["tails"]:
         shown = [
