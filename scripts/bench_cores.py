@@ -11,9 +11,12 @@ built from the server's settings by the server's factory (app.build_encoder: the
 intra-op threads and request batching) and called by as many threads as a server process has
 workers. Then, alternating in rounds so both see the same machine:
 
-- bare: decode + VAD trim + embed of the 3 s utterance at `--concurrency` callers in total;
+- bare: decode + VAD trim + embed of a 3 s utterance at `--concurrency` callers in total;
 - replica: Evaluate over gRPC at `--concurrency` (one connection per caller, from two client
-  processes, as bench_load.py), the same utterance.
+  processes, as bench_load.py), each request a 3 s utterance its household has not sent before
+  (`bench_load.Requests`: 300 distinct utterances of the enrolled speaker over 16 households;
+  the same audio over and over would be refused by the replay check, and the load would
+  measure the DENY of a replay).
 
 Reports throughput of each, their ratio per configuration, and the replica's best throughput
 against the bare encoder's best over all configurations (the target: >= 0.9x). The broadcast
@@ -36,14 +39,16 @@ from typing import Any
 
 from bench_load import (
     BENCH_HOUSEHOLDS,
+    LOAD_UTTERANCES,
     BareEncoders,
-    _request_bytes,
+    Requests,
     grpc_level,
     seed_via_api,
     server_env,
     settings_env,
     start_server,
     three_seconds,
+    utterances,
 )
 from script_paths import default_data_dir
 
@@ -52,7 +57,9 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def one_config(runtime: str, processes: int, args: argparse.Namespace, audio: bytes) -> dict[str, Any]:
+def one_config(
+    runtime: str, processes: int, args: argparse.Namespace, audio: bytes, load_audio: list[bytes]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o700)
@@ -76,7 +83,7 @@ def one_config(runtime: str, processes: int, args: argparse.Namespace, audio: by
         server = start_server(env, workdir)
         bare = None
         try:
-            bases = [_request_bytes(h, audio) for h in seed_via_api(server.target, Path(args.data))]
+            bases = Requests(seed_via_api(server.target, Path(args.data)), load_audio)
             bare = BareEncoders(settings_env(server_env(env, workdir)), audio, processes)
             grpc_level(server.target, bases, 4, 1.0, 3.0)  # warm-up: pools, first calls
             bare.load(4, 0.5, 2.0)
@@ -110,14 +117,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['loadavg_start']} at start, {result['loadavg_end']} at end.",
         "",
         "| runtime | processes | bare encoder emb/s | replica Evaluate req/s | replica / bare "
-        "| replica p50 / p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| replica p50 / p99 ms | replica outcomes | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in result["configs"]:
         last = c["rounds"][-1]["replica"]
+        seen: dict[str, int] = {}
+        for r in c["rounds"]:
+            for k, v in r["replica"]["outcomes"].items():
+                seen[k] = seen.get(k, 0) + v
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
         lines.append(
             f"| {c['runtime']} | {c['processes']} | {c['bare_rps']:.1f} | {c['replica_rps']:.1f} | "
-            f"{c['ratio']:.2f}x | {last['p50_ms']:.0f} / {last['p99_ms']:.0f} | {c['errors']} |"
+            f"{c['ratio']:.2f}x | {last['p50_ms']:.0f} / {last['p99_ms']:.0f} | {outcomes} | {c['errors']} |"
         )
     best = result["best"]
     lines += [
@@ -149,9 +161,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.measure, args.warmup = 1, 8.0, 2.0
     audio = three_seconds(Path(args.data), "jackson")
+    load_audio = utterances(Path(args.data), "jackson", LOAD_UTTERANCES)
     started = loadavg()
     configs = [
-        one_config(rt, int(p), args, audio)
+        one_config(rt, int(p), args, audio, load_audio)
         for rt in args.runtimes.split(",")
         if rt
         for p in args.processes.split(",")

@@ -138,7 +138,62 @@ def three_seconds(data: Path, speaker: str) -> bytes:
     return buf.getvalue()
 
 
+# Distinct utterances the load cycles through (x 16 households before any audio repeats).
+LOAD_UTTERANCES = 300
+
+
+def utterances(data: Path, speaker: str, n: int) -> list[bytes]:
+    """`n` 3.0 s utterances of one FSDD speaker (8 kHz WAV), digits joined with short gaps: the
+    load's requests must be new audio, or from a household's second request on the replay
+    check refuses them (REPLAYED_AUDIO) and the load measures the DENY of a replay. The
+    speaker's 500 recordings are dealt from a shuffled deck, so an utterance shares no
+    recording with the 60 or so before it (the replay check also finds a recording spliced
+    into new audio); past that the deck is dealt again and some requests are refused as
+    replays, which the outcomes show."""
+    from support.audio import DIGIT_GAP_S
+
+    rng = np.random.default_rng(20261202)
+    files = sorted((data / "fsdd" / "recordings").glob(f"*_{speaker}_*.flac"))
+    deck: list[Path] = []
+    out: list[bytes] = []
+    gap = np.zeros(int(DIGIT_GAP_S * 8000), dtype=np.float32)
+    for _ in range(n):
+        parts: list[np.ndarray[Any, Any]] = []
+        while sum(len(p) for p in parts) < 3 * 8000:
+            if not deck:
+                deck = [files[i] for i in rng.permutation(len(files))]
+            samples, _ = sf.read(deck.pop(), dtype="float32")
+            parts += [samples, gap]
+        buf = io.BytesIO()
+        sf.write(buf, np.concatenate(parts)[: 3 * 8000], 8000, format="WAV", subtype="PCM_16")
+        out.append(buf.getvalue())
+    return out
+
+
 # --------------------------------------------------------------------------- load generator
+
+
+class Requests:
+    """The load's Evaluate requests as bytes: an utterance part (device, order, audio) and a
+    household part, concatenated (protobuf merges concatenated messages). Request n goes to
+    household n mod H with utterance (n div H) mod U, so no household hears the same utterance
+    twice until H x U requests have gone out; `start` moves past each call's requests, so a
+    later call (a round, a level) sends new ones too."""
+
+    def __init__(self, household_ids: Sequence[str], audio: Sequence[bytes]) -> None:
+        self.utterances = [_request_bytes("", a) for a in audio]
+        self.households = [
+            guard_pb2.EvaluateRequest(household_id=h).SerializeToString() for h in household_ids
+        ]
+        self.start = 0
+
+    def __getitem__(self, n: int) -> bytes:
+        h, u = n % len(self.households), (n // len(self.households)) % len(self.utterances)
+        return self.utterances[u] + self.households[h]
+
+    @property
+    def distinct(self) -> int:
+        return len(self.households) * len(self.utterances)
 
 
 def _request_bytes(household_id: str, audio: bytes) -> bytes:
@@ -160,19 +215,20 @@ def _request_bytes(household_id: str, audio: bytes) -> bytes:
 
 async def _drive(
     target: str,
-    bases: list[bytes],
+    requests: Requests,
     tasks: int,
     start_at: float,
     warmup_s: float,
     measure_s: float,
     tag: str,
+    lane: tuple[int, int],
 ) -> dict[str, Any]:
     # One connection per task (as from many devices), so a server of several processes sharing
     # the port (PURCHASE_GUARD_PROCESSES) gets its connections spread over them by the kernel.
     options = [("grpc.max_send_message_length", 16 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(tasks)]
     try:
-        return await _drive_on(channels, bases, tasks, start_at, warmup_s, measure_s, tag)
+        return await _drive_on(channels, requests, tasks, start_at, warmup_s, measure_s, tag, lane)
     finally:
         for channel in channels:
             await channel.close()
@@ -180,12 +236,13 @@ async def _drive(
 
 async def _drive_on(
     channels: list[Any],
-    bases: list[bytes],
+    requests: Requests,
     tasks: int,
     start_at: float,
     warmup_s: float,
     measure_s: float,
     tag: str,
+    lane: tuple[int, int],
 ) -> dict[str, Any]:
     # Requests go out as bytes: a serialised base request plus a request_id field appended
     # (protobuf merges concatenated messages), so the client spends no time building protos.
@@ -213,7 +270,8 @@ async def _drive_on(
                 return
             counter += 1
             rid = guard_pb2.EvaluateRequest(request_id=f"{tag}-{k}-{counter}").SerializeToString()
-            base = bases[(counter * 7 + k) % len(bases)]
+            # This client process's requests interleave with the others' (lane: index, count).
+            base = requests[requests.start + (counter - 1) * lane[1] + lane[0]]
             try:
                 response = await calls[k](base + rid, timeout=120, metadata=BACKEND_META)
                 ok = common_pb2.Outcome.Name(response.outcome)
@@ -226,24 +284,31 @@ async def _drive_on(
                 outcomes[ok] = outcomes.get(ok, 0) + 1
 
     await asyncio.gather(*(one_task(k) for k in range(tasks)))
-    return {"latencies": latencies, "outcomes": outcomes, "errors": errors, "wall": measure_s}
+    return {
+        "latencies": latencies,
+        "outcomes": outcomes,
+        "errors": errors,
+        "wall": measure_s,
+        "sent": counter,
+    }
 
 
 def _worker(
     target: str,
-    bases: list[bytes],
+    requests: Requests,
     tasks: int,
     start_at: float,
     warmup_s: float,
     measure_s: float,
     tag: str,
+    lane: tuple[int, int],
     out: Any,
 ) -> None:
-    out.put(asyncio.run(_drive(target, bases, tasks, start_at, warmup_s, measure_s, tag)))
+    out.put(asyncio.run(_drive(target, requests, tasks, start_at, warmup_s, measure_s, tag, lane)))
 
 
 def grpc_level(
-    target: str, bases: list[bytes], concurrency: int, warmup_s: float, measure_s: float
+    target: str, requests: Requests, concurrency: int, warmup_s: float, measure_s: float
 ) -> dict[str, Any]:
     """One concurrency level, driven by one or two client processes released at the same instant."""
     ctx = mp.get_context("spawn")  # never fork a process that has gRPC and torch threads
@@ -253,7 +318,10 @@ def grpc_level(
     shares = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0) for i in range(procs_n)]
     tag = uuid.uuid4().hex[:8]
     procs = [
-        ctx.Process(target=_worker, args=(target, bases, n, start_at, warmup_s, measure_s, f"{tag}{i}", out))
+        ctx.Process(
+            target=_worker,
+            args=(target, requests, n, start_at, warmup_s, measure_s, f"{tag}{i}", (i, procs_n), out),
+        )
         for i, n in enumerate(shares)
     ]
     for p in procs:
@@ -279,8 +347,19 @@ def grpc_level(
             outcomes[k] = outcomes.get(k, 0) + v
         for k, v in part["errors"].items():
             errors[k] = errors.get(k, 0) + v
+    sent = sum(part["sent"] for part in parts)
+    # Up to procs_n * max(sent per process) request numbers were used: move past all of them.
+    requests.start += procs_n * max(part["sent"] for part in parts)
     result: dict[str, Any] = summary(latencies, measure_s)
-    result.update(concurrency=concurrency, client_processes=procs_n, outcomes=outcomes, errors=errors)
+    result.update(
+        concurrency=concurrency,
+        client_processes=procs_n,
+        outcomes=outcomes,
+        errors=errors,
+        sent=sent,
+        # Requests sent past the distinct (household, utterance) pairs repeat earlier audio.
+        repeated_audio=max(0, requests.start - requests.distinct),
+    )
     return result
 
 
@@ -703,7 +782,7 @@ class BareEncoders:
                 proc.kill()
 
 
-def overhead_series(target: str, bases: list[bytes], bare_encoder: BareEncoders, n: int) -> dict[str, Any]:
+def overhead_series(target: str, requests: Requests, bare_encoder: BareEncoders, n: int) -> dict[str, Any]:
     """Evaluate (one at a time, over gRPC) and the bare encoder (in its own process, built like the
     server's), interleaved call by call, so both series see the same machine conditions; the ratio
     does not depend on how busy the machine is."""
@@ -716,9 +795,10 @@ def overhead_series(target: str, bases: list[bytes], bare_encoder: BareEncoders,
         for i in range(n):
             rid = guard_pb2.EvaluateRequest(request_id=f"ov-{tag}-{i}").SerializeToString()
             t0 = time.perf_counter()
-            call(bases[i % len(bases)] + rid, timeout=120, metadata=BACKEND_META)
+            call(requests[requests.start + i] + rid, timeout=120, metadata=BACKEND_META)
             service.append(time.perf_counter() - t0)
             bare.append(bare_encoder.one())
+    requests.start += n
     svc, enc = summary(service), summary(bare)
     target_ms = 1.15 * enc["p50_ms"] + 2.0
     return {
@@ -778,6 +858,7 @@ def run_store(
     na_n = 150 if quick else 600
     sizes = (1_000, 10_000) if quick else (1_000, 100_000)
     pcm16 = sf.read(io.BytesIO(audio), dtype="int16")[0][:2000].tobytes()  # 0.25 s at 8 kHz
+    load_audio = utterances(args_data(args), "jackson", LOAD_UTTERANCES)
     out: dict[str, Any] = {"store": backend}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -792,7 +873,7 @@ def run_store(
         bare = BareEncoders(settings_env(server_env(env, workdir)), audio)
         try:
             print(f"[{backend}] enrolling {BENCH_HOUSEHOLDS} households over gRPC", flush=True)
-            bases = [_request_bytes(h, audio) for h in seed_via_api(server.target, args_data(args))]
+            bases = Requests(seed_via_api(server.target, args_data(args)), load_audio)
             # Warm-up outside any measurement: first torch calls allocate, pools fill.
             grpc_level(server.target, bases, 2, 1.0, 2.0)
             out["rss_after_start_kib"] = rss_kib(server.process.pid)
