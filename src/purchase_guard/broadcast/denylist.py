@@ -802,7 +802,7 @@ class Denylist:
             # whatever an index still holds.
             found = [(key, clip, fine) for key, clip, fine in found if key in self._live]
         best: dict[str, ClipMatch] = {}
-        query_bits = fp.reliable_bits
+        query_bits = fp.reliable_bits if found else 0  # most checks find nothing
         for _, clip, fine in found:
             if not clip.live(now.astimezone(UTC)):
                 continue

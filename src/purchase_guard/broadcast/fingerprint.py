@@ -95,7 +95,7 @@ class Fingerprint:
     @property
     def reliable_bits(self) -> int:
         """Bits worth comparing over the whole print (the mask's set bits)."""
-        return int(np.unpackbits(np.ascontiguousarray(self.mask).view(np.uint8)).sum())
+        return int(np.bitwise_count(self.mask).sum())
 
     @property
     def voiced_seconds(self) -> float:
