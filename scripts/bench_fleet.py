@@ -730,6 +730,8 @@ def denylist_sweep(
                 rule = RefusalRule(replace(DENYLIST_MATCH, ber_limit=limit, min_bits=bits), coverage)
                 refused = sum(any(_refuses(rule, h) for h in hs) for hs in hits) / n_copies
                 rate, upper = model["modelled_rate"][i], model["modelled_rate_upper95"][i]
+                real_refused = sum(_refuses(rule, h) for hs in real_false for h in hs)
+                pool_refused = sum(_refuses(rule, h) for hs in pool_false for h in hs)
                 rows.append(
                     {
                         "ber_limit": limit,
@@ -737,10 +739,10 @@ def denylist_sweep(
                         "min_coverage": coverage,
                         "refused_5db": refused,
                         "challenged_5db": challenged - refused,
-                        "real_clip_false_pairs": sum(_refuses(rule, h) for hs in real_false for h in hs),
-                        "pool_clip_false_pairs": sum(_refuses(rule, h) for hs in pool_false for h in hs),
+                        "real_clip_false_pairs": real_refused,
+                        "pool_clip_false_pairs": pool_refused,
                         "observed_upper95_per_pair": clopper_pearson_upper(
-                            sum(_refuses(rule, h) for hs in false for h in hs), pairs
+                            real_refused + pool_refused, pairs
                         ),
                         "modelled_per_pair": rate,
                         "modelled_per_pair_upper95": upper,
@@ -1313,16 +1315,18 @@ def largest_cap(fr: dict[str, Any], closure: dict[str, Any]) -> dict[str, float]
     }
 
 
-def _fleet_keys(spec: str) -> KeyParams:
-    """DEFAULT_KEYS with the fields of "k=v,..." replaced (integers)."""
+def _keys(base: KeyParams, spec: str) -> KeyParams:
+    """`base` with the fields of "k=v,..." replaced (integers)."""
     fields = dict(kv.split("=") for kv in spec.split(",") if kv)
-    return replace(DEFAULT_KEYS, **{k: int(v) for k, v in fields.items()})
+    return replace(base, **{k: int(v) for k, v in fields.items()})
+
+
+def _fleet_keys(spec: str) -> KeyParams:
+    return _keys(DEFAULT_KEYS, spec)
 
 
 def _deny_keys(spec: str) -> KeyParams:
-    """DENYLIST_KEYS with the fields of "k=v,..." replaced (integers)."""
-    fields = dict(kv.split("=") for kv in spec.split(",") if kv)
-    return replace(DENYLIST_KEYS, **{k: int(v) for k, v in fields.items()})
+    return _keys(DENYLIST_KEYS, spec)
 
 
 def denylist_only(args: argparse.Namespace, argv: list[str] | None) -> int:
