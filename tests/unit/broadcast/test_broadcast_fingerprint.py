@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import scipy.fft
 from unit.broadcast.broadcast_synth import RATE, hear, programme
 
-from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
+from purchase_guard.broadcast import fingerprint as fpmod
+from purchase_guard.broadcast.fingerprint import DEFAULT_PARAMS, Fingerprint, band_energies, fingerprint
 from purchase_guard.broadcast.match import DEFAULT_MATCH, best_offset
 from purchase_guard.voice.audio import Pcm
 
@@ -66,3 +68,19 @@ def test_two_households_copies_line_up_and_other_audio_does_not() -> None:
     assert same is not None
     assert same.ber < 0.1
     assert diff is None or diff.ber > 0.3
+
+
+@pytest.mark.parametrize("frames", [1, 63, 64, 65, 200])
+def test_band_energies_in_blocks_equal_the_whole_utterance_at_once(frames: int) -> None:
+    """The blocked band energies equal, bit for bit, one FFT over every frame and one product
+    with the band matrix, at frame counts below, at, just past and well past one block."""
+    p = DEFAULT_PARAMS
+    x = np.random.default_rng(frames).standard_normal(p.frame + (frames - 1) * p.hop).astype(np.float32) * 0.1
+    bands = fpmod._used_bands(p)
+    window = np.hanning(p.frame).astype(np.float32)
+    all_frames = np.lib.stride_tricks.sliding_window_view(x, p.frame)[:: p.hop]
+    spec = scipy.fft.rfft(all_frames * window, axis=1)[:, bands.lo : bands.hi]
+    expected = (spec.real * spec.real + spec.imag * spec.imag) @ bands.matrix
+    got = band_energies(x)
+    assert got.shape == (frames, 33)
+    assert np.array_equal(got, expected.astype(np.float64))
