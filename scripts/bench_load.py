@@ -715,8 +715,10 @@ def _bare_main(settings: dict[str, str], audio: bytes, conn: Any) -> None:
     own factory (app.build_encoder: runtime, intra-op threads, request batching), so it runs the
     encoder exactly as one server process does, without gRPC, the store or the checks."""
     from purchase_guard.app import build_encoder
+    from purchase_guard.blas import single_threaded_blas
     from purchase_guard.config import load_settings
 
+    single_threaded_blas()  # as a server process does at start (cli._serve)
     loaded = load_settings(settings)
     encoder = build_encoder(loaded)
     for _ in range(5):  # warm-up: first calls allocate

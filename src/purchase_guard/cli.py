@@ -51,8 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
         from purchase_guard.api.processes import supervise
 
         return supervise(settings)
+    from purchase_guard.blas import single_threaded_blas
     from purchase_guard.tracing import configure_tracing, shutdown_tracing
 
+    # Requests run on many threads at once; OpenBLAS's own pool only spins beside them.
+    log.info("blas_single_threaded", libraries=single_threaded_blas())
     configure_tracing(settings.otel_enabled, settings.otel_endpoint)
 
     from prometheus_client import start_http_server

@@ -164,7 +164,8 @@ def test_logs_are_json_with_decision_id_and_never_secrets(
 
 
 def test_serve_starts_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`purchase-guard serve` on its defaults starts, answers health, and exits 0 on SIGTERM."""
+    """`purchase-guard serve` on its defaults starts, answers health, and exits 0 on SIGTERM; at
+    start it logs that OpenBLAS runs single-threaded."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PURCHASE_GUARD_")},
         "PURCHASE_GUARD_LISTEN": "127.0.0.1:0",
@@ -194,6 +195,12 @@ def test_serve_starts_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) 
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        # At start the process set numpy's and scipy's OpenBLAS to one thread each (blas.py).
+        assert proc.stderr is not None
+        events = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        blas = [e for e in events if e.get("event") == "blas_single_threaded"]
+        assert len(blas) == 1, events[:5]
+        assert blas[0]["libraries"]
     finally:
         if proc.poll() is None:
             proc.kill()
