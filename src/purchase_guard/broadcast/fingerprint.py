@@ -170,8 +170,8 @@ def band_energies(samples: np.ndarray[Any, Any], params: FingerprintParams = DEF
     frames = np.lib.stride_tricks.sliding_window_view(x, params.frame)[:: params.hop]
     power = np.empty((frames.shape[0], bands.hi - bands.lo), dtype=np.float32)
     # Blocks of frames, not the whole utterance at once: a 3 s input's windowed frames and
-    # spectrum are 4 MiB each, fresh memory that every call faulted in page by page (2.5x the
-    # time of the blocked loop, measured by scripts/bench_fingerprint_bins.py). Each frame's
+    # spectrum are 4 MiB each, fresh memory that every call faulted in page by page (1.57x the
+    # time of the blocked loop, scripts/bench_fingerprint_bins.py; docs/scaling.md). Each frame's
     # FFT is its own, so the power is the same; the band sums stay one product over all frames.
     for start in range(0, frames.shape[0], _FRAME_BLOCK):
         # scipy.fft keeps float32 (numpy's rfft works in float64 and is several times slower).
