@@ -389,8 +389,10 @@ def main() -> int:
         help="decisions by one household for the growth measure (0: skip it)",
     )
     args = ap.parse_args()
+    from purchase_guard.blas import single_threaded_blas
     from purchase_guard.logs import configure_logging
 
+    single_threaded_blas()  # as a server process does at start (cli._serve)
     # Logged as the server logs (JSON lines on stderr at its default level): the decision's log
     # line is part of its cost. Send stderr to a file to keep the table readable.
     configure_logging("info")
