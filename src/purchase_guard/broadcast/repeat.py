@@ -47,6 +47,8 @@ class EarlierAudio:
     kind: str  # "evaluate" | "confirm"
     fp: Fingerprint
     span: bytes = field(init=False, repr=False, compare=False)
+    # The same bytes seen as one 64-bit word per frame (no copy), for the exact-copy search.
+    frames: np.ndarray[Any, np.dtype[np.uint64]] = field(init=False, repr=False, compare=False)
     start: int | None = field(init=False, repr=False, compare=False)
     _row: np.ndarray[Any, np.dtype[np.uint64]] | None = field(
         init=False, repr=False, compare=False, default=None
@@ -54,6 +56,7 @@ class EarlierAudio:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "span", _voiced_span(self.fp) if self.fp.voiced_frames else b"")
+        object.__setattr__(self, "frames", np.frombuffer(self.span, dtype="<u8"))
         object.__setattr__(self, "start", anchor(self.fp))
 
     def row(self) -> np.ndarray[Any, np.dtype[np.uint64]]:
@@ -118,7 +121,36 @@ def _exact_copy(fp: Fingerprint, earlier: Sequence[EarlierAudio]) -> Replay | No
     """Earlier audio whose voiced stretch is this audio's, bit for bit: the same recording sent
     again. Checked whatever the length, since a short answer (a quick PIN) has too few bits for
     the tolerant rule, and no person says anything twice with the same sub-prints, however short.
-    (A copy re-cut or re-encoded changes the edges and the masks: that is the tolerant rule's.)"""
+    (A copy re-cut or re-encoded changes the edges and the masks: that is the tolerant rule's.)
+
+    One frame (sub-print and mask) is 8 bytes, so the stretches are read as one array of 64-bit
+    frames, all earlier prints end to end: the frames equal to this stretch's first, with its
+    last where it would end inside the same print, are the only places a copy can start, found
+    in one vectorised pass instead of a byte search per print. The first earlier print (in
+    `earlier`'s order) holding the stretch is the one named, as a search print by print would."""
+    mine = np.frombuffer(_voiced_span(fp), dtype="<u8")
+    spans = [item.frames for item in earlier]
+    lengths = np.fromiter((s.size for s in spans), dtype=np.int64, count=len(spans))
+    m = mine.size
+    if m == 0 or not (lengths >= m).any():
+        return None
+    frames = np.concatenate(spans)
+    ends = np.cumsum(lengths)
+    at = np.flatnonzero(frames == mine[0])
+    owner = np.searchsorted(ends, at, side="right")  # the print each frame belongs to
+    at, owner = at[at + m <= ends[owner]], owner[at + m <= ends[owner]]
+    last = frames[at + m - 1] == mine[-1]
+    for a, k in zip(at[last].tolist(), owner[last].tolist(), strict=True):
+        if np.array_equal(frames[a : a + m], mine):
+            item = earlier[k]
+            return Replay(item.decision_id, item.kind, 0.0, float(fp.voiced_frames * N_BITS))
+    return None
+
+
+def exact_copy_print_by_print(fp: Fingerprint, earlier: Sequence[EarlierAudio]) -> Replay | None:
+    """The exact-copy search as it was before the one-array pass: a byte search per print, whole
+    frames only. Not used by the guard: kept as the baseline `scripts/bench_replay.py` times
+    and the reference the tests hold `_exact_copy` to."""
     mine = _voiced_span(fp)
     for item in earlier:
         theirs = item.span

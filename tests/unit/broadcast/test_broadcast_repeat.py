@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 from unit.broadcast.broadcast_synth import hear, programme
 
-from purchase_guard.broadcast.fingerprint import fingerprint
-from purchase_guard.broadcast.repeat import MIN_VOICED_SECONDS, EarlierAudio, EarlierAudioCache, find_replay
+from purchase_guard.broadcast.fingerprint import Fingerprint, fingerprint
+from purchase_guard.broadcast.repeat import (
+    MIN_VOICED_SECONDS,
+    EarlierAudio,
+    EarlierAudioCache,
+    _exact_copy,
+    exact_copy_print_by_print,
+    find_replay,
+)
 from purchase_guard.voice.audio import Pcm
 
 
@@ -123,3 +131,52 @@ def test_cached_prints_find_the_same_replays_as_fresh_ones() -> None:
     assert exact is not None
     assert (exact.decision_id, exact.ber) == ("dec_1", 0.0)
     assert find_replay(fingerprint(hear(programme(6, seconds=6.0), seed=3)), cached) is None
+
+
+def _cut(fp: Fingerprint, a: int, b: int) -> Fingerprint:
+    """The frames from the a-th voiced frame of `fp` up to its b-th (a new print of them)."""
+    voiced = np.flatnonzero(fp.mask)
+    lo, hi = int(voiced[a]), int(voiced[b])
+    return Fingerprint(fp.bits[lo:hi].copy(), fp.mask[lo:hi].copy(), fp.hop_s)
+
+
+def test_the_one_array_exact_search_names_what_a_print_by_print_search_names() -> None:
+    """On 40 earlier prints (one with no voiced frames, one holding a copy twice over) the
+    vectorised exact-copy search names the same earlier print as a byte search per print for:
+    each print itself, stretches cut from the middle of one, a stretch found twice (the first
+    listed is named), a stretch that matches only 4 bytes off a frame boundary (no copy), a
+    print longer than every earlier one, and new audio."""
+    fps = [fingerprint(Pcm(programme(100 + i, seconds=1.5))) for i in range(38)]
+    silent = Fingerprint(np.zeros(50, np.uint32), np.zeros(50, np.uint32))
+    twice = Fingerprint(
+        np.concatenate([fps[7].bits, fps[7].bits]), np.concatenate([fps[7].mask, fps[7].mask])
+    )
+    # A print whose (mask, next sub-print) pairs spell out a query's (sub-print, mask) frames.
+    q_bits = np.array([0x11111111, 0x22222222, 0x33333333], np.uint32)
+    q_mask = np.array([0xAAAAAAAA, 0xBBBBBBBB, 0xCCCCCCCC], np.uint32)
+    shifted = Fingerprint(
+        np.array([5, 0xAAAAAAAA, 0xBBBBBBBB, 0xCCCCCCCC], np.uint32),
+        np.array([0x11111111, 0x22222222, 0x33333333, 7], np.uint32),
+    )
+    prints = [*fps[:20], silent, twice, shifted, *fps[20:]]
+    earlier = [EarlierAudio(f"apr_{i}", f"dec_{i}", "evaluate", p) for i, p in enumerate(prints)]
+    queries = [
+        *fps,
+        *(_cut(fps[k], 10, 60) for k in (0, 7, 19, 37)),
+        _cut(fps[3], 5, 6),
+        Fingerprint(q_bits, q_mask),
+        Fingerprint(np.tile(twice.bits, 2), np.tile(twice.mask, 2)),
+        *(fingerprint(Pcm(programme(900 + i, seconds=1.5))) for i in range(3)),
+    ]
+    named = []
+    for q in queries:
+        assert q.voiced_frames > 0  # as find_replay calls it
+        want = exact_copy_print_by_print(q, earlier)
+        assert _exact_copy(q, earlier) == want
+        named.append(None if want is None else want.decision_id)
+    assert named[7] == "dec_7"  # fps[7] is listed before the print holding it twice
+    assert named[38 + 1] == "dec_7"
+    assert named[38 + 5] is None  # found only 4 bytes off a frame boundary
+    assert named[38 + 6] is None  # longer than any earlier print
+    assert named[-3:] == [None, None, None]
+    assert sum(n is not None for n in named) == 38 + 5
