@@ -1,6 +1,6 @@
 """The no-audio part of Evaluate: latency and store round trips per decision, SQLite and PostgreSQL.
 
-    python scripts/bench_decide.py --out reports/bench [--stores sqlite,sqlite-inline,postgres] [--n 400]
+    python scripts/bench_decide.py --out reports/bench [--stores sqlite,postgres] [--n 400]
         [--postgres-dsn "host=127.0.0.1 port=5432 dbname=test user=postgres"]
 
 The real `Guard` (validation, idempotency lookup, members and voiceprints, household lock,
@@ -14,10 +14,6 @@ households in turn. The audio work is left out as the encoder is: the input is 1
 resampling) and the fingerprint of each take is computed before the timing and handed to the
 pipeline when it asks (the replay comparison against the household's stored prints, and the
 print written with the decision, stay in).
-
-Stores: `sqlite` as served (WAL checkpoints on the store's own thread), `sqlite-inline` (SQLite's
-default: a checkpoint inside the COMMIT that finds the WAL at 1,000 pages; the baseline for
-that change, measured in the same run), `postgres`.
 
 Measured: p50/p95/p99 at 1 and 8 threads; and round trips to the database per decision at one
 thread, counted at the driver (SQLite: every statement the connection runs, by its trace
@@ -160,19 +156,12 @@ def precomputed_fingerprints(takes: list[bytes]) -> Iterator[None]:
 
 @contextmanager
 def open_store(backend: str, dsn: str, counter: Statements) -> Iterator[Any]:
-    if backend in ("sqlite", "sqlite-inline"):
-        from purchase_guard.store.sqlite import DEFAULT_CHECKPOINT_INTERVAL_S, SqliteStore
+    if backend == "sqlite":
+        from purchase_guard.store.sqlite import SqliteStore
 
-        # sqlite-inline: the baseline, SQLite's own checkpoints inside the COMMIT that finds the
-        # WAL at 1,000 pages; sqlite: the store as served, checkpoints on a thread of its own.
-        interval = None if backend == "sqlite-inline" else DEFAULT_CHECKPOINT_INTERVAL_S
         with tempfile.TemporaryDirectory() as tmp:
             os.chmod(tmp, 0o700)
-            store = SqliteStore(
-                Path(tmp) / "decide.db",
-                master_keys=MasterKeys.of(BENCH_MASTER_KEY),
-                checkpoint_interval_s=interval,
-            )
+            store = SqliteStore(Path(tmp) / "decide.db", master_keys=MasterKeys.of(BENCH_MASTER_KEY))
             store._conn.set_trace_callback(counter.saw)
             if store._owned_keys is not None:
                 store._owned_keys._conn.set_trace_callback(counter.saw)
@@ -287,7 +276,7 @@ def run_store(backend: str, args: argparse.Namespace, takes: list[bytes]) -> dic
 
             commits: list[float] = []
 
-            one_sqlite_thread = c == 1 and backend.startswith("sqlite")
+            one_sqlite_thread = c == 1 and backend == "sqlite"
 
             def timed(
                 i: int,
@@ -376,7 +365,7 @@ def markdown(result: dict[str, Any]) -> str:
         " | target p99 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    targets = {"sqlite": 2.0, "sqlite-inline": 2.0, "postgres": 5.0}
+    targets = {"sqlite": 2.0, "postgres": 5.0}
     for s in result["stores"]:
         for lv in s["levels"]:
             t = targets[s["store"]]
@@ -408,7 +397,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="reports/bench")
-    ap.add_argument("--stores", default="sqlite,sqlite-inline,postgres")
+    ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--postgres-dsn", default=os.environ.get("PURCHASE_GUARD_TEST_POSTGRES_DSN", DEFAULT_DSN))
     ap.add_argument(

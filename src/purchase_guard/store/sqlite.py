@@ -22,13 +22,6 @@ At rest: the database file (and its WAL and shared-memory files) are created rea
 owner only, in a folder only the owner can enter; a file or folder found more open is refused
 at start (`check_private`), so a copy of household data is never left readable by others.
 `SqliteKeyStore` keeps the wrapped data keys in the same file, on a connection of its own.
-
-Checkpoints (moving committed pages from the WAL into the database file, and fsyncing it) run
-on a thread of their own (`_Checkpointer`), not inside a decision's COMMIT. SQLite's default
-runs one inside whichever COMMIT first finds the WAL at 1,000 pages, so about one decision in
-a hundred paid for the copy and a second fsync (`scripts/bench_decide.py` compares both ways).
-A passive checkpoint never takes the write lock, so writers go on meanwhile; if the thread fails,
-the store's connection goes back to SQLite's own checkpoints, so the WAL never grows unchecked.
 """
 
 from __future__ import annotations
@@ -40,12 +33,11 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from purchase_guard.errors import Unavailable
-from purchase_guard.logs import get_logger
 from purchase_guard.sealing import KeyRing, MasterKeys, Sealer, WrappedKeyStore, ephemeral_master_keys
 from purchase_guard.store.migrate import apply_sqlite
 from purchase_guard.store.protocol import Store
@@ -53,14 +45,6 @@ from purchase_guard.store.sql import SqlKeyStore, SqlStore
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_S = 10.0
-# How often the checkpoint thread looks at the WAL. At a few hundred decisions a second (a dozen
-# pages each) the WAL then holds some thousands of pages between checkpoints: megabytes, and
-# each pass is one fsync of the database file off the request path.
-DEFAULT_CHECKPOINT_INTERVAL_S = 0.5
-# SQLite's own default for wal_autocheckpoint, restored when the checkpoint thread fails.
-SQLITE_AUTOCHECKPOINT_PAGES = 1000
-
-log = get_logger("purchase_guard.store.sqlite")
 # Bytes of the lock file households are spread over: a shared byte only costs a needless wait.
 LOCK_SLOTS = 1 << 16
 
@@ -114,61 +98,6 @@ def _connect(path: str, busy_timeout_ms: int, *, private: bool = True) -> tuple[
         conn.close()
         raise
     return conn, "" if mode is None else str(mode[0]).lower()
-
-
-class _Checkpointer:
-    """Passive WAL checkpoints every `interval_s`, on a connection and daemon thread of their own.
-
-    `on_failure` is called once, from the thread, when a checkpoint raises: the owner then turns
-    SQLite's inline checkpoints back on, and this thread stops.
-    """
-
-    def __init__(
-        self, path: str, busy_timeout_ms: int, interval_s: float, on_failure: Callable[[str], None]
-    ) -> None:
-        # The store has opened (and migrated) the file already: a bare connection is enough.
-        try:
-            self._conn = sqlite3.connect(
-                path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        except sqlite3.Error as exc:
-            raise Unavailable(f"cannot open the checkpoint connection to {path}: {exc}") from exc
-        self._interval_s = interval_s
-        self._on_failure = on_failure
-        self._stop = threading.Event()
-        self._run_lock = threading.Lock()  # a checkpoint and close() never overlap
-        self.passes = 0
-        self.pages_moved = 0
-        self._thread = threading.Thread(target=self._loop, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def checkpoint(self) -> tuple[int, int, int]:
-        """One passive checkpoint now: (busy, pages in the WAL, pages moved to the database)."""
-        with self._run_lock:
-            if self._stop.is_set():
-                return (0, 0, 0)
-            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        busy, in_wal, moved = (int(v) for v in row)
-        self.passes += 1
-        self.pages_moved += max(moved, 0)
-        return busy, in_wal, moved
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.checkpoint()
-            except sqlite3.Error as exc:
-                self._on_failure(str(exc))
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
-        with self._run_lock:
-            self._conn.close()
 
 
 class SqliteKeyStore(SqlKeyStore):
@@ -247,14 +176,9 @@ class SqliteStore(SqlStore):
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         private: bool = True,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-        checkpoint_interval_s: float | None = DEFAULT_CHECKPOINT_INTERVAL_S,
     ) -> None:
-        """`checkpoint_interval_s`: how often the checkpoint thread runs; None leaves checkpoints
-        to SQLite, inside the COMMIT that finds the WAL full (the baseline bench_decide keeps)."""
         if sealer is not None and master_keys is not None:
             raise ValueError("pass a sealer or master keys, not both")
-        if checkpoint_interval_s is not None and not checkpoint_interval_s > 0:
-            raise ValueError("checkpoint_interval_s must be positive (or None for inline checkpoints)")
         self._path = str(path)
         self._lock = threading.Lock()
         self._locks_guard = threading.Lock()
@@ -280,33 +204,7 @@ class SqliteStore(SqlStore):
             self._owned_keys = SqliteKeyStore(self._path, busy_timeout_ms=busy_timeout_ms, private=private)
             sealer = KeyRing(master_keys or ephemeral_master_keys(), self._owned_keys)
         self._sealer = sealer
-        self._checkpointer: _Checkpointer | None = None
-        if checkpoint_interval_s is not None and self._path != ":memory:":
-            try:
-                self._checkpointer = _Checkpointer(
-                    self._path, busy_timeout_ms, checkpoint_interval_s, self._inline_checkpoints
-                )
-                with self._lock:
-                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-            except BaseException:
-                self.close()
-                raise
         self.seal_legacy_pins()
-
-    def _inline_checkpoints(self, why: str) -> None:
-        """The checkpoint thread failed: SQLite's own checkpoints take over, in the COMMITs."""
-        log.error("sqlite_checkpoint_failed", error=why, fallback="inline checkpoints")
-        with self._lock:
-            if not self._closed:
-                try:
-                    self._conn.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}")
-                except sqlite3.Error as exc:  # the store's own calls will now fail as Unavailable
-                    log.exception("sqlite_inline_checkpoints_failed", error=str(exc))
-
-    def checkpoint_now(self) -> tuple[int, int, int] | None:
-        """One passive checkpoint on the checkpoint thread's connection (None without one): for
-        tests and operators; (busy, pages in the WAL, pages moved)."""
-        return None if self._checkpointer is None else self._checkpointer.checkpoint()
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -400,10 +298,6 @@ class SqliteStore(SqlStore):
                 return
 
     def close(self) -> None:
-        # Stopped before the lock is taken: a failing checkpoint's fallback takes that lock too.
-        checkpointer = getattr(self, "_checkpointer", None)
-        if checkpointer is not None:
-            checkpointer.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
