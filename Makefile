@@ -138,6 +138,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_load.py --out reports/bench
 	$(PY) scripts/bench_confirm.py --data $(DATA) --out reports/bench
 	$(PY) scripts/bench_encoder.py --data $(DATA) --out reports/bench
+	$(PY) scripts/bench_replay.py --data $(DATA) --out reports/bench
 	$(MAKE) bench-decide bench-cores
 
 # The no-audio part of Evaluate (verifier stubbed, fingerprints precomputed): p50/p99 and store
