@@ -290,7 +290,14 @@ class VoiceVerifier:
     ) -> SpeakerResult | _Scored:
         """Trim, check there is enough speech and a usable print, embed once and score: an
         unverified result when it stops early, else what was measured with the result."""
-        net, trimmed = self.vad.speech_and_trim(pcm)
+        wants_snr = measure_snr or self._quality is not None
+        snr: float | None = None
+        if wants_snr and isinstance(self.vad, EnergyVad):
+            # The SNR's speech frames are the energy VAD's own: one pass over the frames gives
+            # all three (vad.speech_trim_and_snr; the same values as measuring each alone).
+            net, trimmed, snr = self.vad.speech_trim_and_snr(pcm)
+        else:
+            net, trimmed = self.vad.speech_and_trim(pcm)
         band = self.thresholds.band_for(net)
         if net < self.min_speech_s:
             return self._unverified(
@@ -300,7 +307,8 @@ class VoiceVerifier:
         if isinstance(prints, str):
             return self._unverified(band.threshold, prints, True)
         embedding = self.encoder.embed(trimmed.samples)
-        snr = snr_db(pcm) if measure_snr or self._quality is not None else 0.0
+        if snr is None:
+            snr = snr_db(pcm) if wants_snr else 0.0
         result = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
         return _Scored(net, band, embedding, snr, result)
 
