@@ -1,13 +1,15 @@
 """The energy VAD's one pass (speech, trim and SNR from one mask) against the code it replaced.
 
-`_old_*` below are the VAD's functions as they were before the one pass: each measured every
-frame's energy and found the speech on its own (`snr_db` measured the energies twice). The new
+`old_*` (kept in scripts/bench_vad.py, the baseline it times) are the VAD's functions as they
+were before the one pass: each measured every frame's energy and found the speech on its own
+(`snr_db` measured the energies twice). The new
 code must give the same values, bit for bit (the same float64 arithmetic, done once), so these
 tests compare with `==` and `np.array_equal`, never a tolerance.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,8 @@ from purchase_guard.voice.audio import Pcm, decode_audio
 from purchase_guard.voice.encoder import Embedding, FakeEncoder
 from purchase_guard.voice.vad import (
     DEFAULT,
-    HOP,
     EnergyVad,
     VadConfig,
-    _dilate,
-    _dilate_forward,
-    _drop_short_runs,
-    _raw_mask,
-    frame_energies_db,
     snr_db,
     speech_mask,
     speech_seconds,
@@ -36,48 +32,11 @@ from purchase_guard.voice.vad import (
 )
 from purchase_guard.voice.verifier import VoiceVerifier
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+from bench_vad import old_snr_db, old_speech_mask, old_speech_seconds, old_trim_silence
+
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 Bool = np.ndarray[Any, np.dtype[np.bool_]]
-
-
-def _old_speech_mask(pcm: Pcm, cfg: VadConfig = DEFAULT) -> Bool:
-    raw = _raw_mask(frame_energies_db(pcm.samples), cfg)
-    if raw.size == 0:
-        return raw
-    return _dilate_forward(_drop_short_runs(raw, cfg.min_run_frames), cfg.hangover_frames)
-
-
-def _old_speech_seconds(pcm: Pcm, cfg: VadConfig = DEFAULT) -> float:
-    if pcm.samples.shape[0] == 0:
-        return 0.0
-    voiced = int(_old_speech_mask(pcm, cfg).sum())
-    return min(voiced * HOP, int(pcm.samples.shape[0])) / RATE
-
-
-def _old_trim_silence(pcm: Pcm, cfg: VadConfig = DEFAULT) -> Pcm:
-    n = pcm.samples.shape[0]
-    if n == 0:
-        return pcm
-    mask = _old_speech_mask(pcm, cfg)
-    pad = round(cfg.pad_s * RATE / HOP)
-    keep_frames = _dilate(mask, pad)
-    keep = np.repeat(keep_frames, HOP)[:n]
-    if keep.shape[0] < n:
-        keep = np.concatenate((keep, np.zeros(n - keep.shape[0], dtype=bool)))
-    return Pcm(samples=np.ascontiguousarray(pcm.samples[keep]))
-
-
-def _old_snr_db(pcm: Pcm, cfg: VadConfig = DEFAULT) -> float:
-    energy = frame_energies_db(pcm.samples)
-    mask = _old_speech_mask(pcm, cfg)
-    if energy.size == 0 or not mask.any():
-        return 0.0
-    power = 10.0 ** (energy / 10.0)
-    speech = float(power[mask].mean())
-    quiet = power[~mask]
-    noise = float(quiet.mean()) if quiet.size >= 5 else float(np.percentile(power, 5))
-    ratio = 10.0 * np.log10((speech + 1e-12) / (noise + 1e-12))
-    return float(min(100.0, ratio))
 
 
 def _pcm(x: np.ndarray[Any, Any]) -> Pcm:
@@ -110,15 +69,15 @@ def _synthetic() -> list[tuple[str, Pcm]]:
 
 def _assert_same(pcm: Pcm, cfg: VadConfig = DEFAULT) -> None:
     net, trimmed, snr = speech_trim_and_snr(pcm, cfg, DEFAULT)
-    assert net == _old_speech_seconds(pcm, cfg)
-    assert np.array_equal(trimmed.samples, _old_trim_silence(pcm, cfg).samples)
+    assert net == old_speech_seconds(pcm, cfg)
+    assert np.array_equal(trimmed.samples, old_trim_silence(pcm, cfg).samples)
     assert trimmed.samples.dtype == np.float32
-    assert snr == _old_snr_db(pcm)
+    assert snr == old_snr_db(pcm)
     # Each function alone, and the VAD's pair, give the same values too.
     assert speech_seconds(pcm, cfg) == net
     assert np.array_equal(trim_silence(pcm, cfg).samples, trimmed.samples)
     assert snr_db(pcm) == snr
-    assert np.array_equal(speech_mask(pcm, cfg), _old_speech_mask(pcm, cfg))
+    assert np.array_equal(speech_mask(pcm, cfg), old_speech_mask(pcm, cfg))
     pair = EnergyVad(cfg).speech_and_trim(pcm)
     assert pair[0] == net
     assert np.array_equal(pair[1].samples, trimmed.samples)
@@ -140,8 +99,8 @@ def test_one_pass_with_other_settings_keeps_the_default_snr() -> None:
     pcm = _pcm(pcm.samples + 0.003 * np.random.default_rng(3).standard_normal(pcm.samples.shape[0]))
     _assert_same(pcm, cfg)
     net, trimmed, snr = EnergyVad(cfg).speech_trim_and_snr(pcm)
-    assert (net, snr) == (_old_speech_seconds(pcm, cfg), _old_snr_db(pcm, DEFAULT))
-    assert np.array_equal(trimmed.samples, _old_trim_silence(pcm, cfg).samples)
+    assert (net, snr) == (old_speech_seconds(pcm, cfg), old_snr_db(pcm, DEFAULT))
+    assert np.array_equal(trimmed.samples, old_trim_silence(pcm, cfg).samples)
 
 
 def test_one_pass_equals_the_separate_measures_on_real_speech(data_dir: Path) -> None:
@@ -189,10 +148,10 @@ def test_verify_sample_measures_as_before(monkeypatch: pytest.MonkeyPatch) -> No
     assert result == result_sep
     assert heard == heard_sep
     assert heard is not None
-    assert heard.snr_db == _old_snr_db(pcm)
-    assert heard.net_speech_s == _old_speech_seconds(pcm)
+    assert heard.snr_db == old_snr_db(pcm)
+    assert heard.net_speech_s == old_speech_seconds(pcm)
     assert len(one_enc.seen) == len(sep_enc.seen) == 1
-    assert np.array_equal(one_enc.seen[0], _old_trim_silence(pcm).samples)
+    assert np.array_equal(one_enc.seen[0], old_trim_silence(pcm).samples)
     assert np.array_equal(one_enc.seen[0], sep_enc.seen[0])
     assert result.member_id == "mum"
     assert result.role is Role.ADULT
