@@ -138,7 +138,8 @@ def _exact_copy(fp: Fingerprint, earlier: Sequence[EarlierAudio]) -> Replay | No
     ends = np.cumsum(lengths)
     at = np.flatnonzero(frames == mine[0])
     owner = np.searchsorted(ends, at, side="right")  # the print each frame belongs to
-    at, owner = at[at + m <= ends[owner]], owner[at + m <= ends[owner]]
+    fits = at + m <= ends[owner]  # the copy would end inside the same print
+    at, owner = at[fits], owner[fits]
     last = frames[at + m - 1] == mine[-1]
     for a, k in zip(at[last].tolist(), owner[last].tolist(), strict=True):
         if np.array_equal(frames[a : a + m], mine):

@@ -16,7 +16,7 @@ import numpy as np
 from purchase_guard.errors import EnrollmentRejected
 from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder, l2_normalise
-from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction, snr_db
+from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction
 
 # Measured with GE2E on fit-split speechocean762 adults and LibriSpeech test-other
 # (docs/voice.md): the similarity of a take to the centroid of 3 other takes of the same
@@ -95,8 +95,7 @@ def check_take(
     """One take's signal checks, with assess_enrollment's defaults and wording: live feedback
     while a person records, before the takes are compared with each other."""
     vad = vad if vad is not None else EnergyVad()
-    speech, _ = vad.speech_and_trim(pcm)
-    snr = snr_db(pcm)
+    speech, _, snr = vad.speech_trim_and_snr(pcm)
     clipped = clipped_fraction(pcm)
     problem = _signal_problem(
         0,
@@ -142,9 +141,9 @@ def assess_enrollment(
     """
     vad = vad if vad is not None else EnergyVad()
     n = len(pcms)
-    cut = [vad.speech_and_trim(p) for p in pcms]
+    cut = [vad.speech_trim_and_snr(p) for p in pcms]
     speech = [c[0] for c in cut]
-    snrs = [snr_db(p) for p in pcms]
+    snrs = [c[2] for c in cut]
     clips = [clipped_fraction(p) for p in pcms]
     problems = [
         _signal_problem(

@@ -29,6 +29,7 @@ import numpy as np
 
 from purchase_guard.errors import Unavailable
 from purchase_guard.voice.audio import TARGET_RATE_HZ, Pcm
+from purchase_guard.voice.vad import snr_db
 
 WINDOW = 512  # 32 ms at 16 kHz, the model's window at this rate
 CONTEXT = 64  # samples of the previous window the model sees
@@ -219,6 +220,11 @@ class SileroVad:
 
     def trim(self, pcm: Pcm) -> Pcm:
         return self.speech_and_trim(pcm)[1]
+
+    def speech_trim_and_snr(self, pcm: Pcm) -> tuple[float, Pcm, float]:
+        """The model's speech and trim; the SNR is the energy VAD's, as for every VAD."""
+        speech, trimmed = self.speech_and_trim(pcm)
+        return speech, trimmed, snr_db(pcm)
 
     def speech_and_trim(self, pcm: Pcm) -> tuple[float, Pcm]:
         """Both at the cost of one model pass."""

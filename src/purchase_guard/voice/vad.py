@@ -209,6 +209,11 @@ class SpeechDetector(Protocol):
 
     def speech_and_trim(self, pcm: Pcm) -> tuple[float, Pcm]: ...
 
+    def speech_trim_and_snr(self, pcm: Pcm) -> tuple[float, Pcm, float]:
+        """`speech_and_trim` and `snr_db(pcm)`, the energy VAD's default SNR whatever this VAD
+        is (as the verifier and enrollment measure it)."""
+        ...
+
 
 class EnergyVad:
     """The module's energy VAD behind the SpeechDetector protocol."""
@@ -232,6 +237,5 @@ class EnergyVad:
         return _seconds_of(mask, int(pcm.samples.shape[0])), _trim_to(pcm, mask, self.cfg)
 
     def speech_trim_and_snr(self, pcm: Pcm) -> tuple[float, Pcm, float]:
-        """`speech_and_trim` and `snr_db(pcm)` (the default settings' SNR, as the verifier and
-        enrollment measure it whatever the VAD) from one pass over the frames."""
+        """From one pass over the frames: the SNR's speech frames are this VAD's own."""
         return speech_trim_and_snr(pcm, self.cfg, DEFAULT)

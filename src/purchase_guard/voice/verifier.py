@@ -32,7 +32,7 @@ from purchase_guard.voice.audio import Pcm
 from purchase_guard.voice.backend import ScoringBackend, identity_backend
 from purchase_guard.voice.digit_print import DigitPrintCalibration, centroid
 from purchase_guard.voice.encoder import Embedding, SpeakerEncoder
-from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction, snr_db
+from purchase_guard.voice.vad import EnergyVad, SpeechDetector, clipped_fraction
 
 
 @dataclass(frozen=True)
@@ -290,14 +290,11 @@ class VoiceVerifier:
     ) -> SpeakerResult | _Scored:
         """Trim, check there is enough speech and a usable print, embed once and score: an
         unverified result when it stops early, else what was measured with the result."""
-        wants_snr = measure_snr or self._quality is not None
-        snr: float | None = None
-        if wants_snr and isinstance(self.vad, EnergyVad):
-            # The SNR's speech frames are the energy VAD's own: one pass over the frames gives
-            # all three (vad.speech_trim_and_snr; the same values as measuring each alone).
+        if measure_snr or self._quality is not None:
+            # One call: the energy VAD finds the speech and the SNR in one pass over the frames.
             net, trimmed, snr = self.vad.speech_trim_and_snr(pcm)
         else:
-            net, trimmed = self.vad.speech_and_trim(pcm)
+            (net, trimmed), snr = self.vad.speech_and_trim(pcm), 0.0
         band = self.thresholds.band_for(net)
         if net < self.min_speech_s:
             return self._unverified(
@@ -307,8 +304,6 @@ class VoiceVerifier:
         if isinstance(prints, str):
             return self._unverified(band.threshold, prints, True)
         embedding = self.encoder.embed(trimmed.samples)
-        if snr is None:
-            snr = snr_db(pcm) if wants_snr else 0.0
         result = self.score_embedding(embedding, net, prints, roles, samples=trimmed.samples, snr=snr)
         return _Scored(net, band, embedding, snr, result)
 
